@@ -1,0 +1,8 @@
+//! sg-agent: the user-space half of sg.
+//!
+//! Pure parts (no I/O, tested without root): [`policy`] — model, validation,
+//! reference evaluator, operations, import/export.
+//! Kernel edges: [`dataplane`] — loading, attaching and reading the eBPF programs.
+
+pub mod dataplane;
+pub mod policy;
