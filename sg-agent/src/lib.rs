@@ -2,7 +2,9 @@
 //!
 //! Pure parts (no I/O, tested without root): [`policy`] — model, validation,
 //! reference evaluator, operations, import/export.
-//! Kernel edges: [`dataplane`] — loading, attaching and reading the eBPF programs.
+//! Kernel edges: [`dataplane`] — loading, attaching and reading the eBPF
+//! programs; [`netns`] — entering network namespaces.
 
 pub mod dataplane;
+pub mod netns;
 pub mod policy;

@@ -1,0 +1,88 @@
+//! Reading the per-CPU packet counters.
+
+use aya::maps::PerCpuArray;
+use sg_common::{
+    counter::{self, HOOK_DIRECTIONS, NAMES, SLOTS},
+    maps::COUNTERS,
+};
+
+use super::{Dataplane, Error};
+
+/// A snapshot of every counter, summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    values: Vec<u64>,
+}
+
+impl Counters {
+    /// Reads all counters of `dp`.
+    pub fn read(dp: &Dataplane) -> Result<Self, Error> {
+        let map = dp.ebpf().map(COUNTERS).ok_or(Error::MissingMap(COUNTERS))?;
+        let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| Error::Map {
+            map: COUNTERS,
+            source,
+        })?;
+        let mut values = Vec::with_capacity((HOOK_DIRECTIONS * SLOTS) as usize);
+        for index in 0..HOOK_DIRECTIONS * SLOTS {
+            let per_cpu = array.get(&index, 0).map_err(|source| Error::Map {
+                map: COUNTERS,
+                source,
+            })?;
+            values.push(per_cpu.iter().sum());
+        }
+        Ok(Self { values })
+    }
+
+    /// The value of `counter` (a `sg_common::counter` constant) in hook
+    /// direction `dir`.
+    pub fn get(&self, dir: u32, counter: u32) -> u64 {
+        self.values[counter::index(dir, counter) as usize]
+    }
+
+    /// Counter by counter, `self - earlier` (saturating: counters only grow).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let values = self
+            .values
+            .iter()
+            .zip(&earlier.values)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        Self { values }
+    }
+
+    /// `(name, ingress, egress)` for every named counter, in counter order.
+    pub fn rows(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        NAMES.iter().map(|&(c, name)| {
+            (
+                name,
+                self.get(counter::DIR_INGRESS, c),
+                self.get(counter::DIR_EGRESS, c),
+            )
+        })
+    }
+
+    /// A plain-text table of the non-zero counters.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("{:<14} {:>12} {:>12}\n", "counter", "ingress", "egress");
+        for (name, rx, tx) in self.rows().filter(|(_, rx, tx)| rx + tx > 0) {
+            let _ = writeln!(out, "{name:<14} {rx:>12} {tx:>12}");
+        }
+        out
+    }
+
+    /// The counters as a JSON object `{ "ingress": {name: n}, "egress": {...} }`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let side = |dir| {
+            NAMES
+                .iter()
+                .map(|&(c, name)| (name.to_owned(), self.get(dir, c).into()))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "ingress": side(counter::DIR_INGRESS),
+            "egress": side(counter::DIR_EGRESS),
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! The kernel edge: loading the eBPF object, attaching its programs to an
+//! interface, detaching them, and reading the maps.
+
+mod counters;
+mod loader;
+
+pub use counters::Counters;
+pub use loader::{AttachMode, Dataplane, Error};
