@@ -1,0 +1,216 @@
+//! Network namespaces and veth pairs with RAII cleanup.
+//!
+//! Names carry the process id and a per-process counter (`sgt-<pid>-<n>-<tag>`),
+//! so tests running in parallel, and test binaries running side by side, never
+//! collide. Veth pairs are created inside their namespaces, so their names never
+//! appear in the root namespace. A namespace left behind by a process that was
+//! killed is removed by the next [`Netns::new`] that notices its owner is gone.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::{Command, Output},
+    sync::{
+        Once,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+const PREFIX: &str = "sgt-";
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static REAP: Once = Once::new();
+
+/// Runs a command, failing with its stderr if it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// A network namespace made by `ip netns add`, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a fresh, uniquely named namespace with loopback up.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        REAP.call_once(reap_orphans);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{PREFIX}{}-{n}-{tag}", std::process::id());
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's bind mount, for `setns`.
+    pub fn path(&self) -> PathBuf {
+        sg_agent::netns::named(&self.name)
+    }
+
+    /// `ip -n NAME ARGS…`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs a program inside the namespace (through `nsenter`, which unlike
+    /// `ip netns exec` leaves `/sys` and bpffs alone).
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program).args(args);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered the namespace. Sockets made there
+    /// stay in the namespace wherever they are used afterwards.
+    pub fn exec<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                sg_agent::netns::enter(&path)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Never panic here: this also runs while a failed test unwinds.
+        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("warning: removing namespace {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Removes namespaces whose creating process no longer exists.
+fn reap_orphans() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run("ip", &["netns", "del", &name]);
+        }
+    }
+}
+
+/// One end of a veth pair: its namespace, interface and addresses.
+pub struct Host {
+    pub ns: Netns,
+    pub ifname: String,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+impl Host {
+    /// The interface's index inside its namespace.
+    pub fn ifindex(&self) -> anyhow::Result<u32> {
+        let out = self.ns.ip(&["-j", "link", "show", "dev", &self.ifname])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let idx = text
+            .split("\"ifindex\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()))
+            .context("ifindex not found in ip -j link output")?;
+        Ok(idx.parse()?)
+    }
+
+    /// `ip -d link show` of the interface, for checking what is attached.
+    pub fn link_details(&self) -> anyhow::Result<String> {
+        let out = self.ns.ip(&["-d", "link", "show", "dev", &self.ifname])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `tc qdisc show` of the interface.
+    pub fn qdiscs(&self) -> anyhow::Result<String> {
+        let out = self.ns.cmd("tc", &["qdisc", "show", "dev", &self.ifname]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` (10.77.0.1, fd77::1) and `b`
+/// (10.77.0.2, fd77::2). Each pair has its own namespaces, so every pair can
+/// use the same addresses.
+pub struct Pair {
+    pub a: Host,
+    pub b: Host,
+}
+
+impl Pair {
+    pub fn new() -> anyhow::Result<Self> {
+        let ns_a = Netns::new("a")?;
+        let ns_b = Netns::new("b")?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (if_a, if_b) = (format!("sg{n}a"), format!("sg{n}b"));
+        ns_a.ip(&[
+            "link", "add", &if_a, "type", "veth", "peer", "name", &if_b, "netns", ns_b.name(),
+        ])?;
+        let a = Host {
+            ns: ns_a,
+            ifname: if_a,
+            v4: Ipv4Addr::new(10, 77, 0, 1),
+            v6: "fd77::1".parse()?,
+        };
+        let b = Host {
+            ns: ns_b,
+            ifname: if_b,
+            v4: Ipv4Addr::new(10, 77, 0, 2),
+            v6: "fd77::2".parse()?,
+        };
+        for h in [&a, &b] {
+            h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])?;
+            // nodad: the address is usable at once, not after duplicate detection.
+            h.ns.ip(&["addr", "add", &format!("{}/64", h.v6), "dev", &h.ifname, "nodad"])?;
+            h.ns.ip(&["link", "set", &h.ifname, "up"])?;
+        }
+        let pair = Self { a, b };
+        pair.wait_up(Duration::from_secs(5))?;
+        Ok(pair)
+    }
+
+    /// Polls until both ends report operational state UP.
+    fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut up = true;
+            for h in [&self.a, &self.b] {
+                let out = h.ns.ip(&["-j", "link", "show", "dev", &h.ifname])?;
+                up &= String::from_utf8_lossy(&out.stdout).contains("\"operstate\":\"UP\"");
+            }
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("veth pair did not come up within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
