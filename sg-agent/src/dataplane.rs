@@ -1,1 +1,0 @@
-//! Loading and attaching the eBPF programs.
