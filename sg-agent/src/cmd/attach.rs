@@ -74,7 +74,12 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     dp.attach(&args.iface, mode)
         .with_context(|| format!("attaching to {}", args.iface))?;
-    log::info!("attached to {}; SIGINT or SIGTERM detaches", args.iface);
+    let xdp_id = dp.xdp()?.info()?.id();
+    let tc_id = dp.tc_egress()?.info()?.id();
+    log::info!(
+        "attached to {} (program ids: xdp {xdp_id}, tc egress {tc_id}); SIGINT or SIGTERM detaches",
+        args.iface
+    );
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
