@@ -11,15 +11,33 @@ pub const ETH_P_8021AD: u16 = 0x88A8;
 /// An upper-layer header.
 #[derive(Debug, Clone)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP (IPv4): type, code, echo identifier.
-    Icmp { ty: u8, code: u8, id: u16 },
+    Icmp {
+        ty: u8,
+        code: u8,
+        id: u16,
+    },
     /// ICMPv6.
-    Icmpv6 { ty: u8, code: u8, id: u16 },
+    Icmpv6 {
+        ty: u8,
+        code: u8,
+        id: u16,
+    },
     Gre,
     /// Any other protocol number, with `len` bytes of header-less payload.
-    Other { proto: u8, len: usize },
+    Other {
+        proto: u8,
+        len: usize,
+    },
 }
 
 impl L4 {
@@ -37,7 +55,11 @@ impl L4 {
     /// The header's bytes (checksums left zero: nothing on the path checks them).
     pub fn bytes(&self) -> Vec<u8> {
         match *self {
-            Self::Tcp { sport, dport, flags } => {
+            Self::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 let mut h = vec![0u8; 20];
                 h[0..2].copy_from_slice(&sport.to_be_bytes());
                 h[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -68,12 +90,21 @@ impl L4 {
 #[derive(Debug, Clone, Copy)]
 pub enum Ext {
     /// Hop-by-hop options of `(units + 1) * 8` bytes.
-    HopByHop { units: u8 },
+    HopByHop {
+        units: u8,
+    },
     Routing,
-    DestOpts { units: u8 },
-    Fragment { offset: u16, more: bool },
+    DestOpts {
+        units: u8,
+    },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
     /// Authentication header with `(units + 2) * 4` bytes.
-    Ah { units: u8 },
+    Ah {
+        units: u8,
+    },
 }
 
 impl Ext {
@@ -137,7 +168,10 @@ pub enum L3 {
     },
     Arp,
     /// Some other ethertype, with `len` bytes of payload.
-    Raw { ethertype: u16, len: usize },
+    Raw {
+        ethertype: u16,
+        len: usize,
+    },
 }
 
 impl L3 {

@@ -163,7 +163,10 @@ pub fn ping(from: &Netns, to: IpAddr, count: u32) -> Outcome {
     let wait = format!("{:.1}", TIMEOUT.as_secs_f32());
     let target = to.to_string();
     let out = from
-        .cmd("ping", &["-n", "-q", "-c", &count, "-i", "0.05", "-W", &wait, &target])
+        .cmd(
+            "ping",
+            &["-n", "-q", "-c", &count, "-i", "0.05", "-W", &wait, &target],
+        )
         .output();
     match out {
         Ok(o) if o.status.success() => Outcome::Allowed,

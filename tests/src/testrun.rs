@@ -44,7 +44,10 @@ pub fn run(dp: &mut Dataplane, hook: Hook, frame: &[u8], repeat: u32) -> anyhow:
         Hook::Xdp => dp.xdp()?.test_run(opts)?,
         Hook::TcEgress => dp.tc_egress()?.test_run(opts)?,
     };
-    #[expect(clippy::cast_possible_wrap, reason = "TC verdicts are i32; -1 arrives as u32")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "TC verdicts are i32; -1 arrives as u32"
+    )]
     let verdict = result.return_value as i32;
     Ok(Run {
         verdict,
@@ -59,11 +62,7 @@ pub fn verdict(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<i
 
 /// Runs `frame` once through `hook` and returns the verdict and the counter
 /// increments it caused (indexed by counter, for the hook's direction).
-pub fn counted(
-    dp: &mut Dataplane,
-    hook: Hook,
-    frame: &[u8],
-) -> anyhow::Result<(i32, Vec<u64>)> {
+pub fn counted(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<(i32, Vec<u64>)> {
     use sg_agent::dataplane::Counters;
     use sg_common::counter::{DIR_EGRESS, DIR_INGRESS, SLOTS};
     let dir = match hook {

@@ -77,7 +77,10 @@ impl Netns {
     /// `ip netns exec` leaves `/sys` and bpffs alone).
     pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display())).arg("--").arg(program).args(args);
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program)
+            .args(args);
         c
     }
 
@@ -137,7 +140,10 @@ impl Host {
         let idx = text
             .split("\"ifindex\":")
             .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()))
+            .and_then(|r| {
+                r.split(|c: char| !c.is_ascii_digit())
+                    .find(|s| !s.is_empty())
+            })
             .context("ifindex not found in ip -j link output")?;
         Ok(idx.parse()?)
     }
@@ -150,7 +156,10 @@ impl Host {
 
     /// `tc qdisc show` of the interface.
     pub fn qdiscs(&self) -> anyhow::Result<String> {
-        let out = self.ns.cmd("tc", &["qdisc", "show", "dev", &self.ifname]).output()?;
+        let out = self
+            .ns
+            .cmd("tc", &["qdisc", "show", "dev", &self.ifname])
+            .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
@@ -170,7 +179,16 @@ impl Pair {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (if_a, if_b) = (format!("sg{n}a"), format!("sg{n}b"));
         ns_a.ip(&[
-            "link", "add", &if_a, "type", "veth", "peer", "name", &if_b, "netns", ns_b.name(),
+            "link",
+            "add",
+            &if_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &if_b,
+            "netns",
+            ns_b.name(),
         ])?;
         let a = Host {
             ns: ns_a,
@@ -187,7 +205,14 @@ impl Pair {
         for h in [&a, &b] {
             h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])?;
             // nodad: the address is usable at once, not after duplicate detection.
-            h.ns.ip(&["addr", "add", &format!("{}/64", h.v6), "dev", &h.ifname, "nodad"])?;
+            h.ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", h.v6),
+                "dev",
+                &h.ifname,
+                "nodad",
+            ])?;
             h.ns.ip(&["link", "set", &h.ifname, "up"])?;
         }
         let pair = Self { a, b };
