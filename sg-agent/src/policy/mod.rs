@@ -1,1 +1,47 @@
-//! The policy model (see SPEC.md §1–§3, §5). Filled in by the policy work.
+//! The policy library: SPEC §1 (objects), §2 (limits), §3 (deciding one packet,
+//! sessions aside) and §5 (operations). Pure: no I/O, no kernel, no root.
+//!
+//! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`].
+//! - [`validate`]: every limit and shape rule; [`error`]: the error type.
+//! - [`ops`]: the operations (transactional methods on [`State`]);
+//!   [`templates`], [`health`], import/export in [`io_json`] and [`io_csv`]
+//!   over [`record`].
+//! - [`merge`]: a NIC's merged, sorted, resolved rules — the compiler's input.
+//! - [`evaluate`]: the reference evaluator — the kernel's oracle.
+//!
+//! Semantics decisions are in `docs/policy.md`.
+
+pub mod addr;
+pub mod error;
+pub mod evaluate;
+pub mod health;
+pub mod ids;
+pub mod io_csv;
+pub mod io_json;
+pub mod merge;
+pub mod model;
+pub mod ops;
+pub mod record;
+pub mod templates;
+pub mod validate;
+
+pub use addr::{Cidr, Family};
+pub use error::{DeleteBlocker, PolicyError};
+pub use evaluate::{
+    AlwaysAllowed, Decision, Fragment, Frame, Packet, Reason, SpoofCheck, Verdict, evaluate,
+    evaluate_frame, later_fragment_verdict, starts_session,
+};
+pub use health::{Redundancy, health_check};
+pub use ids::{GroupId, PortListId, PrefixListId, RuleId};
+pub use io_csv::{csv_file_name, export_csv, import_csv};
+pub use io_json::{export_json, import_json, json_file_name};
+pub use merge::{PortMatch, ResolvedRule, merged_rules};
+pub use model::{
+    Action, BindingMode, Direction, GroupType, InnerPolicy, NicBinding, Peer, PortList,
+    PortListEntry, PortRange, PortSpec, PrefixList, PrefixListEntry, Protocol, Rule, RuleSpec,
+    SecurityGroup, Settings, State,
+};
+pub use ops::{CloneOptions, GroupChange, GroupSpec, PortListSpec, PrefixListSpec};
+pub use record::{ImportReport, ImportedRule, SkippedRule};
+pub use templates::Template;
+pub use validate::validate_state;

@@ -1,0 +1,175 @@
+//! The one error type of the policy library.
+//!
+//! Every variant names the field (a path such as `rule.priority` or
+//! `Permissions[3].PortRange`), the offending value and the limit or rule it broke,
+//! so an operator can fix the input from the message alone.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// Why a policy operation or a validation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PolicyError {
+    /// A value cannot be parsed or has an impossible shape.
+    #[error("{field}: {value:?} is invalid: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    /// A number lies outside its allowed range.
+    #[error("{field}: {value} is outside {limit}")]
+    OutOfRange {
+        field: String,
+        value: String,
+        limit: String,
+    },
+    /// A count limit (SPEC §2, or a size limit of this library) would be exceeded.
+    #[error("{field}: {value} exceeds the limit of {limit} {what}")]
+    LimitExceeded {
+        field: String,
+        value: usize,
+        limit: usize,
+        what: &'static str,
+    },
+    /// Something referenced does not exist.
+    #[error("{field}: {kind} {id} does not exist")]
+    NotFound {
+        field: String,
+        kind: &'static str,
+        id: String,
+    },
+    /// Something to be created exists already.
+    #[error("{field}: {kind} {id} already exists")]
+    AlreadyExists {
+        field: String,
+        kind: &'static str,
+        id: String,
+    },
+    /// A managed group is read-only (SPEC §1).
+    #[error("security group {group} is managed: it is read-only, {operation} refused")]
+    Managed {
+        group: String,
+        operation: &'static str,
+    },
+    /// Enterprise groups may neither name a group as peer nor be named (SPEC §2),
+    /// and have no intra-group policy (SPEC §1).
+    #[error("{field}: {value} refused: {reason}")]
+    Enterprise {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    /// All groups of one NIC must be of the same type (SPEC §1, §2).
+    #[error(
+        "nics[{nic}].groups: {first} is {first_type} but {other} is {other_type}; all groups of a NIC must be the same type"
+    )]
+    MixedGroupTypes {
+        nic: String,
+        first: String,
+        first_type: String,
+        other: String,
+        other_type: String,
+    },
+    /// A group cannot be deleted (SPEC §5); every reason that applies is listed.
+    #[error("security group {group} cannot be deleted: {}", join(blockers))]
+    DeleteRefused {
+        group: String,
+        blockers: Vec<DeleteBlocker>,
+    },
+    /// A prefix list or port list cannot be deleted while a rule names it.
+    #[error("{kind} {id} cannot be deleted: rule {rule} of security group {group} references it")]
+    InUse {
+        kind: &'static str,
+        id: String,
+        group: String,
+        rule: String,
+    },
+    /// The rule matches exactly what an existing rule of the group matches, with the
+    /// same action and priority.
+    #[error("{field}: duplicates rule {existing} of security group {group}")]
+    DuplicateRule {
+        field: String,
+        group: String,
+        existing: String,
+    },
+    /// An import or export document is not readable as a whole.
+    #[error("{format} document: {reason}")]
+    Document {
+        format: &'static str,
+        reason: String,
+    },
+}
+
+/// One reason a security group cannot be deleted (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteBlocker {
+    /// A NIC binding lists the group.
+    UsedByNic(String),
+    /// A rule of another group names the group as its peer.
+    ReferencedByRule { group: String, rule: String },
+    /// The group's deletion protection is on.
+    DeletionProtection,
+    /// The group is managed (read-only).
+    Managed,
+}
+
+impl fmt::Display for DeleteBlocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UsedByNic(nic) => write!(f, "NIC {nic} uses it"),
+            Self::ReferencedByRule { group, rule } => {
+                write!(f, "rule {rule} of security group {group} names it as peer")
+            }
+            Self::DeletionProtection => f.write_str("deletion protection is on"),
+            Self::Managed => f.write_str("it is managed (read-only)"),
+        }
+    }
+}
+
+fn join(blockers: &[DeleteBlocker]) -> String {
+    blockers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PolicyError {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn out_of_range(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        limit: impl Into<String>,
+    ) -> Self {
+        Self::OutOfRange {
+            field: field.into(),
+            value: value.to_string(),
+            limit: limit.into(),
+        }
+    }
+
+    pub(crate) fn not_found(
+        field: impl Into<String>,
+        kind: &'static str,
+        id: impl fmt::Display,
+    ) -> Self {
+        Self::NotFound {
+            field: field.into(),
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Validation: every limit of SPEC §2 and every shape rule of SPEC §1.
+//!
+//! Two entry points: [`check_rule`] checks one requested rule against the state it
+//! would join (field names like `rule.priority`), and [`validate_state`] checks a
+//! whole state, which every operation runs on its result before committing, so a
+//! state that was accepted once re-validates after any round trip.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    addr::{Cidr, Family},
+    error::PolicyError,
+    ids::{GroupId, PortListId, PrefixListId},
+    model::{
+        GroupType, InnerPolicy, NicBinding, Peer, PortList, PortSpec, PrefixList, Rule, RuleSpec,
+        SecurityGroup, State,
+    },
+};
+
+/// At most 10 groups per NIC (SPEC §2).
+pub const MAX_GROUPS_PER_NIC: usize = 10;
+/// At most 1,000 rules across all groups of a NIC, lists counted at their max (SPEC §2).
+pub const MAX_RULES_PER_NIC: usize = 1000;
+/// At most 20 rules naming a group as peer in one basic group (SPEC §2).
+pub const MAX_GROUP_PEER_RULES: usize = 20;
+/// Priorities 1..=100 (SPEC §1).
+pub const PRIORITY_MIN: u8 = 1;
+/// Priorities 1..=100 (SPEC §1).
+pub const PRIORITY_MAX: u8 = 100;
+/// An import takes at most 200 rules (SPEC §2).
+pub const MAX_IMPORT_RULES: usize = 200;
+/// **Decided** (SPEC silent): a prefix or port list holds at most 200 entries.
+pub const MAX_LIST_ENTRIES: u32 = 200;
+/// **Decided**: names are 1..=128 characters.
+pub const MAX_NAME_CHARS: usize = 128;
+/// **Decided**: group and list descriptions are at most 256 characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// **Decided**: rule and entry descriptions are at most 512 characters.
+pub const MAX_RULE_DESCRIPTION_CHARS: usize = 512;
+/// **Decided**: at most 20 tags per group, keys 1..=128 and values 0..=128 characters.
+pub const MAX_TAGS: usize = 20;
+/// **Decided**: tag key and value length.
+pub const MAX_TAG_CHARS: usize = 128;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
+pub const MAX_IFNAME_BYTES: usize = 15;
+
+/// Checks a name: 1..=128 characters, no control characters.
+pub fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(PolicyError::out_of_range(
+            format!("{field} length"),
+            n,
+            format!("1..={MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(PolicyError::invalid(
+            field,
+            name,
+            "control characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a free-text description against a length limit.
+pub fn check_description(field: &str, text: &str, max: usize) -> Result<(), PolicyError> {
+    let n = text.chars().count();
+    if n > max {
+        return Err(PolicyError::out_of_range(
+            format!("{field} length"),
+            n,
+            format!("0..={max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a group's tags.
+pub fn check_tags(field: &str, tags: &BTreeMap<String, String>) -> Result<(), PolicyError> {
+    if tags.len() > MAX_TAGS {
+        return Err(PolicyError::LimitExceeded {
+            field: field.to_owned(),
+            value: tags.len(),
+            limit: MAX_TAGS,
+            what: "tags per group",
+        });
+    }
+    for (k, v) in tags {
+        let kf = format!("{field}[{k:?}]");
+        let kn = k.chars().count();
+        if kn == 0 || kn > MAX_TAG_CHARS {
+            return Err(PolicyError::out_of_range(
+                format!("{kf} key length"),
+                kn,
+                format!("1..={MAX_TAG_CHARS} characters"),
+            ));
+        }
+        check_description(&format!("{kf} value"), v, MAX_TAG_CHARS)?;
+    }
+    Ok(())
+}
+
+/// Checks one rule as it would stand in group `owner` of `state`: priority, the
+/// protocol/port combination, quintuple extras, and the references it makes
+/// (existence, enterprise restrictions, address families).
+pub fn check_rule(
+    state: &State,
+    owner: &SecurityGroup,
+    field: &str,
+    rule: &RuleSpec,
+) -> Result<(), PolicyError> {
+    if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&rule.priority) {
+        return Err(PolicyError::out_of_range(
+            format!("{field}.priority"),
+            rule.priority,
+            format!("{PRIORITY_MIN}..={PRIORITY_MAX}"),
+        ));
+    }
+    check_ports(state, field, rule)?;
+    let peer_family = check_peer(state, owner, field, rule)?;
+    if let (Some(local), Some(family)) = (rule.local, peer_family)
+        && local.family() != family
+    {
+        return Err(PolicyError::invalid(
+            format!("{field}.local"),
+            local,
+            format!(
+                "the peer is {family}, so a {} local address could never match",
+                local.family()
+            ),
+        ));
+    }
+    check_description(
+        &format!("{field}.description"),
+        &rule.description,
+        MAX_RULE_DESCRIPTION_CHARS,
+    )
+}
+
+fn check_ports(state: &State, field: &str, rule: &RuleSpec) -> Result<(), PolicyError> {
+    let pf = format!("{field}.port_range");
+    if rule.protocol.has_ports() {
+        match &rule.ports {
+            PortSpec::Any => {
+                return Err(PolicyError::invalid(
+                    pf,
+                    "-1/-1",
+                    format!(
+                        "{} rules need a port range a/b (1..=65535) or a port list",
+                        rule.protocol
+                    ),
+                ));
+            }
+            PortSpec::Range(r) => r.check(&pf)?,
+            PortSpec::List(id) => {
+                if !state.port_lists.contains_key(id) {
+                    return Err(PolicyError::not_found(pf, PortListId::KIND, id));
+                }
+            }
+        }
+    } else {
+        match &rule.ports {
+            PortSpec::Any => {}
+            PortSpec::Range(r) => {
+                return Err(PolicyError::invalid(
+                    pf,
+                    r,
+                    format!(
+                        "ports apply to TCP and UDP only; {} rules take -1/-1",
+                        rule.protocol
+                    ),
+                ));
+            }
+            PortSpec::List(id) => {
+                return Err(PolicyError::invalid(
+                    pf,
+                    id,
+                    format!(
+                        "port lists apply to TCP and UDP only, not {}",
+                        rule.protocol
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(sp) = rule.source_ports {
+        let sf = format!("{field}.source_port_range");
+        if !rule.protocol.has_ports() {
+            return Err(PolicyError::invalid(
+                sf,
+                sp,
+                format!(
+                    "source ports apply to TCP and UDP only, not {}",
+                    rule.protocol
+                ),
+            ));
+        }
+        sp.check(&sf)?;
+    }
+    Ok(())
+}
+
+/// Checks the peer; returns its family when it has exactly one.
+fn check_peer(
+    state: &State,
+    owner: &SecurityGroup,
+    field: &str,
+    rule: &RuleSpec,
+) -> Result<Option<Family>, PolicyError> {
+    let pf = format!("{field}.peer");
+    match &rule.peer {
+        Peer::Cidr(c) => Ok(Some(c.family())),
+        Peer::PrefixList(id) => state
+            .prefix_lists
+            .get(id)
+            .map(|pl| Some(pl.family))
+            .ok_or_else(|| PolicyError::not_found(pf, PrefixListId::KIND, id)),
+        Peer::Group(id) => {
+            if owner.kind == GroupType::Enterprise {
+                return Err(PolicyError::Enterprise {
+                    field: pf,
+                    value: id.to_string(),
+                    reason: "rules of an enterprise group cannot name a security group as peer",
+                });
+            }
+            let target_kind = if id == &owner.id {
+                owner.kind
+            } else {
+                state.group(&pf, id)?.kind
+            };
+            if target_kind == GroupType::Enterprise {
+                return Err(PolicyError::Enterprise {
+                    field: pf,
+                    value: id.to_string(),
+                    reason: "an enterprise group cannot be named as a rule's peer",
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// How many rules one rule counts for in the per-NIC quota: a prefix list or
+/// port list counts at its max entries; a rule naming both counts the product
+/// (**decided**: that is how many plain rules it stands for).
+pub fn quota_weight(state: &State, rule: &RuleSpec) -> usize {
+    let pl = match &rule.peer {
+        Peer::PrefixList(id) => state.prefix_lists.get(id).map_or(1, |l| l.max_entries),
+        _ => 1,
+    };
+    let prl = match &rule.ports {
+        PortSpec::List(id) => state.port_lists.get(id).map_or(1, |l| l.max_entries),
+        _ => 1,
+    };
+    usize::try_from(u64::from(pl) * u64::from(prl)).unwrap_or(usize::MAX)
+}
+
+/// The quota count of a NIC's groups (SPEC §2).
+pub fn nic_quota(state: &State, groups: &[GroupId]) -> usize {
+    groups
+        .iter()
+        .filter_map(|g| state.groups.get(g))
+        .flat_map(|g| g.rules.iter())
+        .map(|r| quota_weight(state, &r.spec))
+        .fold(0usize, usize::saturating_add)
+}
+
+/// Checks a group on its own and with its rules.
+pub fn check_group(state: &State, group: &SecurityGroup) -> Result<(), PolicyError> {
+    let f = format!("groups[{}]", group.id);
+    check_name(&format!("{f}.name"), &group.name)?;
+    check_description(
+        &format!("{f}.description"),
+        &group.description,
+        MAX_DESCRIPTION_CHARS,
+    )?;
+    check_tags(&format!("{f}.tags"), &group.tags)?;
+    if group.kind == GroupType::Enterprise && group.inner_policy != InnerPolicy::Drop {
+        return Err(PolicyError::Enterprise {
+            field: format!("{f}.inner_policy"),
+            value: "Accept".to_owned(),
+            reason: "enterprise groups always isolate their members",
+        });
+    }
+    let mut group_peers = 0usize;
+    for (i, rule) in group.rules.iter().enumerate() {
+        let rf = format!("{f}.rules[{i}]");
+        check_rule(state, group, &rf, &rule.spec)?;
+        if matches!(rule.spec.peer, Peer::Group(_)) {
+            group_peers += 1;
+        }
+        if let Some(dup) = group.rules[..i]
+            .iter()
+            .find(|o| o.spec.same_match(&rule.spec))
+        {
+            return Err(PolicyError::DuplicateRule {
+                field: rf,
+                group: group.id.to_string(),
+                existing: dup.id.to_string(),
+            });
+        }
+    }
+    if group_peers > MAX_GROUP_PEER_RULES {
+        return Err(PolicyError::LimitExceeded {
+            field: format!("{f}.rules"),
+            value: group_peers,
+            limit: MAX_GROUP_PEER_RULES,
+            what: "rules naming a security group as peer per basic group",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a prefix list.
+pub fn check_prefix_list(list: &PrefixList) -> Result<(), PolicyError> {
+    let f = format!("prefix_lists[{}]", list.id);
+    check_name(&format!("{f}.name"), &list.name)?;
+    check_description(
+        &format!("{f}.description"),
+        &list.description,
+        MAX_DESCRIPTION_CHARS,
+    )?;
+    check_max_entries(&f, list.max_entries, list.entries.len())?;
+    let mut seen = BTreeSet::new();
+    for (i, e) in list.entries.iter().enumerate() {
+        let ef = format!("{f}.entries[{i}]");
+        if e.cidr.family() != list.family {
+            return Err(PolicyError::invalid(
+                format!("{ef}.cidr"),
+                e.cidr,
+                format!("the list's family is {}", list.family),
+            ));
+        }
+        if !seen.insert(e.cidr) {
+            return Err(PolicyError::invalid(
+                format!("{ef}.cidr"),
+                e.cidr,
+                "listed twice",
+            ));
+        }
+        check_description(
+            &format!("{ef}.description"),
+            &e.description,
+            MAX_RULE_DESCRIPTION_CHARS,
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks a port list.
+pub fn check_port_list(list: &PortList) -> Result<(), PolicyError> {
+    let f = format!("port_lists[{}]", list.id);
+    check_name(&format!("{f}.name"), &list.name)?;
+    check_description(
+        &format!("{f}.description"),
+        &list.description,
+        MAX_DESCRIPTION_CHARS,
+    )?;
+    check_max_entries(&f, list.max_entries, list.entries.len())?;
+    let mut seen = BTreeSet::new();
+    for (i, e) in list.entries.iter().enumerate() {
+        let ef = format!("{f}.entries[{i}]");
+        e.range.check(&format!("{ef}.range"))?;
+        if !seen.insert(e.range) {
+            return Err(PolicyError::invalid(
+                format!("{ef}.range"),
+                e.range,
+                "listed twice",
+            ));
+        }
+        check_description(
+            &format!("{ef}.description"),
+            &e.description,
+            MAX_RULE_DESCRIPTION_CHARS,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_max_entries(f: &str, max: u32, len: usize) -> Result<(), PolicyError> {
+    if !(1..=MAX_LIST_ENTRIES).contains(&max) {
+        return Err(PolicyError::out_of_range(
+            format!("{f}.max_entries"),
+            max,
+            format!("1..={MAX_LIST_ENTRIES}"),
+        ));
+    }
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(PolicyError::LimitExceeded {
+            field: format!("{f}.entries"),
+            value: len,
+            limit: max,
+            what: "entries (the list's max_entries)",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a NIC binding against the state: name, addresses, 1..=10 existing
+/// groups of one type, and the 1,000-rule quota.
+pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
+    let f = format!("nics[{}]", nic.name);
+    if nic.name.is_empty()
+        || nic.name.len() > MAX_IFNAME_BYTES
+        || nic
+            .name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(PolicyError::invalid(
+            format!("{f}.name"),
+            &nic.name,
+            format!(
+                "an interface name is 1..={MAX_IFNAME_BYTES} bytes without '/', ':' or white space"
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, a) in nic.addresses.iter().enumerate() {
+        let af = format!("{f}.addresses[{i}]");
+        let host = Cidr::host(*a);
+        let bad = a.is_unspecified()
+            || a.is_multicast()
+            || matches!(a, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+            || matches!(a, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+        if bad {
+            return Err(PolicyError::invalid(af, a, "not a unicast address"));
+        }
+        if !seen.insert(host) {
+            return Err(PolicyError::invalid(af, a, "listed twice"));
+        }
+    }
+    let count = nic.groups.len();
+    if count == 0 {
+        return Err(PolicyError::out_of_range(
+            format!("{f}.groups count"),
+            0,
+            format!("1..={MAX_GROUPS_PER_NIC} (a NIC belongs to at least one group)"),
+        ));
+    }
+    if count > MAX_GROUPS_PER_NIC {
+        return Err(PolicyError::LimitExceeded {
+            field: format!("{f}.groups"),
+            value: count,
+            limit: MAX_GROUPS_PER_NIC,
+            what: "security groups per NIC",
+        });
+    }
+    let mut first: Option<&SecurityGroup> = None;
+    for (i, gid) in nic.groups.iter().enumerate() {
+        let gf = format!("{f}.groups[{i}]");
+        if nic.groups[..i].contains(gid) {
+            return Err(PolicyError::invalid(
+                gf,
+                gid,
+                "the NIC lists this group twice",
+            ));
+        }
+        let g = state.group(&gf, gid)?;
+        match first {
+            None => first = Some(g),
+            Some(f0) if f0.kind != g.kind => {
+                return Err(PolicyError::MixedGroupTypes {
+                    nic: nic.name.clone(),
+                    first: f0.id.to_string(),
+                    first_type: f0.kind.to_string(),
+                    other: g.id.to_string(),
+                    other_type: g.kind.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let quota = nic_quota(state, &nic.groups);
+    if quota > MAX_RULES_PER_NIC {
+        return Err(PolicyError::LimitExceeded {
+            field: format!("{f}.rules"),
+            value: quota,
+            limit: MAX_RULES_PER_NIC,
+            what: "rules (ingress + egress, lists counted at their max entries) across the groups of one NIC",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a whole state: every object, every reference, every limit.
+pub fn validate_state(state: &State) -> Result<(), PolicyError> {
+    for (id, list) in &state.prefix_lists {
+        if id != &list.id {
+            return Err(PolicyError::invalid(
+                format!("prefix_lists[{id}].id"),
+                &list.id,
+                "differs from its key",
+            ));
+        }
+        check_prefix_list(list)?;
+    }
+    for (id, list) in &state.port_lists {
+        if id != &list.id {
+            return Err(PolicyError::invalid(
+                format!("port_lists[{id}].id"),
+                &list.id,
+                "differs from its key",
+            ));
+        }
+        check_port_list(list)?;
+    }
+    let mut rule_ids = BTreeSet::new();
+    for (id, group) in &state.groups {
+        if id != &group.id {
+            return Err(PolicyError::invalid(
+                format!("groups[{id}].id"),
+                &group.id,
+                "differs from its key",
+            ));
+        }
+        check_group(state, group)?;
+        for (i, Rule { id: rid, .. }) in group.rules.iter().enumerate() {
+            if !rule_ids.insert(rid) {
+                return Err(PolicyError::invalid(
+                    format!("groups[{id}].rules[{i}].id"),
+                    rid,
+                    "another rule has this id",
+                ));
+            }
+        }
+    }
+    for (name, nic) in &state.nics {
+        if name != &nic.name {
+            return Err(PolicyError::invalid(
+                format!("nics[{name}].name"),
+                &nic.name,
+                "differs from its key",
+            ));
+        }
+        check_nic(state, nic)?;
+    }
+    Ok(())
+}
