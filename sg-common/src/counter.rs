@@ -72,6 +72,7 @@ pub const CLASSES: [u32; 10] = [
 pub const MAX_IPV6_EXT: u32 = 8;
 
 /// Index of `counter` for hook direction `dir` in the counters map.
+#[expect(clippy::inline_always, reason = "called on the eBPF hot path")]
 #[inline(always)]
 pub const fn index(dir: u32, counter: u32) -> u32 {
     dir * SLOTS + counter

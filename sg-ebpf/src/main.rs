@@ -5,6 +5,12 @@
 //! what was seen, per hook direction and per upper-layer protocol.
 #![no_std]
 #![no_main]
+// Helpers that touch packet pointers must be inlined into the program: the
+// verifier tracks packet bounds within one function, and BPF-to-BPF calls cost.
+#![expect(
+    clippy::inline_always,
+    reason = "packet helpers must inline into the program"
+)]
 
 mod counters;
 mod maps;
@@ -28,7 +34,11 @@ const TC_PULL_LEN: u32 = 256;
 
 /// XDP: the interface's receive side.
 #[xdp]
-pub fn sg_xdp(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_xdp(ctx: XdpContext) -> u32 {
     let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
     counters::record(DIR_INGRESS, &parse::classify(&pkt));
     xdp_action::XDP_PASS
@@ -36,7 +46,11 @@ pub fn sg_xdp(ctx: XdpContext) -> u32 {
 
 /// TC egress: the interface's transmit side.
 #[classifier]
-pub fn sg_tc_egress(ctx: TcContext) -> i32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_tc_egress(ctx: TcContext) -> i32 {
     let frame_len = ctx.len();
     // On TC the linear area can hold as little as the Ethernet header (seen with
     // packets from trafgen): pull the headers in before parsing, or every such

@@ -164,8 +164,8 @@ impl Host {
     }
 }
 
-/// Two namespaces joined by a veth pair: `a` (10.77.0.1, fd77::1) and `b`
-/// (10.77.0.2, fd77::2). Each pair has its own namespaces, so every pair can
+/// Two namespaces joined by a veth pair: `a` (`10.77.0.1`, `fd77::1`) and `b`
+/// (`10.77.0.2`, `fd77::2`). Each pair has its own namespaces, so every pair can
 /// use the same addresses.
 pub struct Pair {
     pub a: Host,

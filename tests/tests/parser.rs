@@ -92,6 +92,7 @@ fn check(dp: &mut Dataplane, name: &str, frame: &[u8], want: &Expected) {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn crafted_frames_land_in_their_counters() {
     let mut dp = Dataplane::load().expect("load");
     let icmp = L4::Icmp {
