@@ -21,10 +21,18 @@ fn host_with(rules: Vec<RuleSpec>) -> State {
 
 fn check(s: &State, direction: Direction, pass: &[Packet], fail: &[Packet]) {
     for p in pass {
-        assert_eq!(verdict(s, "eth0", direction, p), Verdict::Accept, "must pass: {p:?}");
+        assert_eq!(
+            verdict(s, "eth0", direction, p),
+            Verdict::Accept,
+            "must pass: {p:?}"
+        );
     }
     for p in fail {
-        assert_eq!(verdict(s, "eth0", direction, p), Verdict::Drop, "must not pass: {p:?}");
+        assert_eq!(
+            verdict(s, "eth0", direction, p),
+            Verdict::Drop,
+            "must not pass: {p:?}"
+        );
     }
 }
 
@@ -37,7 +45,11 @@ fn case_1_web_service_opens_80_and_443_to_everyone_and_nothing_else() {
     check(
         &s,
         Direction::Ingress,
-        &[tcp("203.0.113.5", WEB, 80), tcp("198.51.100.1", WEB, 443), tcp("10.9.9.9", WEB, 80)],
+        &[
+            tcp("203.0.113.5", WEB, 80),
+            tcp("198.51.100.1", WEB, 443),
+            tcp("10.9.9.9", WEB, 80),
+        ],
         &[
             tcp("203.0.113.5", WEB, 22),
             tcp("203.0.113.5", WEB, 8080),
@@ -86,7 +98,14 @@ fn case_3_databases_accept_their_port_only_from_their_clients() {
         vec![
             rule("ingress", "Allow", "1", "TCP", "3306/3306", "172.16.1.1"),
             rule("ingress", "Allow", "1", "TCP", "1521/1521", "192.168.1.1"),
-            rule("ingress", "Allow", "1", "TCP", "1433/1433", "192.168.0.0/16"),
+            rule(
+                "ingress",
+                "Allow",
+                "1",
+                "TCP",
+                "1433/1433",
+                "192.168.0.0/16",
+            ),
             rule("ingress", "Allow", "1", "TCP", "5432/5432", app.as_str()),
         ],
     )
@@ -113,7 +132,10 @@ fn case_3_databases_accept_their_port_only_from_their_clients() {
     );
     // A NIC that joins the app group gets the access at once.
     bind(&mut s, "app1", &["10.0.1.6"], &[&app]);
-    assert_eq!(verdict(&s, "eth0", Direction::Ingress, &tcp("10.0.1.6", WEB, 5432)), Verdict::Accept);
+    assert_eq!(
+        verdict(&s, "eth0", Direction::Ingress, &tcp("10.0.1.6", WEB, 5432)),
+        Verdict::Accept
+    );
 }
 
 #[test]
@@ -151,7 +173,12 @@ fn case_3_deny_3306_at_priority_100_wins_only_against_an_allow_of_equal_priority
         rule("ingress", "Allow", "1", "TCP", "1/65535", "0.0.0.0/0"),
         rule("ingress", "Deny", "100", "TCP", "3306/3306", "0.0.0.0/0"),
     ]);
-    check(&s, Direction::Ingress, &[tcp("203.0.113.1", WEB, 3306)], &[]);
+    check(
+        &s,
+        Direction::Ingress,
+        &[tcp("203.0.113.1", WEB, 3306)],
+        &[],
+    );
 }
 
 #[test]
@@ -182,9 +209,14 @@ fn case_5_group_peer_lets_members_of_a_reach_b_on_ftp() {
     let mut s = state();
     let a = basic(&mut s, "A");
     let b = basic(&mut s, "B");
-    s.authorize(&b, rule("ingress", "Allow", "1", "TCP", "21/21", a.as_str())).unwrap();
+    s.authorize(
+        &b,
+        rule("ingress", "Allow", "1", "TCP", "21/21", a.as_str()),
+    )
+    .unwrap();
     // Isolate B's own members so only the rule speaks.
-    s.set_inner_policy(&b, sg_agent::policy::InnerPolicy::Drop).unwrap();
+    s.set_inner_policy(&b, sg_agent::policy::InnerPolicy::Drop)
+        .unwrap();
     bind(&mut s, "eth0", &[WEB, WEB6], &[&b]);
     bind(&mut s, "a0", &["10.0.2.1", "2001:db8:2::1"], &[&a]);
     bind(&mut s, "b1", &["10.0.3.1"], &[&b]);
@@ -220,7 +252,15 @@ fn case_6_outbound_whitelist_denies_everything_else() {
         ],
     );
     // The deny names 0.0.0.0/0: IPv6 egress falls to the basic default (accept).
-    assert_eq!(verdict(&s, "eth0", Direction::Egress, &tcp(WEB6, "2001:db8:9::9", 443)), Verdict::Accept);
+    assert_eq!(
+        verdict(
+            &s,
+            "eth0",
+            Direction::Egress,
+            &tcp(WEB6, "2001:db8:9::9", 443)
+        ),
+        Verdict::Accept
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use sg_agent::policy::{
-    BindingMode, Decision, Direction, GroupId, GroupSpec, NicBinding, Packet, RuleSpec, State, Verdict, evaluate,
+    BindingMode, Decision, Direction, GroupId, GroupSpec, NicBinding, Packet, RuleSpec, State,
+    Verdict, evaluate,
 };
 
 /// An address from text.
@@ -13,7 +14,14 @@ pub fn ip(text: &str) -> IpAddr {
 }
 
 /// A rule from the seeds' table columns.
-pub fn rule(direction: &str, policy: &str, priority: &str, protocol: &str, ports: &str, peer: &str) -> RuleSpec {
+pub fn rule(
+    direction: &str,
+    policy: &str,
+    priority: &str,
+    protocol: &str,
+    ports: &str,
+    peer: &str,
+) -> RuleSpec {
     RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("test rule")
 }
 
