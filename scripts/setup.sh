@@ -45,8 +45,11 @@ fi
 # No prebuilt binary is reachable here; building it against the toolchain's libLLVM
 # guarantees the linker's LLVM reads the bitcode this rustc emits.
 sysroot=$(rustup run "$RUST_VERSION" rustc --print sysroot)
+# Look in this CARGO_HOME only: a linker elsewhere on PATH may be built against
+# another toolchain's LLVM.
+linker="$CARGO_HOME/bin/bpf-linker"
 have_linker() {
-  command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"
+  [ -x "$linker" ] && "$linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"
 }
 if ! have_linker; then
   log "building bpf-linker $BPF_LINKER_VERSION against $sysroot (about a minute)"

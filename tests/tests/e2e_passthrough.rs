@@ -123,6 +123,23 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
         .map(|l| l.id())
         .collect();
     assert!(links.is_empty(), "links {links:?} of our programs remain");
+    let pins = bpffs_entries();
+    assert!(pins.iter().all(|p| !p.to_lowercase().contains("sg")), "pins left: {pins:?}");
+}
+
+/// Every path under /sys/fs/bpf (nothing of ours is ever pinned yet).
+fn bpffs_entries() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            out.push(e.path().display().to_string());
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/bpf"), &mut out);
+    out
 }
 
 #[test]
