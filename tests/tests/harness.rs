@@ -19,7 +19,10 @@ fn topology_is_removed_even_when_the_test_panics() {
         let pair = Pair::new().expect("topology");
         let names = [pair.a.ns.name().to_owned(), pair.b.ns.name().to_owned()];
         let listed = namespaces();
-        assert!(names.iter().all(|n| listed.contains(n.as_str())), "{listed}");
+        assert!(
+            names.iter().all(|n| listed.contains(n.as_str())),
+            "{listed}"
+        );
         // Hand the names out through the panic payload.
         std::panic::panic_any(names);
     })
@@ -28,7 +31,10 @@ fn topology_is_removed_even_when_the_test_panics() {
     .expect("payload");
     let listed = namespaces();
     for n in names.iter() {
-        assert!(!listed.contains(n.as_str()), "{n} survived the panic: {listed}");
+        assert!(
+            !listed.contains(n.as_str()),
+            "{n} survived the panic: {listed}"
+        );
     }
 }
 
@@ -48,7 +54,11 @@ fn probes_report_allowed_then_blocked_when_the_peer_drops_everything() {
         "add rule inet t in icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept",
     ] {
         let out = pair.b.ns.cmd("nft", &[rule]).output().expect("nft");
-        assert!(out.status.success(), "nft {rule}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft {rule}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for addr in [IpAddr::V4(pair.b.v4), IpAddr::V6(pair.b.v6)] {
         assert!(!probe::tcp(&pair.a.ns, SocketAddr::new(addr, servers.tcp_port)).allowed());
