@@ -124,7 +124,10 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
         .collect();
     assert!(links.is_empty(), "links {links:?} of our programs remain");
     let pins = bpffs_entries();
-    assert!(pins.iter().all(|p| !p.to_lowercase().contains("sg")), "pins left: {pins:?}");
+    assert!(
+        pins.iter().all(|p| !p.to_lowercase().contains("sg")),
+        "pins left: {pins:?}"
+    );
 }
 
 /// Every path under /sys/fs/bpf (nothing of ours is ever pinned yet).
