@@ -39,7 +39,7 @@ fn a_wider_rule_of_weaker_priority_covers_nothing() {
         rule("ingress", "Accept", "1", "TCP", "22/22", "10.1.0.0/16"),
         rule("ingress", "Drop", "2", "ALL", "-1/-1", "0.0.0.0/0"),
     ]);
-    assert!(pairs(&s, &g).is_empty());
+    assert_eq!(pairs(&s, &g), vec![]);
 }
 
 #[test]

@@ -151,22 +151,25 @@ fn csv_export_then_import_is_exact() {
 
 #[test]
 fn import_into_another_group_gets_new_ids_and_keeps_self_references_its_own() {
-    let (mut s, g) = rich();
-    let text = export_json(&s, &g).unwrap();
-    let h = basic(&mut s, "h");
-    let report = import_json(&mut s, &h, &text).unwrap();
+    let (mut st, g) = rich();
+    let text = export_json(&st, &g).unwrap();
+    let h = basic(&mut st, "h");
+    let report = import_json(&mut st, &h, &text).unwrap();
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    let (a, b) = (s.describe_group(&g).unwrap(), s.describe_group(&h).unwrap());
+    let (src, dst) = (
+        st.describe_group(&g).unwrap(),
+        st.describe_group(&h).unwrap(),
+    );
     assert!(
-        a.rules.iter().zip(&b.rules).all(|(x, y)| x.id != y.id),
+        src.rules.iter().zip(&dst.rules).all(|(x, y)| x.id != y.id),
         "ids were taken: new ones"
     );
     assert_eq!(
-        b.rules[4].spec.peer,
+        dst.rules[4].spec.peer,
         sg_agent::policy::Peer::Group(h.clone())
     );
     // Everything else is the same rule.
-    assert_eq!(a.rules[0].spec, b.rules[0].spec);
+    assert_eq!(src.rules[0].spec, dst.rules[0].spec);
 }
 
 #[test]
@@ -233,7 +236,7 @@ fn import_of_more_than_200_rules_is_refused_whole() {
     let doc = |n: u32| format!("[{}]", (1..=n).map(rule_json).collect::<Vec<_>>().join(","));
     let e = import_json(&mut s, &g, &doc(201)).unwrap_err().to_string();
     assert!(e.contains("201") && e.contains("limit of 200"), "{e}");
-    assert!(s.describe_group(&g).unwrap().rules.is_empty());
+    assert_eq!(s.describe_group(&g).unwrap().rules, vec![]);
     let report = import_json(&mut s, &g, &doc(200)).unwrap();
     assert_eq!(report.imported.len(), 200);
 }

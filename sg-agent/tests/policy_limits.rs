@@ -102,9 +102,9 @@ fn at_most_1000_rules_per_nic_across_its_groups() {
     let e = err_text(s.authorize(&a, rule("egress", "Drop", "1", "ALL", "-1/-1", "0.0.0.0/0")));
     assert!(e.contains("limit of 1000"), "{e}");
     // A group alone can hold more; the limit bites when a NIC takes both.
-    let c = basic(&mut s, "c");
-    s.authorize(&c, tcp_port(1)).unwrap();
-    let e = err_text(s.join("eth0", &c));
+    let third = basic(&mut s, "third");
+    s.authorize(&third, tcp_port(1)).unwrap();
+    let e = err_text(s.join("eth0", &third));
     assert!(e.contains("1001"), "{e}");
 }
 

@@ -113,7 +113,7 @@ struct Gene {
     egress: bool,
     drop: bool,
     priority: u8,
-    protocol: u8,
+    protocol: usize,
     ports: usize,
     peer: usize,
     source_ports: Option<usize>,
@@ -141,7 +141,7 @@ fn gene(
                 egress,
                 drop,
                 priority,
-                protocol: protocol as u8,
+                protocol,
                 ports,
                 peer,
                 source_ports,
@@ -159,7 +159,7 @@ fn spec(w: &World, g: &Gene) -> RuleSpec {
         Protocol::ICMP,
         Protocol::GRE,
         Protocol::ICMPV6,
-    ][usize::from(g.protocol)];
+    ][g.protocol];
     let ports = if protocol.has_ports() {
         match g.ports {
             6 | 7 => PortSpec::List(w.prl.clone()),
