@@ -920,3 +920,30 @@ fn unknown_nic_is_an_error_not_a_panic() {
     assert!(e.contains("nope0"), "{e}");
     assert!(merged_rules(&s, "nope0", Direction::Egress).is_err());
 }
+
+#[test]
+fn step6_nic_defaults_give_the_compiler_what_the_evaluator_decides() {
+    let mut s = state();
+    let iso = basic(&mut s, "isolated");
+    let open = basic(&mut s, "open");
+    s.set_inner_policy(&iso, InnerPolicy::Drop).unwrap();
+    bind(&mut s, "eth0", &[ME], &[&iso, &open]);
+    bind(&mut s, "eth1", &["10.0.0.11", "2001:db8::11"], &[&open]);
+    let d = sg_agent::policy::nic_defaults(&s, "eth0").unwrap();
+    assert_eq!(d.egress, sg_agent::policy::Action::Accept);
+    assert_eq!(d.ingress_intra_group.len(), 1);
+    let (g, members) = &d.ingress_intra_group[0];
+    assert_eq!(g, &open);
+    let want: Vec<Cidr> = ["10.0.0.10", "10.0.0.11", "2001:db8::11"]
+        .iter()
+        .map(|a| Cidr::host(ip(a)))
+        .collect();
+    assert_eq!(members, &want);
+    let e = s.create_group(GroupSpec::enterprise("e")).unwrap();
+    bind(&mut s, "eth9", &["10.0.0.99"], &[&e]);
+    let d = sg_agent::policy::nic_defaults(&s, "eth9").unwrap();
+    assert_eq!(
+        (d.egress, d.ingress_intra_group.len()),
+        (sg_agent::policy::Action::Drop, 0)
+    );
+}

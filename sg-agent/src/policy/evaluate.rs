@@ -17,8 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::{
     error::PolicyError,
     ids::{GroupId, RuleId},
-    merge::{ResolvedRule, merged_rules},
-    model::{Action, Direction, GroupType, InnerPolicy, NicBinding, State, proto},
+    merge::{ResolvedRule, merged_rules, nic_defaults},
+    model::{Action, Direction, NicBinding, State, proto},
 };
 
 /// TCP flag bits as in the TCP header's flags byte.
@@ -361,7 +361,7 @@ pub fn evaluate(
         });
     }
     // Step 6: defaults.
-    Ok(default_decision(state, binding, direction, packet))
+    default_decision(state, nic, direction, packet)
 }
 
 /// Decides one frame: non-IP frames get steps 0 and 1, IP packets all of §3.
@@ -445,31 +445,27 @@ pub fn rule_matches(rule: &ResolvedRule, direction: Direction, p: &Packet) -> bo
     rule.peers.iter().any(|c| c.contains(&peer)) && rule.local.is_none_or(|c| c.contains(&local))
 }
 
-/// SPEC §3 step 6.
-fn default_decision(state: &State, nic: &NicBinding, direction: Direction, p: &Packet) -> Decision {
-    let groups: Vec<_> = nic
-        .groups
-        .iter()
-        .filter_map(|g| state.groups.get(g))
-        .collect();
-    let enterprise = groups
-        .first()
-        .is_some_and(|g| g.kind == GroupType::Enterprise);
-    match direction {
-        Direction::Ingress => {
-            for g in groups {
-                if g.kind == GroupType::Basic
-                    && g.inner_policy == InnerPolicy::Accept
-                    && state.members(&g.id).any(|m| m.owns(&p.src))
-                {
-                    return Decision::accept(Reason::DefaultIngressIntraGroup(g.id.clone()));
-                }
-            }
-            Decision::drop(Reason::DefaultIngressDrop)
-        }
-        Direction::Egress if enterprise => Decision::drop(Reason::DefaultEgressEnterprise),
-        Direction::Egress => Decision::accept(Reason::DefaultEgressBasic),
-    }
+/// SPEC §3 step 6, through the same [`nic_defaults`] the compiler uses.
+fn default_decision(
+    state: &State,
+    nic: &str,
+    direction: Direction,
+    p: &Packet,
+) -> Result<Decision, PolicyError> {
+    let defaults = nic_defaults(state, nic)?;
+    Ok(match direction {
+        Direction::Ingress => defaults
+            .ingress_intra_group
+            .into_iter()
+            .find(|(_, members)| members.iter().any(|c| c.contains(&p.src)))
+            .map_or(Decision::drop(Reason::DefaultIngressDrop), |(g, _)| {
+                Decision::accept(Reason::DefaultIngressIntraGroup(g))
+            }),
+        Direction::Egress => match defaults.egress {
+            Action::Accept => Decision::accept(Reason::DefaultEgressBasic),
+            Action::Drop => Decision::drop(Reason::DefaultEgressEnterprise),
+        },
+    })
 }
 
 /// SPEC §3 step 8: the verdict of a later fragment, given the decision of its

@@ -11,7 +11,7 @@ use super::{
     addr::{Cidr, merge_intervals},
     error::PolicyError,
     ids::{GroupId, RuleId},
-    model::{Action, Direction, Peer, PortSpec, Rule, RuleSpec, State},
+    model::{Action, Direction, GroupType, InnerPolicy, Peer, PortSpec, Rule, RuleSpec, State},
 };
 
 /// Which ports a rule matches.
@@ -167,4 +167,38 @@ pub fn merged_rules(
         decision_order((a.priority, a.action, &a.id), (b.priority, b.action, &b.id))
     });
     Ok(out)
+}
+
+/// What SPEC §3 step 6 decides for a NIC when no rule matched, in the shape the
+/// compiler needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicDefaults {
+    /// Ingress: a source in one of these groups' member addresses is accepted,
+    /// reported as the first such group (NIC's group order); anything else drops.
+    /// Only the NIC's basic groups whose intra-group policy is `Accept` appear.
+    pub ingress_intra_group: Vec<(GroupId, Vec<Cidr>)>,
+    /// Egress: `Accept` for basic groups, `Drop` for enterprise ones.
+    pub egress: Action,
+}
+
+/// The defaults of NIC `nic` (SPEC §3 step 6).
+pub fn nic_defaults(state: &State, nic: &str) -> Result<NicDefaults, PolicyError> {
+    let binding = state.nic(nic)?;
+    let mut ingress_intra_group = Vec::new();
+    let mut enterprise = false;
+    for gid in &binding.groups {
+        let g = state.group(&format!("nics[{nic}].groups"), gid)?;
+        enterprise |= g.kind == GroupType::Enterprise;
+        if g.kind == GroupType::Basic && g.inner_policy == InnerPolicy::Accept {
+            ingress_intra_group.push((gid.clone(), group_member_cidrs(state, gid)));
+        }
+    }
+    Ok(NicDefaults {
+        ingress_intra_group,
+        egress: if enterprise {
+            Action::Drop
+        } else {
+            Action::Accept
+        },
+    })
 }

@@ -35,7 +35,7 @@ pub use health::{Redundancy, health_check};
 pub use ids::{GroupId, PortListId, PrefixListId, RuleId};
 pub use io_csv::{csv_file_name, export_csv, import_csv};
 pub use io_json::{export_json, import_json, json_file_name};
-pub use merge::{PortMatch, ResolvedRule, merged_rules};
+pub use merge::{NicDefaults, PortMatch, ResolvedRule, merged_rules, nic_defaults};
 pub use model::{
     Action, BindingMode, Direction, GroupType, InnerPolicy, NicBinding, Peer, PortList,
     PortListEntry, PortRange, PortSpec, PrefixList, PrefixListEntry, Protocol, Rule, RuleSpec,
