@@ -947,3 +947,11 @@ fn step6_nic_defaults_give_the_compiler_what_the_evaluator_decides() {
         (sg_agent::policy::Action::Drop, 0)
     );
 }
+
+#[test]
+fn binding_mode_maps_hooks_to_the_workloads_direction() {
+    assert_eq!(BindingMode::Local.direction(true), Direction::Ingress);
+    assert_eq!(BindingMode::Local.direction(false), Direction::Egress);
+    assert_eq!(BindingMode::Port.direction(true), Direction::Egress);
+    assert_eq!(BindingMode::Port.direction(false), Direction::Ingress);
+}

@@ -532,6 +532,17 @@ pub enum BindingMode {
     Port,
 }
 
+impl BindingMode {
+    /// The workload's direction of a packet seen on the interface: `received`
+    /// is true at the receive hook (XDP / TC ingress), false at TC egress.
+    pub fn direction(self, received: bool) -> Direction {
+        match (self, received) {
+            (Self::Local, true) | (Self::Port, false) => Direction::Ingress,
+            (Self::Local, false) | (Self::Port, true) => Direction::Egress,
+        }
+    }
+}
+
 /// A NIC bound on this host, with its addresses and ordered groups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicBinding {
