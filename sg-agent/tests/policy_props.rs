@@ -392,4 +392,31 @@ proptest! {
         // Host bits set: refused, never silently masked.
         prop_assert_eq!(Cidr::parse("x", &format!("{addr}/{len}")).is_err(), masked != value);
     }
+
+    #[test]
+    fn bad_text_is_refused_never_a_panic(text in ".{0,40}", pick in 0usize..6) {
+        let _ = Cidr::parse("x", &text);
+        let _ = Protocol::parse("x", &text);
+        let _ = PortRange::parse("x", &text);
+        let _ = sg_agent::policy::model::parse_port_spec("x", &text);
+        let _ = sg_agent::policy::model::parse_priority("x", &text);
+        let _ = Peer::parse("x", &text);
+        let mut w = world();
+        let g = w.g.clone();
+        let doc = match pick {
+            0 => text.clone(),
+            1 => format!(r#"{{"Permissions":[{{"Direction":"ingress","IpProtocol":"TCP","PortRange":{text:?},"SourceCidrIp":"0.0.0.0/0"}}]}}"#),
+            2 => format!(r#"[{{"Direction":{text:?},"IpProtocol":"ALL","PortRange":"-1/-1","Ipv6SourceCidrIp":"::/0"}}]"#),
+            3 => format!(r#"[{{"Direction":"egress","IpProtocol":{text:?},"PortRange":"-1/-1","DestPrefixListId":"{}"}}]"#, w.pl),
+            4 => format!(r#"[{{"Direction":"ingress","IpProtocol":"UDP","PortRange":"53/53","SourceGroupId":{text:?},"Priority":{text:?}}}]"#),
+            _ => format!("Direction,IpProtocol,PortRange,SourceCidrIp\ningress,TCP,22/22,{text}\n"),
+        };
+        let result = if pick == 5 { import_csv(&mut w.state, &g, &doc) } else { import_json(&mut w.state, &g, &doc) };
+        // One JSON rule in: it is imported or skipped, never lost. (Raw text
+        // spliced into CSV may make several rows, so CSV is not counted.)
+        if let (Ok(report), 1..=4) = (&result, pick) {
+            prop_assert_eq!(report.imported.len() + report.skipped.len(), 1);
+        }
+        prop_assert!(validate_state(&w.state).is_ok());
+    }
 }
