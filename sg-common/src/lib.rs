@@ -9,3 +9,8 @@
 
 pub mod counter;
 pub mod maps;
+pub mod policy;
+pub mod reason;
+
+#[cfg(feature = "user")]
+mod pod;

@@ -1,13 +1,39 @@
 //! Map names and capacities. Each map is declared once in `sg-ebpf/src/maps.rs`;
-//! the names here are what the agent looks them up by.
+//! the names here are what the agent looks them up by. A layout change renames
+//! the map (`_V2`), so a pinned map is never read with the wrong layout.
 
-use crate::counter;
+use crate::{
+    counter,
+    policy::{MAX_NICS, MAX_RANKS, MAX_TABLES},
+    reason,
+};
 
-/// Per-CPU array of `u64` packet counters, indexed by [`counter::index`].
-/// Written by both programs, read (summed over CPUs) by the agent.
 pub const COUNTERS: &str = "SG_COUNTERS_V1";
 /// One slot per (hook direction, counter): see [`counter::index`].
 pub const COUNTERS_LEN: u32 = counter::HOOK_DIRECTIONS * counter::SLOTS;
+pub const IFACES: &str = "SG_IFACES_V1";
+pub const TABLES: &str = "SG_TABLES_V1";
+pub const BITS: &str = "SG_BITS_V1";
+/// A table uses at most 257 protocol, 2 × 2,001 interval and 2 no-port entries.
+pub const BITS_ENTRIES: u32 = MAX_TABLES * 4400;
+pub const BOUNDS: &str = "SG_BOUNDS_V1";
+pub const ADDR4: &str = "SG_ADDR4_V1";
+pub const ADDR6: &str = "SG_ADDR6_V1";
+/// Distinct prefixes over all tables and both fields.
+pub const ADDR_ENTRIES: u32 = 1 << 20;
+pub const OWN: &str = "SG_OWN_V1";
+pub const OWN_ADDR_ENTRIES: u32 = MAX_NICS * 64;
+pub const PLAT4: &str = "SG_PLAT4_V1";
+pub const PLAT6: &str = "SG_PLAT6_V1";
+pub const PLATFORM_ENTRIES: u32 = 1024;
+pub const SETTINGS: &str = "SG_SETTINGS_V1";
+pub const FRAGS: &str = "SG_FRAGS_V1";
+pub const FRAG_ENTRIES: u32 = 65536;
+pub const RULE_STATS: &str = "SG_RULESTATS_V1";
+pub const RULE_STATS_LEN: u32 = MAX_TABLES * MAX_RANKS;
+pub const REASONS: &str = "SG_REASONS_V1";
+pub const REASONS_LEN: u32 = MAX_NICS * 2 * reason::SLOTS;
+pub const LAST: &str = "SG_LAST_V1";
 
 /// Program names as the ELF object exports them.
 pub const PROG_XDP: &str = "sg_xdp";

@@ -1,8 +1,8 @@
 //! sg data plane. Entry points are thin: each builds a [`Packet`] view for its
 //! hook and hands it to the same parser and counters.
 //!
-//! For now every packet passes; the parser classifies it and the counters record
-//! what was seen, per hook direction and per upper-layer protocol.
+//! The parser classifies each frame (counted per hook and protocol), then
+//! `decide` applies the NIC's compiled policy (SPEC §3).
 #![no_std]
 #![no_main]
 // Helpers that touch packet pointers must be inlined into the program: the
@@ -13,17 +13,22 @@
 )]
 
 mod counters;
+mod decide;
 mod maps;
 mod packet;
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action},
+    EbpfContext as _,
+    bindings::{__sk_buff, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
-use sg_common::counter::{DIR_EGRESS, DIR_INGRESS};
+use sg_common::{
+    counter::{DIR_EGRESS, DIR_INGRESS},
+    policy::verdict,
+};
 
 use crate::packet::Packet;
 
@@ -39,9 +44,18 @@ const TC_PULL_LEN: u32 = 256;
     reason = "aya's entry macros pass the context by value"
 )]
 fn sg_xdp(ctx: XdpContext) -> u32 {
-    let pkt = Packet::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
-    counters::record(DIR_INGRESS, &parse::classify(&pkt));
-    xdp_action::XDP_PASS
+    let len = ctx.data_end() - ctx.data();
+    let pkt = Packet::new(ctx.data(), ctx.data_end(), len);
+    let Some(summary) = parse_into_scratch(&pkt) else {
+        return xdp_action::XDP_DROP;
+    };
+    counters::record(DIR_INGRESS, summary);
+    #[expect(clippy::cast_possible_truncation, reason = "ifindex is 32 bits")]
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match decide::decide(decide::HOOK_XDP, ifindex, summary, len as u64) {
+        verdict::ACCEPT => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
+    }
 }
 
 /// TC egress: the interface's transmit side.
@@ -67,8 +81,29 @@ fn sg_tc_egress(ctx: TcContext) -> i32 {
         warn!(&ctx, "sg: bpf_skb_pull_data({}) failed: {}", want, err);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len as usize);
-    counters::record(DIR_EGRESS, &parse::classify(&pkt));
-    TC_ACT_UNSPEC
+    let Some(summary) = parse_into_scratch(&pkt) else {
+        return TC_ACT_SHOT;
+    };
+    counters::record(DIR_EGRESS, summary);
+    // SAFETY: the context of a classifier is its __sk_buff.
+    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+    match decide::decide(decide::HOOK_TC, ifindex, summary, u64::from(frame_len)) {
+        verdict::ACCEPT => TC_ACT_UNSPEC,
+        _ => TC_ACT_SHOT,
+    }
+}
+
+/// Parses `pkt` into this CPU's scratch slot and hands back a reference the
+/// compiler cannot see through (see `maps::SG_SCRATCH`). `None` only if the
+/// per-CPU slot is missing, which the caller treats as a drop.
+#[inline(always)]
+fn parse_into_scratch(pkt: &Packet) -> Option<&'static parse::Summary> {
+    let slot = maps::SG_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    unsafe {
+        parse::classify(pkt, &mut *slot);
+        Some(&*core::hint::black_box(slot))
+    }
 }
 
 #[cfg(not(test))]

@@ -1,10 +1,91 @@
-//! Every map the programs use, declared once. Names come from `sg_common::maps`.
+//! Every map the programs use, declared once. Names (and their `_V1` layout
+//! versions) are the agent's too: `sg_common::maps`. Layouts: `sg_common::policy`.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use sg_common::maps::COUNTERS_LEN;
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use sg_common::{
+    maps::{
+        ADDR_ENTRIES, BITS_ENTRIES, COUNTERS_LEN, FRAG_ENTRIES, OWN_ADDR_ENTRIES, PLATFORM_ENTRIES,
+        REASONS_LEN, RULE_STATS_LEN,
+    },
+    policy::{
+        AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, MAX_NICS,
+        MAX_TABLES, OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta,
+    },
+};
 
-/// Packet counters. Key: `sg_common::counter::index(dir, counter)`; value: packets.
-/// Written by both programs, summed over CPUs by the agent. Per-CPU so the hot
-/// path never contends on a cache line; capacity: every slot of both directions.
+/// Packet counters by hook and parse class. Key: `counter::index(hook, counter)`.
+/// Written by both programs; per-CPU so the hot path never shares a line.
 #[map(name = "SG_COUNTERS_V1")]
 pub static SG_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Interface → NIC binding and the slot in force. Written by the agent; a
+/// whole-value hash update is atomic for readers, which makes it the switch.
+#[map(name = "SG_IFACES_V1")]
+pub static SG_IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_NICS, 0);
+
+/// Table headers, by table tag. Only the inactive slot's entry is ever written.
+#[map(name = "SG_TABLES_V1")]
+pub static SG_TABLES: Array<TableMeta> = Array::with_max_entries(MAX_TABLES, 0);
+
+/// Rule bits for protocols and port intervals (see `bits_kind`). Allocated as
+/// used: a table needs a few hundred to a few thousand entries.
+#[map(name = "SG_BITS_V1")]
+pub static SG_BITS: HashMap<BitsKey, RuleBits> =
+    HashMap::with_max_entries(BITS_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Elementary port interval bounds, key `tag * 2 + field`.
+#[map(name = "SG_BOUNDS_V1")]
+pub static SG_BOUNDS: HashMap<u32, PortBounds> =
+    HashMap::with_max_entries(MAX_TABLES * 2, BPF_F_NO_PREALLOC);
+
+/// Peer and local address → rule bits, IPv4. Every prefix's bits include its
+/// ancestors', so the longest match alone is the answer.
+#[map(name = "SG_ADDR4_V1")]
+pub static SG_ADDR4: LpmTrie<AddrKeyV4, RuleBits> = LpmTrie::with_max_entries(ADDR_ENTRIES, 0);
+
+/// … IPv6.
+#[map(name = "SG_ADDR6_V1")]
+pub static SG_ADDR6: LpmTrie<AddrKeyV6, RuleBits> = LpmTrie::with_max_entries(ADDR_ENTRIES, 0);
+
+/// A NIC's own addresses, for anti-spoofing.
+#[map(name = "SG_OWN_V1")]
+pub static SG_OWN: HashMap<OwnAddrKey, u32> = HashMap::with_max_entries(OWN_ADDR_ENTRIES, 0);
+
+/// Platform addresses (always allowed), IPv4 and IPv6.
+#[map(name = "SG_PLAT4_V1")]
+pub static SG_PLAT4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(PLATFORM_ENTRIES, 0);
+#[map(name = "SG_PLAT6_V1")]
+pub static SG_PLAT6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PLATFORM_ENTRIES, 0);
+
+/// Agent settings, index 0.
+#[map(name = "SG_SETTINGS_V1")]
+pub static SG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// First fragments' verdicts, for the later fragments of their datagram.
+/// LRU: a datagram whose entry was evicted has its later fragments dropped.
+#[map(name = "SG_FRAGS_V1")]
+pub static SG_FRAGS: LruHashMap<FragKey, FragVerdict> =
+    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// Per-rule hits, index `tag * MAX_RANKS + rank`.
+#[map(name = "SG_RULESTATS_V1")]
+pub static SG_RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(RULE_STATS_LEN, 0);
+
+/// Packets by (NIC, direction, reason), index `(nic * 2 + dir) * reason::SLOTS + reason`.
+#[map(name = "SG_REASONS_V1")]
+pub static SG_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS_LEN, 0);
+
+/// This CPU's last decision: read by tests and tracing.
+#[map(name = "SG_LAST_V1")]
+pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for the parsed summary (index 0). Going through map memory
+/// makes every parser path reach the decision with the same, imprecise
+/// verifier state, so the verifier checks the decision once rather than once
+/// per parser path (which exceeded its one-million-instruction budget).
+#[map(name = "SG_SCRATCH_V1")]
+pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(1, 0);

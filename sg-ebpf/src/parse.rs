@@ -33,9 +33,8 @@ const IPPROTO_AH: u8 = 51;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-/// Fixed ARP header for Ethernet/IPv4 is 28 bytes; the 8-byte generic part
-/// (hardware type .. opcode) is what must be there to call it ARP at all.
-const ARP_FIXED_LEN: usize = 8;
+/// An Ethernet/IPv4 ARP packet is 28 bytes; shorter is malformed.
+const ARP_LEN: usize = 28;
 
 /// What the parser found: one class counter, an optional `BAD_*` reason, and
 /// marker counters as a bit set (bit n = counter n).
@@ -43,6 +42,45 @@ pub struct Summary {
     pub class: u32,
     pub bad: u32,
     pub markers: u32,
+    /// What the frame carried: [`L3_OTHER`], [`L3_ARP`], [`L3_V4`], [`L3_V6`].
+    pub l3: u8,
+    /// Upper-layer protocol (IP).
+    pub proto: u8,
+    /// ICMP/ICMPv6 type and code; TCP flags.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub tcp_flags: u8,
+    /// [`FRAG_NONE`], [`FRAG_FIRST`] or [`FRAG_LATER`].
+    pub frag: u8,
+    /// An ICMPv6 neighbour advertisement's target was read into `nd_target`.
+    pub has_nd_target: bool,
+    /// Ports in host order (TCP, UDP).
+    pub sport: u16,
+    pub dport: u16,
+    /// IP identification (IPv4) or fragment header identification (IPv6).
+    pub frag_id: u32,
+    /// Addresses; IPv4 as `::ffff:a.b.c.d`. For ARP, `src` is the sender.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub nd_target: [u8; 16],
+}
+
+pub const L3_OTHER: u8 = 0;
+pub const L3_ARP: u8 = 1;
+pub const L3_V4: u8 = 4;
+pub const L3_V6: u8 = 6;
+pub const FRAG_NONE: u8 = 0;
+pub const FRAG_FIRST: u8 = 1;
+pub const FRAG_LATER: u8 = 2;
+
+const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
+
+/// `::ffff:a.b.c.d`.
+#[inline(always)]
+fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
 }
 
 impl Summary {
@@ -52,26 +90,39 @@ impl Summary {
     }
 
     #[inline(always)]
-    fn malformed(mut self, why: u32) -> Self {
+    fn malformed(&mut self, why: u32) {
         self.class = MALFORMED;
         self.bad = why;
-        self
     }
 
     #[inline(always)]
-    fn class(mut self, class: u32) -> Self {
+    fn class(&mut self, class: u32) {
         self.class = class;
-        self
     }
 }
 
-/// Classifies one frame. Never fails: a frame it cannot parse is `MALFORMED`.
+/// Classifies one frame into `s` (written in place: the summary lives in map
+/// memory, never copied on the small BPF stack). Never fails: a frame it
+/// cannot parse is `MALFORMED`.
 #[inline(always)]
-pub fn classify(pkt: &Packet) -> Summary {
-    let mut s = Summary {
+pub fn classify(pkt: &Packet, s: &mut Summary) {
+    *s = Summary {
         class: MALFORMED,
         bad: 0,
         markers: 0,
+        l3: L3_OTHER,
+        proto: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        tcp_flags: 0,
+        frag: FRAG_NONE,
+        has_nd_target: false,
+        sport: 0,
+        dport: 0,
+        frag_id: 0,
+        src: [0; 16],
+        dst: [0; 16],
+        nd_target: [0; 16],
     };
     let Some(eth) = pkt.read::<EthHdr>(0) else {
         return s.malformed(BAD_L2);
@@ -94,11 +145,17 @@ pub fn classify(pkt: &Packet) -> Summary {
         ETH_P_IP => ipv4(pkt, off, s),
         ETH_P_IPV6 => ipv6(pkt, off, s),
         ETH_P_ARP => {
-            if pkt.read::<[u8; ARP_FIXED_LEN]>(off).is_some() {
-                s.class(ARP)
-            } else {
-                s.malformed(BAD_ARP)
+            let Some(arp) = pkt.read::<[u8; ARP_LEN]>(off) else {
+                return s.malformed(BAD_ARP);
+            };
+            s.l3 = L3_ARP;
+            // The sender protocol address, where Ethernet/IPv4 ARP has it
+            // (hardware type 1, protocol 0x0800, lengths 6 and 4). Any other
+            // shape has no IPv4 sender: it stays 0.0.0.0, never an owned address.
+            if arp[0..6] == [0, 1, 8, 0, 6, 4] {
+                s.src = mapped([arp[14], arp[15], arp[16], arp[17]]);
             }
+            s.class(ARP);
         }
         // A third tag: deeper stacks are not something a host NIC should see.
         ETH_P_8021Q | ETH_P_8021AD => s.malformed(BAD_L2),
@@ -107,7 +164,7 @@ pub fn classify(pkt: &Packet) -> Summary {
 }
 
 #[inline(always)]
-fn ipv4(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
+fn ipv4(pkt: &Packet, off: usize, s: &mut Summary) {
     let Some(ip) = pkt.read::<Ipv4Hdr>(off) else {
         return s.malformed(BAD_IPV4);
     };
@@ -120,12 +177,21 @@ fn ipv4(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
     if ihl > Ipv4Hdr::LEN {
         s.mark(IPV4_OPTIONS);
     }
-    let frag_offset = u16::from_be_bytes(ip.frags) & 0x1fff;
-    if frag_offset != 0 {
+    s.l3 = L3_V4;
+    s.proto = ip.proto;
+    s.src = mapped(ip.src_addr);
+    s.dst = mapped(ip.dst_addr);
+    s.frag_id = u32::from(u16::from_be_bytes(ip.id));
+    let frags = u16::from_be_bytes(ip.frags);
+    if frags & 0x1fff != 0 {
+        s.frag = FRAG_LATER;
         return s.class(FRAGMENT);
     }
+    if frags & 0x2000 != 0 {
+        s.frag = FRAG_FIRST;
+    }
     // The datagram ends at its total length; anything after is link padding.
-    upper_layer(pkt, ip.proto, off + ihl, off + total, s)
+    upper_layer(pkt, ip.proto, off + ihl, off + total, s);
 }
 
 #[inline(always)]
@@ -137,7 +203,7 @@ fn is_ipv6_ext(next: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv6(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
+fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
     let Some(ip) = pkt.read::<Ipv6Hdr>(off) else {
         return s.malformed(BAD_IPV6);
     };
@@ -146,6 +212,9 @@ fn ipv6(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
         return s.malformed(BAD_IPV6);
     }
     s.mark(IPV6);
+    s.l3 = L3_V6;
+    s.src = ip.src_addr;
+    s.dst = ip.dst_addr;
     let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
     // Walk at most MAX_IPV6_EXT extension headers (SPEC §3 item 9).
@@ -168,11 +237,20 @@ fn ipv6(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
             return s.malformed(BAD_IPV6_EXT);
         }
         if next == IPPROTO_FRAGMENT {
-            let Some(frag) = pkt.be16(off + 2) else {
+            let Some(frag) = pkt.read::<[u8; 8]>(off) else {
                 return s.malformed(BAD_IPV6_EXT);
             };
-            if frag >> 3 != 0 {
+            s.frag_id = u32::from_be_bytes([frag[4], frag[5], frag[6], frag[7]]);
+            let word = u16::from_be_bytes([frag[2], frag[3]]);
+            if word >> 3 != 0 {
+                s.proto = following;
+                s.frag = FRAG_LATER;
                 return s.class(FRAGMENT);
+            }
+            // Offset 0 with more fragments: the first. Offset 0 without is an
+            // atomic fragment: a whole datagram.
+            if word & 1 != 0 {
+                s.frag = FRAG_FIRST;
             }
         }
         next = following;
@@ -181,13 +259,14 @@ fn ipv6(pkt: &Packet, off: usize, mut s: Summary) -> Summary {
     if is_ipv6_ext(next) {
         return s.malformed(BAD_IPV6_EXT);
     }
-    upper_layer(pkt, next, off, end, s)
+    upper_layer(pkt, next, off, end, s);
 }
 
 /// Checks the upper-layer header at `off` (the datagram ends at `end`) and
 /// classes the packet by protocol.
 #[inline(always)]
-fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: Summary) -> Summary {
+fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: &mut Summary) {
+    s.proto = proto;
     // The bytes a rule decision needs: ports and flags for TCP, ports for UDP,
     // type, code and echo identifier for ICMP, the base header for GRE.
     let (class, need) = match proto {
@@ -201,14 +280,37 @@ fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: Summary) -> S
     if off + need > end {
         return s.malformed(BAD_L4);
     }
-    if proto == IPPROTO_TCP {
-        // Data offset below 5 words cannot hold the header it claims to end.
-        match pkt.read::<u8>(off + 12) {
-            Some(doff) if doff >> 4 >= 5 => {}
-            _ => return s.malformed(BAD_L4),
-        }
-    } else if pkt.read::<[u8; 4]>(off).is_none() {
+    let Some(head) = pkt.read::<[u8; 4]>(off) else {
         return s.malformed(BAD_L4);
+    };
+    match proto {
+        IPPROTO_TCP => {
+            // Data offset below 5 words cannot hold the header it claims to end.
+            match pkt.read::<[u8; 2]>(off + 12) {
+                Some([doff, flags]) if doff >> 4 >= 5 => s.tcp_flags = flags,
+                _ => return s.malformed(BAD_L4),
+            }
+            s.sport = u16::from_be_bytes([head[0], head[1]]);
+            s.dport = u16::from_be_bytes([head[2], head[3]]);
+        }
+        IPPROTO_UDP => {
+            s.sport = u16::from_be_bytes([head[0], head[1]]);
+            s.dport = u16::from_be_bytes([head[2], head[3]]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            s.icmp_type = head[0];
+            s.icmp_code = head[1];
+            // A neighbour advertisement's target follows the 8-byte header.
+            if proto == IPPROTO_ICMPV6
+                && head[0] == ICMPV6_NEIGHBOR_ADVERT
+                && off + 24 <= end
+                && let Some(target) = pkt.read::<[u8; 16]>(off + 8)
+            {
+                s.nd_target = target;
+                s.has_nd_target = true;
+            }
+        }
+        _ => {}
     }
-    s.class(class)
+    s.class(class);
 }

@@ -97,7 +97,7 @@ pub fn classify(frame: &[u8]) -> Expected {
         0x0800 => ipv4(f, off),
         0x86DD => ipv6(f, off),
         0x0806 => {
-            if f.get(off, 8).is_some() {
+            if f.get(off, 28).is_some() {
                 f.done(ARP)
             } else {
                 f.bad(BAD_ARP)

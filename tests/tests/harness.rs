@@ -30,7 +30,7 @@ fn topology_is_removed_even_when_the_test_panics() {
     .downcast::<[String; 2]>()
     .expect("payload");
     let listed = namespaces();
-    for n in names.iter() {
+    for n in &*names {
         assert!(
             !listed.contains(n.as_str()),
             "{n} survived the panic: {listed}"

@@ -466,7 +466,7 @@ fn by_construction(
             }
         }
         L3::Arp => {
-            if cut < built.l3_off + 8 {
+            if cut < built.l3_off + 28 {
                 (MALFORMED, Some(BAD_ARP))
             } else {
                 (ARP, None)

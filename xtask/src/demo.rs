@@ -41,35 +41,7 @@ pub fn run() -> anyhow::Result<()> {
     let servers_a = Servers::start(&pair.a.ns)?;
     let servers_b = Servers::start(&pair.b.ns)?;
 
-    let mut agent = Command::new(&agent_bin)
-        .args([
-            "attach",
-            "--iface",
-            &pair.b.ifname,
-            "--netns",
-            pair.b.ns.name(),
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", agent_bin.display()))?;
-    let stderr = agent.stderr.take().context("agent stderr")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the agent did not report that it attached")?;
-        println!("agent: {line}");
-        if line.contains("attached to") {
-            break;
-        }
-    }
+    let (mut agent, rx) = start_agent(&agent_bin, &pair.b)?;
 
     println!("\n| probe | from | to | result |\n| --- | --- | --- | --- |");
     let mut all = true;
@@ -125,6 +97,43 @@ pub fn run() -> anyhow::Result<()> {
         bail!("some probes were blocked although nothing is enforced yet");
     }
     Ok(())
+}
+
+/// Starts `sg-agent attach` on `host` and waits until it says it attached;
+/// returns the process and its stderr lines.
+fn start_agent(
+    bin: &std::path::Path,
+    host: &Host,
+) -> anyhow::Result<(std::process::Child, mpsc::Receiver<String>)> {
+    let mut agent = Command::new(bin)
+        .args([
+            "attach",
+            "--iface",
+            &host.ifname,
+            "--netns",
+            host.ns.name(),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stderr = agent.stderr.take().context("agent stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the agent did not report that it attached")?;
+        println!("agent: {line}");
+        if line.contains("attached to") {
+            return Ok((agent, rx));
+        }
+    }
 }
 
 fn probes(from: &Host, to: &Host, servers: &Servers) -> Vec<(&'static str, Outcome, IpAddr)> {

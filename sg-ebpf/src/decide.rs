@@ -1,0 +1,386 @@
+//! Deciding one packet (SPEC §3): anti-spoofing, what is not IP, what is
+//! always allowed, platform policy, fragments, then the rules and defaults.
+//! Sessions (step 4) are not tracked yet.
+//!
+//! The rules are never walked: each field is looked up once, giving the ranks
+//! of the rules whose condition on that field the packet meets
+//! (`sg_common::policy`); the AND of the vectors has the deciding rank as its
+//! lowest set bit.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use sg_common::{
+    policy::{
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
+        FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
+        NO_RANK, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS, bits_kind, iface_flags,
+        settings_flags, table_tag, verdict,
+    },
+    reason,
+};
+
+use crate::{
+    maps::{
+        SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_FRAGS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4,
+        SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
+    },
+    parse::{FRAG_FIRST, FRAG_LATER, L3_ARP, L3_OTHER, L3_V4, Summary},
+};
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// Which hook is asking.
+pub const HOOK_XDP: u32 = 0;
+pub const HOOK_TC: u32 = 1;
+
+#[derive(Clone, Copy)]
+pub struct Decision {
+    pub verdict: u32,
+    pub reason: u32,
+    pub rank: u32,
+}
+
+#[inline(always)]
+const fn accept(reason: u32) -> Decision {
+    Decision {
+        verdict: verdict::ACCEPT,
+        reason,
+        rank: NO_RANK,
+    }
+}
+
+#[inline(always)]
+const fn drop(reason: u32) -> Decision {
+    Decision {
+        verdict: verdict::DROP,
+        reason,
+        rank: NO_RANK,
+    }
+}
+
+/// Decides a parsed frame seen by `hook` on interface `ifindex`, and counts
+/// the decision. Returns [`verdict::ACCEPT`] or [`verdict::DROP`].
+#[inline(always)]
+pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
+    // SAFETY: hash map values are read-only here; the agent replaces, never
+    // edits, an entry, so the value cannot change under us.
+    let Some(cfg) = (unsafe { SG_IFACES.get(&ifindex) }) else {
+        // Not an interface of ours (or not yet bound): not our business.
+        return verdict::ACCEPT;
+    };
+    let cfg = *cfg;
+    let dir = if hook == HOOK_XDP {
+        cfg.xdp_dir
+    } else {
+        cfg.tc_dir
+    };
+    let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
+    let d = decide_bound(&cfg, dir, tag, s);
+    if s.frag == FRAG_FIRST {
+        remember_first_fragment(cfg.nic, dir, s, d.verdict);
+    }
+    record(&cfg, dir, tag, &d, frame_len);
+    d.verdict
+}
+
+#[inline(always)]
+fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision {
+    if s.class == sg_common::counter::MALFORMED {
+        return drop(reason::MALFORMED);
+    }
+    let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
+    if s.l3 == L3_ARP {
+        if guarded && !owns(cfg.nic, &s.src) {
+            return drop(reason::SPOOF_ARP);
+        }
+        return accept(reason::NOT_IP);
+    }
+    if s.l3 == L3_OTHER {
+        return if guarded {
+            drop(reason::SPOOF_ETHERTYPE)
+        } else {
+            accept(reason::NOT_IP)
+        };
+    }
+    let v4 = s.l3 == L3_V4;
+    let whole = s.frag != FRAG_LATER;
+    let icmp6 = !v4 && s.proto == IPPROTO_ICMPV6 && whole;
+    let nd = icmp6 && s.icmp_type >= 133 && s.icmp_type <= 137;
+    // Step 0: anti-spoofing.
+    if guarded {
+        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg.nic, &s.nd_target)) {
+            return drop(reason::SPOOF_ND_TARGET);
+        }
+        if !owns(cfg.nic, &s.src) && !spoof_exempt(s, nd) {
+            return drop(reason::SPOOF_SOURCE);
+        }
+    }
+    // Step 1: neighbour discovery.
+    if nd {
+        return accept(reason::NEIGHBOUR_DISCOVERY);
+    }
+    // Step 2: path MTU discovery, platform addresses.
+    let path_mtu = whole
+        && ((v4 && s.proto == IPPROTO_ICMP && s.icmp_type == 3 && s.icmp_code == 4)
+            || (icmp6 && s.icmp_type == 2));
+    if path_mtu {
+        return accept(reason::PATH_MTU);
+    }
+    if platform(v4, &s.src) || platform(v4, &s.dst) {
+        return accept(reason::PLATFORM_ADDRESS);
+    }
+    // Step 8: a later fragment follows its first.
+    if !whole {
+        return later_fragment(cfg.nic, dir, s);
+    }
+    // Step 3: platform policy.
+    if dir == DIR_EGRESS && s.proto == IPPROTO_TCP && s.dport == 25 {
+        let block = SG_SETTINGS
+            .get(0)
+            .is_some_and(|st| st.flags & settings_flags::BLOCK_PORT_25 != 0);
+        if block {
+            return drop(reason::PORT_25);
+        }
+    }
+    // Steps 5 and 6: rules, then defaults.
+    let Some(meta) = SG_TABLES.get(tag) else {
+        return drop(reason::NO_TABLE);
+    };
+    let rank = classify(tag, meta, dir, v4, s);
+    if rank == NO_RANK {
+        return Decision {
+            verdict: meta.default_verdict,
+            reason: meta.default_reason,
+            rank,
+        };
+    }
+    if rank >= meta.n_rules {
+        return Decision {
+            verdict: verdict::ACCEPT,
+            reason: reason::DEFAULT_INTRA_GROUP,
+            rank,
+        };
+    }
+    let w = (rank / 64) as usize & (WORDS - 1);
+    let accepted = meta.accept.words[w] >> (rank % 64) & 1 != 0;
+    Decision {
+        verdict: if accepted {
+            verdict::ACCEPT
+        } else {
+            verdict::DROP
+        },
+        reason: reason::RULE,
+        rank,
+    }
+}
+
+/// SPEC §3 step 0's exemptions for IPv6: link-local sources doing neighbour
+/// discovery or talking to link-local or multicast destinations, and
+/// duplicate-address detection from `::`.
+#[inline(always)]
+fn spoof_exempt(s: &Summary, nd: bool) -> bool {
+    if s.l3 == L3_V4 {
+        return false;
+    }
+    let link_local = |a: &[u8; 16]| a[0] == 0xfe && a[1] & 0xc0 == 0x80;
+    if link_local(&s.src) && (nd || link_local(&s.dst) || s.dst[0] == 0xff) {
+        return true;
+    }
+    nd && s.icmp_type == 135 && s.src == [0; 16]
+}
+
+#[inline(always)]
+fn owns(nic: u32, addr: &[u8; 16]) -> bool {
+    let key = OwnAddrKey { nic, addr: *addr };
+    // SAFETY: read-only lookup.
+    unsafe { SG_OWN.get(&key) }.is_some()
+}
+
+#[inline(always)]
+fn platform(v4: bool, addr: &[u8; 16]) -> bool {
+    if v4 {
+        SG_PLAT4
+            .get(&Key::new(32, [addr[12], addr[13], addr[14], addr[15]]))
+            .is_some()
+    } else {
+        SG_PLAT6.get(&Key::new(128, *addr)).is_some()
+    }
+}
+
+#[inline(always)]
+fn frag_key(nic: u32, dir: u32, s: &Summary) -> FragKey {
+    FragKey {
+        nic,
+        dir,
+        src: s.src,
+        dst: s.dst,
+        id: s.frag_id,
+        proto: u32::from(s.proto),
+    }
+}
+
+#[inline(always)]
+fn remember_first_fragment(nic: u32, dir: u32, s: &Summary, v: u32) {
+    let value = FragVerdict { verdict: v, pad: 0 };
+    // Best effort: if this fails, the later fragments are dropped (safe).
+    let _ = SG_FRAGS.insert(&frag_key(nic, dir, s), &value, 0);
+}
+
+#[inline(always)]
+fn later_fragment(nic: u32, dir: u32, s: &Summary) -> Decision {
+    // SAFETY: read-only lookup.
+    match unsafe { SG_FRAGS.get(&frag_key(nic, dir, s)) } {
+        Some(first) if first.verdict == verdict::ACCEPT => accept(reason::FRAGMENT_FOLLOWS_FIRST),
+        Some(_) => drop(reason::FRAGMENT_FOLLOWS_FIRST),
+        None => drop(reason::FRAGMENT_NO_FIRST),
+    }
+}
+
+/// The rule bits of an address field, or `None` if no rule's condition on
+/// that field holds.
+#[inline(always)]
+fn addr_bits(tag: u32, field: u32, v4: bool, addr: &[u8; 16]) -> Option<&'static RuleBits> {
+    let key_tag = (tag * 2 + field).to_be_bytes();
+    if v4 {
+        let data = AddrKeyV4 {
+            key_tag,
+            addr: [addr[12], addr[13], addr[14], addr[15]],
+        };
+        SG_ADDR4.get(&Key::new(64, data))
+    } else {
+        SG_ADDR6.get(&Key::new(
+            160,
+            AddrKeyV6 {
+                key_tag,
+                addr: *addr,
+            },
+        ))
+    }
+}
+
+#[inline(always)]
+fn bits(tag: u32, kind: u16, index: u16) -> Option<&'static RuleBits> {
+    // SAFETY: read-only lookup; the agent replaces values only in inactive slots.
+    unsafe { SG_BITS.get(&BitsKey { tag, kind, index }) }
+}
+
+/// Index of the elementary interval holding `port` (largest `i` with
+/// `bounds[i] <= port`), by binary search.
+#[inline(always)]
+fn interval(tag: u32, field: u32, port: u16) -> Option<u16> {
+    // SAFETY: read-only lookup.
+    let b = unsafe { SG_BOUNDS.get(&(tag * 2 + field)) }?;
+    let mut lo: u32 = 0;
+    let mut hi: u32 = b.n;
+    for _ in 0..INTERVAL_SEARCH_STEPS {
+        if hi <= lo + 1 {
+            break;
+        }
+        let mid = u32::midpoint(lo, hi);
+        // The mask keeps the index provably in bounds for the verifier.
+        if b.bounds[(mid & (MAX_INTERVALS - 1)) as usize] <= port {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    u16::try_from(lo).ok()
+}
+
+#[inline(always)]
+fn port_bits(tag: u32, has_ports: bool, field: u32, port: u16) -> Option<&'static RuleBits> {
+    if has_ports {
+        let kind = if field == 0 {
+            bits_kind::DPORT
+        } else {
+            bits_kind::SPORT
+        };
+        bits(tag, kind, interval(tag, field, port)?)
+    } else {
+        let kind = if field == 0 {
+            bits_kind::DPORT_NONE
+        } else {
+            bits_kind::SPORT_NONE
+        };
+        bits(tag, kind, 0)
+    }
+}
+
+/// The deciding rank, or [`NO_RANK`] when no rule (or pseudo-rule) matches.
+#[inline(always)]
+fn classify(tag: u32, meta: &TableMeta, dir: u32, v4: bool, s: &Summary) -> u32 {
+    let (peer, local) = if dir == DIR_INGRESS {
+        (&s.src, &s.dst)
+    } else {
+        (&s.dst, &s.src)
+    };
+    let Some(peer) = addr_bits(tag, FIELD_PEER, v4, peer) else {
+        return NO_RANK;
+    };
+    let Some(local) = addr_bits(tag, FIELD_LOCAL, v4, local) else {
+        return NO_RANK;
+    };
+    let Some(proto) = bits(tag, bits_kind::PROTO, u16::from(s.proto))
+        .or_else(|| bits(tag, bits_kind::PROTO, PROTO_OTHER))
+    else {
+        return NO_RANK;
+    };
+    let has_ports = s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP;
+    let Some(dport) = port_bits(tag, has_ports, 0, s.dport) else {
+        return NO_RANK;
+    };
+    let Some(sport) = port_bits(tag, has_ports, 1, s.sport) else {
+        return NO_RANK;
+    };
+    for w in 0..MAX_RANKS / 64 {
+        if w >= meta.words {
+            break;
+        }
+        let i = w as usize;
+        let x = peer.words[i] & local.words[i] & proto.words[i] & dport.words[i] & sport.words[i];
+        if x != 0 {
+            return w * 64 + lowest_bit(x);
+        }
+    }
+    NO_RANK
+}
+
+/// Index of the lowest set bit of a non-zero `x`. (LLVM lowers this without
+/// a ctz instruction, which BPF lacks.)
+#[inline(always)]
+fn lowest_bit(x: u64) -> u32 {
+    x.trailing_zeros()
+}
+
+#[inline(always)]
+fn record(cfg: &IfaceConfig, dir: u32, tag: u32, d: &Decision, frame_len: u64) {
+    let idx = (cfg.nic * 2 + dir) * reason::SLOTS + (d.reason & (reason::SLOTS - 1));
+    if let Some(c) = SG_REASONS.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot.
+        unsafe { *c += 1 };
+    }
+    if d.rank != NO_RANK
+        && let Some(st) = SG_RULE_STATS.get_ptr_mut(tag * MAX_RANKS + (d.rank & (MAX_RANKS - 1)))
+    {
+        // SAFETY: this CPU's slot.
+        unsafe {
+            (*st).packets += 1;
+            (*st).bytes += frame_len;
+        }
+    }
+    if let Some(last) = SG_LAST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe {
+            *last = LastDecision {
+                verdict: d.verdict,
+                reason: d.reason,
+                rank: d.rank,
+                nic: cfg.nic,
+                dir,
+                version: cfg.version,
+            };
+        }
+    }
+}
