@@ -1,10 +1,13 @@
 //! sg-agent: the user-space half of sg.
 //!
 //! Pure parts (no I/O, tested without root): [`policy`] — model, validation,
-//! reference evaluator, operations, import/export.
+//! reference evaluator, operations, import/export; [`compile`] — rules to map
+//! images.
 //! Kernel edges: [`dataplane`] — loading, attaching and reading the eBPF
 //! programs; [`netns`] — entering network namespaces.
 
+pub mod compile;
 pub mod dataplane;
+pub mod enforce;
 pub mod netns;
 pub mod policy;

@@ -136,6 +136,9 @@ pub struct PortBounds {
 pub const FIELD_PEER: u32 = 0;
 pub const FIELD_LOCAL: u32 = 1;
 
+/// Bits of [`OwnAddrKey`] before the address.
+pub const OWN_KEY_PREFIX_BITS: u32 = 64;
+
 /// LPM key for IPv4 address tables: `tag * 2 + field`, then the address.
 /// The prefix length counts the 32 tag bits too.
 #[repr(C)]
@@ -153,11 +156,16 @@ pub struct AddrKeyV6 {
     pub addr: [u8; 16],
 }
 
-/// Key of a NIC's own addresses (anti-spoofing): IPv4 as `::ffff:a.b.c.d`.
+/// LPM key of a NIC's own addresses and extra allowed prefixes
+/// (anti-spoofing): IPv4 as `::ffff:a.b.c.d`. The prefix length counts the 64
+/// NIC and family bits (always matched whole) and, for IPv4, the 96 mapping
+/// bits. The family keeps an IPv6 prefix such as `::/0` from covering IPv4.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OwnAddrKey {
     pub nic: u32,
+    /// 4 or 6.
+    pub family: u32,
     pub addr: [u8; 16],
 }
 
@@ -225,7 +233,7 @@ const _: () = assert!(size_of::<BitsKey>() == 8);
 const _: () = assert!(size_of::<PortBounds>() == 8 + 2 * MAX_INTERVALS as usize);
 const _: () = assert!(size_of::<AddrKeyV4>() == 8);
 const _: () = assert!(size_of::<AddrKeyV6>() == 20);
-const _: () = assert!(size_of::<OwnAddrKey>() == 20);
+const _: () = assert!(size_of::<OwnAddrKey>() == 24);
 const _: () = assert!(size_of::<FragKey>() == 48);
 const _: () = assert!(size_of::<LastDecision>() == 24);
 const _: () = assert!(MAX_INTERVALS == 1 << INTERVAL_SEARCH_STEPS);

@@ -12,8 +12,8 @@ use sg_common::{
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
         FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
-        NO_RANK, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS, bits_kind, iface_flags,
-        settings_flags, table_tag, verdict,
+        NO_RANK, OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS,
+        bits_kind, iface_flags, settings_flags, table_tag, verdict,
     },
     reason,
 };
@@ -78,7 +78,9 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     };
     let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
     let d = decide_bound(&cfg, dir, tag, s);
-    if s.frag == FRAG_FIRST {
+    // A truncated first fragment opens no datagram: its later fragments then
+    // find no first and drop, as the first did.
+    if s.frag == FRAG_FIRST && d.reason != reason::MALFORMED {
         remember_first_fragment(cfg.nic, dir, s, d.verdict);
     }
     record(&cfg, dir, tag, &d, frame_len);
@@ -193,9 +195,16 @@ fn spoof_exempt(s: &Summary, nd: bool) -> bool {
 
 #[inline(always)]
 fn owns(nic: u32, addr: &[u8; 16]) -> bool {
-    let key = OwnAddrKey { nic, addr: *addr };
-    // SAFETY: read-only lookup.
-    unsafe { SG_OWN.get(&key) }.is_some()
+    // IPv4 is stored mapped (`::ffff:a.b.c.d`): the family tells them apart.
+    let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    let key = OwnAddrKey {
+        nic,
+        family: if v4 { 4 } else { 6 },
+        addr: *addr,
+    };
+    SG_OWN
+        .get(&Key::new(OWN_KEY_PREFIX_BITS + 128, key))
+        .is_some()
 }
 
 #[inline(always)]

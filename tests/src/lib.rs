@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod classify;
 pub mod packet;
+pub mod policygen;
 pub mod probe;
 pub mod testrun;
 pub mod topology;

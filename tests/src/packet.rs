@@ -7,6 +7,8 @@ pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
+/// An untagged Ethernet header.
+pub const MIN_L2: usize = 14;
 
 /// An upper-layer header.
 #[derive(Debug, Clone)]
@@ -167,6 +169,8 @@ pub enum L3 {
         ext: Vec<Ext>,
     },
     Arp,
+    /// An Ethernet/IPv4 ARP request from this sender address.
+    ArpFrom([u8; 4]),
     /// Some other ethertype, with `len` bytes of payload.
     Raw {
         ethertype: u16,
@@ -201,7 +205,10 @@ pub struct Spec {
     pub vlans: Vec<u16>,
     pub l3: L3,
     pub l4: Option<L4>,
-    /// Payload bytes after the upper-layer header.
+    /// Bytes right after the upper-layer header (e.g. a neighbour
+    /// advertisement's target address).
+    pub tail: Vec<u8>,
+    /// Filler payload bytes after that.
     pub payload: usize,
 }
 
@@ -211,6 +218,7 @@ impl Spec {
             vlans: Vec::new(),
             l3,
             l4: Some(l4),
+            tail: Vec::new(),
             payload: 0,
         }
     }
@@ -235,7 +243,7 @@ pub fn build(spec: &Spec) -> Built {
     let ethertype = match spec.l3 {
         L3::V4 { .. } => ETH_P_IP,
         L3::V6 { .. } => ETH_P_IPV6,
-        L3::Arp => ETH_P_ARP,
+        L3::Arp | L3::ArpFrom(_) => ETH_P_ARP,
         L3::Raw { ethertype, .. } => ethertype,
     };
     for &tpid in &spec.vlans {
@@ -244,7 +252,8 @@ pub fn build(spec: &Spec) -> Built {
     }
     b.extend_from_slice(&ethertype.to_be_bytes());
     let l3_off = b.len();
-    let l4 = spec.l4.as_ref().map(L4::bytes).unwrap_or_default();
+    let mut l4 = spec.l4.as_ref().map(L4::bytes).unwrap_or_default();
+    l4.extend_from_slice(&spec.tail);
     let proto = spec.l4.as_ref().map_or(59, L4::proto);
     let payload = vec![0x5a; spec.payload];
     let mut ext_offs = Vec::new();
@@ -298,11 +307,17 @@ pub fn build(spec: &Spec) -> Built {
             l4_off = spec.l4.as_ref().map(|_| l3_off + 40 + chain.len());
             b.extend_from_slice(&chain);
         }
-        L3::Arp => {
+        L3::Arp | L3::ArpFrom(_) => {
+            let sender = match spec.l3 {
+                L3::ArpFrom(s) => s,
+                _ => [10, 0, 0, 1],
+            };
             // Ethernet/IPv4 ARP request, 28 bytes.
             b.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-            b.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 10, 0, 0, 1]);
+            b.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            b.extend_from_slice(&sender);
             b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+            l4.clear();
         }
         L3::Raw { len, .. } => b.extend(std::iter::repeat_n(0x11, *len)),
     }

@@ -100,3 +100,60 @@ pub fn kernel_runs(hook: Hook, frame: &[u8]) -> bool {
         _ => true,
     }
 }
+
+/// Runs `hook`'s program once on `frame` as if it arrived on (XDP) or left
+/// through (TC) interface `ifindex`, which must exist in the calling thread's
+/// network namespace. Returns the verdict.
+pub fn verdict_on(
+    dp: &mut Dataplane,
+    hook: Hook,
+    frame: &[u8],
+    ifindex: u32,
+) -> anyhow::Result<i32> {
+    let mut out = vec![0u8; frame.len() + 512];
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }; struct __sk_buff has ifindex at byte 40.
+    let mut ctx = vec![0u8; 44];
+    match hook {
+        Hook::Xdp => {
+            ctx.truncate(24);
+            ctx[4..8].copy_from_slice(&u32::try_from(frame.len())?.to_ne_bytes());
+            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        }
+        Hook::TcEgress => ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes()),
+    }
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        ..TestRunOptions::default()
+    };
+    let result = match hook {
+        Hook::Xdp => dp.xdp()?.test_run(opts)?,
+        Hook::TcEgress => dp.tc_egress()?.test_run(opts)?,
+    };
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "TC verdicts are i32; -1 arrives as u32"
+    )]
+    Ok(result.return_value as i32)
+}
+
+/// Whether a verdict returned by `hook` lets the packet through.
+pub fn passes(hook: Hook, verdict: i32) -> bool {
+    verdict == pass_verdict(hook)
+}
+
+/// Pins the calling thread to CPU 0, so per-CPU "last decision" reads are
+/// about this thread's runs.
+pub fn pin_to_cpu0() -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -465,7 +465,7 @@ fn by_construction(
                 full
             }
         }
-        L3::Arp => {
+        L3::Arp | L3::ArpFrom(_) => {
             if cut < built.l3_off + 28 {
                 (MALFORMED, Some(BAD_ARP))
             } else {

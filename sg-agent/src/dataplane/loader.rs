@@ -52,6 +52,10 @@ pub enum Error {
     },
     #[error("already attached to {0}: detach first")]
     AlreadyAttached(String),
+    #[error("more than {0} NICs: the data plane's tables are full")]
+    TooManyNics(u32),
+    #[error("counting CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
 }
 
 /// How the XDP program is attached.
@@ -84,10 +88,12 @@ struct Attachment {
     own_clsact: bool,
 }
 
-/// The loaded programs and maps, attached to at most one interface.
+/// The loaded programs and maps, attached to any number of interfaces of one
+/// network namespace (interfaces are keyed by ifindex, which is per namespace).
 pub struct Dataplane {
-    ebpf: Ebpf,
-    attachment: Option<Attachment>,
+    pub(super) ebpf: Ebpf,
+    attachments: std::collections::BTreeMap<String, Attachment>,
+    pub(super) nics: super::writer::Nics,
 }
 
 impl Dataplane {
@@ -108,10 +114,13 @@ impl Dataplane {
             prog: PROG_TC_EGRESS,
             source,
         })?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf,
-            attachment: None,
-        })
+            attachments: std::collections::BTreeMap::new(),
+            nics: super::writer::Nics::default(),
+        };
+        dp.set_settings(true, &[])?;
+        Ok(dp)
     }
 
     /// The aya handle, for map access and `BPF_PROG_TEST_RUN`.
@@ -137,8 +146,8 @@ impl Dataplane {
     /// Attaches XDP (receive) and TC egress (transmit) to `iface`, resolved in
     /// the calling thread's network namespace.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
-        if let Some(a) = &self.attachment {
-            return Err(Error::AlreadyAttached(a.iface.clone()));
+        if self.attachments.contains_key(iface) {
+            return Err(Error::AlreadyAttached(iface.to_owned()));
         }
         let name = CString::new(iface)
             .ok()
@@ -169,12 +178,15 @@ impl Dataplane {
         })();
         match attached {
             Ok(tc) => {
-                self.attachment = Some(Attachment {
-                    iface: iface.to_owned(),
-                    xdp,
-                    tc,
-                    own_clsact,
-                });
+                self.attachments.insert(
+                    iface.to_owned(),
+                    Attachment {
+                        iface: iface.to_owned(),
+                        xdp,
+                        tc,
+                        own_clsact,
+                    },
+                );
                 Ok(())
             }
             Err(e) => {
@@ -185,15 +197,26 @@ impl Dataplane {
         }
     }
 
-    /// The interface the programs are attached to, if any.
-    pub fn attached_to(&self) -> Option<&str> {
-        self.attachment.as_ref().map(|a| a.iface.as_str())
+    /// Whether the programs are attached to `iface`.
+    pub fn is_attached(&self, iface: &str) -> bool {
+        self.attachments.contains_key(iface)
     }
 
-    /// Detaches both programs (and removes our clsact qdisc, if we added one).
-    /// The programs stay loaded; their maps keep their contents.
+    /// Detaches from every interface. The programs stay loaded; their maps keep
+    /// their contents.
     pub fn detach(&mut self) -> Result<(), Error> {
-        let Some(a) = self.attachment.take() else {
+        let names: Vec<String> = self.attachments.keys().cloned().collect();
+        let mut result = Ok(());
+        for name in names {
+            result = result.and(self.detach_from(&name));
+        }
+        result
+    }
+
+    /// Detaches both programs from `iface` (and removes our clsact qdisc, if
+    /// we added one).
+    pub fn detach_from(&mut self, iface: &str) -> Result<(), Error> {
+        let Some(a) = self.attachments.remove(iface) else {
             return Ok(());
         };
         let tc_result = self

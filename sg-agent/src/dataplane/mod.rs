@@ -3,6 +3,8 @@
 
 mod counters;
 mod loader;
+mod writer;
 
 pub use counters::Counters;
 pub use loader::{AttachMode, Dataplane, Error};
+pub use writer::{Binding, RuleHits};

@@ -1,0 +1,587 @@
+//! The map writer: loads compiled tables into the inactive slot of a NIC and
+//! switches to it with one map update, so no packet is ever judged by a
+//! half-written policy (DESIGN "Hitless updates").
+//!
+//! Order of a switch: (1) wait out a grace period since the inactive slot
+//! was last in force, so no packet that read the old config can still be using
+//! it; (2) fold that slot's rule counters into the running totals and zero
+//! them; (3) write every entry of the new tables into the slot and delete the
+//! slot's entries the new tables no longer have; (4) replace the interface's
+//! config entry whole (slot flipped, version bumped): the switch.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{
+    Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+    lpm_trie::{Key, LpmTrie},
+};
+use sg_common::{
+    maps::{
+        ADDR4, ADDR6, BITS, BOUNDS, IFACES, LAST, OWN, PLAT4, PLAT6, REASONS, RULE_STATS, SETTINGS,
+        TABLES,
+    },
+    policy::{
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
+        IfaceConfig, LastDecision, MAX_INTERVALS, MAX_NICS, MAX_RANKS, OWN_KEY_PREFIX_BITS,
+        OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta, bits_kind, iface_flags,
+        settings_flags, table_tag,
+    },
+    reason,
+};
+
+use super::{Dataplane, Error};
+use crate::{
+    compile::{Prefix, Rank, Table, mapped},
+    policy::{BindingMode, Cidr},
+};
+
+/// How long a slot stays untouched after it stops being in force. A program
+/// run that read the old config finishes in microseconds; this is generous.
+const GRACE: Duration = Duration::from_millis(2);
+
+/// What one slot of one direction holds, so it can be cleaned on rewrite.
+#[derive(Default)]
+struct Written {
+    bits: BTreeSet<(u32, u16, u16)>,
+    addr4: BTreeSet<(u32, [u8; 4], [u8; 4])>,
+    addr6: BTreeSet<(u32, [u8; 4], [u8; 16])>,
+    bounds: BTreeSet<u32>,
+    ranks: Vec<Rank>,
+}
+
+/// One bound NIC's runtime state.
+struct Nic {
+    id: u32,
+    ifindex: u32,
+    config: IfaceConfig,
+    /// `[dir][slot]`.
+    written: [[Written; 2]; 2],
+    own: BTreeSet<(u32, u32, [u8; 16])>,
+    switched_at: Option<Instant>,
+    /// Counter totals of ranks no longer in force, by direction and rank meaning.
+    totals: StdHashMap<(u32, String), RuleStats>,
+}
+
+/// The bound NICs, by name.
+#[derive(Default)]
+pub struct Nics {
+    by_name: BTreeMap<String, Nic>,
+}
+
+/// How a NIC is bound.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub ifindex: u32,
+    pub mode: BindingMode,
+    pub anti_spoof: bool,
+    /// Its own addresses and extra allowed prefixes.
+    pub own: Vec<Cidr>,
+}
+
+/// Per-rule counters, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleHits {
+    /// 0 = ingress, 1 = egress.
+    pub dir: u32,
+    pub rank: Rank,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |source| Error::Map { map, source }
+}
+
+fn rank_name(r: &Rank) -> String {
+    match r {
+        Rank::Rule(id) => id.to_string(),
+        Rank::IntraGroup(g) => format!("intra-group:{g}"),
+    }
+}
+
+impl Dataplane {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
+    }
+
+    /// Writes the global settings: the port-25 block and platform addresses.
+    pub fn set_settings(&mut self, block_port_25: bool, platform: &[Cidr]) -> Result<(), Error> {
+        let flags = if block_port_25 {
+            settings_flags::BLOCK_PORT_25
+        } else {
+            0
+        };
+        Array::<_, Settings>::try_from(self.map_mut(SETTINGS)?)
+            .map_err(map_err(SETTINGS))?
+            .set(0, &Settings { flags }, 0)
+            .map_err(map_err(SETTINGS))?;
+        let mut want4 = BTreeSet::new();
+        let mut want6 = BTreeSet::new();
+        for c in platform {
+            let len = u32::from(c.len());
+            match c.addr() {
+                std::net::IpAddr::V4(a) => want4.insert((len, a.octets())),
+                std::net::IpAddr::V6(a) => want6.insert((len, a.octets())),
+            };
+        }
+        sync_trie(self.map_mut(PLAT4)?, PLAT4, &want4)?;
+        sync_trie(self.map_mut(PLAT6)?, PLAT6, &want6)?;
+        Ok(())
+    }
+
+    /// Installs `ingress` and `egress` for NIC `name` and switches to them in
+    /// one step. The first install also binds the interface. Returns the new
+    /// policy version.
+    pub fn install(
+        &mut self,
+        name: &str,
+        binding: &Binding,
+        ingress: &Table,
+        egress: &Table,
+    ) -> Result<u32, Error> {
+        let (xdp_dir, tc_dir) = match binding.mode {
+            BindingMode::Local => (DIR_INGRESS, DIR_EGRESS),
+            BindingMode::Port => (DIR_EGRESS, DIR_INGRESS),
+        };
+        let flags = if binding.anti_spoof {
+            iface_flags::ANTI_SPOOF
+        } else {
+            0
+        };
+        if !self.nics.by_name.contains_key(name) {
+            let used: BTreeSet<u32> = self.nics.by_name.values().map(|n| n.id).collect();
+            let id = (0..MAX_NICS)
+                .find(|i| !used.contains(i))
+                .ok_or(Error::TooManyNics(MAX_NICS))?;
+            self.nics.by_name.insert(
+                name.to_owned(),
+                Nic {
+                    id,
+                    ifindex: binding.ifindex,
+                    // Slot 1 "in force" before the first switch: slot 0 is written first.
+                    config: IfaceConfig {
+                        nic: id,
+                        xdp_dir,
+                        tc_dir,
+                        flags,
+                        slot: 1,
+                        version: 0,
+                    },
+                    written: Default::default(),
+                    own: BTreeSet::new(),
+                    switched_at: None,
+                    totals: StdHashMap::new(),
+                },
+            );
+        }
+        let (id, slot, switched_at) = {
+            let n = &self.nics.by_name[name];
+            (n.id, n.config.slot ^ 1, n.switched_at)
+        };
+        if let Some(t) = switched_at {
+            let since = t.elapsed();
+            if since < GRACE {
+                std::thread::sleep(GRACE - since);
+            }
+        }
+        self.write_own(name, id, &binding.own)?;
+        for (dir, table) in [(DIR_INGRESS, ingress), (DIR_EGRESS, egress)] {
+            self.fold_and_zero_stats(name, dir, slot)?;
+            self.write_table(name, table_tag(id, dir, slot), dir, slot, table)?;
+        }
+        // The switch: one whole-value update of the interface's entry.
+        let old_ifindex;
+        let config = {
+            let n = self.nics.by_name.get_mut(name).expect("inserted above");
+            old_ifindex = n.ifindex;
+            n.ifindex = binding.ifindex;
+            n.config = IfaceConfig {
+                nic: id,
+                xdp_dir,
+                tc_dir,
+                flags,
+                slot,
+                version: n.config.version.wrapping_add(1),
+            };
+            n.switched_at = Some(Instant::now());
+            n.config
+        };
+        let mut ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
+            .map_err(map_err(IFACES))?;
+        ifaces
+            .insert(&binding.ifindex, &config, 0)
+            .map_err(map_err(IFACES))?;
+        if old_ifindex != binding.ifindex {
+            let _ = ifaces.remove(&old_ifindex);
+        }
+        Ok(config.version)
+    }
+
+    /// Unbinds NIC `name`: its interface passes untouched again, and its
+    /// tables and addresses are removed.
+    pub fn unbind(&mut self, name: &str) -> Result<(), Error> {
+        let Some(n) = self.nics.by_name.get(name) else {
+            return Ok(());
+        };
+        let (id, ifindex) = (n.id, n.ifindex);
+        {
+            let mut ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
+                .map_err(map_err(IFACES))?;
+            let _ = ifaces.remove(&ifindex);
+        }
+        std::thread::sleep(GRACE);
+        let empty = Table::empty();
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                self.fold_and_zero_stats(name, dir, slot)?;
+                self.write_table(name, table_tag(id, dir, slot), dir, slot, &empty)?;
+            }
+        }
+        self.write_own(name, id, &[])?;
+        self.nics.by_name.remove(name);
+        Ok(())
+    }
+
+    /// The interface config in force for NIC `name`, as the agent wrote it.
+    pub fn iface_config(&self, name: &str) -> Option<IfaceConfig> {
+        self.nics.by_name.get(name).map(|n| n.config)
+    }
+
+    /// The policy version in force on NIC `name`.
+    pub fn version(&self, name: &str) -> Option<u32> {
+        self.nics.by_name.get(name).map(|n| n.config.version)
+    }
+
+    /// The data plane's id of NIC `name`.
+    pub fn nic_id(&self, name: &str) -> Option<u32> {
+        self.nics.by_name.get(name).map(|n| n.id)
+    }
+
+    /// What rank `rank` of NIC `name`'s table in force for `dir` stands for.
+    pub fn rank(&self, name: &str, dir: u32, rank: u32) -> Option<&Rank> {
+        let n = self.nics.by_name.get(name)?;
+        n.written[dir as usize][n.config.slot as usize]
+            .ranks
+            .get(rank as usize)
+    }
+
+    fn write_own(&mut self, name: &str, nic: u32, own: &[Cidr]) -> Result<(), Error> {
+        let want: BTreeSet<(u32, u32, [u8; 16])> = own
+            .iter()
+            .map(|c| {
+                let (family, extra) = if c.addr().is_ipv4() { (4, 96) } else { (6, 0) };
+                (
+                    OWN_KEY_PREFIX_BITS + extra + u32::from(c.len()),
+                    family,
+                    mapped(c.addr()),
+                )
+            })
+            .collect();
+        let old = std::mem::take(&mut self.nics.by_name.get_mut(name).expect("bound").own);
+        let mut trie =
+            LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?).map_err(map_err(OWN))?;
+        for &(len, family, addr) in &want {
+            trie.insert(&Key::new(len, OwnAddrKey { nic, family, addr }), &1, 0)
+                .map_err(map_err(OWN))?;
+        }
+        for &(len, family, addr) in old.difference(&want) {
+            let _ = trie.remove(&Key::new(len, OwnAddrKey { nic, family, addr }));
+        }
+        self.nics.by_name.get_mut(name).expect("bound").own = want;
+        Ok(())
+    }
+
+    fn write_table(
+        &mut self,
+        name: &str,
+        tag: u32,
+        dir: u32,
+        slot: u32,
+        t: &Table,
+    ) -> Result<(), Error> {
+        let old = std::mem::take(
+            &mut self.nics.by_name.get_mut(name).expect("bound").written[dir as usize]
+                [slot as usize],
+        );
+        let mut new = Written {
+            ranks: t.ranks.clone(),
+            ..Written::default()
+        };
+
+        // Rule bits: protocols, port intervals, no-port sets.
+        let mut entries: Vec<(BitsKey, RuleBits)> = t
+            .proto
+            .iter()
+            .map(|(p, b)| {
+                (
+                    BitsKey {
+                        tag,
+                        kind: bits_kind::PROTO,
+                        index: *p,
+                    },
+                    *b,
+                )
+            })
+            .collect();
+        for (kind, table) in [(bits_kind::DPORT, &t.dport), (bits_kind::SPORT, &t.sport)] {
+            for (i, b) in table.bits.iter().enumerate() {
+                let index = u16::try_from(i).expect("intervals < 65536");
+                entries.push((BitsKey { tag, kind, index }, *b));
+            }
+        }
+        entries.push((
+            BitsKey {
+                tag,
+                kind: bits_kind::DPORT_NONE,
+                index: 0,
+            },
+            t.dport.none,
+        ));
+        entries.push((
+            BitsKey {
+                tag,
+                kind: bits_kind::SPORT_NONE,
+                index: 0,
+            },
+            t.sport.none,
+        ));
+        {
+            let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
+                .map_err(map_err(BITS))?;
+            for (k, v) in &entries {
+                bits.insert(k, v, 0).map_err(map_err(BITS))?;
+                new.bits.insert((k.tag, k.kind, k.index));
+            }
+            for &(tag, kind, index) in old.bits.difference(&new.bits) {
+                let _ = bits.remove(&BitsKey { tag, kind, index });
+            }
+        }
+
+        // Port interval bounds.
+        {
+            let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+                .map_err(map_err(BOUNDS))?;
+            for (field, table) in [(0u32, &t.dport), (1, &t.sport)] {
+                let mut pb = PortBounds {
+                    n: 0,
+                    bounds: [0; MAX_INTERVALS as usize],
+                    pad: 0,
+                };
+                pb.n = u32::try_from(table.bounds.len()).expect("checked by the compiler");
+                pb.bounds[..table.bounds.len()].copy_from_slice(&table.bounds);
+                bounds
+                    .insert(&(tag * 2 + field), &pb, 0)
+                    .map_err(map_err(BOUNDS))?;
+                new.bounds.insert(tag * 2 + field);
+            }
+            for k in old.bounds.difference(&new.bounds) {
+                let _ = bounds.remove(k);
+            }
+        }
+
+        // Peer and local address tries.
+        let mut v4: Vec<(u32, AddrKeyV4, RuleBits)> = Vec::new();
+        let mut v6: Vec<(u32, AddrKeyV6, RuleBits)> = Vec::new();
+        for (field, prefixes) in [(FIELD_PEER, &t.peer), (FIELD_LOCAL, &t.local)] {
+            let key_tag = (tag * 2 + field).to_be_bytes();
+            for Prefix { cidr, bits } in prefixes {
+                let len = 32 + u32::from(cidr.len());
+                match cidr.addr() {
+                    std::net::IpAddr::V4(a) => {
+                        v4.push((
+                            len,
+                            AddrKeyV4 {
+                                key_tag,
+                                addr: a.octets(),
+                            },
+                            *bits,
+                        ));
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        v6.push((
+                            len,
+                            AddrKeyV6 {
+                                key_tag,
+                                addr: a.octets(),
+                            },
+                            *bits,
+                        ));
+                    }
+                }
+            }
+        }
+        {
+            let mut trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
+                .map_err(map_err(ADDR4))?;
+            for (len, k, b) in &v4 {
+                trie.insert(&Key::new(*len, *k), b, 0)
+                    .map_err(map_err(ADDR4))?;
+                new.addr4.insert((*len, k.key_tag, k.addr));
+            }
+            for &(len, key_tag, addr) in old.addr4.difference(&new.addr4) {
+                let _ = trie.remove(&Key::new(len, AddrKeyV4 { key_tag, addr }));
+            }
+        }
+        {
+            let mut trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
+                .map_err(map_err(ADDR6))?;
+            for (len, k, b) in &v6 {
+                trie.insert(&Key::new(*len, *k), b, 0)
+                    .map_err(map_err(ADDR6))?;
+                new.addr6.insert((*len, k.key_tag, k.addr));
+            }
+            for &(len, key_tag, addr) in old.addr6.difference(&new.addr6) {
+                let _ = trie.remove(&Key::new(len, AddrKeyV6 { key_tag, addr }));
+            }
+        }
+
+        // The header last: everything it points at is in place.
+        let meta = TableMeta {
+            words: t.words(),
+            n_rules: u32::try_from(t.n_rules).expect("checked by the compiler"),
+            default_verdict: t.default_verdict,
+            default_reason: t.default_reason,
+            accept: t.accept,
+        };
+        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
+            .map_err(map_err(TABLES))?
+            .set(tag, &meta, 0)
+            .map_err(map_err(TABLES))?;
+        self.nics.by_name.get_mut(name).expect("bound").written[dir as usize][slot as usize] = new;
+        Ok(())
+    }
+
+    /// Moves the counters of `slot`'s ranks into the NIC's running totals and
+    /// zeroes them, before the slot is rewritten.
+    fn fold_and_zero_stats(&mut self, name: &str, dir: u32, slot: u32) -> Result<(), Error> {
+        let (id, ranks) = {
+            let n = &self.nics.by_name[name];
+            (n.id, n.written[dir as usize][slot as usize].ranks.clone())
+        };
+        if ranks.is_empty() {
+            return Ok(());
+        }
+        let tag = table_tag(id, dir, slot);
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
+        let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
+            .map_err(map_err(RULE_STATS))?;
+        let mut folded = Vec::new();
+        for (rank, meaning) in ranks.iter().enumerate() {
+            let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
+            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
+            let sum = values.iter().fold(RuleStats::default(), |a, v| RuleStats {
+                packets: a.packets + v.packets,
+                bytes: a.bytes + v.bytes,
+            });
+            if sum.packets > 0 {
+                folded.push((rank_name(meaning), sum));
+                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
+                stats.set(idx, zero, 0).map_err(map_err(RULE_STATS))?;
+            }
+        }
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        for (key, s) in folded {
+            let t = n.totals.entry((dir, key)).or_default();
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+        }
+        Ok(())
+    }
+
+    /// Hits per rank of the tables in force on NIC `name`, including what
+    /// earlier versions counted for the same rule.
+    pub fn rule_hits(&mut self, name: &str) -> Result<Vec<RuleHits>, Error> {
+        let Some(n) = self.nics.by_name.get(name) else {
+            return Ok(Vec::new());
+        };
+        let (id, slot) = (n.id, n.config.slot);
+        let tables: Vec<(u32, Vec<Rank>)> = [DIR_INGRESS, DIR_EGRESS]
+            .iter()
+            .map(|&d| (d, n.written[d as usize][slot as usize].ranks.clone()))
+            .collect();
+        let totals = n.totals.clone();
+        let stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
+            .map_err(map_err(RULE_STATS))?;
+        let mut out = Vec::new();
+        for (dir, ranks) in tables {
+            let tag = table_tag(id, dir, slot);
+            for (rank, meaning) in ranks.into_iter().enumerate() {
+                let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
+                let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
+                let before = totals
+                    .get(&(dir, rank_name(&meaning)))
+                    .copied()
+                    .unwrap_or_default();
+                let (packets, bytes) = values
+                    .iter()
+                    .fold((before.packets, before.bytes), |(p, b), v| {
+                        (p + v.packets, b + v.bytes)
+                    });
+                out.push(RuleHits {
+                    dir,
+                    rank: meaning,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Packets of NIC `name` by direction and reason (`sg_common::reason`).
+    pub fn reason_counts(&mut self, name: &str) -> Result<Vec<(u32, u32, u64)>, Error> {
+        let Some(id) = self.nic_id(name) else {
+            return Ok(Vec::new());
+        };
+        let counts =
+            PerCpuArray::<_, u64>::try_from(self.map_mut(REASONS)?).map_err(map_err(REASONS))?;
+        let mut out = Vec::new();
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for r in 0..reason::SLOTS {
+                let values = counts
+                    .get(&((id * 2 + dir) * reason::SLOTS + r), 0)
+                    .map_err(map_err(REASONS))?;
+                let n: u64 = values.iter().sum();
+                if n > 0 {
+                    out.push((dir, r, n));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last decision made on CPU `cpu` (tests pin themselves to a CPU).
+    pub fn last_decision(&mut self, cpu: usize) -> Result<LastDecision, Error> {
+        let last =
+            PerCpuArray::<_, LastDecision>::try_from(self.map_mut(LAST)?).map_err(map_err(LAST))?;
+        let values = last.get(&0, 0).map_err(map_err(LAST))?;
+        values.get(cpu).copied().ok_or(Error::MissingMap(LAST))
+    }
+}
+
+/// Makes an LPM trie of `(prefix length, address) → 1` hold exactly `want`.
+fn sync_trie<const N: usize>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    want: &BTreeSet<(u32, [u8; N])>,
+) -> Result<(), Error>
+where
+    [u8; N]: aya::Pod,
+{
+    let mut trie = LpmTrie::<&mut MapData, [u8; N], u32>::try_from(map).map_err(map_err(name))?;
+    let old: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
+    for (len, addr) in want {
+        trie.insert(&Key::new(*len, *addr), &1, 0)
+            .map_err(map_err(name))?;
+    }
+    for k in old {
+        if !want.contains(&(k.prefix_len(), k.data())) {
+            let _ = trie.remove(&k);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Keeping the data plane equal to the policy: every NIC binding whose
+//! interface exists in this network namespace is compiled and, if its tables
+//! changed, installed with a hitless switch; bindings that went away are
+//! unbound.
+
+use std::{collections::BTreeMap, ffi::CString};
+
+use crate::{
+    compile::{CompileError, Table, compile},
+    dataplane::{AttachMode, Binding, Dataplane, Error as DataplaneError},
+    policy::{Direction, State},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("nics[{nic}]: {source}")]
+    Dataplane {
+        nic: String,
+        #[source]
+        source: DataplaneError,
+    },
+    #[error("settings: {0}")]
+    Settings(#[source] DataplaneError),
+}
+
+/// What one [`Enforcer::apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Switched to new tables, with the version now in force.
+    pub installed: Vec<(String, u32)>,
+    /// Already in force.
+    pub unchanged: Vec<String>,
+    /// Bound, but no such interface here (yet).
+    pub absent: Vec<String>,
+    /// Unbound.
+    pub removed: Vec<String>,
+}
+
+struct Installed {
+    binding: Binding,
+    ingress: Table,
+    egress: Table,
+}
+
+pub struct Enforcer {
+    dp: Dataplane,
+    /// Attach the programs to bound interfaces (tests that only use
+    /// `BPF_PROG_TEST_RUN` leave this off).
+    attach: Option<AttachMode>,
+    installed: BTreeMap<String, Installed>,
+}
+
+impl Enforcer {
+    pub fn new(dp: Dataplane, attach: Option<AttachMode>) -> Self {
+        Self {
+            dp,
+            attach,
+            installed: BTreeMap::new(),
+        }
+    }
+
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    /// Makes the data plane enforce `state`.
+    pub fn apply(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
+        let mut report = ApplyReport::default();
+        self.dp
+            .set_settings(
+                state.settings.block_port_25,
+                &state.settings.platform_addresses,
+            )
+            .map_err(EnforceError::Settings)?;
+        let mut present = Vec::new();
+        for (name, b) in &state.nics {
+            let Some(ifindex) = ifindex(name) else {
+                report.absent.push(name.clone());
+                continue;
+            };
+            present.push(name.clone());
+            let binding = Binding {
+                ifindex,
+                mode: b.mode,
+                anti_spoof: b.anti_spoof_enabled(),
+                own: b.own_cidrs(),
+            };
+            let ingress = compile(state, name, Direction::Ingress)?;
+            let egress = compile(state, name, Direction::Egress)?;
+            let same = self.installed.get(name).is_some_and(|i| {
+                i.binding.ifindex == binding.ifindex
+                    && i.binding.mode == binding.mode
+                    && i.binding.anti_spoof == binding.anti_spoof
+                    && i.binding.own == binding.own
+                    && i.ingress == ingress
+                    && i.egress == egress
+            });
+            let err = |source| EnforceError::Dataplane {
+                nic: name.clone(),
+                source,
+            };
+            if same {
+                report.unchanged.push(name.clone());
+            } else {
+                let version = self
+                    .dp
+                    .install(name, &binding, &ingress, &egress)
+                    .map_err(err)?;
+                report.installed.push((name.clone(), version));
+                self.installed.insert(
+                    name.clone(),
+                    Installed {
+                        binding,
+                        ingress,
+                        egress,
+                    },
+                );
+            }
+            if let Some(mode) = self.attach
+                && !self.dp.is_attached(name)
+            {
+                self.dp.attach(name, mode).map_err(err)?;
+            }
+        }
+        let gone: Vec<String> = self
+            .installed
+            .keys()
+            .filter(|n| !present.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let err = |source| EnforceError::Dataplane {
+                nic: name.clone(),
+                source,
+            };
+            self.dp.unbind(&name).map_err(err)?;
+            self.dp.detach_from(&name).map_err(err)?;
+            self.installed.remove(&name);
+            report.removed.push(name);
+        }
+        Ok(report)
+    }
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}

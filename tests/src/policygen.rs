@@ -1,0 +1,479 @@
+//! Random policies and packets for differential tests: valid states built
+//! through the policy library's own operations, and packets aimed at the
+//! addresses and ports those states mention, so rules match often.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sg_agent::policy::{
+    Action, BindingMode, Cidr, Direction, Family, Fragment, GroupId, GroupSpec, InnerPolicy,
+    NicBinding, Packet, Peer, PortListEntry, PortListSpec, PortRange, PortSpec, PrefixListEntry,
+    PrefixListSpec, Protocol, RuleSpec, Settings, State,
+};
+
+use crate::packet::{L3, L4, Spec};
+
+/// xorshift64*: small, seeded, reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % (n.max(1) as u64)).expect("fits")
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+
+    pub fn u8(&mut self) -> u8 {
+        u8::try_from(self.next() & 0xff).expect("byte")
+    }
+
+    pub fn u16(&mut self) -> u16 {
+        u16::try_from(self.next() & 0xffff).expect("u16")
+    }
+}
+
+/// Addresses packets and rules are drawn from: a few small subnets, so CIDRs
+/// of many lengths overlap.
+pub fn pool_v4(rng: &mut Rng) -> Ipv4Addr {
+    Ipv4Addr::new(
+        10,
+        0,
+        u8::try_from(rng.below(4)).expect("small"),
+        u8::try_from(rng.below(16)).expect("small"),
+    )
+}
+
+pub fn pool_v6(rng: &mut Rng) -> Ipv6Addr {
+    let third = u16::try_from(rng.below(4)).expect("small");
+    let last = u16::try_from(rng.below(16)).expect("small");
+    Ipv6Addr::new(0xfd00, 0, third, 0, 0, 0, 0, last)
+}
+
+fn addr(rng: &mut Rng, v4: bool) -> IpAddr {
+    if rng.chance(5) {
+        // Now and then somewhere else entirely.
+        return if v4 {
+            IpAddr::V4(Ipv4Addr::from(
+                u32::try_from(rng.next() >> 32).expect("u32"),
+            ))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(rng.next()) << 64 | u128::from(rng.next()),
+            ))
+        };
+    }
+    if v4 {
+        IpAddr::V4(pool_v4(rng))
+    } else {
+        IpAddr::V6(pool_v6(rng))
+    }
+}
+
+fn cidr(rng: &mut Rng, v4: bool) -> Cidr {
+    let a = addr(rng, v4);
+    let len = if v4 {
+        *rng.pick(&[0u8, 8, 16, 22, 24, 26, 28, 30, 31, 32, 32, 32])
+    } else {
+        *rng.pick(&[0u8, 16, 48, 64, 112, 120, 124, 127, 128, 128, 128])
+    };
+    // Mask the host bits: the policy refuses them.
+    let masked = match a {
+        IpAddr::V4(x) => {
+            let bits = u32::from(x);
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            IpAddr::V4(Ipv4Addr::from(bits & mask))
+        }
+        IpAddr::V6(x) => {
+            let bits = u128::from(x);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
+        }
+    };
+    Cidr::new(masked, len).expect("masked")
+}
+
+const PORTS: [u16; 14] = [
+    1, 20, 22, 25, 53, 80, 443, 1000, 1024, 3306, 8000, 8080, 40000, 65535,
+];
+
+fn port(rng: &mut Rng) -> u16 {
+    if rng.chance(70) {
+        let p = *rng.pick(&PORTS);
+        let jitter = u16::try_from(rng.below(3)).expect("small");
+        p.saturating_add(jitter).max(1)
+    } else {
+        rng.u16().max(1)
+    }
+}
+
+fn port_range(rng: &mut Rng) -> PortRange {
+    let a = port(rng);
+    let b = if rng.chance(50) {
+        a
+    } else {
+        a.saturating_add(u16::try_from(rng.below(2000)).expect("small"))
+    };
+    PortRange { from: a, to: b }
+}
+
+/// Knobs for one random state.
+pub struct Shape {
+    /// Rules in the big group of NIC `n0` (up to the 1,000-rule quota).
+    pub big_rules: usize,
+    /// Rules in each other group.
+    pub small_rules: usize,
+}
+
+/// A random, valid state with NICs `n0`, `n1`, `n2`.
+pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
+    let mut s = State::with_seed(seed);
+    let mut settings = Settings::default();
+    settings.block_port_25 = rng.chance(70);
+    if rng.chance(30) {
+        settings.platform_addresses.push(cidr(rng, true));
+    }
+    if rng.chance(20) {
+        settings.platform_addresses.push(cidr(rng, false));
+    }
+    s.set_settings(settings).expect("settings");
+    let enterprise = rng.chance(25);
+    let groups: Vec<GroupId> = (0..1 + rng.below(4))
+        .map(|i| {
+            let mut spec = if enterprise {
+                GroupSpec::enterprise(&format!("g{i}"))
+            } else {
+                GroupSpec::basic(&format!("g{i}"))
+            };
+            if !enterprise && rng.chance(40) {
+                spec.inner_policy = Some(InnerPolicy::Drop);
+            }
+            s.create_group(spec).expect("group")
+        })
+        .collect();
+    let mut prefix_lists = Vec::new();
+    for i in 0..rng.below(3) {
+        let v4 = rng.chance(50);
+        let entries = (0..1 + rng.below(4))
+            .map(|_| PrefixListEntry {
+                cidr: cidr(rng, v4),
+                description: String::new(),
+            })
+            .collect();
+        let spec = PrefixListSpec {
+            name: format!("pl{i}"),
+            description: String::new(),
+            family: if v4 { Family::Ipv4 } else { Family::Ipv6 },
+            max_entries: 5,
+            entries,
+        };
+        if let Ok(id) = s.create_prefix_list(spec) {
+            prefix_lists.push(id);
+        }
+    }
+    let mut port_lists = Vec::new();
+    for i in 0..rng.below(3) {
+        let entries = (0..1 + rng.below(3))
+            .map(|_| PortListEntry {
+                range: port_range(rng),
+                description: String::new(),
+            })
+            .collect();
+        let spec = PortListSpec {
+            name: format!("prl{i}"),
+            description: String::new(),
+            max_entries: 4,
+            entries,
+        };
+        if let Ok(id) = s.create_port_list(spec) {
+            port_lists.push(id);
+        }
+    }
+    // NICs: n0 in the first group (and maybe more), the others at random.
+    for (i, name) in ["n0", "n1", "n2"].iter().enumerate() {
+        let mut mine = vec![groups[0].clone()];
+        for g in &groups[1..] {
+            if rng.chance(if i == 0 { 30 } else { 50 }) {
+                mine.push(g.clone());
+            }
+        }
+        if i > 0 && rng.chance(50) {
+            mine.remove(0);
+            if mine.is_empty() {
+                mine.push(rng.pick(&groups).clone());
+            }
+        }
+        let mode = if rng.chance(50) {
+            BindingMode::Local
+        } else {
+            BindingMode::Port
+        };
+        let addresses = vec![IpAddr::V4(pool_v4(rng)), IpAddr::V6(pool_v6(rng))];
+        let mut b = NicBinding::new(name, mode, addresses, mine);
+        b.anti_spoof = *rng.pick(&[None, None, Some(true), Some(false)]);
+        if rng.chance(20) {
+            let v4 = rng.chance(50);
+            b.extra_allowed.push(cidr(rng, v4));
+        }
+        let _ = s.bind_nic(b);
+    }
+    // Rules: a big group for n0, small ones elsewhere.
+    for (gi, g) in groups.iter().enumerate() {
+        let big = gi == 0 && shape.big_rules > 100;
+        let n = if gi == 0 {
+            shape.big_rules
+        } else {
+            shape.small_rules
+        };
+        // A big group names no lists (each counts as its max entries toward
+        // the 1,000-rule quota) and at most 18 groups (the limit is 20).
+        let (pls, prls) = if big {
+            (&[][..], &[][..])
+        } else {
+            (&prefix_lists[..], &port_lists[..])
+        };
+        let mut group_peers = 0;
+        let mut specs = Vec::new();
+        for _ in 0..n {
+            let spec = random_rule(rng, enterprise, &groups, pls, prls);
+            if matches!(spec.peer, Peer::Group(_)) {
+                group_peers += 1;
+                if group_peers > 18 {
+                    continue;
+                }
+            }
+            specs.push(spec);
+        }
+        // Add in chunks; where a chunk is refused (a quota, a duplicate), one by one.
+        for chunk in specs.chunks(100) {
+            if s.authorize_all(g, chunk.to_vec()).is_err() {
+                for spec in chunk {
+                    let _ = s.authorize(g, spec.clone());
+                }
+            }
+        }
+    }
+    s
+}
+
+fn random_rule(
+    rng: &mut Rng,
+    enterprise: bool,
+    groups: &[GroupId],
+    prefix_lists: &[sg_agent::policy::PrefixListId],
+    port_lists: &[sg_agent::policy::PortListId],
+) -> RuleSpec {
+    let direction = if rng.chance(50) {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
+    let action = if rng.chance(60) {
+        Action::Accept
+    } else {
+        Action::Drop
+    };
+    let protocol = *rng.pick(&[
+        Protocol::All,
+        Protocol::TCP,
+        Protocol::TCP,
+        Protocol::UDP,
+        Protocol::UDP,
+        Protocol::ICMP,
+        Protocol::ICMPV6,
+        Protocol::GRE,
+        Protocol::Number(132),
+    ]);
+    let tcp_udp = matches!(protocol, Protocol::Number(6 | 17));
+    let ports = if !tcp_udp {
+        PortSpec::Any
+    } else if !port_lists.is_empty() && rng.chance(15) {
+        PortSpec::List(rng.pick(port_lists).clone())
+    } else {
+        PortSpec::Range(port_range(rng))
+    };
+    let v4 = rng.chance(55);
+    let peer = if !enterprise && rng.chance(12) {
+        Peer::Group(rng.pick(groups).clone())
+    } else if !prefix_lists.is_empty() && rng.chance(12) {
+        Peer::PrefixList(rng.pick(prefix_lists).clone())
+    } else {
+        Peer::Cidr(cidr(rng, v4))
+    };
+    let mut spec = RuleSpec::new(direction, action, protocol, ports, peer.clone());
+    spec.priority = if rng.chance(50) {
+        *rng.pick(&[1u8, 1, 2, 50, 100])
+    } else {
+        1 + rng.u8() % 100
+    };
+    if tcp_udp && rng.chance(15) {
+        spec.source_ports = Some(port_range(rng));
+    }
+    if rng.chance(15) {
+        let fam_v4 = match &peer {
+            Peer::Cidr(c) => c.addr().is_ipv4(),
+            _ => rng.chance(50),
+        };
+        spec.local = Some(cidr(rng, fam_v4));
+    }
+    spec
+}
+
+/// ICMP types worth aiming at: echo, path MTU, errors, neighbour discovery.
+const ICMP_TYPES: [(u8, u8); 12] = [
+    (8, 0),
+    (0, 0),
+    (3, 4),
+    (3, 3),
+    (11, 0),
+    (128, 0),
+    (129, 0),
+    (2, 0),
+    (1, 4),
+    (133, 0),
+    (135, 0),
+    (136, 0),
+];
+
+/// A random packet between addresses `state` knows of (or others).
+pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
+    let v4 = rng.chance(55);
+    let nic_addrs: Vec<IpAddr> = state
+        .nics
+        .values()
+        .flat_map(|b| b.addresses.iter().copied())
+        .filter(|a| a.is_ipv4() == v4)
+        .collect();
+    let pick_addr = |rng: &mut Rng| {
+        if !nic_addrs.is_empty() && rng.chance(50) {
+            *rng.pick(&nic_addrs)
+        } else if !v4 && rng.chance(8) {
+            // Link-local and multicast, for the anti-spoofing exemptions.
+            IpAddr::V6(*rng.pick(&[
+                "fe80::1".parse().expect("v6"),
+                "ff02::1".parse().expect("v6"),
+                Ipv6Addr::UNSPECIFIED,
+            ]))
+        } else {
+            addr(rng, v4)
+        }
+    };
+    let src = pick_addr(rng);
+    let dst = pick_addr(rng);
+    let protocol = *rng.pick(&[6u8, 6, 6, 17, 17, 1, 58, 47, 132, 59]);
+    let mut p = match protocol {
+        6 => Packet::tcp(src, port(rng), dst, port(rng))
+            .with_tcp_flags(*rng.pick(&[0x02, 0x12, 0x10, 0x11, 0x04, 0x18])),
+        17 => Packet::udp(src, port(rng), dst, port(rng)),
+        1 | 58 => {
+            let (t, c) = *rng.pick(&ICMP_TYPES);
+            let mut p = Packet::icmp(src, dst, t, c);
+            p.protocol = protocol;
+            p
+        }
+        _ => Packet::other(src, dst, protocol),
+    };
+    if p.protocol == 58 && p.icmp_type == 136 && rng.chance(80) {
+        let t = if let IpAddr::V6(a) = pick_addr(rng) {
+            a
+        } else {
+            Ipv6Addr::LOCALHOST
+        };
+        p = p.with_nd_target(t);
+    }
+    p.fragment = match rng.below(100) {
+        0..=7 => Fragment::First,
+        8..=15 => Fragment::Later,
+        _ => Fragment::None,
+    };
+    p
+}
+
+/// The frame the data plane will see for `p` (fragment id 0x1234, see
+/// `packet::build`), optionally VLAN-tagged.
+pub fn spec_of(p: &Packet, vlan: bool) -> Spec {
+    let (frag_offset, more) = match p.fragment {
+        Fragment::None => (0, false),
+        Fragment::First => (0, true),
+        Fragment::Later => (64, true),
+    };
+    let l4 = match p.protocol {
+        6 => L4::Tcp {
+            sport: p.src_port,
+            dport: p.dst_port,
+            flags: p.tcp_flags,
+        },
+        17 => L4::Udp {
+            sport: p.src_port,
+            dport: p.dst_port,
+        },
+        1 => L4::Icmp {
+            ty: p.icmp_type,
+            code: p.icmp_code,
+            id: 7,
+        },
+        58 => L4::Icmpv6 {
+            ty: p.icmp_type,
+            code: p.icmp_code,
+            id: 7,
+        },
+        47 => L4::Gre,
+        n => L4::Other { proto: n, len: 8 },
+    };
+    let l3 = match (p.src, p.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => L3::V4 {
+            src: s,
+            dst: d,
+            options: Vec::new(),
+            frag_offset,
+            more_fragments: more,
+        },
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ext = if p.fragment == Fragment::None {
+                Vec::new()
+            } else {
+                vec![crate::packet::Ext::Fragment {
+                    offset: frag_offset,
+                    more,
+                }]
+            };
+            L3::V6 {
+                src: s,
+                dst: d,
+                ext,
+            }
+        }
+        _ => panic!("mixed families"),
+    };
+    let mut spec = Spec::new(l3, l4);
+    if vlan {
+        spec.vlans = vec![crate::packet::ETH_P_8021Q];
+    }
+    if let Some(t) = p.nd_target {
+        spec.tail = t.octets().to_vec();
+    }
+    spec
+}
