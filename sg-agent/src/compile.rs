@@ -191,22 +191,7 @@ pub fn compile(state: &State, nic: &str, direction: Direction) -> Result<Table, 
         let cidrs: Vec<Cidr> = c.local.map_or_else(|| all.to_vec(), |l| vec![l]);
         cidrs.into_iter().map(move |l| (l, c.rank))
     }));
-    let mut all_protocols = RuleBits::EMPTY;
-    let named: BTreeSet<u8> = conditions.iter().filter_map(|c| c.protocol).collect();
-    for c in conditions.iter().filter(|c| c.protocol.is_none()) {
-        set(&mut all_protocols, c.rank);
-    }
-    let mut proto: Vec<(u16, RuleBits)> = named
-        .iter()
-        .map(|&p| {
-            let mut bits = all_protocols;
-            for c in conditions.iter().filter(|c| c.protocol == Some(p)) {
-                set(&mut bits, c.rank);
-            }
-            (u16::from(p), bits)
-        })
-        .collect();
-    proto.push((PROTO_OTHER, all_protocols));
+    let proto = protocols(&conditions);
     let ports = |field: &'static str, source: bool| {
         let table = port_table(
             conditions
@@ -238,6 +223,28 @@ pub fn compile(state: &State, nic: &str, direction: Direction) -> Result<Table, 
         dport,
         sport,
     })
+}
+
+/// Per protocol number some rank names: the ranks naming it or ALL; and
+/// [`PROTO_OTHER`]: the ranks naming ALL.
+fn protocols(conditions: &[Condition<'_>]) -> Vec<(u16, RuleBits)> {
+    let mut all_protocols = RuleBits::EMPTY;
+    let named: BTreeSet<u8> = conditions.iter().filter_map(|c| c.protocol).collect();
+    for c in conditions.iter().filter(|c| c.protocol.is_none()) {
+        set(&mut all_protocols, c.rank);
+    }
+    let mut proto: Vec<(u16, RuleBits)> = named
+        .iter()
+        .map(|&p| {
+            let mut bits = all_protocols;
+            for c in conditions.iter().filter(|c| c.protocol == Some(p)) {
+                set(&mut bits, c.rank);
+            }
+            (u16::from(p), bits)
+        })
+        .collect();
+    proto.push((PROTO_OTHER, all_protocols));
+    proto
 }
 
 /// The distinct prefixes of `pairs`, each with the ranks of every prefix that

@@ -19,10 +19,10 @@ pub enum EnforceError {
     Dataplane {
         nic: String,
         #[source]
-        source: DataplaneError,
+        source: Box<DataplaneError>,
     },
     #[error("settings: {0}")]
-    Settings(#[source] DataplaneError),
+    Settings(#[source] Box<DataplaneError>),
 }
 
 /// What one [`Enforcer::apply`] did.
@@ -73,7 +73,7 @@ impl Enforcer {
                 state.settings.block_port_25,
                 &state.settings.platform_addresses,
             )
-            .map_err(EnforceError::Settings)?;
+            .map_err(|e| EnforceError::Settings(Box::new(e)))?;
         let mut present = Vec::new();
         for (name, b) in &state.nics {
             let Some(ifindex) = ifindex(name) else {
@@ -97,9 +97,9 @@ impl Enforcer {
                     && i.ingress == ingress
                     && i.egress == egress
             });
-            let err = |source| EnforceError::Dataplane {
+            let err = |source: DataplaneError| EnforceError::Dataplane {
                 nic: name.clone(),
-                source,
+                source: Box::new(source),
             };
             if same {
                 report.unchanged.push(name.clone());
@@ -131,9 +131,9 @@ impl Enforcer {
             .cloned()
             .collect();
         for name in gone {
-            let err = |source| EnforceError::Dataplane {
+            let err = |source: DataplaneError| EnforceError::Dataplane {
                 nic: name.clone(),
-                source,
+                source: Box::new(source),
             };
             self.dp.unbind(&name).map_err(err)?;
             self.dp.detach_from(&name).map_err(err)?;

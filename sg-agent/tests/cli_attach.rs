@@ -99,12 +99,12 @@ fn run_and_stop(signal: i32) {
     assert_eq!(counters["ingress"]["icmp"], 4, "{counters}");
     assert_eq!(counters["egress"]["icmp"], 4, "{counters}");
     // Gone: links, programs, and nothing on the interface.
-    assert_eq!(attached_links(&ids), 0, "links left after exit");
-    let loaded: HashSet<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect();
-    assert!(loaded.is_disjoint(&ids), "programs left after exit");
+    // The kernel frees links and programs after an RCU grace period: poll.
+    let gone = || attached_links(&ids) == 0 && !sg_tests::any_loaded(&ids);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), gone),
+        "links or programs {ids:?} still there 5 s after exit"
+    );
     let link = pair.b.link_details().unwrap();
     assert!(!link.contains("xdp"), "{link}");
     assert!(!pair.b.qdiscs().unwrap().contains("clsact"));

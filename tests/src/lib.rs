@@ -17,3 +17,26 @@ pub mod policygen;
 pub mod probe;
 pub mod testrun;
 pub mod topology;
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+/// For conditions the kernel settles asynchronously (a program is freed after
+/// an RCU grace period, not when its last fd closes).
+pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether any of the program ids in `ids` is still loaded.
+pub fn any_loaded<S: std::hash::BuildHasher>(ids: &std::collections::HashSet<u32, S>) -> bool {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| ids.contains(&p.id()))
+}

@@ -20,7 +20,7 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -28,7 +28,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % (n.max(1) as u64)).expect("fits")
+        usize::try_from(self.next_u64() % (n.max(1) as u64)).expect("fits")
     }
 
     pub fn chance(&mut self, percent: usize) -> bool {
@@ -40,11 +40,11 @@ impl Rng {
     }
 
     pub fn u8(&mut self) -> u8 {
-        u8::try_from(self.next() & 0xff).expect("byte")
+        u8::try_from(self.next_u64() & 0xff).expect("byte")
     }
 
     pub fn u16(&mut self) -> u16 {
-        u16::try_from(self.next() & 0xffff).expect("u16")
+        u16::try_from(self.next_u64() & 0xffff).expect("u16")
     }
 }
 
@@ -70,11 +70,11 @@ fn addr(rng: &mut Rng, v4: bool) -> IpAddr {
         // Now and then somewhere else entirely.
         return if v4 {
             IpAddr::V4(Ipv4Addr::from(
-                u32::try_from(rng.next() >> 32).expect("u32"),
+                u32::try_from(rng.next_u64() >> 32).expect("u32"),
             ))
         } else {
             IpAddr::V6(Ipv6Addr::from(
-                u128::from(rng.next()) << 64 | u128::from(rng.next()),
+                u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
             ))
         };
     }
@@ -151,17 +151,20 @@ pub struct Shape {
 /// A random, valid state with NICs `n0`, `n1`, `n2`.
 pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
     let mut s = State::with_seed(seed);
-    let mut settings = Settings::default();
-    settings.block_port_25 = rng.chance(70);
+    let mut platform_addresses = Vec::new();
     if rng.chance(30) {
-        settings.platform_addresses.push(cidr(rng, true));
+        platform_addresses.push(cidr(rng, true));
     }
     if rng.chance(20) {
-        settings.platform_addresses.push(cidr(rng, false));
+        platform_addresses.push(cidr(rng, false));
     }
+    let settings = Settings {
+        platform_addresses,
+        block_port_25: rng.chance(70),
+    };
     s.set_settings(settings).expect("settings");
     let enterprise = rng.chance(25);
-    let groups: Vec<GroupId> = (0..1 + rng.below(4))
+    let groups: Vec<GroupId> = (0..=rng.below(3))
         .map(|i| {
             let mut spec = if enterprise {
                 GroupSpec::enterprise(&format!("g{i}"))
@@ -174,73 +177,8 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
             s.create_group(spec).expect("group")
         })
         .collect();
-    let mut prefix_lists = Vec::new();
-    for i in 0..rng.below(3) {
-        let v4 = rng.chance(50);
-        let entries = (0..1 + rng.below(4))
-            .map(|_| PrefixListEntry {
-                cidr: cidr(rng, v4),
-                description: String::new(),
-            })
-            .collect();
-        let spec = PrefixListSpec {
-            name: format!("pl{i}"),
-            description: String::new(),
-            family: if v4 { Family::Ipv4 } else { Family::Ipv6 },
-            max_entries: 5,
-            entries,
-        };
-        if let Ok(id) = s.create_prefix_list(spec) {
-            prefix_lists.push(id);
-        }
-    }
-    let mut port_lists = Vec::new();
-    for i in 0..rng.below(3) {
-        let entries = (0..1 + rng.below(3))
-            .map(|_| PortListEntry {
-                range: port_range(rng),
-                description: String::new(),
-            })
-            .collect();
-        let spec = PortListSpec {
-            name: format!("prl{i}"),
-            description: String::new(),
-            max_entries: 4,
-            entries,
-        };
-        if let Ok(id) = s.create_port_list(spec) {
-            port_lists.push(id);
-        }
-    }
-    // NICs: n0 in the first group (and maybe more), the others at random.
-    for (i, name) in ["n0", "n1", "n2"].iter().enumerate() {
-        let mut mine = vec![groups[0].clone()];
-        for g in &groups[1..] {
-            if rng.chance(if i == 0 { 30 } else { 50 }) {
-                mine.push(g.clone());
-            }
-        }
-        if i > 0 && rng.chance(50) {
-            mine.remove(0);
-            if mine.is_empty() {
-                mine.push(rng.pick(&groups).clone());
-            }
-        }
-        let mode = if rng.chance(50) {
-            BindingMode::Local
-        } else {
-            BindingMode::Port
-        };
-        let addresses = vec![IpAddr::V4(pool_v4(rng)), IpAddr::V6(pool_v6(rng))];
-        let mut b = NicBinding::new(name, mode, addresses, mine);
-        b.anti_spoof = *rng.pick(&[None, None, Some(true), Some(false)]);
-        if rng.chance(20) {
-            let v4 = rng.chance(50);
-            b.extra_allowed.push(cidr(rng, v4));
-        }
-        let _ = s.bind_nic(b);
-    }
-    // Rules: a big group for n0, small ones elsewhere.
+    let (prefix_lists, port_lists) = random_lists(rng, &mut s);
+    bind_nics(rng, &mut s, &groups);
     for (gi, g) in groups.iter().enumerate() {
         let big = gi == 0 && shape.big_rules > 100;
         let n = if gi == 0 {
@@ -250,7 +188,7 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
         };
         // A big group names no lists (each counts as its max entries toward
         // the 1,000-rule quota) and at most 18 groups (the limit is 20).
-        let (pls, prls) = if big {
+        let (prefix_choice, port_choice) = if big {
             (&[][..], &[][..])
         } else {
             (&prefix_lists[..], &port_lists[..])
@@ -258,7 +196,7 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
         let mut group_peers = 0;
         let mut specs = Vec::new();
         for _ in 0..n {
-            let spec = random_rule(rng, enterprise, &groups, pls, prls);
+            let spec = random_rule(rng, enterprise, &groups, prefix_choice, port_choice);
             if matches!(spec.peer, Peer::Group(_)) {
                 group_peers += 1;
                 if group_peers > 18 {
@@ -277,6 +215,85 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
         }
     }
     s
+}
+
+fn random_lists(
+    rng: &mut Rng,
+    s: &mut State,
+) -> (
+    Vec<sg_agent::policy::PrefixListId>,
+    Vec<sg_agent::policy::PortListId>,
+) {
+    let mut prefix_lists = Vec::new();
+    for i in 0..rng.below(3) {
+        let v4 = rng.chance(50);
+        let entries = (0..=rng.below(3))
+            .map(|_| PrefixListEntry {
+                cidr: cidr(rng, v4),
+                description: String::new(),
+            })
+            .collect();
+        let spec = PrefixListSpec {
+            name: format!("pl{i}"),
+            description: String::new(),
+            family: if v4 { Family::Ipv4 } else { Family::Ipv6 },
+            max_entries: 5,
+            entries,
+        };
+        if let Ok(id) = s.create_prefix_list(spec) {
+            prefix_lists.push(id);
+        }
+    }
+    let mut port_lists = Vec::new();
+    for i in 0..rng.below(3) {
+        let entries = (0..=rng.below(2))
+            .map(|_| PortListEntry {
+                range: port_range(rng),
+                description: String::new(),
+            })
+            .collect();
+        let spec = PortListSpec {
+            name: format!("prl{i}"),
+            description: String::new(),
+            max_entries: 4,
+            entries,
+        };
+        if let Ok(id) = s.create_port_list(spec) {
+            port_lists.push(id);
+        }
+    }
+    (prefix_lists, port_lists)
+}
+
+/// NICs: `n0` in the first group (and maybe more), the others at random.
+fn bind_nics(rng: &mut Rng, s: &mut State, groups: &[GroupId]) {
+    for (i, name) in ["n0", "n1", "n2"].iter().enumerate() {
+        let mut mine = vec![groups[0].clone()];
+        for g in &groups[1..] {
+            if rng.chance(if i == 0 { 30 } else { 50 }) {
+                mine.push(g.clone());
+            }
+        }
+        if i > 0 && rng.chance(50) {
+            mine.remove(0);
+            if mine.is_empty() {
+                mine.push(rng.pick(groups).clone());
+            }
+        }
+        let mode = if rng.chance(50) {
+            BindingMode::Local
+        } else {
+            BindingMode::Port
+        };
+        let addresses = vec![IpAddr::V4(pool_v4(rng)), IpAddr::V6(pool_v6(rng))];
+        let mut b = NicBinding::new(name, mode, addresses, mine);
+        b.anti_spoof = *rng.pick(&[None, None, Some(true), Some(false)]);
+        if rng.chance(20) {
+            let v4 = rng.chance(50);
+            b.extra_allowed.push(cidr(rng, v4));
+        }
+        let _ = s.bind_nic(b);
+    }
 }
 
 fn random_rule(

@@ -90,7 +90,23 @@ fn make_case(rng: &mut Rng, state: &State, frags: &mut Fragments) -> Option<Case
     };
     let dir = binding.mode.direction(hook == Hook::Xdp);
     let kind = rng.below(100);
-    if kind < 5 {
+    if kind < 8 {
+        return non_ip_case(rng, state, nic, hook, dir, kind < 5);
+    }
+    ip_case(rng, state, frags, nic, hook, dir, kind < 15)
+}
+
+/// An ARP frame (`arp`) or an LLDP frame.
+fn non_ip_case(
+    rng: &mut Rng,
+    state: &State,
+    nic: &'static str,
+    hook: Hook,
+    dir: Direction,
+    arp: bool,
+) -> Option<Case> {
+    let binding = state.nics.get(nic)?;
+    if arp {
         let sender = if rng.chance(50) {
             binding.addresses.iter().find_map(|a| match a {
                 std::net::IpAddr::V4(v) => Some(*v),
@@ -113,29 +129,39 @@ fn make_case(rng: &mut Rng, state: &State, frags: &mut Fragments) -> Option<Case
             what: format!("ARP from {sender}"),
         });
     }
-    if kind < 8 {
-        let spec = Spec {
-            l4: None,
-            ..Spec::new(
-                L3::Raw {
-                    ethertype: 0x88cc,
-                    len: 46,
-                },
-                packet::L4::Gre,
-            )
-        };
-        let d = evaluate_frame(state, nic, dir, &Frame::Other { ethertype: 0x88cc }).ok()?;
-        return Some(Case {
-            nic,
-            hook,
-            frame: packet::build(&spec).bytes,
-            want: want_of(&d),
-            what: "LLDP".into(),
-        });
-    }
+    let spec = Spec {
+        l4: None,
+        ..Spec::new(
+            L3::Raw {
+                ethertype: 0x88cc,
+                len: 46,
+            },
+            packet::L4::Gre,
+        )
+    };
+    let d = evaluate_frame(state, nic, dir, &Frame::Other { ethertype: 0x88cc }).ok()?;
+    Some(Case {
+        nic,
+        hook,
+        frame: packet::build(&spec).bytes,
+        want: want_of(&d),
+        what: "LLDP".into(),
+    })
+}
+
+/// An IP packet, or (`malformed`) one cut short inside its headers.
+fn ip_case(
+    rng: &mut Rng,
+    state: &State,
+    frags: &mut Fragments,
+    nic: &'static str,
+    hook: Hook,
+    dir: Direction,
+    malformed: bool,
+) -> Option<Case> {
     let p = random_packet(rng, state);
     let built = packet::build(&spec_of(&p, rng.chance(10)));
-    if kind < 15 {
+    if malformed {
         // Malformed: the datagram cut short inside its headers.
         let cut = packet::MIN_L2 + rng.below(built.bytes.len() - packet::MIN_L2);
         let frame = built.cut_consistent(cut);

@@ -101,13 +101,9 @@ fn check_traffic(mode: AttachMode) {
     dp.detach().expect("detach");
     assert_nothing_attached(&pair.b, &ids);
     drop(dp);
-    let loaded: HashSet<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect();
     assert!(
-        loaded.is_disjoint(&ids),
-        "programs {ids:?} still loaded after drop"
+        sg_tests::eventually(Duration::from_secs(5), || !sg_tests::any_loaded(&ids)),
+        "programs {ids:?} still loaded 5 s after drop"
     );
 }
 
@@ -117,12 +113,17 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
     assert!(!link.contains("xdp"), "XDP still attached: {link}");
     let qdiscs = host.qdiscs().expect("tc qdisc");
     assert!(!qdiscs.contains("clsact"), "clsact left behind: {qdiscs}");
-    let links: Vec<u32> = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|l| ids.contains(&l.program_id()))
-        .map(|l| l.id())
-        .collect();
-    assert!(links.is_empty(), "links {links:?} of our programs remain");
+    // Link objects are freed after an RCU grace period: poll.
+    let ours = || {
+        aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .filter(|l| ids.contains(&l.program_id()))
+            .count()
+    };
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), || ours() == 0),
+        "links of our programs remain"
+    );
     let pins = bpffs_entries();
     assert!(
         pins.iter().all(|p| !p.to_lowercase().contains("sg")),

@@ -182,9 +182,9 @@ impl Dataplane {
             (n.id, n.config.slot ^ 1, n.switched_at)
         };
         if let Some(t) = switched_at {
-            let since = t.elapsed();
-            if since < GRACE {
-                std::thread::sleep(GRACE - since);
+            let rest = GRACE.saturating_sub(t.elapsed());
+            if !rest.is_zero() {
+                std::thread::sleep(rest);
             }
         }
         self.write_own(name, id, &binding.own)?;
@@ -310,8 +310,33 @@ impl Dataplane {
             ranks: t.ranks.clone(),
             ..Written::default()
         };
+        self.write_bits(tag, t, &old, &mut new)?;
+        self.write_bounds(tag, t, &old, &mut new)?;
+        self.write_addrs(tag, t, &old, &mut new)?;
+        // The header last: everything it points at is in place.
+        let meta = TableMeta {
+            words: t.words(),
+            n_rules: u32::try_from(t.n_rules).expect("checked by the compiler"),
+            default_verdict: t.default_verdict,
+            default_reason: t.default_reason,
+            accept: t.accept,
+        };
+        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
+            .map_err(map_err(TABLES))?
+            .set(tag, &meta, 0)
+            .map_err(map_err(TABLES))?;
+        self.nics.by_name.get_mut(name).expect("bound").written[dir as usize][slot as usize] = new;
+        Ok(())
+    }
 
-        // Rule bits: protocols, port intervals, no-port sets.
+    /// Rule bits: protocols, port intervals, no-port sets.
+    fn write_bits(
+        &mut self,
+        tag: u32,
+        t: &Table,
+        old: &Written,
+        new: &mut Written,
+    ) -> Result<(), Error> {
         let mut entries: Vec<(BitsKey, RuleBits)> = t
             .proto
             .iter()
@@ -348,41 +373,55 @@ impl Dataplane {
             },
             t.sport.none,
         ));
-        {
-            let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
-                .map_err(map_err(BITS))?;
-            for (k, v) in &entries {
-                bits.insert(k, v, 0).map_err(map_err(BITS))?;
-                new.bits.insert((k.tag, k.kind, k.index));
-            }
-            for &(tag, kind, index) in old.bits.difference(&new.bits) {
-                let _ = bits.remove(&BitsKey { tag, kind, index });
-            }
+        let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
+            .map_err(map_err(BITS))?;
+        for (k, v) in &entries {
+            bits.insert(k, v, 0).map_err(map_err(BITS))?;
+            new.bits.insert((k.tag, k.kind, k.index));
         }
+        for &(tag, kind, index) in old.bits.difference(&new.bits) {
+            let _ = bits.remove(&BitsKey { tag, kind, index });
+        }
+        Ok(())
+    }
 
-        // Port interval bounds.
-        {
-            let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+    /// Port interval bounds.
+    fn write_bounds(
+        &mut self,
+        tag: u32,
+        t: &Table,
+        old: &Written,
+        new: &mut Written,
+    ) -> Result<(), Error> {
+        let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+            .map_err(map_err(BOUNDS))?;
+        for (field, table) in [(0u32, &t.dport), (1, &t.sport)] {
+            let mut pb = PortBounds {
+                n: 0,
+                bounds: [0; MAX_INTERVALS as usize],
+                pad: 0,
+            };
+            pb.n = u32::try_from(table.bounds.len()).expect("checked by the compiler");
+            pb.bounds[..table.bounds.len()].copy_from_slice(&table.bounds);
+            bounds
+                .insert(&(tag * 2 + field), &pb, 0)
                 .map_err(map_err(BOUNDS))?;
-            for (field, table) in [(0u32, &t.dport), (1, &t.sport)] {
-                let mut pb = PortBounds {
-                    n: 0,
-                    bounds: [0; MAX_INTERVALS as usize],
-                    pad: 0,
-                };
-                pb.n = u32::try_from(table.bounds.len()).expect("checked by the compiler");
-                pb.bounds[..table.bounds.len()].copy_from_slice(&table.bounds);
-                bounds
-                    .insert(&(tag * 2 + field), &pb, 0)
-                    .map_err(map_err(BOUNDS))?;
-                new.bounds.insert(tag * 2 + field);
-            }
-            for k in old.bounds.difference(&new.bounds) {
-                let _ = bounds.remove(k);
-            }
+            new.bounds.insert(tag * 2 + field);
         }
+        for k in old.bounds.difference(&new.bounds) {
+            let _ = bounds.remove(k);
+        }
+        Ok(())
+    }
 
-        // Peer and local address tries.
+    /// Peer and local address tries.
+    fn write_addrs(
+        &mut self,
+        tag: u32,
+        t: &Table,
+        old: &Written,
+        new: &mut Written,
+    ) -> Result<(), Error> {
         let mut v4: Vec<(u32, AddrKeyV4, RuleBits)> = Vec::new();
         let mut v6: Vec<(u32, AddrKeyV6, RuleBits)> = Vec::new();
         for (field, prefixes) in [(FIELD_PEER, &t.peer), (FIELD_LOCAL, &t.local)] {
@@ -413,44 +452,26 @@ impl Dataplane {
                 }
             }
         }
-        {
-            let mut trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
+        let mut trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
+            .map_err(map_err(ADDR4))?;
+        for (len, k, b) in &v4 {
+            trie.insert(&Key::new(*len, *k), b, 0)
                 .map_err(map_err(ADDR4))?;
-            for (len, k, b) in &v4 {
-                trie.insert(&Key::new(*len, *k), b, 0)
-                    .map_err(map_err(ADDR4))?;
-                new.addr4.insert((*len, k.key_tag, k.addr));
-            }
-            for &(len, key_tag, addr) in old.addr4.difference(&new.addr4) {
-                let _ = trie.remove(&Key::new(len, AddrKeyV4 { key_tag, addr }));
-            }
+            new.addr4.insert((*len, k.key_tag, k.addr));
         }
-        {
-            let mut trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
+        for &(len, key_tag, addr) in old.addr4.difference(&new.addr4) {
+            let _ = trie.remove(&Key::new(len, AddrKeyV4 { key_tag, addr }));
+        }
+        let mut trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
+            .map_err(map_err(ADDR6))?;
+        for (len, k, b) in &v6 {
+            trie.insert(&Key::new(*len, *k), b, 0)
                 .map_err(map_err(ADDR6))?;
-            for (len, k, b) in &v6 {
-                trie.insert(&Key::new(*len, *k), b, 0)
-                    .map_err(map_err(ADDR6))?;
-                new.addr6.insert((*len, k.key_tag, k.addr));
-            }
-            for &(len, key_tag, addr) in old.addr6.difference(&new.addr6) {
-                let _ = trie.remove(&Key::new(len, AddrKeyV6 { key_tag, addr }));
-            }
+            new.addr6.insert((*len, k.key_tag, k.addr));
         }
-
-        // The header last: everything it points at is in place.
-        let meta = TableMeta {
-            words: t.words(),
-            n_rules: u32::try_from(t.n_rules).expect("checked by the compiler"),
-            default_verdict: t.default_verdict,
-            default_reason: t.default_reason,
-            accept: t.accept,
-        };
-        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
-            .map_err(map_err(TABLES))?
-            .set(tag, &meta, 0)
-            .map_err(map_err(TABLES))?;
-        self.nics.by_name.get_mut(name).expect("bound").written[dir as usize][slot as usize] = new;
+        for &(len, key_tag, addr) in old.addr6.difference(&new.addr6) {
+            let _ = trie.remove(&Key::new(len, AddrKeyV6 { key_tag, addr }));
+        }
         Ok(())
     }
 
