@@ -61,11 +61,16 @@ impl Capture {
         };
         // Frames of other interfaces may have queued before bind(): discard.
         c.drain()?;
-        c.tally = Tally {
+        c.reset();
+        Ok(c)
+    }
+
+    /// Forgets what was counted so far.
+    pub fn reset(&mut self) {
+        self.tally = Tally {
             received: vec![0; SLOTS as usize],
             sent: vec![0; SLOTS as usize],
         };
-        Ok(c)
     }
 
     /// Reads every queued frame into the tally and returns the totals so far.

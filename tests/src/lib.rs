@@ -10,6 +10,7 @@
 //!
 //! Everything here needs root. Nothing skips itself.
 
+pub mod bench;
 pub mod capture;
 pub mod classify;
 pub mod packet;

@@ -220,6 +220,24 @@ impl Pair {
         Ok(pair)
     }
 
+    /// Gives `a` one more address, `addr`, reachable from `b` over the link (a
+    /// host route on `b`): for probes that must come from a given source.
+    pub fn add_client_address(&self, addr: std::net::IpAddr) -> anyhow::Result<()> {
+        let (host_len, nodad): (&str, &[&str]) = if addr.is_ipv4() {
+            ("32", &[])
+        } else {
+            ("128", &["nodad"])
+        };
+        let cidr = format!("{addr}/{host_len}");
+        let mut args = vec!["addr", "add", &cidr, "dev", &self.a.ifname];
+        args.extend_from_slice(nodad);
+        self.a.ns.ip(&args)?;
+        self.b
+            .ns
+            .ip(&["route", "add", &cidr, "dev", &self.b.ifname])?;
+        Ok(())
+    }
+
     /// Polls until both ends report operational state UP.
     fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;

@@ -56,7 +56,7 @@ fn check_traffic(mode: AttachMode) {
     let servers_b = Servers::start(&pair.b.ns).expect("servers in b");
     let mut capture = Capture::start(&pair.a).expect("capture on a");
     attach(&mut dp, &pair.b, mode);
-    let before = Counters::read(&dp).expect("counters");
+    let before = quiet_baseline(&dp, &mut capture);
 
     probe_all(&pair.a, &pair.b, &servers_b);
     probe_all(&pair.b, &pair.a, &servers_a);
@@ -105,6 +105,25 @@ fn check_traffic(mode: AttachMode) {
         sg_tests::eventually(Duration::from_secs(5), || !sg_tests::any_loaded(&ids)),
         "programs {ids:?} still loaded 5 s after drop"
     );
+}
+
+/// Waits until the link is quiet (a new interface sends MLD reports and the
+/// like on its own for a second or two), then starts both counts there: a
+/// frame in flight at the baseline would be counted by one side only.
+fn quiet_baseline(dp: &Dataplane, capture: &mut Capture) -> Counters {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = capture.drain().expect("capture").clone();
+        let counted = Counters::read(dp).expect("counters");
+        std::thread::sleep(Duration::from_millis(100));
+        let quiet = capture.drain().expect("capture") == &seen
+            && Counters::read(dp).expect("counters") == counted;
+        if quiet || Instant::now() > deadline {
+            assert!(quiet, "the link never went quiet");
+            capture.reset();
+            return counted;
+        }
+    }
 }
 
 /// No XDP program, no clsact qdisc and no BPF link of ours on `host`.

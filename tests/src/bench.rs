@@ -1,0 +1,62 @@
+//! A test bench for policies with real traffic: a client namespace `a` and a
+//! server namespace `b` joined by a veth pair, the data plane attached to
+//! `b`'s end, enforcing a policy `State` in which that end is the NIC.
+
+use std::net::IpAddr;
+
+use sg_agent::{
+    dataplane::{AttachMode, Dataplane},
+    enforce::{ApplyReport, Enforcer},
+    policy::{BindingMode, GroupId, NicBinding, State},
+};
+
+use crate::{probe::Servers, topology::Pair};
+
+pub struct Bench {
+    pub pair: Pair,
+    pub enforcer: Enforcer,
+    /// Echo servers kept alive for the bench's life.
+    pub servers: Vec<Servers>,
+}
+
+impl Bench {
+    /// A pair with extra client addresses on `a`, echo servers on `b_ports`
+    /// in `b` and on `a_ports` in `a`, and the data plane loaded (attached on
+    /// the first [`Bench::apply`]).
+    pub fn new(client_addrs: &[&str], b_ports: &[u16], a_ports: &[u16]) -> anyhow::Result<Self> {
+        let pair = Pair::new()?;
+        for a in client_addrs {
+            pair.add_client_address(a.parse()?)?;
+        }
+        let mut servers = Vec::new();
+        for p in b_ports {
+            servers.push(Servers::start_on(&pair.b.ns, *p)?);
+        }
+        for p in a_ports {
+            servers.push(Servers::start_on(&pair.a.ns, *p)?);
+        }
+        let enforcer = Enforcer::new(Dataplane::load()?, Some(AttachMode::Auto));
+        Ok(Self {
+            pair,
+            enforcer,
+            servers,
+        })
+    }
+
+    /// The NIC binding of `b`'s end (local mode: it is the server's own NIC).
+    pub fn server_nic(&self, groups: &[&GroupId]) -> NicBinding {
+        NicBinding::new(
+            &self.pair.b.ifname,
+            BindingMode::Local,
+            vec![IpAddr::V4(self.pair.b.v4), IpAddr::V6(self.pair.b.v6)],
+            groups.iter().map(|g| (*g).clone()).collect(),
+        )
+    }
+
+    /// Makes the data plane enforce `state` (from inside `b`'s namespace,
+    /// where the interface is).
+    pub fn apply(&mut self, state: &State) -> anyhow::Result<ApplyReport> {
+        let enforcer = &mut self.enforcer;
+        Ok(self.pair.b.ns.exec(|| enforcer.apply(state))??)
+    }
+}
