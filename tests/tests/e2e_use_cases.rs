@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use sg_agent::policy::{BindingMode, GroupId, GroupSpec, InnerPolicy, NicBinding, RuleSpec, State};
+use sg_agent::policy::{BindingMode, GroupSpec, InnerPolicy, NicBinding, RuleSpec, State};
 use sg_tests::{bench::Bench, probe};
 
 fn rule(
