@@ -54,11 +54,43 @@ impl Netns {
         run("ip", &["netns", "add", &name])?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
+        ns.quiet_ipv6()?;
         Ok(ns)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A new interface talks on its own for a second or two (duplicate
+    /// address detection, router solicitations, MLD reports retransmitted at
+    /// random delays), and that chatter would land in exact counts. For
+    /// interfaces made in this namespace from now on: no DAD, no router
+    /// solicitations, and MLD reports sent at once instead of spread out.
+    fn quiet_ipv6(&self) -> anyhow::Result<()> {
+        for (key, value) in [
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            ("net.ipv6.conf.default.router_solicitations", "0"),
+            (
+                "net.ipv6.conf.default.mldv1_unsolicited_report_interval",
+                "0",
+            ),
+            (
+                "net.ipv6.conf.default.mldv2_unsolicited_report_interval",
+                "0",
+            ),
+        ] {
+            let out = self
+                .cmd("sysctl", &["-q", "-w", &format!("{key}={value}")])
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "sysctl {key}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The namespace's bind mount, for `setns`.

@@ -514,43 +514,62 @@ impl Dataplane {
     }
 
     /// Hits per rank of the tables in force on NIC `name`, including what
-    /// earlier versions counted for the same rule.
+    /// earlier versions counted for the same rule: folded totals, and the
+    /// retired slot, whose counters are folded only when it is rewritten.
     pub fn rule_hits(&mut self, name: &str) -> Result<Vec<RuleHits>, Error> {
         let Some(n) = self.nics.by_name.get(name) else {
             return Ok(Vec::new());
         };
-        let (id, slot) = (n.id, n.config.slot);
-        let tables: Vec<(u32, Vec<Rank>)> = [DIR_INGRESS, DIR_EGRESS]
-            .iter()
-            .map(|&d| (d, n.written[d as usize][slot as usize].ranks.clone()))
-            .collect();
-        let totals = n.totals.clone();
-        let stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
-        let mut out = Vec::new();
-        for (dir, ranks) in tables {
-            let tag = table_tag(id, dir, slot);
-            for (rank, meaning) in ranks.into_iter().enumerate() {
-                let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
-                let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
-                let before = totals
-                    .get(&(dir, rank_name(&meaning)))
-                    .copied()
-                    .unwrap_or_default();
-                let (packets, bytes) = values
+        let (id, active) = (n.id, n.config.slot);
+        let mut sums: StdHashMap<(u32, String), RuleStats> = n.totals.clone();
+        let mut reads = Vec::new();
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                for (rank, meaning) in n.written[dir as usize][slot as usize]
+                    .ranks
                     .iter()
-                    .fold((before.packets, before.bytes), |(p, b), v| {
-                        (p + v.packets, b + v.bytes)
-                    });
-                out.push(RuleHits {
-                    dir,
-                    rank: meaning,
-                    packets,
-                    bytes,
-                });
+                    .enumerate()
+                {
+                    let idx = table_tag(id, dir, slot) * MAX_RANKS
+                        + u32::try_from(rank).expect("rank fits");
+                    reads.push((dir, rank_name(meaning), idx));
+                }
             }
         }
-        Ok(out)
+        let current: Vec<(u32, Rank)> = [DIR_INGRESS, DIR_EGRESS]
+            .iter()
+            .flat_map(|&d| {
+                n.written[d as usize][active as usize]
+                    .ranks
+                    .iter()
+                    .map(move |r| (d, r.clone()))
+            })
+            .collect();
+        let stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
+            .map_err(map_err(RULE_STATS))?;
+        for (dir, key, idx) in reads {
+            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
+            let sum = sums.entry((dir, key)).or_default();
+            for v in values.iter() {
+                sum.packets += v.packets;
+                sum.bytes += v.bytes;
+            }
+        }
+        Ok(current
+            .into_iter()
+            .map(|(dir, rank)| {
+                let s = sums
+                    .get(&(dir, rank_name(&rank)))
+                    .copied()
+                    .unwrap_or_default();
+                RuleHits {
+                    dir,
+                    rank,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                }
+            })
+            .collect())
     }
 
     /// Packets of NIC `name` by direction and reason (`sg_common::reason`).
