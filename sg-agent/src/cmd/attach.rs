@@ -1,12 +1,16 @@
-//! `sg-agent attach`: load, attach, wait for a signal, detach, report.
+//! `sg-agent attach`: load the data plane, attach it, enforce a policy (or
+//! pass everything), wait for a signal, detach, report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use sg_agent::{
     dataplane::{AttachMode, Counters, Dataplane},
+    enforce::Enforcer,
     netns,
+    policy::State,
 };
+use sg_common::reason;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -14,17 +18,22 @@ use tokio::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Interface to attach to.
-    #[arg(long)]
-    iface: String,
-    /// Network namespace of the interface: a name made by `ip netns add`, or a
-    /// path such as /proc/PID/ns/net. Default: the agent's own.
+    /// Interface to attach to, passing every packet (without --policy).
+    #[arg(long, required_unless_present = "policy")]
+    iface: Option<String>,
+    /// Policy to enforce: a JSON document of the whole state (groups, rules,
+    /// lists, NIC bindings). Every bound NIC whose interface exists here is
+    /// attached. SIGHUP reloads the file and switches without a gap.
+    #[arg(long, conflicts_with = "iface")]
+    policy: Option<PathBuf>,
+    /// Network namespace of the interfaces: a name made by `ip netns add`, or
+    /// a path such as /proc/PID/ns/net. Default: the agent's own.
     #[arg(long)]
     netns: Option<String>,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     xdp_mode: XdpModeArg,
-    /// Print the counters as JSON instead of a table.
+    /// Print the report as JSON instead of tables.
     #[arg(long)]
     json: bool,
 }
@@ -38,7 +47,7 @@ enum XdpModeArg {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     // Enter the namespace before any thread exists, so the runtime's threads
-    // (and the interface lookup) all live in it.
+    // (and the interface lookups) all live in it.
     if let Some(ns) = &args.netns {
         let path = if ns.contains('/') {
             PathBuf::from(ns)
@@ -58,6 +67,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     runtime.block_on(serve(args, mode))
 }
 
+fn load_policy(path: &Path) -> anyhow::Result<State> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let state: State =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    sg_agent::policy::validate_state(&state)
+        .with_context(|| format!("validating {}", path.display()))?;
+    Ok(state)
+}
+
 async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
     let mut dp = Dataplane::load().context("loading the data plane")?;
     // The programs log only on cold error paths; forward those records to our log.
@@ -72,18 +91,62 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    dp.attach(&args.iface, mode)
-        .with_context(|| format!("attaching to {}", args.iface))?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let xdp_id = dp.xdp()?.info()?.id();
     let tc_id = dp.tc_egress()?.info()?.id();
-    log::info!(
-        "attached to {} (program ids: xdp {xdp_id}, tc egress {tc_id}); SIGINT or SIGTERM detaches",
-        args.iface
-    );
+    let mut enforcer = Enforcer::new(dp, Some(mode));
+    let mut state = None;
+    match (&args.iface, &args.policy) {
+        (Some(iface), _) => {
+            enforcer
+                .dataplane()
+                .attach(iface, mode)
+                .with_context(|| format!("attaching to {iface}"))?;
+            log::info!(
+                "attached to {iface} (program ids: xdp {xdp_id}, tc egress {tc_id}); SIGINT or SIGTERM detaches"
+            );
+        }
+        (None, Some(path)) => {
+            let s = load_policy(path)?;
+            let report = enforcer.apply(&s).context("enforcing the policy")?;
+            if report.installed.is_empty() {
+                bail!(
+                    "no NIC of {} is present here (absent: {:?})",
+                    path.display(),
+                    report.absent
+                );
+            }
+            log::info!(
+                "enforcing {} on {:?} (program ids: xdp {xdp_id}, tc egress {tc_id}); absent: {:?}; attached to {}; SIGHUP reloads, SIGINT or SIGTERM detaches",
+                path.display(),
+                report.installed,
+                report.absent,
+                report
+                    .installed
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            state = Some(s);
+        }
+        (None, None) => unreachable!("clap requires one"),
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                let Some(path) = &args.policy else { continue };
+                match load_policy(path).and_then(|s| Ok((enforcer.apply(&s)?, s))) {
+                    Ok((report, s)) => {
+                        log::info!("reloaded {}: {report:?}", path.display());
+                        state = Some(s);
+                    }
+                    // A bad file changes nothing: the policy in force stays.
+                    Err(e) => log::error!("reload refused, policy unchanged: {e:#}"),
+                }
+            }
             ready = async { logs.as_mut().unwrap().readable_mut().await }, if logs.is_some() => {
                 let mut guard = ready?;
                 guard.get_inner_mut().flush();
@@ -91,13 +154,76 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
             }
         }
     }
-    let counters = Counters::read(&dp)?;
-    dp.detach().context("detaching")?;
-    log::info!("detached from {}", args.iface);
+    let report = report(&mut enforcer, state.as_ref())?;
+    enforcer.dataplane().detach().context("detaching")?;
+    log::info!("detached");
     if args.json {
-        println!("{}", counters.to_json());
+        println!("{}", report.json);
     } else {
-        print!("{}", counters.table());
+        print!("{}", report.text);
     }
     Ok(())
+}
+
+struct Report {
+    json: serde_json::Value,
+    text: String,
+}
+
+/// Packet counters, and per NIC its rule hits and decisions by reason.
+fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Report> {
+    use std::fmt::Write as _;
+    let counters = Counters::read(enforcer.dataplane())?;
+    let mut json = counters.to_json();
+    let mut text = counters.table();
+    let mut nics = serde_json::Map::new();
+    for name in state
+        .map(|s| s.nics.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let dp = enforcer.dataplane();
+        if dp.nic_id(&name).is_none() {
+            continue;
+        }
+        let dirs = ["ingress", "egress"];
+        let hits = dp.rule_hits(&name)?;
+        let reasons = dp.reason_counts(&name)?;
+        let _ = writeln!(
+            text,
+            "\n{name}: rule hits\n{:<8} {:<40} {:>10} {:>12}",
+            "dir", "rule", "packets", "bytes"
+        );
+        let mut rules = Vec::new();
+        for h in &hits {
+            let rank = match &h.rank {
+                sg_agent::compile::Rank::Rule(id) => id.to_string(),
+                sg_agent::compile::Rank::IntraGroup(g) => format!("default: intra-group {g}"),
+            };
+            let _ = writeln!(
+                text,
+                "{:<8} {rank:<40} {:>10} {:>12}",
+                dirs[h.dir as usize], h.packets, h.bytes
+            );
+            rules.push(serde_json::json!({"dir": dirs[h.dir as usize], "rule": rank, "packets": h.packets, "bytes": h.bytes}));
+        }
+        let _ = writeln!(
+            text,
+            "{name}: decisions by reason\n{:<8} {:<28} {:>10}",
+            "dir", "reason", "packets"
+        );
+        let mut by_reason = Vec::new();
+        for (dir, r, n) in reasons {
+            let rname = reason::NAMES.get(r as usize).copied().unwrap_or("?");
+            let _ = writeln!(text, "{:<8} {rname:<28} {n:>10}", dirs[dir as usize]);
+            by_reason.push(
+                serde_json::json!({"dir": dirs[dir as usize], "reason": rname, "packets": n}),
+            );
+        }
+        nics.insert(
+            name,
+            serde_json::json!({"rules": rules, "reasons": by_reason}),
+        );
+    }
+    json["nics"] = serde_json::Value::Object(nics);
+    Ok(Report { json, text })
 }
