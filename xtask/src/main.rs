@@ -3,8 +3,10 @@
 //! - `demo`: two namespaces, the agent attached to one end, a table of which
 //!   probes pass, the agent's counters, and a check that detaching left nothing;
 //! - `lint`: formatting, and clippy with warnings as errors for the host crates
-//!   and for the eBPF crate on its own target.
+//!   and for the eBPF crate on its own target;
+//! - `bench`: kernel-reported cost per packet by rule count.
 
+mod bench;
 mod demo;
 mod lint;
 
@@ -25,12 +27,15 @@ enum Command {
     Demo,
     /// Check formatting and run clippy (host crates and the eBPF crate).
     Lint,
+    /// Measure the kernel's cost per packet (needs root).
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo => demo::run(),
         Command::Lint => lint::run(),
+        Command::Bench => bench::run(),
     }
 }
 

@@ -1,0 +1,153 @@
+//! `cargo xtask bench`: kernel-reported cost per packet through
+//! `BPF_PROG_TEST_RUN`, for policies of 1 to 1,000 rules with the deciding
+//! rule last in order. Medians of 5 rounds of 1,000,000 repetitions, with min
+//! and max; the table is printed and written to `target/bench.md`.
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use aya::programs::{TestRun as _, TestRunOptions};
+use sg_agent::{
+    dataplane::Dataplane,
+    enforce::{Enforcer, ifindex},
+    policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State},
+};
+use sg_tests::{
+    packet::{self, L3, L4, Spec},
+    topology::Netns,
+};
+
+const ROUNDS: usize = 5;
+const REPEAT: u32 = 1_000_000;
+const NIC: &str = "bench0";
+
+/// A policy of `n` ingress rules on `NIC`; only the last in order (priority
+/// 100) matches TCP to port 80 from 10.0.0.0/8 or fd00::/8, `deny` makes it a Drop.
+fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
+    let mut s = State::with_seed(1);
+    let g = s.create_group(GroupSpec::basic("bench"))?;
+    let mut rules = Vec::new();
+    for i in 0..n.saturating_sub(2) {
+        let port = format!("{}/{}", 1000 + i, 1000 + i);
+        let peer = if i % 2 == 0 {
+            "192.0.2.0/24"
+        } else {
+            "2001:db8::/32"
+        };
+        rules.push(RuleSpec::from_text(
+            "ingress", "Allow", "1", "TCP", &port, peer,
+        )?);
+    }
+    let action = if deny { "Deny" } else { "Allow" };
+    rules.push(RuleSpec::from_text(
+        "ingress",
+        action,
+        "100",
+        "TCP",
+        "80/80",
+        "10.0.0.0/8",
+    )?);
+    if n >= 2 {
+        rules.push(RuleSpec::from_text(
+            "ingress", action, "100", "TCP", "80/80", "fd00::/8",
+        )?);
+    }
+    s.authorize_all(&g, rules)?;
+    s.bind_nic(NicBinding::new(
+        NIC,
+        BindingMode::Local,
+        vec!["10.1.0.1".parse::<IpAddr>()?, "fd00::1".parse()?],
+        vec![g],
+    ))?;
+    Ok(s)
+}
+
+/// Kernel-reported ns per run of the XDP program on `frame` arriving on `ifindex`.
+fn xdp_ns(dp: &mut Dataplane, frame: &[u8], ifindex: u32) -> anyhow::Result<f64> {
+    let mut ctx = vec![0u8; 24];
+    ctx[4..8].copy_from_slice(&u32::try_from(frame.len())?.to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: REPEAT,
+        ..TestRunOptions::default()
+    };
+    let r = dp.xdp()?.test_run(opts)?;
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds, for display")]
+    Ok(r.duration.as_nanos() as f64)
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let ns = Netns::new("bench")?;
+    ns.ip(&[
+        "link", "add", NIC, "type", "veth", "peer", "name", "bench0p",
+    ])?;
+    ns.ip(&["link", "set", NIC, "up"])?;
+    let table = ns.exec(|| -> anyhow::Result<String> {
+        let mut enforcer = Enforcer::new(Dataplane::load()?, None);
+        let idx = ifindex(NIC).context("bench interface")?;
+        let v4 = packet::build(&Spec::new(
+            L3::v4([10, 2, 3, 4], [10, 1, 0, 1]),
+            L4::Tcp {
+                sport: 40000,
+                dport: 80,
+                flags: 0x02,
+            },
+        ))
+        .bytes;
+        let v6 = packet::build(&Spec::new(
+            L3::v6("fd00::99", "fd00::1"),
+            L4::Tcp {
+                sport: 40000,
+                dport: 80,
+                flags: 0x02,
+            },
+        ))
+        .bytes;
+        let mut out = String::from(
+            "| case | rules | ns/packet (median) | min | max |\n| --- | --- | --- | --- | --- |\n",
+        );
+        let cases: [(&str, usize, bool, &[u8]); 7] = [
+            ("XDP ingress, IPv4 new flow, allowed", 1, false, &v4),
+            ("XDP ingress, IPv4 new flow, allowed", 10, false, &v4),
+            ("XDP ingress, IPv4 new flow, allowed", 100, false, &v4),
+            ("XDP ingress, IPv4 new flow, allowed", 1000, false, &v4),
+            ("XDP ingress, IPv6 new flow, allowed", 1000, false, &v6),
+            ("XDP ingress, IPv4 new flow, denied", 1000, true, &v4),
+            ("XDP ingress, IPv6 new flow, denied", 1000, true, &v6),
+        ];
+        // The floor: an interface that is not bound (parser and counters only).
+        let peer = ifindex("bench0p").context("bench peer")?;
+        let floor = (0..ROUNDS)
+            .map(|_| xdp_ns(enforcer.dataplane(), &v4, peer))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (med, min, max) = stats(floor);
+        out.push_str(&format!(
+            "| XDP, interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |\n"
+        ));
+        for (what, n, deny, frame) in cases {
+            enforcer.apply(&policy(n, deny)?)?;
+            let runs = (0..ROUNDS)
+                .map(|_| xdp_ns(enforcer.dataplane(), frame, idx))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (med, min, max) = stats(runs);
+            out.push_str(&format!(
+                "| {what} | {n} | {med:.1} | {min:.1} | {max:.1} |\n"
+            ));
+        }
+        Ok(out)
+    })??;
+    print!("{table}");
+    let file = crate::target_dir().join("bench.md");
+    std::fs::write(&file, &table)?;
+    println!("written to {}", file.display());
+    Ok(())
+}
