@@ -3,7 +3,7 @@
 //! rule last in order. Medians of 5 rounds of 1,000,000 repetitions, with min
 //! and max; the table is printed and written to `target/bench.md`.
 
-use std::net::IpAddr;
+use std::{fmt::Write as _, net::IpAddr};
 
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -22,7 +22,7 @@ const REPEAT: u32 = 1_000_000;
 const NIC: &str = "bench0";
 
 /// A policy of `n` ingress rules on `NIC`; only the last in order (priority
-/// 100) matches TCP to port 80 from 10.0.0.0/8 or fd00::/8, `deny` makes it a Drop.
+/// 100) matches TCP to port 80 from `10.0.0.0/8` or `fd00::/8`; `deny` makes it a Drop.
 fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
     let mut s = State::with_seed(1);
     let g = s.create_group(GroupSpec::basic("bench"))?;
@@ -130,9 +130,10 @@ pub fn run() -> anyhow::Result<()> {
             .map(|_| xdp_ns(enforcer.dataplane(), &v4, peer))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (med, min, max) = stats(floor);
-        out.push_str(&format!(
-            "| XDP, interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |\n"
-        ));
+        let _ = writeln!(
+            out,
+            "| XDP, interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |"
+        );
         for (what, n, deny, frame) in cases {
             enforcer.apply(&policy(n, deny)?)?;
             let runs = (0..ROUNDS)
