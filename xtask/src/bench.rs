@@ -140,9 +140,7 @@ pub fn run() -> anyhow::Result<()> {
                 .map(|_| xdp_ns(enforcer.dataplane(), frame, idx))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let (med, min, max) = stats(runs);
-            out.push_str(&format!(
-                "| {what} | {n} | {med:.1} | {min:.1} | {max:.1} |\n"
-            ));
+            let _ = writeln!(out, "| {what} | {n} | {med:.1} | {min:.1} | {max:.1} |");
         }
         Ok(out)
     })??;
