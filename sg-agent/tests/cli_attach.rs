@@ -1,98 +1,47 @@
 //! `sg-agent attach` as an operator runs it: a real process in a namespace,
 //! real traffic, then a signal; it must detach cleanly and report counters.
 
-use std::{
-    collections::HashSet,
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{collections::HashSet, process::Command, time::Duration};
 
 use sg_tests::{
-    probe,
+    agent::AgentProcess,
+    links_of, probe,
     topology::{Host, Pair},
 };
 
-struct Agent {
-    child: Child,
-    ids: HashSet<u32>,
+/// Starts the agent on `host`'s interface; returns it with its program ids.
+fn start(host: &Host) -> (AgentProcess, HashSet<u32>) {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"));
+    let args = [
+        "attach",
+        "--iface",
+        &host.ifname,
+        "--netns",
+        host.ns.name(),
+        "--json",
+    ];
+    let (agent, line) = AgentProcess::start(bin, &args, "program ids: ", false).expect("agent");
+    let ids: HashSet<u32> = line
+        .split("program ids: ")
+        .nth(1)
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "{line}");
+    (agent, ids)
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // Only reached with the process still running if a test failed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the agent on `host`'s interface and waits for its "attached" line.
-fn start(host: &Host) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sg-agent"))
-        .args([
-            "attach",
-            "--iface",
-            &host.ifname,
-            "--netns",
-            host.ns.name(),
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sg-agent");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("agent: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let mut agent = Agent {
-        child,
-        ids: HashSet::new(),
-    };
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("agent never said it attached");
-        if let Some(ids) = line.split("program ids: ").nth(1) {
-            agent.ids = ids
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            assert_eq!(agent.ids.len(), 2, "{line}");
-            return agent;
-        }
-    }
-}
-
-fn stop(mut agent: Agent, signal: i32) -> serde_json::Value {
-    let pid = i32::try_from(agent.child.id()).unwrap();
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    let mut stdout = agent.child.stdout.take().unwrap();
-    let status = agent.child.wait().expect("wait");
+fn stop(agent: AgentProcess, signal: i32) -> serde_json::Value {
+    let (status, out) = agent.stop(signal).expect("stop");
     assert!(status.success(), "agent exited {status}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("counters JSON {out:?}: {e}"))
-}
-
-fn attached_links(ids: &HashSet<u32>) -> usize {
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|l| ids.contains(&l.program_id()))
-        .count()
 }
 
 fn run_and_stop(signal: i32) {
     let pair = Pair::new().expect("topology");
-    let agent = start(&pair.b);
-    let ids = agent.ids.clone();
-    assert_eq!(attached_links(&ids), 2, "XDP and tcx links while running");
+    let (agent, ids) = start(&pair.b);
+    assert_eq!(links_of(&ids), 2, "XDP and tcx links while running");
     let ping = probe::ping(&pair.a.ns, pair.b.v4.into(), 4);
     assert!(ping.allowed(), "{ping:?}");
     let counters = stop(agent, signal);
@@ -100,7 +49,7 @@ fn run_and_stop(signal: i32) {
     assert_eq!(counters["egress"]["icmp"], 4, "{counters}");
     // Gone: links, programs, and nothing on the interface.
     // The kernel frees links and programs after an RCU grace period: poll.
-    let gone = || attached_links(&ids) == 0 && !sg_tests::any_loaded(&ids);
+    let gone = || links_of(&ids) == 0 && !sg_tests::any_loaded(&ids);
     assert!(
         sg_tests::eventually(Duration::from_secs(5), gone),
         "links or programs {ids:?} still there 5 s after exit"

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use sg_agent::{
     dataplane::{AttachMode, Dataplane},
     enforce::{ApplyReport, Enforcer},
-    policy::{BindingMode, GroupId, NicBinding, State},
+    policy::{BindingMode, GroupId, NicBinding, RuleSpec, State},
 };
 
 use crate::{probe::Servers, topology::Pair};
@@ -59,4 +59,18 @@ impl Bench {
         let enforcer = &mut self.enforcer;
         Ok(self.pair.b.ns.exec(|| enforcer.apply(state))??)
     }
+}
+
+/// A rule from the seeds' table columns (direction, policy, priority,
+/// protocol, port range, peer), e.g. `rule("ingress", "Allow", "1", "TCP",
+/// "80/80", "0.0.0.0/0")`.
+pub fn rule(
+    direction: &str,
+    policy: &str,
+    priority: &str,
+    protocol: &str,
+    ports: &str,
+    peer: &str,
+) -> RuleSpec {
+    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("a valid rule")
 }

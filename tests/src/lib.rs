@@ -10,6 +10,7 @@
 //!
 //! Everything here needs root. Nothing skips itself.
 
+pub mod agent;
 pub mod bench;
 pub mod capture;
 pub mod classify;
@@ -40,4 +41,12 @@ pub fn any_loaded<S: std::hash::BuildHasher>(ids: &std::collections::HashSet<u32
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .any(|p| ids.contains(&p.id()))
+}
+
+/// How many BPF links attach one of the programs in `ids`.
+pub fn links_of<S: std::hash::BuildHasher>(ids: &std::collections::HashSet<u32, S>) -> usize {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| ids.contains(&l.program_id()))
+        .count()
 }

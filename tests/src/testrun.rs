@@ -33,10 +33,42 @@ pub const MIN_FRAME: usize = 14;
 
 /// Runs `hook`'s program on `frame`, `repeat` times.
 pub fn run(dp: &mut Dataplane, hook: Hook, frame: &[u8], repeat: u32) -> anyhow::Result<Run> {
+    run_on(dp, hook, frame, None, repeat)
+}
+
+/// Runs `hook`'s program on `frame`, `repeat` times, as if the frame arrived
+/// on (XDP) or left through (TC) interface `ifindex` when one is given; it
+/// must exist in the calling thread's network namespace.
+pub fn run_on(
+    dp: &mut Dataplane,
+    hook: Hook,
+    frame: &[u8],
+    ifindex: Option<u32>,
+    repeat: u32,
+) -> anyhow::Result<Run> {
     let mut out = vec![0u8; frame.len() + 512];
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }; struct __sk_buff has ifindex at byte 40.
+    let ctx = ifindex.map(|idx| -> anyhow::Result<Vec<u8>> {
+        Ok(match hook {
+            Hook::Xdp => {
+                let mut ctx = vec![0u8; 24];
+                ctx[4..8].copy_from_slice(&u32::try_from(frame.len())?.to_ne_bytes());
+                ctx[12..16].copy_from_slice(&idx.to_ne_bytes());
+                ctx
+            }
+            Hook::TcEgress => {
+                let mut ctx = vec![0u8; 44];
+                ctx[40..44].copy_from_slice(&idx.to_ne_bytes());
+                ctx
+            }
+        })
+    });
+    let ctx = ctx.transpose()?;
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
+        ctx_in: ctx.as_deref(),
         repeat,
         ..TestRunOptions::default()
     };
@@ -101,42 +133,15 @@ pub fn kernel_runs(hook: Hook, frame: &[u8]) -> bool {
     }
 }
 
-/// Runs `hook`'s program once on `frame` as if it arrived on (XDP) or left
-/// through (TC) interface `ifindex`, which must exist in the calling thread's
-/// network namespace. Returns the verdict.
+/// Runs `hook`'s program once on `frame` on interface `ifindex` (see
+/// [`run_on`]) and returns the verdict.
 pub fn verdict_on(
     dp: &mut Dataplane,
     hook: Hook,
     frame: &[u8],
     ifindex: u32,
 ) -> anyhow::Result<i32> {
-    let mut out = vec![0u8; frame.len() + 512];
-    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex }; struct __sk_buff has ifindex at byte 40.
-    let mut ctx = vec![0u8; 44];
-    match hook {
-        Hook::Xdp => {
-            ctx.truncate(24);
-            ctx[4..8].copy_from_slice(&u32::try_from(frame.len())?.to_ne_bytes());
-            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        }
-        Hook::TcEgress => ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes()),
-    }
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ctx_in: Some(&ctx),
-        ..TestRunOptions::default()
-    };
-    let result = match hook {
-        Hook::Xdp => dp.xdp()?.test_run(opts)?,
-        Hook::TcEgress => dp.tc_egress()?.test_run(opts)?,
-    };
-    #[expect(
-        clippy::cast_possible_wrap,
-        reason = "TC verdicts are i32; -1 arrives as u32"
-    )]
-    Ok(result.return_value as i32)
+    Ok(run_on(dp, hook, frame, Some(ifindex), 1)?.verdict)
 }
 
 /// Whether a verdict returned by `hook` lets the packet through.

@@ -7,21 +7,13 @@ use std::{net::SocketAddr, time::Duration};
 use sg_agent::{
     compile::Rank,
     dataplane::RuleHits,
-    policy::{GroupSpec, RuleId, RuleSpec, State},
+    policy::{GroupSpec, RuleId, State},
 };
 use sg_common::{policy::DIR_INGRESS, reason};
-use sg_tests::{bench::Bench, probe};
-
-fn rule(
-    direction: &str,
-    policy: &str,
-    priority: &str,
-    protocol: &str,
-    ports: &str,
-    peer: &str,
-) -> RuleSpec {
-    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("rule")
-}
+use sg_tests::{
+    bench::{Bench, rule},
+    probe,
+};
 
 /// Ping's default frame: 14 Ethernet + 20 IPv4 + 8 ICMP + 56 data bytes.
 const PING_FRAME: u64 = 98;

@@ -13,23 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sg_agent::policy::{GroupSpec, RuleSpec, State};
-use sg_tests::bench::Bench;
+use sg_agent::policy::{GroupSpec, State};
+use sg_tests::bench::{Bench, rule};
 
 const ALLOWED_PORT: u16 = 5000;
 const DENIED_PORT: u16 = 6000;
 const UPDATES: u32 = 1000;
-
-fn rule(
-    direction: &str,
-    policy: &str,
-    priority: &str,
-    protocol: &str,
-    ports: &str,
-    peer: &str,
-) -> RuleSpec {
-    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("rule")
-}
 
 /// Version `k % 2` of the policy: both allow UDP 5000 from the client and
 /// deny UDP 6000, by different rules.

@@ -133,14 +133,8 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
     let qdiscs = host.qdiscs().expect("tc qdisc");
     assert!(!qdiscs.contains("clsact"), "clsact left behind: {qdiscs}");
     // Link objects are freed after an RCU grace period: poll.
-    let ours = || {
-        aya::programs::loaded_links()
-            .filter_map(Result::ok)
-            .filter(|l| ids.contains(&l.program_id()))
-            .count()
-    };
     assert!(
-        sg_tests::eventually(Duration::from_secs(5), || ours() == 0),
+        sg_tests::eventually(Duration::from_secs(5), || sg_tests::links_of(ids) == 0),
         "links of our programs remain"
     );
     let pins = bpffs_entries();
@@ -185,11 +179,11 @@ fn dropping_the_dataplane_detaches_everything() {
         pair.b.link_details().unwrap().contains("xdp"),
         "XDP not attached"
     );
-    let attached: Vec<_> = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|l| ids.contains(&l.program_id()))
-        .collect();
-    assert_eq!(attached.len(), 2, "expected an XDP and a tcx link");
+    assert_eq!(
+        sg_tests::links_of(&ids),
+        2,
+        "expected an XDP and a tcx link"
+    );
     drop(dp);
     assert_nothing_attached(&pair.b, &ids);
 }

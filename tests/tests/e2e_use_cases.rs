@@ -10,18 +10,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use sg_agent::policy::{BindingMode, GroupSpec, InnerPolicy, NicBinding, RuleSpec, State};
-use sg_tests::{bench::Bench, probe};
-
-fn rule(
-    direction: &str,
-    policy: &str,
-    priority: &str,
-    protocol: &str,
-    ports: &str,
-    peer: &str,
-) -> RuleSpec {
-    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("seed rule")
-}
+use sg_tests::{
+    bench::{Bench, rule},
+    probe,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")

@@ -6,7 +6,6 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use anyhow::Context as _;
-use aya::programs::{TestRun as _, TestRunOptions};
 use sg_agent::{
     dataplane::Dataplane,
     enforce::{Enforcer, ifindex},
@@ -14,6 +13,7 @@ use sg_agent::{
 };
 use sg_tests::{
     packet::{self, L3, L4, Spec},
+    testrun::{self, Hook},
     topology::Netns,
 };
 
@@ -64,20 +64,9 @@ fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
 
 /// Kernel-reported ns per run of the XDP program on `frame` arriving on `ifindex`.
 fn xdp_ns(dp: &mut Dataplane, frame: &[u8], ifindex: u32) -> anyhow::Result<f64> {
-    let mut ctx = vec![0u8; 24];
-    ctx[4..8].copy_from_slice(&u32::try_from(frame.len())?.to_ne_bytes());
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ctx_in: Some(&ctx),
-        repeat: REPEAT,
-        ..TestRunOptions::default()
-    };
-    let r = dp.xdp()?.test_run(opts)?;
+    let run = testrun::run_on(dp, Hook::Xdp, frame, Some(ifindex), REPEAT)?;
     #[expect(clippy::cast_precision_loss, reason = "nanoseconds, for display")]
-    Ok(r.duration.as_nanos() as f64)
+    Ok(run.nanos as f64)
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

@@ -1,20 +1,14 @@
 //! `cargo xtask demo`: a web server's NIC under a real policy (seed 002's web
 //! service and remote-access cases), probed with real traffic.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    net::{IpAddr, SocketAddr},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, bail};
 use sg_agent::policy::{
     Decision, Direction, GroupSpec, NicBinding, Packet, Reason, RuleSpec, State, evaluate,
 };
 use sg_tests::{
+    agent::AgentProcess,
     probe::{self, Servers},
     topology::{Host, Pair},
 };
@@ -101,12 +95,48 @@ pub fn run() -> anyhow::Result<()> {
     std::fs::write(&file, serde_json::to_string_pretty(&state)?)?;
     println!("policy: {}", file.display());
 
-    let (mut agent, rx) = start_agent(&agent_bin, &pair.b, &file)?;
+    let policy_arg = file.to_str().context("policy path")?;
+    let args = [
+        "attach",
+        "--policy",
+        policy_arg,
+        "--netns",
+        pair.b.ns.name(),
+        "--json",
+    ];
+    let (agent, _) = AgentProcess::start(&agent_bin, &args, "enforcing", true)?;
     println!(
         "\n| probe | from | to | result | policy's decision |\n| --- | --- | --- | --- | --- |"
     );
+    let mismatches = run_probes(&pair, &state)?;
+    let (status, out) = agent.stop(libc::SIGTERM)?;
+    if !status.success() {
+        bail!("the agent exited {status}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&out).context("the agent's report")?;
+    print_report(&report, &pair.b.ifname);
+    let link = pair.b.link_details()?;
+    if link.contains("xdp") {
+        bail!("XDP is still attached after the agent exited:\n{link}");
+    }
+    println!(
+        "\nagent stopped; nothing of ours is left on {}",
+        pair.b.ifname
+    );
+    if !mismatches.is_empty() {
+        bail!(
+            "traffic disagreed with the policy:\n{}",
+            mismatches.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Runs every probe, prints a table row for each with the policy's decision,
+/// and returns the probes whose outcome disagreed with the policy.
+fn run_probes(pair: &Pair, state: &State) -> anyhow::Result<Vec<String>> {
     let mut mismatches = Vec::new();
-    for (kind, src, dst, port) in probes(&pair) {
+    for (kind, src, dst, port) in probes(pair) {
         let to = SocketAddr::new(dst, port);
         let (outcome, packet) = match kind {
             "tcp" => (
@@ -125,7 +155,7 @@ pub fn run() -> anyhow::Result<()> {
                 )
             }
         };
-        let d = evaluate(&state, &pair.b.ifname, Direction::Ingress, &packet)?;
+        let d = evaluate(state, &pair.b.ifname, Direction::Ingress, &packet)?;
         let target = if kind == "ping" {
             dst.to_string()
         } else {
@@ -133,7 +163,7 @@ pub fn run() -> anyhow::Result<()> {
         };
         println!(
             "| {kind} | {src} | {target} | {outcome} | {} |",
-            explain(&state, &d)
+            explain(state, &d)
         );
         let allowed = d.verdict == sg_agent::policy::Verdict::Accept;
         if outcome.allowed() != allowed {
@@ -143,23 +173,7 @@ pub fn run() -> anyhow::Result<()> {
             ));
         }
     }
-    let report = stop_agent(&mut agent, &rx)?;
-    print_report(&report, &pair.b.ifname);
-    let link = pair.b.link_details()?;
-    if link.contains("xdp") {
-        bail!("XDP is still attached after the agent exited:\n{link}");
-    }
-    println!(
-        "\nagent stopped; nothing of ours is left on {}",
-        pair.b.ifname
-    );
-    if !mismatches.is_empty() {
-        bail!(
-            "traffic disagreed with the policy:\n{}",
-            mismatches.join("\n")
-        );
-    }
-    Ok(())
+    Ok(mismatches)
 }
 
 fn probes(pair: &Pair) -> Vec<(&'static str, IpAddr, IpAddr, u16)> {
@@ -213,64 +227,4 @@ fn print_report(report: &serde_json::Value, nic: &str) {
             r["packets"]
         );
     }
-}
-
-/// Starts `sg-agent attach --policy` in `host`'s namespace and waits until it
-/// says it is enforcing; returns the process and its stderr lines.
-fn start_agent(
-    bin: &Path,
-    host: &Host,
-    policy: &Path,
-) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
-    let policy = policy.to_str().context("policy path")?;
-    let mut agent = Command::new(bin)
-        .args([
-            "attach",
-            "--policy",
-            policy,
-            "--netns",
-            host.ns.name(),
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stderr = agent.stderr.take().context("agent stderr")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the agent did not report that it is enforcing")?;
-        println!("agent: {line}");
-        if line.contains("enforcing") {
-            return Ok((agent, rx));
-        }
-    }
-}
-
-/// SIGTERM, wait, and the agent's JSON report.
-fn stop_agent(agent: &mut Child, rx: &mpsc::Receiver<String>) -> anyhow::Result<serde_json::Value> {
-    let pid = i32::try_from(agent.id())?;
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let mut out = String::new();
-    agent
-        .stdout
-        .take()
-        .context("agent stdout")?
-        .read_to_string(&mut out)?;
-    let status = agent.wait()?;
-    while let Ok(line) = rx.try_recv() {
-        println!("agent: {line}");
-    }
-    if !status.success() {
-        bail!("the agent exited {status}");
-    }
-    serde_json::from_str(&out).context("the agent's report")
 }

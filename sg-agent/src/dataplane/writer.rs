@@ -42,12 +42,17 @@ use crate::{
 /// run that read the old config finishes in microseconds; this is generous.
 const GRACE: Duration = Duration::from_millis(2);
 
+/// An IPv4 address trie key as (key tag, address); the prefix length goes beside it.
+type Parts4 = ([u8; 4], [u8; 4]);
+/// An IPv6 address trie key as (key tag, address).
+type Parts6 = ([u8; 4], [u8; 16]);
+
 /// What one slot of one direction holds, so it can be cleaned on rewrite.
 #[derive(Default)]
 struct Written {
     bits: BTreeSet<(u32, u16, u16)>,
-    addr4: BTreeSet<(u32, [u8; 4], [u8; 4])>,
-    addr6: BTreeSet<(u32, [u8; 4], [u8; 16])>,
+    addr4: BTreeSet<(u32, Parts4)>,
+    addr6: BTreeSet<(u32, Parts6)>,
     bounds: BTreeSet<u32>,
     ranks: Vec<Rank>,
 }
@@ -422,56 +427,32 @@ impl Dataplane {
         old: &Written,
         new: &mut Written,
     ) -> Result<(), Error> {
-        let mut v4: Vec<(u32, AddrKeyV4, RuleBits)> = Vec::new();
-        let mut v6: Vec<(u32, AddrKeyV6, RuleBits)> = Vec::new();
+        let mut v4: Vec<(u32, Parts4, RuleBits)> = Vec::new();
+        let mut v6: Vec<(u32, Parts6, RuleBits)> = Vec::new();
         for (field, prefixes) in [(FIELD_PEER, &t.peer), (FIELD_LOCAL, &t.local)] {
             let key_tag = (tag * 2 + field).to_be_bytes();
             for Prefix { cidr, bits } in prefixes {
                 let len = 32 + u32::from(cidr.len());
                 match cidr.addr() {
-                    std::net::IpAddr::V4(a) => {
-                        v4.push((
-                            len,
-                            AddrKeyV4 {
-                                key_tag,
-                                addr: a.octets(),
-                            },
-                            *bits,
-                        ));
-                    }
-                    std::net::IpAddr::V6(a) => {
-                        v6.push((
-                            len,
-                            AddrKeyV6 {
-                                key_tag,
-                                addr: a.octets(),
-                            },
-                            *bits,
-                        ));
-                    }
+                    std::net::IpAddr::V4(a) => v4.push((len, (key_tag, a.octets()), *bits)),
+                    std::net::IpAddr::V6(a) => v6.push((len, (key_tag, a.octets()), *bits)),
                 }
             }
         }
-        let mut trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
-            .map_err(map_err(ADDR4))?;
-        for (len, k, b) in &v4 {
-            trie.insert(&Key::new(*len, *k), b, 0)
-                .map_err(map_err(ADDR4))?;
-            new.addr4.insert((*len, k.key_tag, k.addr));
-        }
-        for &(len, key_tag, addr) in old.addr4.difference(&new.addr4) {
-            let _ = trie.remove(&Key::new(len, AddrKeyV4 { key_tag, addr }));
-        }
-        let mut trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
-            .map_err(map_err(ADDR6))?;
-        for (len, k, b) in &v6 {
-            trie.insert(&Key::new(*len, *k), b, 0)
-                .map_err(map_err(ADDR6))?;
-            new.addr6.insert((*len, k.key_tag, k.addr));
-        }
-        for &(len, key_tag, addr) in old.addr6.difference(&new.addr6) {
-            let _ = trie.remove(&Key::new(len, AddrKeyV6 { key_tag, addr }));
-        }
+        new.addr4 = sync_prefixes(
+            self.map_mut(ADDR4)?,
+            ADDR4,
+            &v4,
+            &old.addr4,
+            |(key_tag, addr)| AddrKeyV4 { key_tag, addr },
+        )?;
+        new.addr6 = sync_prefixes(
+            self.map_mut(ADDR6)?,
+            ADDR6,
+            &v6,
+            &old.addr6,
+            |(key_tag, addr)| AddrKeyV6 { key_tag, addr },
+        )?;
         Ok(())
     }
 
@@ -601,6 +582,28 @@ impl Dataplane {
         let values = last.get(&0, 0).map_err(map_err(LAST))?;
         values.get(cpu).copied().ok_or(Error::MissingMap(LAST))
     }
+}
+
+/// Writes `entries` (prefix length, key parts, rule bits) to an address trie
+/// and removes what `old` had that `entries` lacks; returns the new key set.
+fn sync_prefixes<T: Ord + Copy, K: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    entries: &[(u32, T, RuleBits)],
+    old: &BTreeSet<(u32, T)>,
+    key: impl Fn(T) -> K,
+) -> Result<BTreeSet<(u32, T)>, Error> {
+    let mut trie = LpmTrie::<&mut MapData, K, RuleBits>::try_from(map).map_err(map_err(name))?;
+    let mut written = BTreeSet::new();
+    for (len, parts, bits) in entries {
+        trie.insert(&Key::new(*len, key(*parts)), bits, 0)
+            .map_err(map_err(name))?;
+        written.insert((*len, *parts));
+    }
+    for &(len, parts) in old.difference(&written) {
+        let _ = trie.remove(&Key::new(len, key(parts)));
+    }
+    Ok(written)
 }
 
 /// Makes an LPM trie of `(prefix length, address) → 1` hold exactly `want`.
