@@ -430,8 +430,9 @@ pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
 }
 
 /// The frame the data plane will see for `p` (fragment id 0x1234, see
-/// `packet::build`), optionally VLAN-tagged.
-pub fn spec_of(p: &Packet, vlan: bool) -> Spec {
+/// `packet::build`), optionally VLAN-tagged, with random IPv4 options or IPv6
+/// extension headers now and then (the decision must not change).
+pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
     let (frag_offset, more) = match p.fragment {
         Fragment::None => (0, false),
         Fragment::First => (0, true),
@@ -461,22 +462,42 @@ pub fn spec_of(p: &Packet, vlan: bool) -> Spec {
         n => L4::Other { proto: n, len: 8 },
     };
     let l3 = match (p.src, p.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => L3::V4 {
-            src: s,
-            dst: d,
-            options: Vec::new(),
-            frag_offset,
-            more_fragments: more,
-        },
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ext = if p.fragment == Fragment::None {
-                Vec::new()
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            // NOP options, 0 to 40 bytes.
+            let options = if rng.chance(15) {
+                vec![1; 4 * rng.below(11)]
             } else {
-                vec![crate::packet::Ext::Fragment {
+                Vec::new()
+            };
+            L3::V4 {
+                src: s,
+                dst: d,
+                options,
+                frag_offset,
+                more_fragments: more,
+            }
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            use crate::packet::Ext;
+            let mut ext = Vec::new();
+            if rng.chance(15) {
+                for _ in 0..=rng.below(3) {
+                    let units = u8::try_from(rng.below(3)).expect("small");
+                    let choices = [
+                        Ext::HopByHop { units },
+                        Ext::DestOpts { units },
+                        Ext::Routing,
+                        Ext::Ah { units },
+                    ];
+                    ext.push(*rng.pick(&choices));
+                }
+            }
+            if p.fragment != Fragment::None {
+                ext.push(Ext::Fragment {
                     offset: frag_offset,
                     more,
-                }]
-            };
+                });
+            }
             L3::V6 {
                 src: s,
                 dst: d,

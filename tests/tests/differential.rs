@@ -2,7 +2,9 @@
 //! does, and name the same deciding rule or default: random policies (some
 //! with 1,000 rules; group peers, prefix lists, port lists, IPv6, both binding
 //! modes, anti-spoofing, platform addresses) and random packets (fragments,
-//! VLAN tags, ARP, other ethertypes, malformed frames), through the loaded
+//! VLAN tags, IPv4 options, IPv6 extension chains, ARP, other ethertypes,
+//! frames cut short inside their headers with or without consistent lengths),
+//! through the loaded
 //! programs with `BPF_PROG_TEST_RUN`. Seeded: `SG_SEED` replays a failure.
 
 use std::collections::HashMap;
@@ -160,11 +162,17 @@ fn ip_case(
     malformed: bool,
 ) -> Option<Case> {
     let p = random_packet(rng, state);
-    let built = packet::build(&spec_of(&p, rng.chance(10)));
+    let vlan = rng.chance(10);
+    let built = packet::build(&spec_of(&p, vlan, rng));
     if malformed {
         // Malformed: the datagram cut short inside its headers.
         let cut = packet::MIN_L2 + rng.below(built.bytes.len() - packet::MIN_L2);
-        let frame = built.cut_consistent(cut);
+        // With the IP length fields rewritten to end there, or left claiming more.
+        let frame = if rng.chance(50) {
+            built.cut_consistent(cut)
+        } else {
+            built.cut(cut)
+        };
         if classify(&frame).class != sg_common::counter::MALFORMED
             || !testrun::kernel_runs(hook, &frame)
         {
