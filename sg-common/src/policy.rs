@@ -179,6 +179,8 @@ pub struct Settings {
 pub mod settings_flags {
     /// Drop egress TCP to port 25 (SPEC §3 step 3).
     pub const BLOCK_PORT_25: u32 = 1;
+    /// The platform address tries hold something (else their lookups are skipped).
+    pub const PLATFORM_ADDRESSES: u32 = 2;
 }
 
 /// Key of the fragment table: a datagram seen on a NIC in a direction.

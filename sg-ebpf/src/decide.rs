@@ -130,7 +130,10 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision 
     if path_mtu {
         return accept(reason::PATH_MTU);
     }
-    if platform(v4, &s.src) || platform(v4, &s.dst) {
+    let settings = SG_SETTINGS.get(0).map_or(0, |st| st.flags);
+    if settings & settings_flags::PLATFORM_ADDRESSES != 0
+        && (platform(v4, &s.src) || platform(v4, &s.dst))
+    {
         return accept(reason::PLATFORM_ADDRESS);
     }
     // Step 8: a later fragment follows its first.
@@ -138,13 +141,12 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision 
         return later_fragment(cfg.nic, dir, s);
     }
     // Step 3: platform policy.
-    if dir == DIR_EGRESS && s.proto == IPPROTO_TCP && s.dport == 25 {
-        let block = SG_SETTINGS
-            .get(0)
-            .is_some_and(|st| st.flags & settings_flags::BLOCK_PORT_25 != 0);
-        if block {
-            return drop(reason::PORT_25);
-        }
+    if dir == DIR_EGRESS
+        && s.proto == IPPROTO_TCP
+        && s.dport == 25
+        && settings & settings_flags::BLOCK_PORT_25 != 0
+    {
+        return drop(reason::PORT_25);
     }
     // Steps 5 and 6: rules, then defaults.
     let Some(meta) = SG_TABLES.get(tag) else {

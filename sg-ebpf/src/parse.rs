@@ -6,6 +6,8 @@
 //! A packet the parser cannot make sense of is classed `MALFORMED` with the
 //! `BAD_*` counter saying where it went wrong.
 
+use core::ptr::write_volatile;
+
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr};
 use sg_common::counter::{
     ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_L2, BAD_L4, FRAGMENT, GRE, ICMP, ICMPV6,
@@ -38,10 +40,25 @@ const ARP_LEN: usize = 28;
 
 /// What the parser found: one class counter, an optional `BAD_*` reason, and
 /// marker counters as a bit set (bit n = counter n).
+// Addresses come first and the struct is 8-byte aligned, so each address
+// sits at a multiple of 16 and can be written with word stores: a plain
+// array copy here compiles to a call into a byte-by-byte memmove.
+#[repr(C, align(8))]
 pub struct Summary {
+    /// Addresses; IPv4 as `::ffff:a.b.c.d`. For ARP, `src` is the sender.
+    /// Only meaningful for what `l3` says the frame carried.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Only meaningful when `has_nd_target`.
+    pub nd_target: [u8; 16],
     pub class: u32,
     pub bad: u32,
     pub markers: u32,
+    /// IP identification (IPv4) or fragment header identification (IPv6).
+    pub frag_id: u32,
+    /// Ports in host order (TCP, UDP).
+    pub sport: u16,
+    pub dport: u16,
     /// What the frame carried: [`L3_OTHER`], [`L3_ARP`], [`L3_V4`], [`L3_V6`].
     pub l3: u8,
     /// Upper-layer protocol (IP).
@@ -54,15 +71,6 @@ pub struct Summary {
     pub frag: u8,
     /// An ICMPv6 neighbour advertisement's target was read into `nd_target`.
     pub has_nd_target: bool,
-    /// Ports in host order (TCP, UDP).
-    pub sport: u16,
-    pub dport: u16,
-    /// IP identification (IPv4) or fragment header identification (IPv6).
-    pub frag_id: u32,
-    /// Addresses; IPv4 as `::ffff:a.b.c.d`. For ARP, `src` is the sender.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub nd_target: [u8; 16],
 }
 
 pub const L3_OTHER: u8 = 0;
@@ -75,12 +83,58 @@ pub const FRAG_LATER: u8 = 2;
 
 const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
 
-/// `::ffff:a.b.c.d`.
+/// Writes `::ffff:a.b.c.d` into an address slot of the summary.
 #[inline(always)]
-fn mapped(v4: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+fn put_mapped(dst: &mut [u8; 16], v4: [u8; 4]) {
+    put_words(
+        dst,
+        0,
+        u64::from_ne_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]),
+    );
+}
+
+/// Writes 16 bytes given as two native-order words into an address slot.
+/// Only for the address fields of [`Summary`] (see its layout).
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "Summary is 8-byte aligned and its addresses sit at offsets 0, 16 and 32"
+)]
+fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
+    let p = dst.as_mut_ptr().cast::<u64>();
+    // SAFETY: `dst` is an address field of `Summary`, which is 8-byte aligned
+    // with its addresses at offsets 0, 16 and 32.
+    unsafe {
+        p.write(hi);
+        p.add(1).write(lo);
+    }
+}
+
+/// The 16 bytes of `a` as two native-order words.
+#[inline(always)]
+fn words(a: [u8; 16]) -> (u64, u64) {
+    let [
+        a0,
+        a1,
+        a2,
+        a3,
+        a4,
+        a5,
+        a6,
+        a7,
+        b0,
+        b1,
+        b2,
+        b3,
+        b4,
+        b5,
+        b6,
+        b7,
+    ] = a;
+    (
+        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+    )
 }
 
 impl Summary {
@@ -106,24 +160,25 @@ impl Summary {
 /// cannot parse is `MALFORMED`.
 #[inline(always)]
 pub fn classify(pkt: &Packet, s: &mut Summary) {
-    *s = Summary {
-        class: MALFORMED,
-        bad: 0,
-        markers: 0,
-        l3: L3_OTHER,
-        proto: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        tcp_flags: 0,
-        frag: FRAG_NONE,
-        has_nd_target: false,
-        sport: 0,
-        dport: 0,
-        frag_id: 0,
-        src: [0; 16],
-        dst: [0; 16],
-        nd_target: [0; 16],
-    };
+    // Only the scalars are reset: addresses are written before they mean
+    // anything (see the field docs). Volatile stores, because LLVM merges
+    // plain zero stores into a call to a byte-by-byte memset.
+    // SAFETY: plain stores to fields of a valid `&mut Summary`.
+    unsafe {
+        write_volatile(&raw mut s.class, MALFORMED);
+        write_volatile(&raw mut s.bad, 0);
+        write_volatile(&raw mut s.markers, 0);
+        write_volatile(&raw mut s.frag_id, 0);
+        write_volatile(&raw mut s.sport, 0);
+        write_volatile(&raw mut s.dport, 0);
+        write_volatile(&raw mut s.l3, L3_OTHER);
+        write_volatile(&raw mut s.proto, 0);
+        write_volatile(&raw mut s.icmp_type, 0);
+        write_volatile(&raw mut s.icmp_code, 0);
+        write_volatile(&raw mut s.tcp_flags, 0);
+        write_volatile(&raw mut s.frag, FRAG_NONE);
+        write_volatile(&raw mut s.has_nd_target, false);
+    }
     let Some(eth) = pkt.read::<EthHdr>(0) else {
         return s.malformed(BAD_L2);
     };
@@ -153,7 +208,9 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
             // (hardware type 1, protocol 0x0800, lengths 6 and 4). Any other
             // shape has no IPv4 sender: it stays 0.0.0.0, never an owned address.
             if arp[0..6] == [0, 1, 8, 0, 6, 4] {
-                s.src = mapped([arp[14], arp[15], arp[16], arp[17]]);
+                put_mapped(&mut s.src, [arp[14], arp[15], arp[16], arp[17]]);
+            } else {
+                put_words(&mut s.src, 0, 0);
             }
             s.class(ARP);
         }
@@ -179,8 +236,8 @@ fn ipv4(pkt: &Packet, off: usize, s: &mut Summary) {
     }
     s.l3 = L3_V4;
     s.proto = ip.proto;
-    s.src = mapped(ip.src_addr);
-    s.dst = mapped(ip.dst_addr);
+    put_mapped(&mut s.src, ip.src_addr);
+    put_mapped(&mut s.dst, ip.dst_addr);
     s.frag_id = u32::from(u16::from_be_bytes(ip.id));
     let frags = u16::from_be_bytes(ip.frags);
     if frags & 0x1fff != 0 {
@@ -213,8 +270,10 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
     }
     s.mark(IPV6);
     s.l3 = L3_V6;
-    s.src = ip.src_addr;
-    s.dst = ip.dst_addr;
+    let (hi, lo) = words(ip.src_addr);
+    put_words(&mut s.src, hi, lo);
+    let (hi, lo) = words(ip.dst_addr);
+    put_words(&mut s.dst, hi, lo);
     let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
     // Walk at most MAX_IPV6_EXT extension headers (SPEC §3 item 9).
@@ -304,9 +363,9 @@ fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: &mut Summary)
             if proto == IPPROTO_ICMPV6
                 && head[0] == ICMPV6_NEIGHBOR_ADVERT
                 && off + 24 <= end
-                && let Some(target) = pkt.read::<[u8; 16]>(off + 8)
+                && let (Some(hi), Some(lo)) = (pkt.read::<u64>(off + 8), pkt.read::<u64>(off + 16))
             {
-                s.nd_target = target;
+                put_words(&mut s.nd_target, hi, lo);
                 s.has_nd_target = true;
             }
         }

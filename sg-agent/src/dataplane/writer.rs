@@ -114,11 +114,14 @@ impl Dataplane {
 
     /// Writes the global settings: the port-25 block and platform addresses.
     pub fn set_settings(&mut self, block_port_25: bool, platform: &[Cidr]) -> Result<(), Error> {
-        let flags = if block_port_25 {
+        let mut flags = if block_port_25 {
             settings_flags::BLOCK_PORT_25
         } else {
             0
         };
+        if !platform.is_empty() {
+            flags |= settings_flags::PLATFORM_ADDRESSES;
+        }
         Array::<_, Settings>::try_from(self.map_mut(SETTINGS)?)
             .map_err(map_err(SETTINGS))?
             .set(0, &Settings { flags }, 0)
