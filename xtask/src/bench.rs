@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: kernel-reported cost per packet through
 //! `BPF_PROG_TEST_RUN`, for policies of 1 to 1,000 rules with the deciding
-//! rule last in order. Medians of 5 rounds of 1,000,000 repetitions, with min
-//! and max; the table is printed and written to `target/bench.md`.
+//! rule last in order (medians of 5 rounds of 1,000,000 repetitions, with min
+//! and max), and the time until a new policy is in force. The tables are
+//! printed and written to `target/bench.md`.
 
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -130,6 +131,25 @@ pub fn run() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let (med, min, max) = stats(runs);
             let _ = writeln!(out, "| {what} | {n} | {med:.1} | {min:.1} | {max:.1} |");
+        }
+        // Time from the call until the new policy is in force: compile,
+        // write the inactive slot, switch. Alternating two policies so every
+        // call really switches.
+        let _ = writeln!(
+            out,
+            "\n| policy update (compile, write, switch) | rules | ms (median) | min | max |\n| --- | --- | --- | --- | --- |"
+        );
+        for n in [1, 1000] {
+            let (a, b) = (policy(n, false)?, policy(n, true)?);
+            let mut took = Vec::new();
+            for round in 0..ROUNDS * 2 {
+                let next = if round % 2 == 0 { &a } else { &b };
+                let start = std::time::Instant::now();
+                enforcer.apply(next)?;
+                took.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            let (med, min, max) = stats(took);
+            let _ = writeln!(out, "| until in force | {n} | {med:.1} | {min:.1} | {max:.1} |");
         }
         Ok(out)
     })??;
