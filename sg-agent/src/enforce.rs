@@ -68,19 +68,14 @@ impl Enforcer {
     /// Makes the data plane enforce `state`.
     pub fn apply(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
         let mut report = ApplyReport::default();
-        self.dp
-            .set_settings(
-                state.settings.block_port_25,
-                &state.settings.platform_addresses,
-            )
-            .map_err(|e| EnforceError::Settings(Box::new(e)))?;
-        let mut present = Vec::new();
+        // Compile every present NIC first: a policy the data plane cannot hold
+        // is refused before anything in the kernel changes.
+        let mut wanted = Vec::new();
         for (name, b) in &state.nics {
             let Some(ifindex) = ifindex(name) else {
                 report.absent.push(name.clone());
                 continue;
             };
-            present.push(name.clone());
             let binding = Binding {
                 ifindex,
                 mode: b.mode,
@@ -89,13 +84,30 @@ impl Enforcer {
             };
             let ingress = compile(state, name, Direction::Ingress)?;
             let egress = compile(state, name, Direction::Egress)?;
-            let same = self.installed.get(name).is_some_and(|i| {
-                i.binding.ifindex == binding.ifindex
-                    && i.binding.mode == binding.mode
-                    && i.binding.anti_spoof == binding.anti_spoof
-                    && i.binding.own == binding.own
-                    && i.ingress == ingress
-                    && i.egress == egress
+            wanted.push((
+                name.clone(),
+                Installed {
+                    binding,
+                    ingress,
+                    egress,
+                },
+            ));
+        }
+        self.dp
+            .set_settings(
+                state.settings.block_port_25,
+                &state.settings.platform_addresses,
+            )
+            .map_err(|e| EnforceError::Settings(Box::new(e)))?;
+        let present: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
+        for (name, want) in wanted {
+            let same = self.installed.get(&name).is_some_and(|i| {
+                i.binding.ifindex == want.binding.ifindex
+                    && i.binding.mode == want.binding.mode
+                    && i.binding.anti_spoof == want.binding.anti_spoof
+                    && i.binding.own == want.binding.own
+                    && i.ingress == want.ingress
+                    && i.egress == want.egress
             });
             let err = |source: DataplaneError| EnforceError::Dataplane {
                 nic: name.clone(),
@@ -106,22 +118,15 @@ impl Enforcer {
             } else {
                 let version = self
                     .dp
-                    .install(name, &binding, &ingress, &egress)
+                    .install(&name, &want.binding, &want.ingress, &want.egress)
                     .map_err(err)?;
                 report.installed.push((name.clone(), version));
-                self.installed.insert(
-                    name.clone(),
-                    Installed {
-                        binding,
-                        ingress,
-                        egress,
-                    },
-                );
+                self.installed.insert(name.clone(), want);
             }
             if let Some(mode) = self.attach
-                && !self.dp.is_attached(name)
+                && !self.dp.is_attached(&name)
             {
-                self.dp.attach(name, mode).map_err(err)?;
+                self.dp.attach(&name, mode).map_err(err)?;
             }
         }
         let gone: Vec<String> = self
