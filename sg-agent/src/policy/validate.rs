@@ -313,16 +313,34 @@ pub fn check_group(state: &State, group: &SecurityGroup) -> Result<(), PolicyErr
     Ok(())
 }
 
+/// Checks what prefix and port lists share: name, description, and entries
+/// within `1..=MAX_LIST_ENTRIES` max entries.
+fn check_list_header(
+    f: &str,
+    name: &str,
+    description: &str,
+    max_entries: u32,
+    entries: usize,
+) -> Result<(), PolicyError> {
+    check_name(&format!("{f}.name"), name)?;
+    check_description(
+        &format!("{f}.description"),
+        description,
+        MAX_DESCRIPTION_CHARS,
+    )?;
+    check_max_entries(f, max_entries, entries)
+}
+
 /// Checks a prefix list.
 pub fn check_prefix_list(list: &PrefixList) -> Result<(), PolicyError> {
     let f = format!("prefix_lists[{}]", list.id);
-    check_name(&format!("{f}.name"), &list.name)?;
-    check_description(
-        &format!("{f}.description"),
+    check_list_header(
+        &f,
+        &list.name,
         &list.description,
-        MAX_DESCRIPTION_CHARS,
+        list.max_entries,
+        list.entries.len(),
     )?;
-    check_max_entries(&f, list.max_entries, list.entries.len())?;
     let mut seen = BTreeSet::new();
     for (i, e) in list.entries.iter().enumerate() {
         let ef = format!("{f}.entries[{i}]");
@@ -352,13 +370,13 @@ pub fn check_prefix_list(list: &PrefixList) -> Result<(), PolicyError> {
 /// Checks a port list.
 pub fn check_port_list(list: &PortList) -> Result<(), PolicyError> {
     let f = format!("port_lists[{}]", list.id);
-    check_name(&format!("{f}.name"), &list.name)?;
-    check_description(
-        &format!("{f}.description"),
+    check_list_header(
+        &f,
+        &list.name,
         &list.description,
-        MAX_DESCRIPTION_CHARS,
+        list.max_entries,
+        list.entries.len(),
     )?;
-    check_max_entries(&f, list.max_entries, list.entries.len())?;
     let mut seen = BTreeSet::new();
     for (i, e) in list.entries.iter().enumerate() {
         let ef = format!("{f}.entries[{i}]");
