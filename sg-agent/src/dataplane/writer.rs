@@ -64,7 +64,7 @@ struct Nic {
     config: IfaceConfig,
     /// `[dir][slot]`.
     written: [[Written; 2]; 2],
-    own: BTreeSet<(u32, u32, [u8; 16])>,
+    own: BTreeSet<(u32, (u32, [u8; 16]))>,
     switched_at: Option<Instant>,
     /// Counter totals of ranks no longer in force, by direction and rank meaning.
     totals: StdHashMap<(u32, String), RuleStats>,
@@ -277,28 +277,19 @@ impl Dataplane {
     }
 
     fn write_own(&mut self, name: &str, nic: u32, own: &[Cidr]) -> Result<(), Error> {
-        let want: BTreeSet<(u32, u32, [u8; 16])> = own
+        let entries: Vec<(u32, (u32, [u8; 16]), u32)> = own
             .iter()
             .map(|c| {
                 let (family, extra) = if c.addr().is_ipv4() { (4, 96) } else { (6, 0) };
-                (
-                    OWN_KEY_PREFIX_BITS + extra + u32::from(c.len()),
-                    family,
-                    mapped(c.addr()),
-                )
+                let len = OWN_KEY_PREFIX_BITS + extra + u32::from(c.len());
+                (len, (family, mapped(c.addr())), 1)
             })
             .collect();
         let old = std::mem::take(&mut self.nics.by_name.get_mut(name).expect("bound").own);
-        let mut trie =
-            LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?).map_err(map_err(OWN))?;
-        for &(len, family, addr) in &want {
-            trie.insert(&Key::new(len, OwnAddrKey { nic, family, addr }), &1, 0)
-                .map_err(map_err(OWN))?;
-        }
-        for &(len, family, addr) in old.difference(&want) {
-            let _ = trie.remove(&Key::new(len, OwnAddrKey { nic, family, addr }));
-        }
-        self.nics.by_name.get_mut(name).expect("bound").own = want;
+        let new = sync_prefixes(self.map_mut(OWN)?, OWN, &entries, &old, |(family, addr)| {
+            OwnAddrKey { nic, family, addr }
+        })?;
+        self.nics.by_name.get_mut(name).expect("bound").own = new;
         Ok(())
     }
 
@@ -587,19 +578,20 @@ impl Dataplane {
     }
 }
 
-/// Writes `entries` (prefix length, key parts, rule bits) to an address trie
-/// and removes what `old` had that `entries` lacks; returns the new key set.
-fn sync_prefixes<T: Ord + Copy, K: aya::Pod>(
+/// Makes an LPM trie hold `entries` (prefix length, key parts, value): writes
+/// them and removes what `old` had that `entries` lacks; returns the new key
+/// set, to pass as `old` next time.
+fn sync_prefixes<T: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     map: &mut aya::maps::Map,
     name: &'static str,
-    entries: &[(u32, T, RuleBits)],
+    entries: &[(u32, T, V)],
     old: &BTreeSet<(u32, T)>,
     key: impl Fn(T) -> K,
 ) -> Result<BTreeSet<(u32, T)>, Error> {
-    let mut trie = LpmTrie::<&mut MapData, K, RuleBits>::try_from(map).map_err(map_err(name))?;
+    let mut trie = LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
     let mut written = BTreeSet::new();
-    for (len, parts, bits) in entries {
-        trie.insert(&Key::new(*len, key(*parts)), bits, 0)
+    for (len, parts, value) in entries {
+        trie.insert(&Key::new(*len, key(*parts)), value, 0)
             .map_err(map_err(name))?;
         written.insert((*len, *parts));
     }
@@ -609,7 +601,8 @@ fn sync_prefixes<T: Ord + Copy, K: aya::Pod>(
     Ok(written)
 }
 
-/// Makes an LPM trie of `(prefix length, address) → 1` hold exactly `want`.
+/// Makes a platform-address trie of `(prefix length, address) → 1` hold
+/// exactly `want`; what it held before is read from the map itself.
 fn sync_trie<const N: usize>(
     map: &mut aya::maps::Map,
     name: &'static str,
@@ -618,16 +611,13 @@ fn sync_trie<const N: usize>(
 where
     [u8; N]: aya::Pod,
 {
-    let mut trie = LpmTrie::<&mut MapData, [u8; N], u32>::try_from(map).map_err(map_err(name))?;
-    let old: Vec<Key<[u8; N]>> = trie.keys().filter_map(Result::ok).collect();
-    for (len, addr) in want {
-        trie.insert(&Key::new(*len, *addr), &1, 0)
-            .map_err(map_err(name))?;
-    }
-    for k in old {
-        if !want.contains(&(k.prefix_len(), k.data())) {
-            let _ = trie.remove(&k);
-        }
-    }
+    let old: BTreeSet<(u32, [u8; N])> = LpmTrie::<&mut MapData, [u8; N], u32>::try_from(&mut *map)
+        .map_err(map_err(name))?
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| (k.prefix_len(), k.data()))
+        .collect();
+    let entries: Vec<(u32, [u8; N], u32)> = want.iter().map(|&(len, a)| (len, a, 1)).collect();
+    sync_prefixes(map, name, &entries, &old, |a| a)?;
     Ok(())
 }
