@@ -50,3 +50,26 @@ pub fn links_of<S: std::hash::BuildHasher>(ids: &std::collections::HashSet<u32, 
         .filter(|l| ids.contains(&l.program_id()))
         .count()
 }
+
+/// Reads `read` until two readings `gap` apart are equal (nothing moved in
+/// between), and returns that reading; `None` if that never happens within
+/// `timeout`. For starting exact counts on a quiet link: a new interface talks
+/// on its own for a while, and a frame in flight would be counted by one side
+/// only.
+pub fn steady<T: PartialEq>(
+    timeout: std::time::Duration,
+    gap: std::time::Duration,
+    mut read: impl FnMut() -> T,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = read();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(gap);
+        let now = read();
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    None
+}

@@ -39,15 +39,9 @@ fn reason_count(bench: &mut Bench, dir: u32, r: u32) -> u64 {
 /// reports reach the rules too), so what follows is counted exactly.
 fn settle(bench: &mut Bench) {
     let name = bench.pair.b.ifname.clone();
-    let mut last = bench.enforcer.dataplane().reason_counts(&name).unwrap();
+    let read = || bench.enforcer.dataplane().reason_counts(&name).unwrap();
     assert!(
-        sg_tests::eventually(Duration::from_secs(10), || {
-            std::thread::sleep(Duration::from_millis(150));
-            let now = bench.enforcer.dataplane().reason_counts(&name).unwrap();
-            let quiet = now == last;
-            last = now;
-            quiet
-        }),
+        sg_tests::steady(Duration::from_secs(10), Duration::from_millis(150), read).is_some(),
         "counters never settled"
     );
 }

@@ -111,19 +111,14 @@ fn check_traffic(mode: AttachMode) {
 /// like on its own for a second or two), then starts both counts there: a
 /// frame in flight at the baseline would be counted by one side only.
 fn quiet_baseline(dp: &Dataplane, capture: &mut Capture) -> Counters {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let read = || {
         let seen = capture.drain().expect("capture").clone();
-        let counted = Counters::read(dp).expect("counters");
-        std::thread::sleep(Duration::from_millis(100));
-        let quiet = capture.drain().expect("capture") == &seen
-            && Counters::read(dp).expect("counters") == counted;
-        if quiet || Instant::now() > deadline {
-            assert!(quiet, "the link never went quiet");
-            capture.reset();
-            return counted;
-        }
-    }
+        (seen, Counters::read(dp).expect("counters"))
+    };
+    let (_, counted) = sg_tests::steady(Duration::from_secs(10), Duration::from_millis(100), read)
+        .expect("the link never went quiet");
+    capture.reset();
+    counted
 }
 
 /// No XDP program, no clsact qdisc and no BPF link of ours on `host`.
