@@ -3,7 +3,9 @@
 //! It is the oracle the kernel is tested against, so it follows SPEC §3 step by
 //! step and says which step decided. It is stateless:
 //! - sessions (step 4) are not consulted: the answer is what the policy says of a
-//!   packet that belongs to no session;
+//!   packet that belongs to no session. [`super::session::Sessions`] adds step 4
+//!   between [`evaluate_before_sessions`] (steps 0–3) and [`evaluate_rules`]
+//!   (steps 5–6);
 //! - fragment tracking (step 8) is not faked: a later fragment gets
 //!   [`Reason::LaterFragment`], whose verdict (`Drop`) is the one for a later
 //!   fragment whose first was never seen; with a first fragment seen, its verdict
@@ -32,11 +34,18 @@ pub mod tcp_flags {
 
 /// ICMP types the steps look at.
 pub mod icmp {
+    pub const V4_ECHO_REPLY: u8 = 0;
     pub const V4_ECHO_REQUEST: u8 = 8;
     pub const V4_DEST_UNREACHABLE: u8 = 3;
     pub const V4_FRAG_NEEDED_CODE: u8 = 4;
+    pub const V4_TIME_EXCEEDED: u8 = 11;
+    pub const V4_PARAMETER_PROBLEM: u8 = 12;
+    pub const V6_DEST_UNREACHABLE: u8 = 1;
     pub const V6_PACKET_TOO_BIG: u8 = 2;
+    pub const V6_TIME_EXCEEDED: u8 = 3;
+    pub const V6_PARAMETER_PROBLEM: u8 = 4;
     pub const V6_ECHO_REQUEST: u8 = 128;
+    pub const V6_ECHO_REPLY: u8 = 129;
     pub const V6_ND_FIRST: u8 = 133;
     pub const V6_NEIGHBOR_SOLICITATION: u8 = 135;
     pub const V6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
@@ -74,6 +83,25 @@ pub struct Packet {
     pub fragment: Fragment,
     /// Target address of an `ICMPv6` neighbour advertisement (type 136).
     pub nd_target: Option<Ipv6Addr>,
+    /// Identifier of an ICMP/`ICMPv6` echo request or reply; 0 otherwise.
+    pub icmp_id: u16,
+    /// The header quoted inside an ICMP/`ICMPv6` error; `None` otherwise.
+    pub quoted: Option<Quoted>,
+}
+
+/// The header an ICMP/`ICMPv6` error quotes: the packet that caused the error,
+/// as its sender sent it (so its `src` is where the error goes back to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quoted {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    /// TCP/UDP ports; 0 otherwise.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// ICMP/`ICMPv6` type and echo identifier; 0 otherwise.
+    pub icmp_type: u8,
+    pub icmp_id: u16,
 }
 
 impl Packet {
@@ -89,6 +117,8 @@ impl Packet {
             tcp_flags: 0,
             fragment: Fragment::None,
             nd_target: None,
+            icmp_id: 0,
+            quoted: None,
         }
     }
 
@@ -125,6 +155,40 @@ impl Packet {
         }
     }
 
+    /// An echo request (ICMP type 8, or `ICMPv6` type 128) with identifier `id`.
+    pub fn echo_request(src: IpAddr, dst: IpAddr, id: u16) -> Self {
+        let t = if src.is_ipv4() {
+            icmp::V4_ECHO_REQUEST
+        } else {
+            icmp::V6_ECHO_REQUEST
+        };
+        Self::icmp(src, dst, t, 0).with_icmp_id(id)
+    }
+
+    /// An echo reply (ICMP type 0, or `ICMPv6` type 129) with identifier `id`.
+    pub fn echo_reply(src: IpAddr, dst: IpAddr, id: u16) -> Self {
+        let t = if src.is_ipv4() {
+            icmp::V4_ECHO_REPLY
+        } else {
+            icmp::V6_ECHO_REPLY
+        };
+        Self::icmp(src, dst, t, 0).with_icmp_id(id)
+    }
+
+    /// An ICMP/`ICMPv6` error quoting the header of the packet that caused it.
+    pub fn icmp_error(
+        src: IpAddr,
+        dst: IpAddr,
+        icmp_type: u8,
+        icmp_code: u8,
+        quoted: Quoted,
+    ) -> Self {
+        Self {
+            quoted: Some(quoted),
+            ..Self::icmp(src, dst, icmp_type, icmp_code)
+        }
+    }
+
     /// Any other protocol.
     pub fn other(src: IpAddr, dst: IpAddr, protocol: u8) -> Self {
         Self::base(src, dst, protocol)
@@ -139,6 +203,12 @@ impl Packet {
     #[must_use]
     pub fn with_fragment(mut self, fragment: Fragment) -> Self {
         self.fragment = fragment;
+        self
+    }
+
+    #[must_use]
+    pub fn with_icmp_id(mut self, id: u16) -> Self {
+        self.icmp_id = id;
         self
     }
 
@@ -185,6 +255,35 @@ impl Packet {
             && match self.src {
                 IpAddr::V4(_) => self.icmp_type == icmp::V4_ECHO_REQUEST,
                 IpAddr::V6(_) => self.icmp_type == icmp::V6_ECHO_REQUEST,
+            }
+    }
+
+    /// An ICMP echo reply (IPv4, type 0) or `ICMPv6` echo reply (type 129).
+    pub fn is_echo_reply(&self) -> bool {
+        self.is_icmp_kind(proto::ICMP)
+            && match self.src {
+                IpAddr::V4(_) => self.icmp_type == icmp::V4_ECHO_REPLY,
+                IpAddr::V6(_) => self.icmp_type == icmp::V6_ECHO_REPLY,
+            }
+    }
+
+    /// An ICMP error that can be related to a session (SPEC §3 step 4):
+    /// destination unreachable, time exceeded or parameter problem (ICMP types
+    /// 3, 11, 12; `ICMPv6` types 1, 2, 3, 4).
+    pub fn is_icmp_error(&self) -> bool {
+        self.is_icmp_kind(proto::ICMP)
+            && match self.src {
+                IpAddr::V4(_) => matches!(
+                    self.icmp_type,
+                    icmp::V4_DEST_UNREACHABLE | icmp::V4_TIME_EXCEEDED | icmp::V4_PARAMETER_PROBLEM
+                ),
+                IpAddr::V6(_) => matches!(
+                    self.icmp_type,
+                    icmp::V6_DEST_UNREACHABLE
+                        | icmp::V6_PACKET_TOO_BIG
+                        | icmp::V6_TIME_EXCEEDED
+                        | icmp::V6_PARAMETER_PROBLEM
+                ),
             }
     }
 
@@ -263,6 +362,10 @@ pub enum Reason {
     AlwaysAllowed(AlwaysAllowed),
     /// Step 3: egress TCP to port 25.
     PlatformPort25,
+    /// Step 4: a packet of a live session that the policy still allows.
+    Session,
+    /// Step 4: an ICMP error whose quoted header belongs to such a session.
+    Related,
     /// Step 8: a later fragment; decided by fragment tracking, see
     /// [`later_fragment_verdict`].
     LaterFragment,
@@ -286,14 +389,14 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn accept(reason: Reason) -> Self {
+    pub(crate) fn accept(reason: Reason) -> Self {
         Self {
             verdict: Verdict::Accept,
             reason,
         }
     }
 
-    fn drop(reason: Reason) -> Self {
+    pub(crate) fn drop(reason: Reason) -> Self {
         Self {
             verdict: Verdict::Drop,
             reason,
@@ -301,47 +404,63 @@ impl Decision {
     }
 }
 
-/// Decides one IP packet crossing NIC `nic` in `direction`.
+/// Decides one IP packet crossing NIC `nic` in `direction`, as for a packet of
+/// no session: [`evaluate_before_sessions`], else [`evaluate_rules`].
 pub fn evaluate(
     state: &State,
     nic: &str,
     direction: Direction,
     packet: &Packet,
 ) -> Result<Decision, PolicyError> {
+    match evaluate_before_sessions(state, nic, direction, packet)? {
+        Some(d) => Ok(d),
+        None => evaluate_rules(state, nic, direction, packet),
+    }
+}
+
+/// The steps above sessions, in this order: a family mismatch (malformed), step 0
+/// anti-spoofing, step 1 neighbour discovery, step 2 always-allowed, a later
+/// fragment (step 8), step 3 platform policy. `None` when none of them decides.
+pub fn evaluate_before_sessions(
+    state: &State,
+    nic: &str,
+    direction: Direction,
+    packet: &Packet,
+) -> Result<Option<Decision>, PolicyError> {
     let binding = state.nic(nic)?;
     if packet.src.is_ipv4() != packet.dst.is_ipv4() {
-        return Ok(Decision::drop(Reason::Malformed));
+        return Ok(Some(Decision::drop(Reason::Malformed)));
     }
     // Step 0: anti-spoofing (egress only).
     if direction == Direction::Egress
         && binding.anti_spoof_enabled()
         && let Some(check) = spoofed(binding, packet)
     {
-        return Ok(Decision::drop(Reason::AntiSpoof(check)));
+        return Ok(Some(Decision::drop(Reason::AntiSpoof(check))));
     }
     // Step 1: neighbour discovery passes both ways.
     if packet.is_neighbour_discovery() {
-        return Ok(Decision::accept(Reason::NeighbourDiscovery));
+        return Ok(Some(Decision::accept(Reason::NeighbourDiscovery)));
     }
     // Step 2: always allowed.
     if packet.is_path_mtu() {
-        return Ok(Decision::accept(Reason::AlwaysAllowed(
+        return Ok(Some(Decision::accept(Reason::AlwaysAllowed(
             AlwaysAllowed::PathMtu,
-        )));
+        ))));
     }
     let platform = &state.settings.platform_addresses;
     if platform
         .iter()
         .any(|c| c.contains(&packet.src) || c.contains(&packet.dst))
     {
-        return Ok(Decision::accept(Reason::AlwaysAllowed(
+        return Ok(Some(Decision::accept(Reason::AlwaysAllowed(
             AlwaysAllowed::PlatformAddress,
-        )));
+        ))));
     }
     // Step 8, stated here: without an upper-layer header the remaining steps
     // cannot run; the datagram's first fragment decides.
     if packet.fragment == Fragment::Later {
-        return Ok(Decision::drop(Reason::LaterFragment));
+        return Ok(Some(Decision::drop(Reason::LaterFragment)));
     }
     // Step 3: platform policy.
     if direction == Direction::Egress
@@ -349,9 +468,19 @@ pub fn evaluate(
         && packet.protocol == proto::TCP
         && packet.dst_port == 25
     {
-        return Ok(Decision::drop(Reason::PlatformPort25));
+        return Ok(Some(Decision::drop(Reason::PlatformPort25)));
     }
-    // Step 4 (sessions) is the data plane's: this is the no-session answer.
+    Ok(None)
+}
+
+/// The steps below sessions: step 5 rules, then step 6 defaults. Meaningful only
+/// for a packet [`evaluate_before_sessions`] left undecided.
+pub fn evaluate_rules(
+    state: &State,
+    nic: &str,
+    direction: Direction,
+    packet: &Packet,
+) -> Result<Decision, PolicyError> {
     // Step 5: rules.
     let rules = merged_rules(state, nic, direction)?;
     if let Some(rule) = rules.iter().find(|r| rule_matches(r, direction, packet)) {

@@ -28,8 +28,9 @@ pub mod validate;
 pub use addr::{Cidr, Family};
 pub use error::{DeleteBlocker, PolicyError};
 pub use evaluate::{
-    AlwaysAllowed, Decision, Fragment, Frame, Packet, Reason, SpoofCheck, Verdict, evaluate,
-    evaluate_frame, later_fragment_verdict, starts_session,
+    AlwaysAllowed, Decision, Fragment, Frame, Packet, Quoted, Reason, SpoofCheck, Verdict,
+    evaluate, evaluate_before_sessions, evaluate_frame, evaluate_rules, later_fragment_verdict,
+    starts_session,
 };
 pub use health::{Redundancy, health_check};
 pub use ids::{GroupId, PortListId, PrefixListId, RuleId};
