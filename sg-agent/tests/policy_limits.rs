@@ -6,7 +6,8 @@ mod policy_support;
 use policy_support::{basic, bind, ip, rule, state};
 use sg_agent::policy::{
     BindingMode, Cidr, Family, GroupSpec, InnerPolicy, NicBinding, Peer, PolicyError, PortListSpec,
-    PortRange, PortSpec, PrefixListEntry, PrefixListSpec, Protocol, RuleSpec, State,
+    PortRange, PortSpec, PrefixListEntry, PrefixListSpec, Protocol, RuleSpec, SessionTimeouts,
+    Settings, State, validate_state,
 };
 
 fn err_text<T: std::fmt::Debug>(r: Result<T, PolicyError>) -> String {
@@ -560,4 +561,79 @@ fn a_refused_operation_leaves_the_state_unchanged() {
         Err(PolicyError::NotFound { .. })
     ));
     assert_eq!(s, before);
+}
+
+#[test]
+fn session_timeouts_default_to_spec_values_and_fill_in_from_partial_json() {
+    let t = SessionTimeouts::default();
+    assert_eq!(
+        (
+            t.tcp_handshake_secs,
+            t.tcp_established_secs,
+            t.tcp_closing_secs,
+            t.other_secs
+        ),
+        (60, 910, 10, 910)
+    );
+    assert_eq!(Settings::default().session_timeouts, t);
+    let partial: Settings =
+        serde_json::from_str(r#"{"session_timeouts": {"tcp_closing_secs": 5}}"#).unwrap();
+    assert_eq!(
+        partial.session_timeouts,
+        SessionTimeouts {
+            tcp_closing_secs: 5,
+            ..t
+        }
+    );
+    assert!(partial.block_port_25);
+    let absent: Settings = serde_json::from_str("{}").unwrap();
+    assert_eq!(absent, Settings::default());
+}
+
+#[test]
+fn session_timeouts_are_1_second_to_1_week_each_and_errors_name_the_field() {
+    let fields: [(&str, fn(&mut SessionTimeouts) -> &mut u32); 4] = [
+        ("tcp_handshake_secs", |t| &mut t.tcp_handshake_secs),
+        ("tcp_established_secs", |t| &mut t.tcp_established_secs),
+        ("tcp_closing_secs", |t| &mut t.tcp_closing_secs),
+        ("other_secs", |t| &mut t.other_secs),
+    ];
+    for (name, field) in fields {
+        let mut s = state();
+        for ok in [1, 604_800] {
+            let mut settings = Settings::default();
+            *field(&mut settings.session_timeouts) = ok;
+            s.set_settings(settings.clone()).unwrap();
+            assert_eq!(s.settings, settings);
+        }
+        let before = s.clone();
+        for bad in [0, 604_801, u32::MAX] {
+            let mut settings = Settings::default();
+            *field(&mut settings.session_timeouts) = bad;
+            let e = s.set_settings(settings).expect_err("must be refused");
+            assert_eq!(
+                e,
+                PolicyError::OutOfRange {
+                    field: format!("settings.session_timeouts.{name}"),
+                    value: bad.to_string(),
+                    limit: "1..=604800 seconds".to_owned(),
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("settings.session_timeouts.{name}: {bad} is outside 1..=604800 seconds")
+            );
+            assert_eq!(s, before);
+        }
+    }
+}
+
+#[test]
+fn a_stored_state_with_a_bad_session_timeout_does_not_validate() {
+    let mut s = state();
+    s.settings.session_timeouts.other_secs = 0;
+    let e = err_text(validate_state(&s));
+    assert!(e.contains("settings.session_timeouts.other_secs"), "{e}");
+    // Every operation validates its result, so none commits on such a state.
+    assert!(s.create_group(GroupSpec::basic("g")).is_err());
 }

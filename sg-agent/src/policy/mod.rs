@@ -40,7 +40,7 @@ pub use merge::{NicDefaults, PortMatch, ResolvedRule, merged_rules, nic_defaults
 pub use model::{
     Action, BindingMode, Direction, GroupType, InnerPolicy, NicBinding, Peer, PortList,
     PortListEntry, PortRange, PortSpec, PrefixList, PrefixListEntry, Protocol, Rule, RuleSpec,
-    SecurityGroup, Settings, State,
+    SecurityGroup, SessionTimeouts, Settings, State,
 };
 pub use ops::{CloneOptions, GroupChange, GroupSpec, PortListSpec, PrefixListSpec};
 pub use record::{ImportReport, ImportedRule, SkippedRule};

@@ -615,6 +615,9 @@ pub struct Settings {
     /// Drop egress TCP to port 25 (SPEC §3 step 3); on by default.
     #[serde(default = "yes")]
     pub block_port_25: bool,
+    /// Idle timeouts of sessions (SPEC §4).
+    #[serde(default)]
+    pub session_timeouts: SessionTimeouts,
 }
 
 fn yes() -> bool {
@@ -626,6 +629,55 @@ impl Default for Settings {
         Self {
             platform_addresses: Vec::new(),
             block_port_25: true,
+            session_timeouts: SessionTimeouts::default(),
+        }
+    }
+}
+
+/// Idle timeouts of sessions, in seconds (SPEC §4): a session is alive while its
+/// idle time is below the timeout of its state. Each is 1..=604,800 (a week).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTimeouts {
+    /// TCP until the handshake completes (the initiator's ACK after the
+    /// responder's SYN-ACK); 60 s.
+    #[serde(default = "SessionTimeouts::default_tcp_handshake_secs")]
+    pub tcp_handshake_secs: u32,
+    /// Established TCP, one FIN seen included (half-closed is legal); 910 s.
+    #[serde(default = "SessionTimeouts::default_tcp_established_secs")]
+    pub tcp_established_secs: u32,
+    /// TCP once either side sent RST or both sides sent FIN; 10 s.
+    #[serde(default = "SessionTimeouts::default_tcp_closing_secs")]
+    pub tcp_closing_secs: u32,
+    /// UDP, ICMP echo and every other protocol; 910 s.
+    #[serde(default = "SessionTimeouts::default_other_secs")]
+    pub other_secs: u32,
+}
+
+impl SessionTimeouts {
+    fn default_tcp_handshake_secs() -> u32 {
+        60
+    }
+
+    fn default_tcp_established_secs() -> u32 {
+        910
+    }
+
+    fn default_tcp_closing_secs() -> u32 {
+        10
+    }
+
+    fn default_other_secs() -> u32 {
+        910
+    }
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_handshake_secs: Self::default_tcp_handshake_secs(),
+            tcp_established_secs: Self::default_tcp_established_secs(),
+            tcp_closing_secs: Self::default_tcp_closing_secs(),
+            other_secs: Self::default_other_secs(),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::{
     ids::{GroupId, PortListId, PrefixListId},
     model::{
         GroupType, InnerPolicy, NicBinding, Peer, PortList, PortSpec, PrefixList, Rule, RuleSpec,
-        SecurityGroup, State,
+        SecurityGroup, SessionTimeouts, Settings, State,
     },
 };
 
@@ -43,6 +43,10 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 128;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
 pub const MAX_IFNAME_BYTES: usize = 15;
+/// **Decided**: a session idle timeout is 1 s..=1 week (SPEC §4: configurable).
+pub const SESSION_TIMEOUT_MIN_SECS: u32 = 1;
+/// **Decided**: a session idle timeout is 1 s..=1 week.
+pub const SESSION_TIMEOUT_MAX_SECS: u32 = 604_800;
 
 /// Checks a name: 1..=128 characters, no control characters.
 pub fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
@@ -504,8 +508,35 @@ pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// Checks the agent settings: each session timeout within
+/// `SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS`.
+pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
+    let SessionTimeouts {
+        tcp_handshake_secs,
+        tcp_established_secs,
+        tcp_closing_secs,
+        other_secs,
+    } = settings.session_timeouts;
+    for (name, secs) in [
+        ("tcp_handshake_secs", tcp_handshake_secs),
+        ("tcp_established_secs", tcp_established_secs),
+        ("tcp_closing_secs", tcp_closing_secs),
+        ("other_secs", other_secs),
+    ] {
+        if !(SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS).contains(&secs) {
+            return Err(PolicyError::out_of_range(
+                format!("settings.session_timeouts.{name}"),
+                secs,
+                format!("{SESSION_TIMEOUT_MIN_SECS}..={SESSION_TIMEOUT_MAX_SECS} seconds"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a whole state: every object, every reference, every limit.
 pub fn validate_state(state: &State) -> Result<(), PolicyError> {
+    check_settings(&state.settings)?;
     for (id, list) in &state.prefix_lists {
         if id != &list.id {
             return Err(PolicyError::invalid(
