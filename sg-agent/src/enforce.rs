@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, ffi::CString};
 use crate::{
     compile::{CompileError, Table, compile},
     dataplane::{AttachMode, Binding, Dataplane, Error as DataplaneError},
-    policy::{Direction, State},
+    policy::{Direction, Settings, State},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,8 @@ pub struct Enforcer {
     /// `BPF_PROG_TEST_RUN` leave this off).
     attach: Option<AttachMode>,
     installed: BTreeMap<String, Installed>,
+    /// The settings in force, to see when a change must recheck sessions.
+    settings: Option<Settings>,
 }
 
 impl Enforcer {
@@ -58,6 +60,7 @@ impl Enforcer {
             dp,
             attach,
             installed: BTreeMap::new(),
+            settings: None,
         }
     }
 
@@ -94,11 +97,16 @@ impl Enforcer {
             ));
         }
         self.dp
-            .set_settings(
-                state.settings.block_port_25,
-                &state.settings.platform_addresses,
-            )
+            .set_settings(&state.settings)
             .map_err(|e| EnforceError::Settings(Box::new(e)))?;
+        // The platform addresses and the port-25 block decide packets before
+        // sessions do, and so a session's first packet: when they change,
+        // every NIC's sessions are checked again (timeouts decide nothing).
+        let recheck = self.settings.as_ref().is_some_and(|old| {
+            old.block_port_25 != state.settings.block_port_25
+                || old.platform_addresses != state.settings.platform_addresses
+        });
+        self.settings = Some(state.settings.clone());
         let present: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
         for (name, want) in wanted {
             let same = self.installed.get(&name).is_some_and(|i| {
@@ -113,7 +121,10 @@ impl Enforcer {
                 nic: name.clone(),
                 source: Box::new(source),
             };
-            if same {
+            if same && recheck {
+                let version = self.dp.touch(&name).map_err(err)?;
+                report.installed.extend(version.map(|v| (name.clone(), v)));
+            } else if same {
                 report.unchanged.push(name.clone());
             } else {
                 let version = self

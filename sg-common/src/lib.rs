@@ -11,6 +11,7 @@ pub mod counter;
 pub mod maps;
 pub mod policy;
 pub mod reason;
+pub mod session;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -4,6 +4,7 @@ use crate::policy::{
     AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, OwnAddrKey,
     PortBounds, RuleBits, RuleStats, Settings, TableMeta,
 };
+use crate::session::{SessionEntry, SessionKey};
 
 // SAFETY: each is #[repr(C)], Copy, made of integers and integer arrays, with
 // explicit padding fields: every bit pattern is valid and none is uninitialised.
@@ -20,3 +21,5 @@ unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragVerdict {}
 unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for LastDecision {}
+unsafe impl aya::Pod for SessionKey {}
+unsafe impl aya::Pod for SessionEntry {}

@@ -174,6 +174,11 @@ pub struct OwnAddrKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
     pub flags: u32,
+    /// Explicit padding: always zero.
+    pub pad: u32,
+    /// Session idle timeouts in nanoseconds, by `session::timeout` class.
+    /// Zero (never written) expires every session at once: stateless, never open.
+    pub timeouts_ns: [u64; crate::session::timeout::COUNT],
 }
 
 pub mod settings_flags {
@@ -238,6 +243,7 @@ const _: () = assert!(size_of::<AddrKeyV6>() == 20);
 const _: () = assert!(size_of::<OwnAddrKey>() == 24);
 const _: () = assert!(size_of::<FragKey>() == 48);
 const _: () = assert!(size_of::<LastDecision>() == 24);
+const _: () = assert!(size_of::<Settings>() == 40);
 const _: () = assert!(MAX_INTERVALS == 1 << INTERVAL_SEARCH_STEPS);
 const _: () = assert!(MAX_RANKS >= 1000 + 10);
 const _: () = assert!(MAX_RANKS as usize == WORDS * 64);

@@ -43,11 +43,16 @@ pub const UNBOUND: u32 = 18;
 /// The NIC is bound but its table is missing (never expected): dropped.
 pub const NO_TABLE: u32 = 19;
 
+/// Step 4: a packet of a live session.
+pub const SESSION: u32 = 20;
+/// Step 4: an ICMP error quoting a live session, towards its sender.
+pub const RELATED: u32 = 21;
+
 /// Slots per (NIC, direction) in the reason counters.
 pub const SLOTS: u32 = 32;
 
 /// Names, for the agent's tables (index = reason).
-pub const NAMES: [&str; 20] = [
+pub const NAMES: [&str; 22] = [
     "none",
     "rule",
     "default_intra_group",
@@ -68,4 +73,6 @@ pub const NAMES: [&str; 20] = [
     "fragment_no_first",
     "unbound",
     "no_table",
+    "session",
+    "related",
 ];

@@ -1,6 +1,6 @@
 //! Deciding one packet (SPEC §3): anti-spoofing, what is not IP, what is
-//! always allowed, platform policy, fragments, then the rules and defaults.
-//! Sessions (step 4) are not tracked yet.
+//! always allowed, platform policy, fragments, sessions (`crate::session`),
+//! then the rules and defaults.
 //!
 //! The rules are never walked: each field is looked up once, giving the ranks
 //! of the rules whose condition on that field the packet meets
@@ -24,6 +24,7 @@ use crate::{
         SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
     },
     parse::{FRAG_FIRST, FRAG_LATER, L3_ARP, L3_OTHER, L3_V4, Summary},
+    session,
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -43,7 +44,7 @@ pub struct Decision {
 }
 
 #[inline(always)]
-const fn accept(reason: u32) -> Decision {
+pub const fn accept(reason: u32) -> Decision {
     Decision {
         verdict: verdict::ACCEPT,
         reason,
@@ -52,7 +53,7 @@ const fn accept(reason: u32) -> Decision {
 }
 
 #[inline(always)]
-const fn drop(reason: u32) -> Decision {
+pub const fn drop(reason: u32) -> Decision {
     Decision {
         verdict: verdict::DROP,
         reason,
@@ -89,22 +90,39 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
 
 #[inline(always)]
 fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision {
+    if let Some(d) = before_sessions(cfg, dir, s) {
+        return d;
+    }
+    // Step 4.
+    if let Some(d) = session::lookup(cfg, s) {
+        return d;
+    }
+    let d = rules(tag, dir, s);
+    // Step 7.
+    session::start(cfg, dir, s, &d);
+    d
+}
+
+/// Steps 0 to 3 and the later-fragment step: everything that decides before
+/// sessions are looked at. `None` if the packet gets that far undecided.
+#[inline(always)]
+pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decision> {
     if s.class == sg_common::counter::MALFORMED {
-        return drop(reason::MALFORMED);
+        return Some(drop(reason::MALFORMED));
     }
     let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
     if s.l3 == L3_ARP {
         if guarded && !owns(cfg.nic, &s.src) {
-            return drop(reason::SPOOF_ARP);
+            return Some(drop(reason::SPOOF_ARP));
         }
-        return accept(reason::NOT_IP);
+        return Some(accept(reason::NOT_IP));
     }
     if s.l3 == L3_OTHER {
-        return if guarded {
+        return Some(if guarded {
             drop(reason::SPOOF_ETHERTYPE)
         } else {
             accept(reason::NOT_IP)
-        };
+        });
     }
     let v4 = s.l3 == L3_V4;
     let whole = s.frag != FRAG_LATER;
@@ -113,32 +131,32 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision 
     // Step 0: anti-spoofing.
     if guarded {
         if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg.nic, &s.nd_target)) {
-            return drop(reason::SPOOF_ND_TARGET);
+            return Some(drop(reason::SPOOF_ND_TARGET));
         }
         if !owns(cfg.nic, &s.src) && !spoof_exempt(s, nd) {
-            return drop(reason::SPOOF_SOURCE);
+            return Some(drop(reason::SPOOF_SOURCE));
         }
     }
     // Step 1: neighbour discovery.
     if nd {
-        return accept(reason::NEIGHBOUR_DISCOVERY);
+        return Some(accept(reason::NEIGHBOUR_DISCOVERY));
     }
     // Step 2: path MTU discovery, platform addresses.
     let path_mtu = whole
         && ((v4 && s.proto == IPPROTO_ICMP && s.icmp_type == 3 && s.icmp_code == 4)
             || (icmp6 && s.icmp_type == 2));
     if path_mtu {
-        return accept(reason::PATH_MTU);
+        return Some(accept(reason::PATH_MTU));
     }
     let settings = SG_SETTINGS.get(0).map_or(0, |st| st.flags);
     if settings & settings_flags::PLATFORM_ADDRESSES != 0
         && (platform(v4, &s.src) || platform(v4, &s.dst))
     {
-        return accept(reason::PLATFORM_ADDRESS);
+        return Some(accept(reason::PLATFORM_ADDRESS));
     }
     // Step 8: a later fragment follows its first.
     if !whole {
-        return later_fragment(cfg.nic, dir, s);
+        return Some(later_fragment(cfg.nic, dir, s));
     }
     // Step 3: platform policy.
     if dir == DIR_EGRESS
@@ -146,13 +164,18 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision 
         && s.dport == 25
         && settings & settings_flags::BLOCK_PORT_25 != 0
     {
-        return drop(reason::PORT_25);
+        return Some(drop(reason::PORT_25));
     }
-    // Steps 5 and 6: rules, then defaults.
+    None
+}
+
+/// Steps 5 and 6: the rules of table `tag` (direction `dir`), then the defaults.
+#[inline(always)]
+pub fn rules(tag: u32, dir: u32, s: &Summary) -> Decision {
     let Some(meta) = SG_TABLES.get(tag) else {
         return drop(reason::NO_TABLE);
     };
-    let rank = classify(tag, meta, dir, v4, s);
+    let rank = classify(tag, meta, dir, s.l3 == L3_V4, s);
     if rank == NO_RANK {
         return Decision {
             verdict: meta.default_verdict,

@@ -17,6 +17,7 @@ mod decide;
 mod maps;
 mod packet;
 mod parse;
+mod session;
 
 use aya_ebpf::{
     EbpfContext as _,

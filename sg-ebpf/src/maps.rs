@@ -9,12 +9,13 @@ use aya_ebpf::{
 use sg_common::{
     maps::{
         ADDR_ENTRIES, BITS_ENTRIES, COUNTERS_LEN, FRAG_ENTRIES, OWN_ADDR_ENTRIES, PLATFORM_ENTRIES,
-        REASONS_LEN, RULE_STATS_LEN,
+        REASONS_LEN, RULE_STATS_LEN, SESSION_ENTRIES,
     },
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, MAX_NICS,
         MAX_TABLES, OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta,
     },
+    session::{SessionEntry, SessionKey},
 };
 
 /// Packet counters by hook and parse class. Key: `counter::index(hook, counter)`.
@@ -62,7 +63,7 @@ pub static SG_PLAT4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(PLATFORM_
 pub static SG_PLAT6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PLATFORM_ENTRIES, 0);
 
 /// Agent settings, index 0.
-#[map(name = "SG_SETTINGS_V1")]
+#[map(name = "SG_SETTINGS_V2")]
 pub static SG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// First fragments' verdicts, for the later fragments of their datagram.
@@ -83,9 +84,22 @@ pub static SG_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS_
 #[map(name = "SG_LAST_V1")]
 pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch space for the parsed summary (index 0). Going through map memory
+/// Sessions (SPEC §4), shared by both programs. The agent sets the capacity
+/// at load time; LRU: when full, the least recently used session goes, and
+/// its next packet is decided by the rules again.
+#[map(name = "SG_SESSIONS_V1")]
+pub static SG_SESSIONS: LruHashMap<SessionKey, SessionEntry> =
+    LruHashMap::with_max_entries(SESSION_ENTRIES, 0);
+
+/// Session events by `session::event`, per CPU.
+#[map(name = "SG_SESSION_EVENTS_V1")]
+pub static SG_SESSION_EVENTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(sg_common::session::event::COUNT, 0);
+
+/// Scratch space for the parsed summary (index 0) and for a session's first
+/// packet rebuilt for revalidation (index 1). Going through map memory
 /// makes every parser path reach the decision with the same, imprecise
 /// verifier state, so the verifier checks the decision once rather than once
 /// per parser path (which exceeded its one-million-instruction budget).
-#[map(name = "SG_SCRATCH_V1")]
-pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "SG_SCRATCH_V2")]
+pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(2, 0);

@@ -51,6 +51,10 @@ pub struct Summary {
     pub dst: [u8; 16],
     /// Only meaningful when `has_nd_target`.
     pub nd_target: [u8; 16],
+    /// The addresses of the header an ICMP error quotes; only meaningful
+    /// when `has_quote`.
+    pub q_src: [u8; 16],
+    pub q_dst: [u8; 16],
     pub class: u32,
     pub bad: u32,
     pub markers: u32,
@@ -71,6 +75,17 @@ pub struct Summary {
     pub frag: u8,
     /// An ICMPv6 neighbour advertisement's target was read into `nd_target`.
     pub has_nd_target: bool,
+    /// The identifier of an ICMP/ICMPv6 echo request or reply.
+    pub icmp_id: u16,
+    /// The quoted header's protocol and ports (the echo identifier, twice,
+    /// for a quoted echo; 0 for protocols without ports).
+    pub q_sport: u16,
+    pub q_dport: u16,
+    pub q_proto: u8,
+    /// An ICMP error's quoted header was read into the `q_*` fields: IP of
+    /// the packet's family, first fragment, and (for TCP, UDP and echo) the
+    /// port bytes present. ICMP errors quoting anything else relate to nothing.
+    pub has_quote: bool,
 }
 
 pub const L3_OTHER: u8 = 0;
@@ -82,6 +97,42 @@ pub const FRAG_FIRST: u8 = 1;
 pub const FRAG_LATER: u8 = 2;
 
 const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// ICMP (IPv4) destination unreachable, time exceeded, parameter problem.
+#[inline(always)]
+pub fn icmp4_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 11 | 12)
+}
+
+/// ICMPv6 destination unreachable, packet too big, time exceeded, parameter problem.
+#[inline(always)]
+pub fn icmp6_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 1..=4)
+}
+
+/// An echo request or reply of the family (`v4`): the messages keyed by identifier.
+#[inline(always)]
+pub fn echo(v4: bool, icmp_type: u8) -> bool {
+    if v4 {
+        icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY
+    } else {
+        icmp_type == ICMPV6_ECHO_REQUEST || icmp_type == ICMPV6_ECHO_REPLY
+    }
+}
+
+/// The echo request type of the family.
+#[inline(always)]
+pub const fn echo_request(v4: bool) -> u8 {
+    if v4 {
+        ICMP_ECHO_REQUEST
+    } else {
+        ICMPV6_ECHO_REQUEST
+    }
+}
 
 /// Writes `::ffff:a.b.c.d` into an address slot of the summary.
 #[inline(always)]
@@ -100,7 +151,7 @@ fn put_mapped(dst: &mut [u8; 16], v4: [u8; 4]) {
     clippy::cast_ptr_alignment,
     reason = "Summary is 8-byte aligned and its addresses sit at offsets 0, 16 and 32"
 )]
-fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
+pub fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
     let p = dst.as_mut_ptr().cast::<u64>();
     // SAFETY: `dst` is an address field of `Summary`, which is 8-byte aligned
     // with its addresses at offsets 0, 16 and 32.
@@ -178,6 +229,11 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
         write_volatile(&raw mut s.tcp_flags, 0);
         write_volatile(&raw mut s.frag, FRAG_NONE);
         write_volatile(&raw mut s.has_nd_target, false);
+        write_volatile(&raw mut s.icmp_id, 0);
+        write_volatile(&raw mut s.q_sport, 0);
+        write_volatile(&raw mut s.q_dport, 0);
+        write_volatile(&raw mut s.q_proto, 0);
+        write_volatile(&raw mut s.has_quote, false);
     }
     let Some(eth) = pkt.read::<EthHdr>(0) else {
         return s.malformed(BAD_L2);
@@ -359,6 +415,17 @@ fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: &mut Summary)
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             s.icmp_type = head[0];
             s.icmp_code = head[1];
+            let v4 = s.l3 == L3_V4;
+            // Only ICMP of the packet's own family has echo and error semantics.
+            if v4 == (proto == IPPROTO_ICMP) {
+                if echo(v4, head[0]) {
+                    if let Some(id) = pkt.be16(off + 4) {
+                        s.icmp_id = id;
+                    }
+                } else if (v4 && icmp4_error(head[0])) || (!v4 && icmp6_error(head[0])) {
+                    quote(pkt, v4, off + 8, end, s);
+                }
+            }
             // A neighbour advertisement's target follows the 8-byte header.
             if proto == IPPROTO_ICMPV6
                 && head[0] == ICMPV6_NEIGHBOR_ADVERT
@@ -372,4 +439,63 @@ fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: &mut Summary)
         _ => {}
     }
     s.class(class);
+}
+
+/// Reads the header an ICMP error quotes, starting at `off`, into the `q_*`
+/// fields. Leaves `has_quote` false if it is not a whole enough header of
+/// the family `v4` (see [`Summary::has_quote`]).
+#[inline(always)]
+fn quote(pkt: &Packet, v4: bool, off: usize, end: usize, s: &mut Summary) {
+    let (proto, l4) = if v4 {
+        let Some(ip) = pkt.read::<Ipv4Hdr>(off) else {
+            return;
+        };
+        let ihl = usize::from(ip.vihl & 0x0f) * 4;
+        if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || u16::from_be_bytes(ip.frags) & 0x1fff != 0 {
+            return;
+        }
+        put_mapped(&mut s.q_src, ip.src_addr);
+        put_mapped(&mut s.q_dst, ip.dst_addr);
+        (ip.proto, off + ihl)
+    } else {
+        let Some(ip) = pkt.read::<Ipv6Hdr>(off) else {
+            return;
+        };
+        // A quoted extension chain is not walked: such an error relates to nothing.
+        if ip.vcf[0] >> 4 != 6 || is_ipv6_ext(ip.next_hdr) {
+            return;
+        }
+        let (hi, lo) = words(ip.src_addr);
+        put_words(&mut s.q_src, hi, lo);
+        let (hi, lo) = words(ip.dst_addr);
+        put_words(&mut s.q_dst, hi, lo);
+        (ip.next_hdr, off + Ipv6Hdr::LEN)
+    };
+    let icmp = if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+    // A quote is cut wherever the error's sender chose: what is read must
+    // lie inside the error's own datagram.
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        let Some(ports) = pkt.read::<[u8; 4]>(l4) else {
+            return;
+        };
+        if l4 + 4 > end {
+            return;
+        }
+        s.q_sport = u16::from_be_bytes([ports[0], ports[1]]);
+        s.q_dport = u16::from_be_bytes([ports[2], ports[3]]);
+    } else if proto == icmp {
+        let Some(h) = pkt.read::<[u8; 6]>(l4) else {
+            return;
+        };
+        if l4 + 6 > end || !echo(v4, h[0]) {
+            return;
+        }
+        let id = u16::from_be_bytes([h[4], h[5]]);
+        s.q_sport = id;
+        s.q_dport = id;
+    } else if l4 > end {
+        return;
+    }
+    s.q_proto = proto;
+    s.has_quote = true;
 }

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod bench;
 pub mod capture;
 pub mod classify;
+pub mod flow;
 pub mod packet;
 pub mod policygen;
 pub mod probe;

@@ -161,6 +161,7 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
     let settings = Settings {
         platform_addresses,
         block_port_25: rng.chance(70),
+        ..Settings::default()
     };
     s.set_settings(settings).expect("settings");
     let enterprise = rng.chance(25);

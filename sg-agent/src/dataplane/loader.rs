@@ -6,7 +6,7 @@
 use std::ffi::CString;
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     maps::MapError,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -15,7 +15,9 @@ use aya::{
     },
     util::KernelVersion,
 };
-use sg_common::maps::{PROG_TC_EGRESS, PROG_XDP};
+use sg_common::maps::{PROG_TC_EGRESS, PROG_XDP, SESSION_ENTRIES, SESSIONS};
+
+use crate::policy::Settings;
 
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));
@@ -54,6 +56,10 @@ pub enum Error {
     AlreadyAttached(String),
     #[error("more than {0} NICs: the data plane's tables are full")]
     TooManyNics(u32),
+    #[error("pinning or opening pinned map {0}: {1}")]
+    Pin(std::path::PathBuf, String),
+    #[error("session capacity: must be at least 1")]
+    SessionCapacity,
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),
 }
@@ -98,12 +104,23 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the object and both programs into the kernel (the verifier runs
-    /// here). Nothing is attached yet.
+    /// here), with the default session capacity. Nothing is attached yet.
     pub fn load() -> Result<Self, Error> {
+        Self::load_with(SESSION_ENTRIES)
+    }
+
+    /// [`Dataplane::load`] with a session table of `session_capacity` entries.
+    pub fn load_with(session_capacity: u32) -> Result<Self, Error> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
-        let mut ebpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        if session_capacity == 0 {
+            return Err(Error::SessionCapacity);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(SESSIONS, session_capacity)
+            .load(OBJECT)
+            .map_err(Error::Load)?;
         xdp_mut(&mut ebpf)?
             .load()
             .map_err(|source| Error::Program {
@@ -119,7 +136,7 @@ impl Dataplane {
             attachments: std::collections::BTreeMap::new(),
             nics: super::writer::Nics::default(),
         };
-        dp.set_settings(true, &[])?;
+        dp.set_settings(&Settings::default())?;
         Ok(dp)
     }
 

@@ -3,6 +3,7 @@
 
 mod counters;
 mod loader;
+pub mod sessions;
 mod writer;
 
 pub use counters::Counters;

@@ -30,13 +30,30 @@ use sg_common::{
         settings_flags, table_tag,
     },
     reason,
+    session::timeout,
 };
 
 use super::{Dataplane, Error};
 use crate::{
     compile::{Prefix, Rank, Table, mapped},
-    policy::{BindingMode, Cidr},
+    policy::{self, BindingMode, Cidr, SessionTimeouts},
 };
+
+fn next_version(last: &mut u32) -> u32 {
+    *last = last.wrapping_add(1).max(1);
+    *last
+}
+
+/// The kernel's timeout table (`session::timeout` classes) in nanoseconds.
+fn timeouts_ns(t: &SessionTimeouts) -> [u64; timeout::COUNT] {
+    let ns = |secs: u32| u64::from(secs) * 1_000_000_000;
+    let mut out = [0; timeout::COUNT];
+    out[timeout::TCP_HANDSHAKE] = ns(t.tcp_handshake_secs);
+    out[timeout::TCP_ESTABLISHED] = ns(t.tcp_established_secs);
+    out[timeout::TCP_CLOSING] = ns(t.tcp_closing_secs);
+    out[timeout::OTHER] = ns(t.other_secs);
+    out
+}
 
 /// How long a slot stays untouched after it stops being in force. A program
 /// run that read the old config finishes in microseconds; this is generous.
@@ -74,6 +91,9 @@ struct Nic {
 #[derive(Default)]
 pub struct Nics {
     by_name: BTreeMap<String, Nic>,
+    /// The last policy version handed out. Versions are unique across NICs and
+    /// rebinds, so a session never finds its version current by coincidence.
+    last_version: u32,
 }
 
 /// How a NIC is bound.
@@ -96,7 +116,7 @@ pub struct RuleHits {
     pub bytes: u64,
 }
 
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+pub(super) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
 
@@ -112,9 +132,11 @@ impl Dataplane {
         self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
     }
 
-    /// Writes the global settings: the port-25 block and platform addresses.
-    pub fn set_settings(&mut self, block_port_25: bool, platform: &[Cidr]) -> Result<(), Error> {
-        let mut flags = if block_port_25 {
+    /// Writes the global settings: the port-25 block, platform addresses and
+    /// session timeouts.
+    pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
+        let platform = &settings.platform_addresses;
+        let mut flags = if settings.block_port_25 {
             settings_flags::BLOCK_PORT_25
         } else {
             0
@@ -124,7 +146,15 @@ impl Dataplane {
         }
         Array::<_, Settings>::try_from(self.map_mut(SETTINGS)?)
             .map_err(map_err(SETTINGS))?
-            .set(0, &Settings { flags }, 0)
+            .set(
+                0,
+                &Settings {
+                    flags,
+                    pad: 0,
+                    timeouts_ns: timeouts_ns(&settings.session_timeouts),
+                },
+                0,
+            )
             .map_err(map_err(SETTINGS))?;
         let mut want4 = BTreeSet::new();
         let mut want6 = BTreeSet::new();
@@ -212,7 +242,7 @@ impl Dataplane {
                 tc_dir,
                 flags,
                 slot,
-                version: n.config.version.wrapping_add(1),
+                version: next_version(&mut self.nics.last_version),
             };
             n.switched_at = Some(Instant::now());
             n.config
@@ -228,8 +258,24 @@ impl Dataplane {
         Ok(config.version)
     }
 
+    /// Gives NIC `name` a new policy version without changing its tables, so
+    /// its sessions are checked again (used when settings that decide packets
+    /// before the rules changed). Returns the new version.
+    pub fn touch(&mut self, name: &str) -> Result<Option<u32>, Error> {
+        let Some(n) = self.nics.by_name.get_mut(name) else {
+            return Ok(None);
+        };
+        n.config.version = next_version(&mut self.nics.last_version);
+        let (ifindex, config) = (n.ifindex, n.config);
+        HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
+            .map_err(map_err(IFACES))?
+            .insert(&ifindex, &config, 0)
+            .map_err(map_err(IFACES))?;
+        Ok(Some(config.version))
+    }
+
     /// Unbinds NIC `name`: its interface passes untouched again, and its
-    /// tables and addresses are removed.
+    /// tables, addresses and sessions are removed.
     pub fn unbind(&mut self, name: &str) -> Result<(), Error> {
         let Some(n) = self.nics.by_name.get(name) else {
             return Ok(());
@@ -249,6 +295,11 @@ impl Dataplane {
             }
         }
         self.write_own(name, id, &[])?;
+        // Its id may go to another NIC: none of its sessions may carry over.
+        self.flush_sessions(&super::sessions::Filter {
+            nic: Some(id),
+            ..Default::default()
+        })?;
         self.nics.by_name.remove(name);
         Ok(())
     }

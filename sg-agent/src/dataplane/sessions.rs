@@ -1,0 +1,293 @@
+//! Reading and flushing the session table (SPEC §4), either through a loaded
+//! [`Dataplane`] or through the maps a running agent pinned ([`Pinned`]).
+
+use std::{
+    borrow::{Borrow, BorrowMut},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use serde::Serialize;
+use sg_common::{
+    maps::{IFACES, SESSION_EVENTS, SESSIONS, SETTINGS},
+    policy::{DIR_INGRESS, IfaceConfig, Settings},
+    session::{SIDE_A, SessionEntry, SessionKey, event, timeout},
+};
+
+use super::{Dataplane, Error, writer::map_err};
+use crate::policy::Cidr;
+
+/// Which sessions an operation applies to; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The data plane's NIC id.
+    pub nic: Option<u32>,
+    pub protocol: Option<u8>,
+    /// Either endpoint's address lies in this prefix.
+    pub address: Option<Cidr>,
+    /// Either endpoint's port (or echo identifier) is this.
+    pub port: Option<u16>,
+}
+
+/// One endpoint: address and port (the identifier for ICMP echo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// A session as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    /// The data plane's NIC id (see [`Dataplane::nic_id`]).
+    pub nic: u32,
+    pub protocol: u8,
+    /// The endpoint that sent the first packet, and the other.
+    pub initiator: Endpoint,
+    pub responder: Endpoint,
+    /// The policy direction of the first packet: `ingress` or `egress`.
+    pub direction: &'static str,
+    /// `handshake`, `established`, `closing` (TCP) or `active`.
+    pub state: &'static str,
+    /// Since the first packet, and since the latest.
+    pub age: Duration,
+    pub idle: Duration,
+    /// The NIC's policy version the session was last found allowed under.
+    pub policy_version: u32,
+    /// Idle below its timeout. Expired entries count as absent to the data
+    /// plane and are removed by their next packet or by the LRU.
+    pub live: bool,
+}
+
+fn address(w: [u64; 2], family: u8) -> IpAddr {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&w[0].to_ne_bytes());
+    b[8..].copy_from_slice(&w[1].to_ne_bytes());
+    let v6 = Ipv6Addr::from(b);
+    if family == 4 {
+        IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED))
+    } else {
+        IpAddr::V6(v6)
+    }
+}
+
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+fn describe(k: &SessionKey, e: &SessionEntry, now: u64, timeouts: &[u64]) -> Session {
+    let a = Endpoint {
+        address: address(k.a, k.family),
+        port: k.port_a,
+    };
+    let b = Endpoint {
+        address: address(k.b, k.family),
+        port: k.port_b,
+    };
+    let (initiator, responder) = if e.initiator == SIDE_A {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let class = timeout::class(k.proto, e.tcp);
+    let state = match class {
+        timeout::TCP_HANDSHAKE => "handshake",
+        timeout::TCP_ESTABLISHED => "established",
+        timeout::TCP_CLOSING => "closing",
+        _ => "active",
+    };
+    let idle = now.saturating_sub(e.last_seen);
+    Session {
+        nic: k.nic,
+        protocol: k.proto,
+        initiator,
+        responder,
+        direction: if u32::from(e.first_dir) == DIR_INGRESS {
+            "ingress"
+        } else {
+            "egress"
+        },
+        state,
+        age: Duration::from_nanos(now.saturating_sub(e.created)),
+        idle: Duration::from_nanos(idle),
+        policy_version: e.version,
+        live: idle < timeouts.get(class).copied().unwrap_or(0),
+    }
+}
+
+impl Filter {
+    fn matches(&self, k: &SessionKey) -> bool {
+        let a = address(k.a, k.family);
+        let b = address(k.b, k.family);
+        self.nic.is_none_or(|n| n == k.nic)
+            && self.protocol.is_none_or(|p| p == k.proto)
+            && self
+                .address
+                .is_none_or(|c| c.contains(&a) || c.contains(&b))
+            && self.port.is_none_or(|p| p == k.port_a || p == k.port_b)
+    }
+}
+
+fn sessions_of<T: Borrow<MapData>>(
+    map: &HashMap<T, SessionKey, SessionEntry>,
+) -> Vec<(SessionKey, SessionEntry)> {
+    // Entries may vanish while we walk (LRU, packets): skip what errs.
+    map.iter().filter_map(Result::ok).collect()
+}
+
+fn list_in<T: Borrow<MapData>>(
+    map: &HashMap<T, SessionKey, SessionEntry>,
+    settings: &Settings,
+    filter: &Filter,
+) -> Vec<Session> {
+    let now = monotonic_ns();
+    let mut out: Vec<Session> = sessions_of(map)
+        .iter()
+        .filter(|(k, _)| filter.matches(k))
+        .map(|(k, e)| describe(k, e, now, &settings.timeouts_ns))
+        .collect();
+    out.sort_by(|x, y| (x.nic, x.age).cmp(&(y.nic, y.age)).reverse());
+    out
+}
+
+fn flush_in<T: BorrowMut<MapData>>(
+    map: &mut HashMap<T, SessionKey, SessionEntry>,
+    filter: &Filter,
+) -> usize {
+    let keys: Vec<SessionKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| filter.matches(k))
+        .collect();
+    keys.iter().filter(|k| map.remove(k).is_ok()).count()
+}
+
+impl Dataplane {
+    /// The sessions matching `filter`, newest first within each NIC.
+    pub fn sessions(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
+        let map = self.ebpf.map(SESSIONS).ok_or(Error::MissingMap(SESSIONS))?;
+        let map =
+            HashMap::<_, SessionKey, SessionEntry>::try_from(map).map_err(map_err(SESSIONS))?;
+        Ok(list_in(&map, &self.settings_value()?, filter))
+    }
+
+    /// Removes the sessions matching `filter`; returns how many went. The next
+    /// packet of a removed session is decided by the rules again.
+    pub fn flush_sessions(&mut self, filter: &Filter) -> Result<usize, Error> {
+        let map = self
+            .ebpf
+            .map_mut(SESSIONS)
+            .ok_or(Error::MissingMap(SESSIONS))?;
+        let mut map =
+            HashMap::<_, SessionKey, SessionEntry>::try_from(map).map_err(map_err(SESSIONS))?;
+        Ok(flush_in(&mut map, filter))
+    }
+
+    /// Session events (`sg_common::session::event`) summed over CPUs.
+    pub fn session_events(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        let map = self
+            .ebpf
+            .map(SESSION_EVENTS)
+            .ok_or(Error::MissingMap(SESSION_EVENTS))?;
+        let arr = PerCpuArray::<_, u64>::try_from(map).map_err(map_err(SESSION_EVENTS))?;
+        event::NAMES
+            .iter()
+            .zip(0u32..)
+            .map(|(name, i)| {
+                let v = arr.get(&i, 0).map_err(map_err(SESSION_EVENTS))?;
+                Ok((*name, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    fn settings_value(&self) -> Result<Settings, Error> {
+        let map = self.ebpf.map(SETTINGS).ok_or(Error::MissingMap(SETTINGS))?;
+        Array::<_, Settings>::try_from(map)
+            .map_err(map_err(SETTINGS))?
+            .get(&0, 0)
+            .map_err(map_err(SETTINGS))
+    }
+
+    /// Pins the maps the session commands of another process need
+    /// ([`Pinned`]) under `dir`, which is created. Unpinned by [`unpin`].
+    pub fn pin_for_cli(&mut self, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.to_path_buf(), e.to_string()))?;
+        for name in [SESSIONS, IFACES, SETTINGS] {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            self.ebpf
+                .map_mut(name)
+                .ok_or(Error::MissingMap(name))?
+                .pin(&path)
+                .map_err(|e| Error::Pin(path, e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes what [`Dataplane::pin_for_cli`] pinned under `dir`.
+pub fn unpin(dir: &Path) {
+    for name in [SESSIONS, IFACES, SETTINGS] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Where an agent serving the network namespace with inode `netns` pins.
+pub fn pin_dir(netns_inode: u64) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/sg/ns-{netns_inode}"))
+}
+
+/// The session maps of a running agent, opened through its pins.
+pub struct Pinned {
+    sessions: HashMap<MapData, SessionKey, SessionEntry>,
+    ifaces: HashMap<MapData, u32, IfaceConfig>,
+    settings: Array<MapData, Settings>,
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let open = |name: &'static str| {
+            let path = dir.join(name);
+            MapData::from_pin(&path).map_err(|e| Error::Pin(path, e.to_string()))
+        };
+        Ok(Self {
+            sessions: HashMap::try_from(Map::LruHashMap(open(SESSIONS)?))
+                .map_err(map_err(SESSIONS))?,
+            ifaces: HashMap::try_from(Map::HashMap(open(IFACES)?)).map_err(map_err(IFACES))?,
+            settings: Array::try_from(Map::Array(open(SETTINGS)?)).map_err(map_err(SETTINGS))?,
+        })
+    }
+
+    /// The NIC id bound to interface index `ifindex`.
+    pub fn nic_of(&self, ifindex: u32) -> Option<u32> {
+        self.ifaces.get(&ifindex, 0).ok().map(|c| c.nic)
+    }
+
+    /// The interface index NIC id `nic` is bound to.
+    pub fn ifindex_of(&self, nic: u32) -> Option<u32> {
+        self.ifaces
+            .iter()
+            .filter_map(Result::ok)
+            .find(|(_, c)| c.nic == nic)
+            .map(|(i, _)| i)
+    }
+
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
+        let settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
+        Ok(list_in(&self.sessions, &settings, filter))
+    }
+
+    pub fn flush(&mut self, filter: &Filter) -> usize {
+        flush_in(&mut self.sessions, filter)
+    }
+}

@@ -1,0 +1,325 @@
+//! Sessions (SPEC §3 step 4, step 7 and §4).
+//!
+//! One LRU hash, shared by both programs, holds every NIC's sessions under a
+//! normalised key (`sg_common::session`), so a packet and its reply find the
+//! same entry with one lookup. An entry counts only while it is *live* (idle
+//! below its timeout) and *allowed*: after the NIC's policy version changed,
+//! the session's first packet is rebuilt and decided again under the policy
+//! in force; if that is no longer an accept, the entry goes and the packet is
+//! decided by the rules as if it never had one.
+
+use core::ptr::write_volatile;
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use sg_common::{
+    counter,
+    policy::{IfaceConfig, table_tag, verdict},
+    reason,
+    session::{SIDE_A, SIDE_B, SessionEntry, SessionKey, event, tcp, timeout},
+};
+
+use crate::{
+    decide::{Decision, accept, before_sessions, rules},
+    maps::{SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
+    parse::{
+        FRAG_NONE, L3_V4, L3_V6, Summary, echo, echo_request, icmp4_error, icmp6_error, put_words,
+    },
+};
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// The 16 address bytes of a summary field as two native-order words.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "Summary is 8-byte aligned and its addresses sit at multiples of 16"
+)]
+fn words(a: &[u8; 16]) -> [u64; 2] {
+    let p = a.as_ptr().cast::<u64>();
+    // SAFETY: an address field of `Summary` (see its layout).
+    unsafe { [p.read(), p.add(1).read()] }
+}
+
+/// The normalised key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a tuple has this many fields")]
+fn key(
+    nic: u32,
+    v4: bool,
+    proto: u8,
+    src: &[u8; 16],
+    sport: u16,
+    dst: &[u8; 16],
+    dport: u16,
+) -> (SessionKey, u8) {
+    let s = words(src);
+    let d = words(dst);
+    let src_first = (s[0], s[1], sport) <= (d[0], d[1], dport);
+    let (a, port_a, b, port_b, side) = if src_first {
+        (s, sport, d, dport, SIDE_A)
+    } else {
+        (d, dport, s, sport, SIDE_B)
+    };
+    let key = SessionKey {
+        a,
+        b,
+        nic,
+        port_a,
+        port_b,
+        proto,
+        family: if v4 { 4 } else { 6 },
+        pad16: 0,
+        pad32: 0,
+    };
+    (key, side)
+}
+
+/// The session key of a packet (not a later fragment): ports for TCP and
+/// UDP, the identifier for echo, none for other ICMP, no ports otherwise.
+#[inline(always)]
+fn packet_key(nic: u32, s: &Summary) -> Option<(SessionKey, u8)> {
+    let v4 = s.l3 == L3_V4;
+    let (sport, dport) = match s.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (s.sport, s.dport),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if !own_icmp(v4, s.proto) || !echo(v4, s.icmp_type) {
+                return None;
+            }
+            (s.icmp_id, s.icmp_id)
+        }
+        _ => (0, 0),
+    };
+    Some(key(nic, v4, s.proto, &s.src, sport, &s.dst, dport))
+}
+
+/// ICMP of the packet's own family (ICMP in IPv4, ICMPv6 in IPv6).
+#[inline(always)]
+fn own_icmp(v4: bool, proto: u8) -> bool {
+    proto == if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 }
+}
+
+#[inline(always)]
+fn count(ev: u32) {
+    if let Some(c) = SG_SESSION_EVENTS.get_ptr_mut(ev) {
+        // SAFETY: this CPU's slot.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Whether the session has been idle for its timeout or longer.
+#[inline(always)]
+fn expired(e: &SessionEntry, proto: u8, now: u64) -> bool {
+    let class = timeout::class(proto, e.tcp) & (timeout::COUNT - 1);
+    let limit = SG_SETTINGS.get(0).map_or(0, |st| st.timeouts_ns[class]);
+    // Another CPU may have stamped the entry after this one read the clock.
+    now.saturating_sub(e.last_seen) >= limit
+}
+
+/// Whether the session is allowed under the policy in force: trivially if it
+/// was found allowed under this version, else by deciding its first packet
+/// again (and remembering the version if it passes).
+#[inline(always)]
+fn allowed(cfg: &IfaceConfig, k: &SessionKey, e: &mut SessionEntry) -> bool {
+    if e.version == cfg.version {
+        return true;
+    }
+    let Some(first) = first_packet(k, e) else {
+        return false;
+    };
+    let dir = u32::from(e.first_dir & 1);
+    let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
+    let d = before_sessions(cfg, dir, first).unwrap_or_else(|| rules(tag, dir, first));
+    if d.verdict != verdict::ACCEPT {
+        return false;
+    }
+    e.version = cfg.version;
+    count(event::REVALIDATED);
+    true
+}
+
+/// Rebuilds the session's first packet in scratch slot 1: the initiator's
+/// endpoint as source, a SYN for TCP, an echo request for ICMP.
+#[inline(always)]
+fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
+    let slot = SG_SCRATCH.get_ptr_mut(1)?;
+    let v4 = k.family == 4;
+    let (src, sport, dst, dport) = if e.initiator == SIDE_A {
+        (k.a, k.port_a, k.b, k.port_b)
+    } else {
+        (k.b, k.port_b, k.a, k.port_a)
+    };
+    let icmp_type = if own_icmp(v4, k.proto) {
+        echo_request(v4)
+    } else {
+        0
+    };
+    let flags = if k.proto == IPPROTO_TCP { TCP_SYN } else { 0 };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    // Volatile stores, as in `parse::classify`, keep LLVM from a memset call.
+    unsafe {
+        let f = &mut *slot;
+        put_words(&mut f.src, src[0], src[1]);
+        put_words(&mut f.dst, dst[0], dst[1]);
+        write_volatile(&raw mut f.class, counter::OTHER_L4);
+        write_volatile(&raw mut f.bad, 0);
+        write_volatile(&raw mut f.markers, 0);
+        write_volatile(&raw mut f.frag_id, 0);
+        write_volatile(&raw mut f.sport, sport);
+        write_volatile(&raw mut f.dport, dport);
+        write_volatile(&raw mut f.l3, if v4 { L3_V4 } else { L3_V6 });
+        write_volatile(&raw mut f.proto, k.proto);
+        write_volatile(&raw mut f.icmp_type, icmp_type);
+        write_volatile(&raw mut f.icmp_code, 0);
+        write_volatile(&raw mut f.tcp_flags, flags);
+        write_volatile(&raw mut f.frag, FRAG_NONE);
+        write_volatile(&raw mut f.has_nd_target, false);
+        write_volatile(&raw mut f.icmp_id, sport);
+        write_volatile(&raw mut f.has_quote, false);
+        Some(&*core::hint::black_box(slot))
+    }
+}
+
+/// The TCP progress after a packet with `flags` from `side`.
+#[inline(always)]
+fn advance(bits: u8, side: u8, initiator: u8, flags: u8) -> u8 {
+    let mut next = bits;
+    if flags & TCP_RST != 0 {
+        next |= tcp::RST;
+    }
+    if flags & TCP_FIN != 0 {
+        next |= if side == SIDE_A {
+            tcp::FIN_A
+        } else {
+            tcp::FIN_B
+        };
+    }
+    let handshake = flags & (TCP_SYN | TCP_ACK);
+    if side == initiator {
+        if handshake == TCP_ACK && bits & tcp::SYNACK != 0 {
+            next |= tcp::ESTABLISHED;
+        }
+    } else if handshake == TCP_SYN | TCP_ACK {
+        next |= tcp::SYNACK;
+    }
+    next
+}
+
+/// Step 4: the decision for a packet of a live, allowed session, or for an
+/// ICMP error related to one; `None` to go on to the rules. Entries found
+/// expired or no longer allowed are removed on the way.
+#[inline(always)]
+pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
+    let v4 = s.l3 == L3_V4;
+    if own_icmp(v4, s.proto)
+        && ((v4 && icmp4_error(s.icmp_type)) || (!v4 && icmp6_error(s.icmp_type)))
+    {
+        return related(cfg, v4, s);
+    }
+    let (k, side) = packet_key(cfg.nic, s)?;
+    let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
+    // SAFETY: a value of the session map; other CPUs may write the same entry
+    // (last writer wins on timestamps and TCP bits, which only cost timing).
+    let e = unsafe { &mut *ptr };
+    let now = now();
+    let bits = e.tcp;
+    let tcp_packet = s.proto == IPPROTO_TCP;
+    if expired(e, s.proto, now) {
+        return gone(&k, event::EXPIRED);
+    }
+    if !allowed(cfg, &k, e) {
+        return gone(&k, event::REVOKED);
+    }
+    if tcp_packet && tcp::closing(bits) && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return gone(&k, event::REOPENED);
+    }
+    e.last_seen = now;
+    if tcp_packet {
+        let next = advance(bits, side, e.initiator, s.tcp_flags);
+        if next != bits {
+            e.tcp = next;
+        }
+    }
+    Some(accept(reason::SESSION))
+}
+
+/// An ICMP error: related if it quotes a live, allowed session and goes to
+/// the quoted packet's sender. It neither refreshes nor advances the session.
+#[inline(always)]
+fn related(cfg: &IfaceConfig, v4: bool, s: &Summary) -> Option<Decision> {
+    if !s.has_quote || words(&s.dst) != words(&s.q_src) {
+        return None;
+    }
+    let (k, _) = key(
+        cfg.nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport,
+    );
+    let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
+    // SAFETY: as in `lookup`.
+    let e = unsafe { &mut *ptr };
+    if expired(e, s.q_proto, now()) {
+        return gone(&k, event::EXPIRED);
+    }
+    if !allowed(cfg, &k, e) {
+        return gone(&k, event::REVOKED);
+    }
+    Some(accept(reason::RELATED))
+}
+
+#[inline(always)]
+fn gone(k: &SessionKey, ev: u32) -> Option<Decision> {
+    // Another CPU may have removed it first: either way it is gone.
+    let _ = SG_SESSIONS.remove(k);
+    count(ev);
+    None
+}
+
+/// Step 7: a packet the rules accepted starts a session if it is UDP, GRE or
+/// another non-TCP, non-ICMP protocol, a TCP SYN without ACK, or an echo request.
+#[inline(always)]
+pub fn start(cfg: &IfaceConfig, dir: u32, s: &Summary, d: &Decision) {
+    if d.verdict != verdict::ACCEPT {
+        return;
+    }
+    let v4 = s.l3 == L3_V4;
+    let starts = match s.proto {
+        IPPROTO_TCP => s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => own_icmp(v4, s.proto) && s.icmp_type == echo_request(v4),
+        _ => true,
+    };
+    if !starts {
+        return;
+    }
+    let Some((k, side)) = packet_key(cfg.nic, s) else {
+        return;
+    };
+    let now = now();
+    let entry = SessionEntry {
+        created: now,
+        last_seen: now,
+        version: cfg.version,
+        #[expect(clippy::cast_possible_truncation, reason = "a direction is 0 or 1")]
+        first_dir: (dir & 1) as u8,
+        initiator: if side == SIDE_A { SIDE_A } else { SIDE_B },
+        tcp: 0,
+        pad: 0,
+    };
+    // Overwrites an entry found expired, revoked or closed (already removed)
+    // or inserted meanwhile by another CPU for the same flow.
+    if SG_SESSIONS.insert(&k, &entry, 0).is_ok() {
+        count(event::CREATED);
+    } else {
+        count(event::INSERT_FAILED);
+    }
+}
