@@ -22,6 +22,8 @@ enum Command {
     /// Attach the data plane to an interface until SIGINT or SIGTERM, then
     /// detach and print the packet counters.
     Attach(cmd::attach::Args),
+    /// List or flush the sessions of the agent serving a network namespace.
+    Sessions(cmd::sessions::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attach(args) => cmd::attach::run(&args),
+        Command::Sessions(args) => cmd::sessions::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

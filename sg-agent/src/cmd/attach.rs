@@ -36,6 +36,18 @@ pub struct Args {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Sessions the table holds; when full, the least recently used goes.
+    #[arg(long, default_value_t = sg_common::maps::SESSION_ENTRIES)]
+    session_capacity: u32,
+}
+
+/// Removes the pins of `sg-agent sessions` however `serve` ends.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        sg_agent::dataplane::sessions::unpin(&self.0);
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -78,7 +90,18 @@ fn load_policy(path: &Path) -> anyhow::Result<State> {
 }
 
 async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
-    let mut dp = Dataplane::load().context("loading the data plane")?;
+    let mut dp = Dataplane::load_with(args.session_capacity).context("loading the data plane")?;
+    let pins = Pins(super::sessions::this_pin_dir()?);
+    if pins.0.exists() {
+        // Left by an agent that died without cleaning up (two live agents
+        // in one namespace cannot both attach to its interfaces).
+        log::warn!(
+            "replacing the session map pins left at {}",
+            pins.0.display()
+        );
+    }
+    dp.pin_for_cli(&pins.0)
+        .context("pinning the session maps for `sg-agent sessions`")?;
     // The programs log only on cold error paths; forward those records to our log.
     let logger = aya_log::EbpfLogger::init(dp.ebpf_mut()).ok();
     let mut logs = match logger {
