@@ -590,9 +590,12 @@ fn session_timeouts_default_to_spec_values_and_fill_in_from_partial_json() {
     assert_eq!(absent, Settings::default());
 }
 
+/// One field of [`SessionTimeouts`], by accessor.
+type TimeoutField = fn(&mut SessionTimeouts) -> &mut u32;
+
 #[test]
 fn session_timeouts_are_1_second_to_1_week_each_and_errors_name_the_field() {
-    let fields: [(&str, fn(&mut SessionTimeouts) -> &mut u32); 4] = [
+    let fields: [(&str, TimeoutField); 4] = [
         ("tcp_handshake_secs", |t| &mut t.tcp_handshake_secs),
         ("tcp_established_secs", |t| &mut t.tcp_established_secs),
         ("tcp_closing_secs", |t| &mut t.tcp_closing_secs),
