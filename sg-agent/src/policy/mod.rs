@@ -1,5 +1,5 @@
-//! The policy library: SPEC §1 (objects), §2 (limits), §3 (deciding one packet,
-//! sessions aside) and §5 (operations). Pure: no I/O, no kernel, no root.
+//! The policy library: SPEC §1 (objects), §2 (limits), §3 (deciding one packet),
+//! §4 (sessions, as a model) and §5 (operations). Pure: no I/O, no kernel, no root.
 //!
 //! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`].
 //! - [`validate`]: every limit and shape rule; [`error`]: the error type.
@@ -8,6 +8,7 @@
 //!   over [`record`].
 //! - [`merge`]: a NIC's merged, sorted, resolved rules — the compiler's input.
 //! - [`evaluate`]: the reference evaluator — the kernel's oracle.
+//! - [`session`]: the reference session model (step 4) around it.
 //!
 //! Semantics decisions are in `docs/policy.md`.
 
@@ -22,6 +23,7 @@ pub mod merge;
 pub mod model;
 pub mod ops;
 pub mod record;
+pub mod session;
 pub mod templates;
 pub mod validate;
 
@@ -44,5 +46,6 @@ pub use model::{
 };
 pub use ops::{CloneOptions, GroupChange, GroupSpec, PortListSpec, PrefixListSpec};
 pub use record::{ImportReport, ImportedRule, SkippedRule};
+pub use session::{Endpoint, SessionView, Sessions, TcpState};
 pub use templates::Template;
 pub use validate::validate_state;
