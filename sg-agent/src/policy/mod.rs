@@ -7,7 +7,7 @@
 //!   [`templates`], [`health`], import/export in [`io_json`] and [`io_csv`]
 //!   over [`record`].
 //! - [`merge`]: a NIC's merged, sorted, resolved rules — the compiler's input.
-//! - [`evaluate`]: the reference evaluator — the kernel's oracle.
+//! - [`evaluate`](mod@evaluate): the reference evaluator — the kernel's oracle.
 //! - [`session`]: the reference session model (step 4) around it.
 //!
 //! Semantics decisions are in `docs/policy.md`.
