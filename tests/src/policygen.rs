@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use sg_agent::policy::{
     Action, BindingMode, Cidr, Direction, Family, Fragment, GroupId, GroupSpec, InnerPolicy,
     NicBinding, Packet, Peer, PortListEntry, PortListSpec, PortRange, PortSpec, PrefixListEntry,
-    PrefixListSpec, Protocol, RuleSpec, Settings, State,
+    PrefixListSpec, Protocol, Quoted, RuleSpec, Settings, State,
 };
 
 use crate::packet::{L3, L4, Spec};
@@ -410,7 +410,8 @@ pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
             let (t, c) = *rng.pick(&ICMP_TYPES);
             let mut p = Packet::icmp(src, dst, t, c);
             p.protocol = protocol;
-            p
+            // Echo identifiers from a small set, so flows meet now and then.
+            p.with_icmp_id(1 + rng.u16() % 4)
         }
         _ => Packet::other(src, dst, protocol),
     };
@@ -452,12 +453,12 @@ pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
         1 => L4::Icmp {
             ty: p.icmp_type,
             code: p.icmp_code,
-            id: 7,
+            id: p.icmp_id,
         },
         58 => L4::Icmpv6 {
             ty: p.icmp_type,
             code: p.icmp_code,
-            id: 7,
+            id: p.icmp_id,
         },
         47 => L4::Gre,
         n => L4::Other { proto: n, len: 8 },
@@ -514,5 +515,132 @@ pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
     if let Some(t) = p.nd_target {
         spec.tail = t.octets().to_vec();
     }
+    if let Some(q) = &p.quoted {
+        spec.tail = quote_bytes(q);
+    }
     spec
+}
+
+/// What an ICMP error quotes of `q`: its IP header and the first 8 bytes
+/// after it (RFC 792), as a router would send them.
+pub fn quote_bytes(q: &Quoted) -> Vec<u8> {
+    let inner = Packet {
+        src_port: q.src_port,
+        dst_port: q.dst_port,
+        icmp_type: q.icmp_type,
+        icmp_id: q.icmp_id,
+        tcp_flags: 0x02,
+        ..Packet::other(q.src, q.dst, q.protocol)
+    };
+    let mut quiet = Rng::new(1);
+    let mut spec = spec_of(&inner, false, &mut quiet);
+    if let L3::V4 { options, .. } = &mut spec.l3 {
+        options.clear();
+    }
+    if let L3::V6 { ext, .. } = &mut spec.l3 {
+        ext.clear();
+    }
+    let built = crate::packet::build(&spec);
+    let l4 = built.l4_off.expect("an upper-layer header");
+    built.bytes[built.l3_off..(l4 + 8).min(built.bytes.len())].to_vec()
+}
+
+/// The header `p` would be quoted as.
+pub fn quoted_of(p: &Packet) -> Quoted {
+    Quoted {
+        src: p.src,
+        dst: p.dst,
+        protocol: p.protocol,
+        src_port: p.src_port,
+        dst_port: p.dst_port,
+        icmp_type: p.icmp_type,
+        icmp_id: p.icmp_id,
+    }
+}
+
+/// A packet that belongs with `p`, for session sequences, and whether it
+/// crosses the NIC the other way: a reply (ports swapped, TCP handshake,
+/// data, FIN and RST flags, an echo reply), more of the same direction, or an
+/// ICMP error about `p` sent back to its source (now and then to someone else).
+pub fn follow_up(rng: &mut Rng, p: &Packet, state: &State) -> (Packet, bool) {
+    const TCP_FLAGS: [u8; 7] = [0x12, 0x10, 0x18, 0x11, 0x04, 0x02, 0x14];
+    let mut q = p.clone();
+    q.fragment = Fragment::None;
+    q.nd_target = None;
+    q.quoted = None;
+    match rng.below(100) {
+        // A reply.
+        0..=44 => {
+            std::mem::swap(&mut q.src, &mut q.dst);
+            std::mem::swap(&mut q.src_port, &mut q.dst_port);
+            q.tcp_flags = *rng.pick(&TCP_FLAGS);
+            if p.is_echo_request() {
+                q.icmp_type = if p.src.is_ipv4() { 0 } else { 129 };
+            }
+            if rng.chance(5) {
+                q.fragment = Fragment::First;
+            }
+            (q, true)
+        }
+        // More of the same.
+        45..=74 => {
+            q.tcp_flags = *rng.pick(&TCP_FLAGS);
+            (q, false)
+        }
+        // An ICMP error about it, back to its sender.
+        _ => {
+            let v4 = p.src.is_ipv4();
+            let (t, c) = *rng.pick(if v4 {
+                &[(3u8, 3u8), (3, 1), (11, 0), (12, 0), (3, 4)][..]
+            } else {
+                &[(1u8, 4u8), (1, 1), (3, 0), (4, 0), (2, 0)][..]
+            });
+            let from = if rng.chance(50) { p.dst } else { addr(rng, v4) };
+            let to = if rng.chance(85) {
+                p.src
+            } else {
+                random_packet(rng, state).src
+            };
+            let to = if to.is_ipv4() == v4 { to } else { p.src };
+            let quoted = quoted_of(p);
+            let e = Packet::icmp_error(from, to, t, c, quoted);
+            (e, true)
+        }
+    }
+}
+
+/// A small change to `s`, as operators make them between packets of open
+/// flows: revoke a rule, authorize one, or flip the port-25 block.
+pub fn mutate(rng: &mut Rng, s: &mut State) -> &'static str {
+    let groups: Vec<GroupId> = s.groups.keys().cloned().collect();
+    if groups.is_empty() {
+        return "nothing";
+    }
+    let g = rng.pick(&groups).clone();
+    match rng.below(10) {
+        0..=5 => {
+            let rules: Vec<_> = s.groups[&g].rules.iter().map(|r| r.id.clone()).collect();
+            if rules.is_empty() {
+                return "nothing";
+            }
+            let r = rng.pick(&rules).clone();
+            s.revoke(&g, &r).expect("revoke");
+            "revoked a rule"
+        }
+        6..=8 => {
+            let enterprise = s.groups[&g].kind == sg_agent::policy::GroupType::Enterprise;
+            let spec = random_rule(rng, enterprise, &groups, &[], &[]);
+            if s.authorize(&g, spec).is_ok() {
+                "authorized a rule"
+            } else {
+                "nothing"
+            }
+        }
+        _ => {
+            let mut settings = s.settings.clone();
+            settings.block_port_25 = !settings.block_port_25;
+            s.set_settings(settings).expect("settings");
+            "flipped the port-25 block"
+        }
+    }
 }
