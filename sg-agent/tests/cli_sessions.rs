@@ -49,7 +49,7 @@ fn sessions_of_a_running_agent_are_listed_and_flushed() {
         &ns,
     ];
     let (agent, _) = AgentProcess::start(bin, &args, "enforcing", false).expect("agent");
-    assert!(listed(&ns).is_empty());
+    assert_eq!(listed(&ns), Vec::<serde_json::Value>::new());
     // Outbound UDP and ping from b: replies return by session.
     assert!(probe::udp(&b.ns, SocketAddr::new(IpAddr::V4(a.v4), 8080)).allowed());
     assert!(probe::ping(&b.ns, IpAddr::V6(a.v6), 1).allowed());
@@ -89,7 +89,7 @@ fn sessions_of_a_running_agent_are_listed_and_flushed() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "flushed 1 session"
     );
-    assert!(listed(&ns).is_empty());
+    assert_eq!(listed(&ns), Vec::<serde_json::Value>::new());
     let unknown = sessions(&ns, &["list", "--nic", "nosuch0"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("--nic nosuch0"));
     let (status, _) = agent.stop(libc::SIGTERM).unwrap();

@@ -49,7 +49,6 @@ fn words(a: &[u8; 16]) -> [u64; 2] {
 
 /// The normalised key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "a tuple has this many fields")]
 fn key(
     nic: u32,
     v4: bool,
@@ -309,7 +308,6 @@ pub fn start(cfg: &IfaceConfig, dir: u32, s: &Summary, d: &Decision) {
         created: now,
         last_seen: now,
         version: cfg.version,
-        #[expect(clippy::cast_possible_truncation, reason = "a direction is 0 or 1")]
         first_dir: (dir & 1) as u8,
         initiator: if side == SIDE_A { SIDE_A } else { SIDE_B },
         tcp: 0,

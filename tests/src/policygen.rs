@@ -564,33 +564,33 @@ pub fn quoted_of(p: &Packet) -> Quoted {
 /// ICMP error about `p` sent back to its source (now and then to someone else).
 pub fn follow_up(rng: &mut Rng, p: &Packet, state: &State) -> (Packet, bool) {
     const TCP_FLAGS: [u8; 7] = [0x12, 0x10, 0x18, 0x11, 0x04, 0x02, 0x14];
-    let mut q = p.clone();
-    q.fragment = Fragment::None;
-    q.nd_target = None;
-    q.quoted = None;
+    let mut next = p.clone();
+    next.fragment = Fragment::None;
+    next.nd_target = None;
+    next.quoted = None;
     match rng.below(100) {
         // A reply.
         0..=44 => {
-            std::mem::swap(&mut q.src, &mut q.dst);
-            std::mem::swap(&mut q.src_port, &mut q.dst_port);
-            q.tcp_flags = *rng.pick(&TCP_FLAGS);
+            std::mem::swap(&mut next.src, &mut next.dst);
+            std::mem::swap(&mut next.src_port, &mut next.dst_port);
+            next.tcp_flags = *rng.pick(&TCP_FLAGS);
             if p.is_echo_request() {
-                q.icmp_type = if p.src.is_ipv4() { 0 } else { 129 };
+                next.icmp_type = if p.src.is_ipv4() { 0 } else { 129 };
             }
             if rng.chance(5) {
-                q.fragment = Fragment::First;
+                next.fragment = Fragment::First;
             }
-            (q, true)
+            (next, true)
         }
         // More of the same.
         45..=74 => {
-            q.tcp_flags = *rng.pick(&TCP_FLAGS);
-            (q, false)
+            next.tcp_flags = *rng.pick(&TCP_FLAGS);
+            (next, false)
         }
         // An ICMP error about it, back to its sender.
         _ => {
             let v4 = p.src.is_ipv4();
-            let (t, c) = *rng.pick(if v4 {
+            let (ty, code) = *rng.pick(if v4 {
                 &[(3u8, 3u8), (3, 1), (11, 0), (12, 0), (3, 4)][..]
             } else {
                 &[(1u8, 4u8), (1, 1), (3, 0), (4, 0), (2, 0)][..]
@@ -603,8 +603,7 @@ pub fn follow_up(rng: &mut Rng, p: &Packet, state: &State) -> (Packet, bool) {
             };
             let to = if to.is_ipv4() == v4 { to } else { p.src };
             let quoted = quoted_of(p);
-            let e = Packet::icmp_error(from, to, t, c, quoted);
-            (e, true)
+            (Packet::icmp_error(from, to, ty, code, quoted), true)
         }
     }
 }

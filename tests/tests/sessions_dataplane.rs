@@ -94,7 +94,7 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             run(dp, idx, Hook::Xdp, &back(0x10)),
             (false, reason::DEFAULT_INGRESS_DROP)
         );
-        assert!(dp.sessions(&Filter::default()).unwrap().is_empty());
+        assert_eq!(dp.sessions(&Filter::default()).unwrap(), vec![]);
         // SYN out, SYN-ACK back, ACK out: established.
         assert_eq!(
             run(dp, idx, Hook::TcEgress, &out(0x02)),
@@ -140,7 +140,7 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             run(dp, idx, Hook::Xdp, &back(0x02)),
             (false, reason::DEFAULT_INGRESS_DROP)
         );
-        assert!(dp.sessions(&Filter::default()).unwrap().is_empty());
+        assert_eq!(dp.sessions(&Filter::default()).unwrap(), vec![]);
         let events = dp.session_events().unwrap();
         let ev = |n: &str| events.iter().find(|(x, _)| *x == n).map_or(0, |(_, v)| *v);
         assert_eq!((ev("created"), ev("reopened")), (2, 2), "{events:?}");
