@@ -62,10 +62,12 @@ fn rule_hits_and_drop_reasons_count_exactly_and_survive_a_switch() {
     settle(&mut bench);
     let drops_before = reason_count(&mut bench, DIR_INGRESS, reason::DEFAULT_INGRESS_DROP);
 
-    // Four pings: four echo requests hit the rule; the replies leave by the
-    // egress default.
+    // Four pings of one ping process (one echo identifier): the first echo
+    // request hits the rule and opens a session; the other three and every
+    // reply ride on it.
     assert!(probe::ping(&bench.pair.a.ns, bench.pair.b.v4.into(), 4).allowed());
-    assert_eq!(hits(&mut bench, &ping_rule), (4, 4 * PING_FRAME));
+    assert_eq!(hits(&mut bench, &ping_rule), (1, PING_FRAME));
+    assert_eq!(reason_count(&mut bench, DIR_INGRESS, reason::SESSION), 3);
     // Three UDP datagrams no rule allows: three default drops.
     let to = SocketAddr::new(bench.pair.b.v4.into(), 5353);
     for _ in 0..3 {
@@ -86,11 +88,12 @@ fn rule_hits_and_drop_reasons_count_exactly_and_survive_a_switch() {
     bench.apply(&s).unwrap();
     assert_eq!(
         hits(&mut bench, &ping_rule),
-        (4, 4 * PING_FRAME),
+        (1, PING_FRAME),
         "hits lost in the switch"
     );
+    // A new ping process, a new identifier: a new session, opened by the rule.
     assert!(probe::ping(&bench.pair.a.ns, bench.pair.b.v4.into(), 2).allowed());
-    assert_eq!(hits(&mut bench, &ping_rule), (6, 6 * PING_FRAME));
+    assert_eq!(hits(&mut bench, &ping_rule), (2, 2 * PING_FRAME));
     // Revoking the rule stops the pings; the drops are counted by reason.
     s.revoke(&g, &ping_rule).unwrap();
     bench.apply(&s).unwrap();

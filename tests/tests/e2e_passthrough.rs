@@ -139,7 +139,8 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
     );
 }
 
-/// Every path under /sys/fs/bpf (nothing of ours is ever pinned yet).
+/// Every path under /sys/fs/bpf (an agent pins its session maps while it
+/// runs, under `/sys/fs/bpf/sg`, and removes them when it exits).
 fn bpffs_entries() -> Vec<String> {
     fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

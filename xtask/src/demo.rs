@@ -109,6 +109,20 @@ pub fn run() -> anyhow::Result<()> {
         "\n| probe | from | to | result | policy's decision |\n| --- | --- | --- | --- | --- |"
     );
     let mismatches = run_probes(&pair, &state)?;
+    // What the probes left in the session table, as an operator would look.
+    let sessions = std::process::Command::new(&agent_bin)
+        .args(["sessions", "list", "--netns", pair.b.ns.name()])
+        .output()?;
+    if !sessions.status.success() {
+        bail!(
+            "sg-agent sessions list failed: {}",
+            String::from_utf8_lossy(&sessions.stderr)
+        );
+    }
+    println!(
+        "\nsessions the allowed probes opened (`sg-agent sessions list`; their replies passed by session):\n{}",
+        String::from_utf8_lossy(&sessions.stdout)
+    );
     let (status, out) = agent.stop(libc::SIGTERM)?;
     if !status.success() {
         bail!("the agent exited {status}");

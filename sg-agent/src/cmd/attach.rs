@@ -248,5 +248,13 @@ fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Repo
         );
     }
     json["nics"] = serde_json::Value::Object(nics);
+    let events = enforcer.dataplane().session_events()?;
+    let _ = writeln!(text, "\nsessions");
+    let mut by_event = serde_json::Map::new();
+    for (name, n) in events {
+        let _ = writeln!(text, "{name:<28} {n:>10}");
+        by_event.insert(name.to_owned(), n.into());
+    }
+    json["sessions"] = serde_json::Value::Object(by_event);
     Ok(Report { json, text })
 }

@@ -220,7 +220,16 @@ impl Dataplane {
     /// Pins the maps the session commands of another process need
     /// ([`Pinned`]) under `dir`, which is created. Unpinned by [`unpin`].
     pub fn pin_for_cli(&mut self, dir: &Path) -> Result<(), Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.to_path_buf(), e.to_string()))?;
+        // Another namespace's agent may remove the shared parent as it exits,
+        // between our creating it and our directory: try again.
+        let mut made = std::fs::create_dir_all(dir);
+        for _ in 0..3 {
+            if made.is_ok() {
+                break;
+            }
+            made = std::fs::create_dir_all(dir);
+        }
+        made.map_err(|e| Error::Pin(dir.to_path_buf(), e.to_string()))?;
         for name in [SESSIONS, IFACES, SETTINGS] {
             let path = dir.join(name);
             let _ = std::fs::remove_file(&path);
@@ -240,6 +249,10 @@ pub fn unpin(dir: &Path) {
         let _ = std::fs::remove_file(dir.join(name));
     }
     let _ = std::fs::remove_dir(dir);
+    // The parent is shared by the agents of all namespaces: it goes with the last.
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
 }
 
 /// Where an agent serving the network namespace with inode `netns` pins.
