@@ -23,3 +23,13 @@ pub fn enter(path: &Path) -> io::Result<()> {
 pub fn named(name: &str) -> std::path::PathBuf {
     Path::new("/var/run/netns").join(name)
 }
+
+/// Moves the calling thread into namespace `ns`: a name made by `ip netns
+/// add`, or a path (anything with a `/`, such as `/proc/PID/ns/net`).
+pub fn enter_named_or_path(ns: &str) -> io::Result<()> {
+    if ns.contains('/') {
+        enter(Path::new(ns))
+    } else {
+        enter(&named(ns))
+    }
+}

@@ -23,14 +23,12 @@ use crate::{
         SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_FRAGS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4,
         SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
     },
-    parse::{FRAG_FIRST, FRAG_LATER, L3_ARP, L3_OTHER, L3_V4, Summary},
+    parse::{
+        FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_ARP,
+        L3_OTHER, L3_V4, Summary,
+    },
     session,
 };
-
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 
 /// Which hook is asking.
 pub const HOOK_XDP: u32 = 0;

@@ -22,18 +22,11 @@ use crate::{
     decide::{Decision, accept, before_sessions, rules},
     maps::{SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
-        FRAG_NONE, L3_V4, L3_V6, Summary, echo, echo_request, icmp4_error, icmp6_error, put_words,
+        FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, icmp4_error, icmp6_error,
+        put_words,
     },
 };
-
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 /// The 16 address bytes of a summary field as two native-order words.
 #[inline(always)]

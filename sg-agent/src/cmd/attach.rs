@@ -61,12 +61,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Enter the namespace before any thread exists, so the runtime's threads
     // (and the interface lookups) all live in it.
     if let Some(ns) = &args.netns {
-        let path = if ns.contains('/') {
-            PathBuf::from(ns)
-        } else {
-            netns::named(ns)
-        };
-        netns::enter(&path).with_context(|| format!("entering network namespace {ns}"))?;
+        netns::enter_named_or_path(ns)
+            .with_context(|| format!("entering network namespace {ns}"))?;
     }
     let mode = match args.xdp_mode {
         XdpModeArg::Auto => AttachMode::Auto,

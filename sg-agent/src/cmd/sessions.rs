@@ -119,12 +119,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Action::List { select, .. } | Action::Flush { select, .. } => select,
     };
     if let Some(ns) = &select.netns {
-        let path = if ns.contains('/') {
-            PathBuf::from(ns)
-        } else {
-            netns::named(ns)
-        };
-        netns::enter(&path).with_context(|| format!("entering network namespace {ns}"))?;
+        netns::enter_named_or_path(ns)
+            .with_context(|| format!("entering network namespace {ns}"))?;
     }
     let dir = this_pin_dir()?;
     let mut pinned = Pinned::open(&dir).with_context(|| {
