@@ -43,3 +43,7 @@ pub const SCRATCH: &str = "SG_SCRATCH_V2";
 /// Program names as the ELF object exports them.
 pub const PROG_XDP: &str = "sg_xdp";
 pub const PROG_TC_EGRESS: &str = "sg_tc_egress";
+/// The receive side on TC instead of XDP (attach mode `tc`).
+pub const PROG_TC_INGRESS: &str = "sg_tc_ingress";
+/// An XDP program that only passes: the benchmark's floor, never attached.
+pub const PROG_BENCH_FLOOR: &str = "sg_bench_floor";

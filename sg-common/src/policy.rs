@@ -16,8 +16,12 @@ pub const WORDS: usize = 16;
 /// Ranks a table can hold: 1,000 rules (SPEC §2) plus 10 intra-group
 /// pseudo-rules fit.
 pub const MAX_RANKS: u32 = 16 * 64;
-/// NICs one data plane instance serves.
-pub const MAX_NICS: u32 = 64;
+/// NICs one data plane instance can serve at most. How many it does serve is
+/// set when it loads (the per-rule counters are sized for that many, since they
+/// cost per CPU).
+pub const MAX_NICS: u32 = 128;
+/// … unless told otherwise.
+pub const DEFAULT_NICS: u32 = 64;
 /// Tables: NIC × direction × slot.
 pub const MAX_TABLES: u32 = MAX_NICS * 4;
 /// Elementary port intervals per table and port field: 1,000 ranges have at

@@ -30,7 +30,9 @@ use crate::{
     session,
 };
 
-/// Which hook is asking.
+/// Which side of the interface is asking: receive (XDP, or TC ingress in
+/// attach mode `tc`) or transmit (TC egress). The binding maps each side to a
+/// policy direction (`IfaceConfig::xdp_dir`, `tc_dir`).
 pub const HOOK_XDP: u32 = 0;
 pub const HOOK_TC: u32 = 1;
 

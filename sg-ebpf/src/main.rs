@@ -66,6 +66,30 @@ fn sg_xdp(ctx: XdpContext) -> u32 {
     reason = "aya's entry macros pass the context by value"
 )]
 fn sg_tc_egress(ctx: TcContext) -> i32 {
+    tc(&ctx, DIR_EGRESS, decide::HOOK_TC)
+}
+
+/// TC ingress: the interface's receive side, where XDP is not used (attach
+/// mode `tc`). Decides as XDP would.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_tc_ingress(ctx: TcContext) -> i32 {
+    tc(&ctx, DIR_INGRESS, decide::HOOK_XDP)
+}
+
+/// An XDP program that passes everything and does nothing else: the floor
+/// `cargo xtask bench` measures against. Never attached by the agent.
+#[xdp]
+fn sg_bench_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// A TC program's body: counted under `dir`, decided as `hook`'s side.
+#[inline(always)]
+fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
     let frame_len = ctx.len();
     // On TC the linear area can hold as little as the Ethernet header (seen with
     // packets from trafgen): pull the headers in before parsing, or every such
@@ -79,16 +103,16 @@ fn sg_tc_egress(ctx: TcContext) -> i32 {
         && let Err(err) = ctx.pull_data(want)
     {
         // Cold path (memory pressure): the parser then sees what is linear.
-        warn!(&ctx, "sg: bpf_skb_pull_data({}) failed: {}", want, err);
+        warn!(ctx, "sg: bpf_skb_pull_data({}) failed: {}", want, err);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len as usize);
     let Some(summary) = parse_into_scratch(&pkt) else {
         return TC_ACT_SHOT;
     };
-    counters::record(DIR_EGRESS, summary);
+    counters::record(dir, summary);
     // SAFETY: the context of a classifier is its __sk_buff.
     let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
-    match decide::decide(decide::HOOK_TC, ifindex, summary, u64::from(frame_len)) {
+    match decide::decide(hook, ifindex, summary, u64::from(frame_len)) {
         verdict::ACCEPT => TC_ACT_UNSPEC,
         _ => TC_ACT_SHOT,
     }

@@ -24,6 +24,16 @@ impl Bench {
     /// in `b` and on `a_ports` in `a`, and the data plane loaded (attached on
     /// the first [`Bench::apply`]).
     pub fn new(client_addrs: &[&str], b_ports: &[u16], a_ports: &[u16]) -> anyhow::Result<Self> {
+        Self::with_mode(client_addrs, b_ports, a_ports, AttachMode::Auto)
+    }
+
+    /// [`Bench::new`], attaching the receive side in `mode`.
+    pub fn with_mode(
+        client_addrs: &[&str],
+        b_ports: &[u16],
+        a_ports: &[u16],
+        mode: AttachMode,
+    ) -> anyhow::Result<Self> {
         let pair = Pair::new()?;
         for a in client_addrs {
             pair.add_client_address(a.parse()?)?;
@@ -35,7 +45,7 @@ impl Bench {
         for p in a_ports {
             servers.push(Servers::start_on(&pair.a.ns, *p)?);
         }
-        let enforcer = Enforcer::new(Dataplane::load()?, Some(AttachMode::Auto));
+        let enforcer = Enforcer::new(Dataplane::load()?, Some(mode));
         Ok(Self {
             pair,
             enforcer,

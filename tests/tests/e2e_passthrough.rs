@@ -29,7 +29,8 @@ fn attach(dp: &mut Dataplane, host: &Host, mode: AttachMode) {
 fn our_program_ids(dp: &mut Dataplane) -> HashSet<u32> {
     let xdp = dp.xdp().unwrap().info().unwrap().id();
     let tc = dp.tc_egress().unwrap().info().unwrap().id();
-    HashSet::from([xdp, tc])
+    let tc_in = dp.tc_ingress().unwrap().info().unwrap().id();
+    HashSet::from([xdp, tc, tc_in])
 }
 
 const UDP_PROBES: u64 = 3;
@@ -163,6 +164,11 @@ fn traffic_passes_both_ways_and_counters_match_capture_native_xdp() {
 #[test]
 fn traffic_passes_both_ways_and_counters_match_capture_generic_xdp() {
     check_traffic(AttachMode::Generic);
+}
+
+#[test]
+fn traffic_passes_both_ways_and_counters_match_capture_tc_ingress() {
+    check_traffic(AttachMode::Tc);
 }
 
 #[test]

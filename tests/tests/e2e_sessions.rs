@@ -12,7 +12,7 @@ use std::{
 };
 
 use sg_agent::{
-    dataplane::sessions::Filter,
+    dataplane::{AttachMode, sessions::Filter},
     policy::{GroupId, GroupSpec, SessionTimeouts, Settings, State},
 };
 use sg_common::reason;
@@ -72,7 +72,17 @@ fn closed_inbound(bench: &Bench, timeouts: SessionTimeouts) -> State {
 
 #[test]
 fn replies_to_allowed_outbound_traffic_pass_although_inbound_rules_deny_them() {
-    let mut bench = Bench::new(&[], &[], &[8080]).unwrap();
+    replies_pass_by_session(AttachMode::Auto);
+}
+
+/// The same with the receive side decided by TC ingress instead of XDP.
+#[test]
+fn replies_pass_by_session_with_the_receive_side_on_tc() {
+    replies_pass_by_session(AttachMode::Tc);
+}
+
+fn replies_pass_by_session(mode: AttachMode) {
+    let mut bench = Bench::with_mode(&[], &[], &[8080], mode).unwrap();
     let s = closed_inbound(&bench, SessionTimeouts::default());
     bench.apply(&s).unwrap();
     let (a, b) = (&bench.pair.a, &bench.pair.b);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use sg_agent::{
-    dataplane::{Dataplane, sessions::Filter},
+    dataplane::{Dataplane, Limits, sessions::Filter},
     enforce::{Enforcer, ifindex},
     policy::{BindingMode, GroupSpec, NicBinding, State},
 };
@@ -36,7 +36,11 @@ fn setup(ns: &Netns, capacity: u32) -> (Enforcer, u32) {
         vec![g],
     ))
     .unwrap();
-    let mut enforcer = Enforcer::new(Dataplane::load_with(capacity).expect("load"), None);
+    let limits = Limits {
+        sessions: capacity,
+        ..Limits::default()
+    };
+    let mut enforcer = Enforcer::new(Dataplane::load_with(limits).expect("load"), None);
     enforcer.apply(&s).expect("apply");
     (enforcer, ifindex(NIC).expect("interface"))
 }

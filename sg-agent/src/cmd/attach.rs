@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use sg_agent::{
-    dataplane::{AttachMode, Counters, Dataplane},
+    dataplane::{AttachMode, Counters, Dataplane, Limits},
     enforce::Enforcer,
     netns,
     policy::State,
@@ -30,7 +30,8 @@ pub struct Args {
     /// a path such as /proc/PID/ns/net. Default: the agent's own.
     #[arg(long)]
     netns: Option<String>,
-    /// XDP attach mode.
+    /// How the receive side is attached: XDP (auto, native, generic), or `tc`
+    /// for a TC ingress program instead of XDP.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     xdp_mode: XdpModeArg,
     /// Print the report as JSON instead of tables.
@@ -39,6 +40,10 @@ pub struct Args {
     /// Sessions the table holds; when full, the least recently used goes.
     #[arg(long, default_value_t = sg_common::maps::SESSION_ENTRIES)]
     session_capacity: u32,
+    /// NICs this agent can bind, 1 to 128 (each costs 64 KiB of per-rule
+    /// counters per CPU).
+    #[arg(long, default_value_t = sg_common::policy::DEFAULT_NICS)]
+    max_nics: u32,
 }
 
 /// Removes the pins of `sg-agent sessions` however `serve` ends.
@@ -55,6 +60,7 @@ enum XdpModeArg {
     Auto,
     Native,
     Generic,
+    Tc,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -68,6 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         XdpModeArg::Auto => AttachMode::Auto,
         XdpModeArg::Native => AttachMode::Native,
         XdpModeArg::Generic => AttachMode::Generic,
+        XdpModeArg::Tc => AttachMode::Tc,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,7 +93,11 @@ fn load_policy(path: &Path) -> anyhow::Result<State> {
 }
 
 async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
-    let mut dp = Dataplane::load_with(args.session_capacity).context("loading the data plane")?;
+    let limits = Limits {
+        sessions: args.session_capacity,
+        nics: args.max_nics,
+    };
+    let mut dp = Dataplane::load_with(limits).context("loading the data plane")?;
     let pins = Pins(super::sessions::this_pin_dir()?);
     if pins.0.exists() {
         // Left by an agent that died without cleaning up (two live agents

@@ -15,7 +15,10 @@ use aya::{
     },
     util::KernelVersion,
 };
-use sg_common::maps::{PROG_TC_EGRESS, PROG_XDP, SESSION_ENTRIES, SESSIONS};
+use sg_common::{
+    maps::{PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, RULE_STATS, SESSION_ENTRIES, SESSIONS},
+    policy::{DEFAULT_NICS, MAX_NICS, MAX_RANKS},
+};
 
 use crate::policy::Settings;
 
@@ -54,14 +57,43 @@ pub enum Error {
     },
     #[error("already attached to {0}: detach first")]
     AlreadyAttached(String),
-    #[error("more than {0} NICs: the data plane's tables are full")]
+    #[error(
+        "more than {0} NICs: the data plane was loaded for {0} (attach --max-nics, at most 128)"
+    )]
     TooManyNics(u32),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pinning or opening pinned map {0}: {1}")]
     Pin(std::path::PathBuf, String),
     #[error("session capacity: must be at least 1")]
     SessionCapacity,
+    #[error("NIC limit {0}: must be 1 to {MAX_NICS}")]
+    NicLimit(u32),
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+}
+
+/// Sizes fixed when the data plane loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions the table holds; when full, the least recently used goes.
+    pub sessions: u32,
+    /// NICs this instance can bind (at most [`MAX_NICS`]). Each costs 64 KiB
+    /// of per-rule counters per CPU.
+    pub nics: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            sessions: SESSION_ENTRIES,
+            nics: DEFAULT_NICS,
+        }
+    }
 }
 
 /// How the XDP program is attached.
@@ -74,21 +106,30 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) XDP.
     Generic,
+    /// No XDP: a TC ingress program decides the receive side.
+    Tc,
 }
 
 impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
+    fn xdp_mode(self) -> Option<XdpMode> {
         match self {
-            Self::Auto => XdpMode::Default,
-            Self::Native => XdpMode::Driver,
-            Self::Generic => XdpMode::Skb,
+            Self::Auto => Some(XdpMode::Default),
+            Self::Native => Some(XdpMode::Driver),
+            Self::Generic => Some(XdpMode::Skb),
+            Self::Tc => None,
         }
     }
 }
 
+/// What decides an interface's receive side.
+enum Rx {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
 struct Attachment {
     iface: String,
-    xdp: XdpLinkId,
+    rx: Rx,
     tc: SchedClassifierLinkId,
     /// We added a clsact qdisc (kernel without tcx) and must remove it.
     own_clsact: bool,
@@ -104,21 +145,25 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the object and both programs into the kernel (the verifier runs
-    /// here), with the default session capacity. Nothing is attached yet.
+    /// here), with the default [`Limits`]. Nothing is attached yet.
     pub fn load() -> Result<Self, Error> {
-        Self::load_with(SESSION_ENTRIES)
+        Self::load_with(Limits::default())
     }
 
-    /// [`Dataplane::load`] with a session table of `session_capacity` entries.
-    pub fn load_with(session_capacity: u32) -> Result<Self, Error> {
+    /// [`Dataplane::load`] with the given limits.
+    pub fn load_with(limits: Limits) -> Result<Self, Error> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
-        if session_capacity == 0 {
+        if limits.sessions == 0 {
             return Err(Error::SessionCapacity);
         }
+        if limits.nics == 0 || limits.nics > MAX_NICS {
+            return Err(Error::NicLimit(limits.nics));
+        }
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(SESSIONS, session_capacity)
+            .map_max_entries(SESSIONS, limits.sessions)
+            .map_max_entries(RULE_STATS, limits.nics * 4 * MAX_RANKS)
             .load(OBJECT)
             .map_err(Error::Load)?;
         xdp_mut(&mut ebpf)?
@@ -134,7 +179,7 @@ impl Dataplane {
         let mut dp = Self {
             ebpf,
             attachments: std::collections::BTreeMap::new(),
-            nics: super::writer::Nics::default(),
+            nics: super::writer::Nics::new(limits.nics),
         };
         dp.set_settings(&Settings::default())?;
         Ok(dp)
@@ -160,8 +205,9 @@ impl Dataplane {
         tc_mut(&mut self.ebpf)
     }
 
-    /// Attaches XDP (receive) and TC egress (transmit) to `iface`, resolved in
-    /// the calling thread's network namespace.
+    /// Attaches XDP (or, in mode [`AttachMode::Tc`], TC ingress) on the
+    /// receive side and TC egress on the transmit side of `iface`, resolved
+    /// in the calling thread's network namespace.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
         if self.attachments.contains_key(iface) {
             return Err(Error::AlreadyAttached(iface.to_owned()));
@@ -170,36 +216,55 @@ impl Dataplane {
             .ok()
             .filter(|n| !n.is_empty() && n.as_bytes().len() < libc::IFNAMSIZ)
             .ok_or_else(|| Error::InterfaceName(iface.to_owned()))?;
-        let xdp = self
-            .xdp()?
-            .attach(name.as_c_str(), mode.xdp_mode())
-            .map_err(|source| Error::Program {
-                prog: PROG_XDP,
+        // tcx needs no qdisc; older kernels need a clsact qdisc for the filters.
+        let own_clsact = KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
+        if own_clsact {
+            tc::qdisc_add_clsact(name.as_c_str()).map_err(|source| Error::Qdisc {
+                iface: iface.to_owned(),
                 source,
             })?;
-        // tcx needs no qdisc; older kernels need a clsact qdisc for the filter.
-        let own_clsact = KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
-        let attached = (|| {
-            if own_clsact {
-                tc::qdisc_add_clsact(name.as_c_str()).map_err(|source| Error::Qdisc {
-                    iface: iface.to_owned(),
-                    source,
-                })?;
-            }
-            self.tc_egress()?
-                .attach(name.as_c_str(), TcAttachType::Egress)
+        }
+        let rx = match mode.xdp_mode() {
+            Some(xdp_mode) => self
+                .xdp()?
+                .attach(name.as_c_str(), xdp_mode)
+                .map(Rx::Xdp)
                 .map_err(|source| Error::Program {
-                    prog: PROG_TC_EGRESS,
+                    prog: PROG_XDP,
                     source,
-                })
-        })();
+                }),
+            None => self.tc_ingress().and_then(|p| {
+                p.attach(name.as_c_str(), TcAttachType::Ingress)
+                    .map(Rx::Tc)
+                    .map_err(|source| Error::Program {
+                        prog: PROG_TC_INGRESS,
+                        source,
+                    })
+            }),
+        };
+        let attached = rx.and_then(|rx| {
+            match self
+                .tc_egress()?
+                .attach(name.as_c_str(), TcAttachType::Egress)
+            {
+                Ok(tc) => Ok((rx, tc)),
+                Err(source) => {
+                    // Leave nothing half-attached behind.
+                    let _ = self.detach_rx(rx);
+                    Err(Error::Program {
+                        prog: PROG_TC_EGRESS,
+                        source,
+                    })
+                }
+            }
+        });
         match attached {
-            Ok(tc) => {
+            Ok((rx, tc)) => {
                 self.attachments.insert(
                     iface.to_owned(),
                     Attachment {
                         iface: iface.to_owned(),
-                        xdp,
+                        rx,
                         tc,
                         own_clsact,
                     },
@@ -207,11 +272,85 @@ impl Dataplane {
                 Ok(())
             }
             Err(e) => {
-                // Leave nothing half-attached behind.
-                let _ = self.xdp().map(|p| p.detach(xdp));
+                if own_clsact {
+                    let _ = remove_clsact(&name);
+                }
                 Err(e)
             }
         }
+    }
+
+    fn detach_rx(&mut self, rx: Rx) -> Result<(), Error> {
+        match rx {
+            Rx::Xdp(id) => self.xdp()?.detach(id).map_err(|source| Error::Program {
+                prog: PROG_XDP,
+                source,
+            }),
+            Rx::Tc(id) => self
+                .tc_ingress()?
+                .detach(id)
+                .map_err(|source| Error::Program {
+                    prog: PROG_TC_INGRESS,
+                    source,
+                }),
+        }
+    }
+
+    /// The TC ingress program (attach mode `tc`), loaded on first use.
+    pub fn tc_ingress(&mut self) -> Result<&mut SchedClassifier, Error> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_TC_INGRESS)
+            .ok_or(Error::MissingProgram(PROG_TC_INGRESS))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                prog: PROG_TC_INGRESS,
+                source,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| Error::Program {
+                prog: PROG_TC_INGRESS,
+                source,
+            })?;
+        }
+        Ok(prog)
+    }
+
+    /// Kernel memory of every map the programs use, by map name, in bytes:
+    /// the kernel's own accounting (`memlock` in the map's fdinfo, which on
+    /// 6.4 and later counts what the map really holds, including per-CPU
+    /// copies and entries allocated as used).
+    pub fn map_memory(&mut self) -> Result<Vec<(String, u64)>, Error> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut ids = std::collections::BTreeSet::new();
+        for prog in [PROG_XDP, PROG_TC_EGRESS] {
+            let p = self.ebpf.program(prog).ok_or(Error::MissingProgram(prog))?;
+            let info = p.info().map_err(|source| Error::Program { prog, source })?;
+            ids.extend(
+                info.map_ids()
+                    .map_err(|source| Error::Program { prog, source })?
+                    .unwrap_or_default(),
+            );
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let map = |source| Error::Map {
+                map: "by id",
+                source,
+            };
+            let info = aya::maps::MapInfo::from_id(id).map_err(map)?;
+            let fd = info.fd().map_err(map)?;
+            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
+            let bytes = text
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            out.push((info.name_as_str().unwrap_or("?").to_owned(), bytes));
+        }
+        Ok(out)
     }
 
     /// Whether the programs are attached to `iface`.
@@ -243,10 +382,7 @@ impl Dataplane {
                 prog: PROG_TC_EGRESS,
                 source,
             });
-        let xdp_result = self.xdp()?.detach(a.xdp).map_err(|source| Error::Program {
-            prog: PROG_XDP,
-            source,
-        });
+        let xdp_result = self.detach_rx(a.rx);
         if a.own_clsact
             && let Ok(name) = CString::new(a.iface.clone())
         {

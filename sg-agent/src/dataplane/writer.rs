@@ -25,8 +25,8 @@ use sg_common::{
     },
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
-        IfaceConfig, LastDecision, MAX_INTERVALS, MAX_NICS, MAX_RANKS, OWN_KEY_PREFIX_BITS,
-        OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta, bits_kind, iface_flags,
+        IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS, OWN_KEY_PREFIX_BITS, OwnAddrKey,
+        PortBounds, RuleBits, RuleStats, Settings, TableMeta, bits_kind, iface_flags,
         settings_flags, table_tag,
     },
     reason,
@@ -88,12 +88,23 @@ struct Nic {
 }
 
 /// The bound NICs, by name.
-#[derive(Default)]
 pub struct Nics {
+    /// How many may be bound (ids run below it).
+    limit: u32,
     by_name: BTreeMap<String, Nic>,
     /// The last policy version handed out. Versions are unique across NICs and
     /// rebinds, so a session never finds its version current by coincidence.
     last_version: u32,
+}
+
+impl Nics {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            by_name: BTreeMap::new(),
+            last_version: 0,
+        }
+    }
 }
 
 /// How a NIC is bound.
@@ -191,9 +202,10 @@ impl Dataplane {
         };
         if !self.nics.by_name.contains_key(name) {
             let used: BTreeSet<u32> = self.nics.by_name.values().map(|n| n.id).collect();
-            let id = (0..MAX_NICS)
+            let limit = self.nics.limit;
+            let id = (0..limit)
                 .find(|i| !used.contains(i))
-                .ok_or(Error::TooManyNics(MAX_NICS))?;
+                .ok_or(Error::TooManyNics(limit))?;
             self.nics.by_name.insert(
                 name.to_owned(),
                 Nic {
