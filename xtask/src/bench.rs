@@ -1,22 +1,36 @@
-//! `cargo xtask bench`: kernel-reported cost per packet through
-//! `BPF_PROG_TEST_RUN`, for policies of 1 to 1,000 rules with the deciding
-//! rule last in order (medians of 5 rounds of 1,000,000 repetitions, with min
-//! and max), for a packet of an established session, and the time until a
-//! new policy is in force. The tables are printed and written to
-//! `target/bench.md`.
+//! `cargo xtask bench`: what a packet costs the kernel, how long a policy
+//! takes to be in force, and how much kernel memory the maps take.
 //!
-//! The rule cases send a TCP ACK, which belongs to no session and starts
-//! none, so every repetition is decided by the rules (a SYN would start a
-//! session on its first run and ride on it after).
+//! - **Per packet**, kernel-reported through `BPF_PROG_TEST_RUN` (medians of
+//!   5 rounds of 1,000,000 repetitions, with min and max): an empty XDP
+//!   program (the floor), the parser alone (interface not bound), and on both
+//!   the XDP ingress and the TC egress program: a packet of a live session, a
+//!   packet without one decided by 1, 10, 100 and 1,000 rules (deciding rule
+//!   last in order), and a denied one at 1,000; IPv4 and IPv6. The rule rows
+//!   send a TCP ACK, which belongs to no session and starts none, so every
+//!   repetition is decided by the rules.
+//! - **New flows**, with the session insert: 5,000 distinct SYNs, one run
+//!   each, median of the kernel-reported times (single runs carry the test
+//!   runner's timer overhead: the empty program is measured the same way).
+//! - **Updates**: time from `Enforcer::apply` until the new policy is in
+//!   force (compile, write the inactive slot, switch), 1 and 1,000 rules.
+//! - **Memory**: kernel memory of every map for 1, 10 and 100 NICs with
+//!   1,000 rules each, as the kernel accounts it.
+//!
+//! Runs in a release build (it re-runs itself so). Tables are printed and
+//! written to `target/bench.md`; every target is printed with its measured
+//! ratio, met or missed.
 
 use std::{fmt::Write as _, net::IpAddr};
 
 use anyhow::Context as _;
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sg_agent::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, Limits},
     enforce::{Enforcer, ifindex},
     policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State},
 };
+use sg_common::maps::PROG_BENCH_FLOOR;
 use sg_tests::{
     packet::{self, L3, L4, Spec},
     testrun::{self, Hook},
@@ -25,11 +39,15 @@ use sg_tests::{
 
 const ROUNDS: usize = 5;
 const REPEAT: u32 = 1_000_000;
+const NEW_FLOWS: u16 = 5_000;
 const NIC: &str = "bench0";
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
-/// A policy of `n` ingress rules on `NIC`; only the last in order (priority
-/// 100) matches TCP to port 80 from `10.0.0.0/8` or `fd00::/8`; `deny` makes it a Drop.
-fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
+/// A policy of `n` rules in direction `dir` on every NIC in `nics`; only the
+/// last in order (priority 100) matches TCP to port 80 with peer
+/// `10.0.0.0/8` or `fd00::/8`; `deny` makes it a Drop.
+fn policy(n: usize, deny: bool, dir: &str, nics: &[String]) -> anyhow::Result<State> {
     let mut s = State::with_seed(1);
     let g = s.create_group(GroupSpec::basic("bench"))?;
     let mut rules = Vec::new();
@@ -40,13 +58,11 @@ fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
         } else {
             "2001:db8::/32"
         };
-        rules.push(RuleSpec::from_text(
-            "ingress", "Allow", "1", "TCP", &port, peer,
-        )?);
+        rules.push(RuleSpec::from_text(dir, "Allow", "1", "TCP", &port, peer)?);
     }
     let action = if deny { "Deny" } else { "Allow" };
     rules.push(RuleSpec::from_text(
-        "ingress",
+        dir,
         action,
         "100",
         "TCP",
@@ -55,113 +71,311 @@ fn policy(n: usize, deny: bool) -> anyhow::Result<State> {
     )?);
     if n >= 2 {
         rules.push(RuleSpec::from_text(
-            "ingress", action, "100", "TCP", "80/80", "fd00::/8",
+            dir, action, "100", "TCP", "80/80", "fd00::/8",
         )?);
     }
     s.authorize_all(&g, rules)?;
-    s.bind_nic(NicBinding::new(
-        NIC,
-        BindingMode::Local,
-        vec!["10.1.0.1".parse::<IpAddr>()?, "fd00::1".parse()?],
-        vec![g],
-    ))?;
+    for (i, nic) in nics.iter().enumerate() {
+        let i = u8::try_from(i % 250)?;
+        s.bind_nic(NicBinding::new(
+            nic,
+            BindingMode::Local,
+            vec![
+                format!("10.1.{i}.1").parse::<IpAddr>()?,
+                format!("fd00::{i}:1").parse()?,
+            ],
+            vec![g.clone()],
+        ))?;
+    }
     Ok(s)
 }
 
-/// Kernel-reported ns per run of the XDP program on `frame` arriving on `ifindex`.
-fn xdp_ns(dp: &mut Dataplane, frame: &[u8], ifindex: u32) -> anyhow::Result<f64> {
-    let run = testrun::run_on(dp, Hook::Xdp, frame, Some(ifindex), REPEAT)?;
+/// The bench NIC's frames: TCP between the NIC (10.1.0.1, fd00::1) and a
+/// peer (10.2.3.4, fd00::99) towards port 80, in through XDP or out
+/// through TC, with `flags` and source port `sport`.
+fn frame(hook: Hook, v6: bool, flags: u8, sport: u16) -> Vec<u8> {
+    let l4 = L4::Tcp {
+        sport,
+        dport: 80,
+        flags,
+    };
+    let l3 = match (hook, v6) {
+        (Hook::Xdp, false) => L3::v4([10, 2, 3, 4], [10, 1, 0, 1]),
+        (Hook::Xdp, true) => L3::v6("fd00::99", "fd00::1"),
+        (Hook::TcEgress, false) => L3::v4([10, 1, 0, 1], [10, 2, 3, 4]),
+        (Hook::TcEgress, true) => L3::v6("fd00::1", "fd00::99"),
+    };
+    packet::build(&Spec::new(l3, l4)).bytes
+}
+
+/// Kernel-reported ns per run of `hook`'s program on `frame` from `ifindex`.
+fn ns_per_run(
+    dp: &mut Dataplane,
+    hook: Hook,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> anyhow::Result<f64> {
+    let run = testrun::run_on(dp, hook, frame, Some(ifindex), repeat)?;
     #[expect(clippy::cast_precision_loss, reason = "nanoseconds, for display")]
     Ok(run.nanos as f64)
 }
 
+/// Kernel-reported ns per run of the empty XDP program.
+fn floor_ns(dp: &mut Dataplane, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
+    let prog: &mut Xdp = dp
+        .ebpf_mut()
+        .program_mut(PROG_BENCH_FLOOR)
+        .context("the floor program")?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load()?;
+    }
+    let mut out = vec![0u8; frame.len() + 512];
+    let run = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..TestRunOptions::default()
+    })?;
+    #[expect(clippy::cast_precision_loss, reason = "nanoseconds, for display")]
+    Ok(run.duration.as_nanos() as f64)
+}
+
+/// (median, min, max).
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+fn rounds(mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<(f64, f64, f64)> {
+    Ok(stats(
+        (0..ROUNDS).map(|_| f()).collect::<anyhow::Result<_>>()?,
+    ))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
 pub fn run() -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        // Compile and map-writing times mean nothing in a debug build.
+        return crate::cargo(
+            &[
+                "run",
+                "--release",
+                "--quiet",
+                "--locked",
+                "--package",
+                "xtask",
+                "--",
+                "bench",
+            ],
+            &[],
+        );
+    }
     let ns = Netns::new("bench")?;
     ns.ip(&[
         "link", "add", NIC, "type", "veth", "peer", "name", "bench0p",
     ])?;
     ns.ip(&["link", "set", NIC, "up"])?;
-    let table = ns.exec(|| -> anyhow::Result<String> {
-        let mut enforcer = Enforcer::new(Dataplane::load()?, None);
-        let idx = ifindex(NIC).context("bench interface")?;
-        let tcp = |flags| L4::Tcp {
-            sport: 40000,
-            dport: 80,
-            flags,
-        };
-        let v4_to = |flags| packet::build(&Spec::new(L3::v4([10, 2, 3, 4], [10, 1, 0, 1]), tcp(flags))).bytes;
-        let v4 = v4_to(0x10);
-        let v6 = packet::build(&Spec::new(L3::v6("fd00::99", "fd00::1"), tcp(0x10))).bytes;
-        let mut out = String::from(
-            "| case | rules | ns/packet (median) | min | max |\n| --- | --- | --- | --- | --- |\n",
-        );
-        let cases: [(&str, usize, bool, &[u8]); 7] = [
-            ("XDP ingress, IPv4, no session, allowed", 1, false, &v4),
-            ("XDP ingress, IPv4, no session, allowed", 10, false, &v4),
-            ("XDP ingress, IPv4, no session, allowed", 100, false, &v4),
-            ("XDP ingress, IPv4, no session, allowed", 1000, false, &v4),
-            ("XDP ingress, IPv6, no session, allowed", 1000, false, &v6),
-            ("XDP ingress, IPv4, no session, denied", 1000, true, &v4),
-            ("XDP ingress, IPv6, no session, denied", 1000, true, &v6),
-        ];
-        // The floor: an interface that is not bound (parser and counters only).
-        let peer = ifindex("bench0p").context("bench peer")?;
-        let floor = (0..ROUNDS)
-            .map(|_| xdp_ns(enforcer.dataplane(), &v4, peer))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (med, min, max) = stats(floor);
-        let _ = writeln!(
-            out,
-            "| XDP, interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |"
-        );
-        for (what, n, deny, frame) in cases {
-            enforcer.apply(&policy(n, deny)?)?;
-            let runs = (0..ROUNDS)
-                .map(|_| xdp_ns(enforcer.dataplane(), frame, idx))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let (med, min, max) = stats(runs);
-            let _ = writeln!(out, "| {what} | {n} | {med:.1} | {min:.1} | {max:.1} |");
-        }
-        // A packet of a live session: its SYN opened it, the rest ride on it.
-        enforcer.apply(&policy(1000, false)?)?;
-        xdp_ns(enforcer.dataplane(), &v4_to(0x02), idx)?;
-        let runs = (0..ROUNDS)
-            .map(|_| xdp_ns(enforcer.dataplane(), &v4, idx))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (med, min, max) = stats(runs);
-        let _ = writeln!(
-            out,
-            "| XDP ingress, IPv4, packet of a live session | 1000 | {med:.1} | {min:.1} | {max:.1} |"
-        );
-        // Time from the call until the new policy is in force: compile,
-        // write the inactive slot, switch. Alternating two policies so every
-        // call really switches.
-        let _ = writeln!(
-            out,
-            "\n| policy update (compile, write, switch) | rules | ms (median) | min | max |\n| --- | --- | --- | --- | --- |"
-        );
-        for n in [1, 1000] {
-            let (a, b) = (policy(n, false)?, policy(n, true)?);
-            let mut took = Vec::new();
-            for round in 0..ROUNDS * 2 {
-                let next = if round % 2 == 0 { &a } else { &b };
-                let start = std::time::Instant::now();
-                enforcer.apply(next)?;
-                took.push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-            let (med, min, max) = stats(took);
-            let _ = writeln!(out, "| until in force | {n} | {med:.1} | {min:.1} | {max:.1} |");
-        }
-        Ok(out)
-    })??;
-    print!("{table}");
+    let mut out = ns.exec(per_packet)??;
+    out.push_str(&memory(&ns)?);
+    print!("{out}");
     let file = crate::target_dir().join("bench.md");
-    std::fs::write(&file, &table)?;
+    std::fs::write(&file, &out)?;
     println!("written to {}", file.display());
     Ok(())
+}
+
+/// Per-packet costs, new flows, update latency and the targets: one table each.
+fn per_packet() -> anyhow::Result<String> {
+    let mut enforcer = Enforcer::new(Dataplane::load()?, None);
+    let idx = ifindex(NIC).context("bench interface")?;
+    let peer = ifindex("bench0p").context("bench peer")?;
+    let nics = [NIC.to_owned()];
+    let mut out = String::from(
+        "| program | case | rules | ns/packet (median) | min | max |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    let v4_in = frame(Hook::Xdp, false, TCP_ACK, 40000);
+    let (floor, fmin, fmax) = rounds(|| floor_ns(enforcer.dataplane(), &v4_in, REPEAT))?;
+    let _ = writeln!(
+        out,
+        "| XDP | empty program (the floor) | - | {floor:.1} | {fmin:.1} | {fmax:.1} |"
+    );
+    let (med, min, max) =
+        rounds(|| ns_per_run(enforcer.dataplane(), Hook::Xdp, &v4_in, peer, REPEAT))?;
+    let _ = writeln!(
+        out,
+        "| XDP | interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |"
+    );
+    let mut session_v4 = 0.0;
+    let mut at = std::collections::HashMap::new();
+    for (hook, prog, dir) in [
+        (Hook::Xdp, "XDP ingress", "ingress"),
+        (Hook::TcEgress, "TC egress", "egress"),
+    ] {
+        let cases: [(&str, usize, bool, bool); 9] = [
+            ("IPv4, packet of a live session", 1000, false, false),
+            ("IPv6, packet of a live session", 1000, false, true),
+            ("IPv4, no session, allowed", 1, false, false),
+            ("IPv4, no session, allowed", 10, false, false),
+            ("IPv4, no session, allowed", 100, false, false),
+            ("IPv4, no session, allowed", 1000, false, false),
+            ("IPv6, no session, allowed", 1000, false, true),
+            ("IPv4, no session, denied", 1000, true, false),
+            ("IPv6, no session, denied", 1000, true, true),
+        ];
+        for (what, n, deny, v6) in cases {
+            enforcer.apply(&policy(n, deny, dir, &nics)?)?;
+            let dp = enforcer.dataplane();
+            dp.flush_sessions(&sg_agent::dataplane::sessions::Filter::default())?;
+            if what.contains("session") && !what.contains("no session") {
+                // Its SYN opens the session; the ACKs measured ride on it.
+                ns_per_run(dp, hook, &frame(hook, v6, TCP_SYN, 40000), idx, 1)?;
+            }
+            let f = frame(hook, v6, TCP_ACK, 40000);
+            let (med, min, max) = rounds(|| ns_per_run(dp, hook, &f, idx, REPEAT))?;
+            let _ = writeln!(
+                out,
+                "| {prog} | {what} | {n} | {med:.1} | {min:.1} | {max:.1} |"
+            );
+            if hook == Hook::Xdp && !v6 && !deny {
+                if what.contains("live session") {
+                    session_v4 = med;
+                } else {
+                    at.insert(n, med);
+                }
+            }
+        }
+    }
+    // New flows, session insert included: distinct SYNs, one run each.
+    let _ = writeln!(
+        out,
+        "\n| new flows (distinct SYNs, one run each, XDP ingress, IPv4) | rules | ns/packet (median of {NEW_FLOWS}) |\n| --- | --- | --- |"
+    );
+    let single_floor = {
+        let runs = (0..NEW_FLOWS)
+            .map(|_| floor_ns(enforcer.dataplane(), &v4_in, 1))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        stats(runs).0
+    };
+    let _ = writeln!(
+        out,
+        "| empty program, single runs | - | {single_floor:.1} |"
+    );
+    let mut new_flow = std::collections::HashMap::new();
+    for n in [10, 1000] {
+        enforcer.apply(&policy(n, false, "ingress", &nics)?)?;
+        let dp = enforcer.dataplane();
+        dp.flush_sessions(&sg_agent::dataplane::sessions::Filter::default())?;
+        let runs = (0..NEW_FLOWS)
+            .map(|i| {
+                ns_per_run(
+                    dp,
+                    Hook::Xdp,
+                    &frame(Hook::Xdp, false, TCP_SYN, 10_000 + i),
+                    idx,
+                    1,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let med = stats(runs).0;
+        new_flow.insert(n, med);
+        let _ = writeln!(out, "| new flow, session inserted | {n} | {med:.1} |");
+    }
+    // Time from the call until the new policy is in force. Alternating two
+    // policies so every call really switches.
+    let _ = writeln!(
+        out,
+        "\n| policy update (compile, write, switch) | rules | ms (median) | min | max |\n| --- | --- | --- | --- | --- |"
+    );
+    let mut in_force_1000 = 0.0;
+    for n in [1, 1000] {
+        let (a, b) = (
+            policy(n, false, "ingress", &nics)?,
+            policy(n, true, "ingress", &nics)?,
+        );
+        let mut took = Vec::new();
+        for round in 0..ROUNDS * 2 {
+            let next = if round % 2 == 0 { &a } else { &b };
+            let start = std::time::Instant::now();
+            enforcer.apply(next)?;
+            took.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (med, min, max) = stats(took);
+        in_force_1000 = med;
+        let _ = writeln!(
+            out,
+            "| until in force | {n} | {med:.1} | {min:.1} | {max:.1} |"
+        );
+    }
+    let (r10, r1000) = (at[&10], at[&1000]);
+    let (n10, n1000) = (new_flow[&10], new_flow[&1000]);
+    let _ = writeln!(
+        out,
+        "\n| target | measured | result |\n| --- | --- | --- |\n\
+         | no-session cost at 1,000 rules ≤ 1.5 × at 10 rules | {:.2} × ({r1000:.0} / {r10:.0} ns) | {} |\n\
+         | new-flow cost (with session insert) at 1,000 rules ≤ 1.5 × at 10 rules | {:.2} × ({n1000:.0} / {n10:.0} ns) | {} |\n\
+         | established-session cost ≤ empty-program floor + 40 ns | floor + {:.0} ns ({session_v4:.0} / {floor:.0} ns) | {} |\n\
+         | 1,000-rule policy in force within 50 ms of the call | {in_force_1000:.1} ms | {} |",
+        r1000 / r10,
+        verdict(r1000 <= 1.5 * r10),
+        n1000 / n10,
+        verdict(n1000 <= 1.5 * n10),
+        session_v4 - floor,
+        verdict(session_v4 <= floor + 40.0),
+        verdict(in_force_1000 <= 50.0),
+    );
+    Ok(out)
+}
+
+/// Kernel memory of every map with 1, 10 and 100 NICs of 1,000 rules each.
+fn memory(ns: &Netns) -> anyhow::Result<String> {
+    const MOST: usize = 100;
+    let mut batch = String::new();
+    for i in 0..MOST {
+        let _ = writeln!(batch, "link add m{i} type veth peer name m{i}p");
+        let _ = writeln!(batch, "link set m{i} up");
+    }
+    let file = crate::target_dir().join("bench-links.batch");
+    std::fs::write(&file, batch)?;
+    ns.ip(&["-batch", file.to_str().context("path")?])?;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut out = format!(
+        "\n| kernel memory of all maps ({cpus} CPUs) | NICs × rules | MiB | largest maps |\n| --- | --- | --- | --- |\n"
+    );
+    for n in [1, 10, MOST] {
+        let nics: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let row = ns.exec(|| -> anyhow::Result<String> {
+            // Sized for exactly these NICs: the per-rule counters cost per CPU.
+            let limits = Limits {
+                nics: u32::try_from(n)?,
+                ..Limits::default()
+            };
+            let mut enforcer = Enforcer::new(Dataplane::load_with(limits)?, None);
+            enforcer.apply(&policy(1000, false, "ingress", &nics)?)?;
+            let mut maps = enforcer.dataplane().map_memory()?;
+            maps.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+            let total: u64 = maps.iter().map(|(_, b)| b).sum();
+            let mib = |b: u64| {
+                #[expect(clippy::cast_precision_loss, reason = "for display")]
+                let m = b as f64 / 1_048_576.0;
+                m
+            };
+            let largest = maps
+                .iter()
+                .take(4)
+                .map(|(name, b)| format!("{name} {:.1}", mib(*b)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(format!(
+                "| all maps | {n} × 1,000 | {:.1} | {largest} |",
+                mib(total)
+            ))
+        })??;
+        let _ = writeln!(out, "{row}");
+    }
+    Ok(out)
 }
