@@ -45,6 +45,7 @@
 //! traffic is one-way, so every one of their packets walks the rules.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     io::Write as _,
     net::{IpAddr, UdpSocket},
@@ -63,6 +64,7 @@ use sg_agent::{
     enforce::Enforcer,
     policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State},
 };
+use sg_common::{counter::DIR_INGRESS, reason};
 use sg_tests::topology::{Netns, Pair};
 
 const ROUNDS: usize = 5;
@@ -565,32 +567,59 @@ impl Receiver<'_> {
     }
 }
 
-/// One measurement: (received, delivered) packets per second, and trafgen's
-/// count against what `b` received over trafgen's whole run.
+/// One measurement: (received, delivered) packets per second; trafgen's
+/// count and what `b` received over trafgen's whole run; sg's ingress
+/// decisions by reason over the window.
 struct Measured {
     received: f64,
     delivered: f64,
     sent: u64,
     received_total: u64,
+    reasons: BTreeMap<u32, u64>,
 }
 
-fn measure(pair: &Pair, cfg: &std::path::Path) -> anyhow::Result<Measured> {
-    let rx0 = rx_packets(&pair.b.ns, &pair.b.ifname)?;
-    let trafgen = Trafgen::start(pair, cfg)?;
-    std::thread::sleep(WARMUP);
-    let first = sample(pair);
-    std::thread::sleep(WINDOW);
-    let last = sample(pair);
-    let sent = trafgen.stop()?;
-    let (first, last) = (first?, last?);
-    let received_total = rx_packets(&pair.b.ns, &pair.b.ifname)? - rx0;
-    let (received, delivered) = rates(first, last);
-    Ok(Measured {
-        received,
-        delivered,
-        sent,
-        received_total,
-    })
+impl Receiver<'_> {
+    /// sg's ingress decisions on `b`'s NIC so far, by reason (none when the
+    /// NIC is not bound).
+    fn decisions(&mut self) -> anyhow::Result<BTreeMap<u32, u64>> {
+        let counts = self
+            .enforcer
+            .dataplane()
+            .reason_counts(&self.pair.b.ifname)?;
+        Ok(counts
+            .into_iter()
+            .filter(|&(dir, _, _)| dir == DIR_INGRESS)
+            .map(|(_, reason, n)| (reason, n))
+            .collect())
+    }
+
+    fn measure(&mut self, cfg: &std::path::Path) -> anyhow::Result<Measured> {
+        let pair = self.pair;
+        let rx0 = rx_packets(&pair.b.ns, &pair.b.ifname)?;
+        let trafgen = Trafgen::start(pair, cfg)?;
+        std::thread::sleep(WARMUP);
+        let first = sample(pair);
+        let before = self.decisions();
+        std::thread::sleep(WINDOW);
+        let last = sample(pair);
+        let after = self.decisions();
+        let sent = trafgen.stop()?;
+        let (first, last, before, after) = (first?, last?, before?, after?);
+        let received_total = rx_packets(&pair.b.ns, &pair.b.ifname)? - rx0;
+        let (received, delivered) = rates(first, last);
+        let reasons = after
+            .into_iter()
+            .map(|(r, n)| (r, n - before.get(&r).copied().unwrap_or(0)))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        Ok(Measured {
+            received,
+            delivered,
+            sent,
+            received_total,
+            reasons,
+        })
+    }
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
@@ -625,6 +654,8 @@ fn check_tools() -> anyhow::Result<()> {
 /// measurements where trafgen's count and `b`'s disagree.
 struct Results {
     rates: Vec<Vec<(f64, f64)>>,
+    /// sg's ingress decisions by reason over every round's window.
+    reasons: Vec<BTreeMap<u32, u64>>,
     mismatches: Vec<String>,
 }
 
@@ -650,18 +681,19 @@ fn measure_all(pair: &Pair, cases: &[Case]) -> anyhow::Result<Results> {
     };
     let mut results = Results {
         rates: cases.iter().map(|_| Vec::new()).collect(),
+        reasons: cases.iter().map(|_| BTreeMap::new()).collect(),
         mismatches: Vec::new(),
     };
     for round in 1..=ROUNDS {
         eprintln!("round {round}/{ROUNDS}");
-        for (case, rates) in cases.iter().zip(&mut results.rates) {
+        for (i, (case, rates)) in cases.iter().zip(&mut results.rates).enumerate() {
             receiver.set_up(case)?;
             let cfg = if case.new_flows {
                 &new_flows
             } else {
                 &one_flow
             };
-            let m = measure(pair, cfg);
+            let m = receiver.measure(cfg);
             receiver.tear_down(case)?;
             let m = m?;
             // Every frame trafgen sent should have reached b's counter.
@@ -676,6 +708,9 @@ fn measure_all(pair: &Pair, cases: &[Case]) -> anyhow::Result<Results> {
                 ));
             }
             rates.push((m.received, m.delivered));
+            for (reason, n) in m.reasons {
+                *results.reasons[i].entry(reason).or_default() += n;
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -708,7 +743,9 @@ fn caption() -> String {
          every packet meet the rules and insert a session. nftables and iptables \
          put `ct state established,related accept` first, but conntrack calls a \
          UDP flow established only once it has seen a reply, and this traffic is \
-         one-way: every packet of theirs walks the rules, allowed or dropped.\n\
+         one-way: every packet of theirs walks the rules, allowed or dropped. \
+         *sg decided by*: sg's ingress decisions in the windows, by reason \
+         (`session`: a live session's packet; `rule`: decided by the rules).\n\
          - {}: `inet` table, base chain on prerouting at priority filter (after \
          conntrack); a linear chain, or one `ip saddr . udp dport vmap` lookup in \
          an interval map. {} (the nft backend): `mangle PREROUTING` (after \
@@ -717,6 +754,25 @@ fn caption() -> String {
         tool_version("nft"),
         tool_version("iptables-nft"),
     )
+}
+
+/// sg's decisions by reason as shares, largest first: "session 99.9%, rule 0.1%".
+fn shares(reasons: &BTreeMap<u32, u64>) -> String {
+    let total: u64 = reasons.values().sum();
+    if total == 0 {
+        return "-".to_owned();
+    }
+    let mut v: Vec<(u32, u64)> = reasons.iter().map(|(&r, &n)| (r, n)).collect();
+    v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    v.iter()
+        .map(|&(r, n)| {
+            let name = reason::NAMES.get(r as usize).copied().unwrap_or("?");
+            #[expect(clippy::cast_precision_loss, reason = "a share for display")]
+            let pct = 100.0 * n as f64 / total as f64;
+            format!("{name} {pct:.1}%")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The markdown: caption, table, targets, and any counting mismatches.
@@ -734,11 +790,11 @@ fn render(cases: &[Case], results: &Results) -> String {
     let base = counted(&cases[0], &results.rates[0]);
     let mut out = caption();
     out.push_str(
-        "| configuration | rules | counted | pps (median) | min | max | × no filter (median) | min | max | received (median) | delivered (median) |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| configuration | rules | counted | pps (median) | min | max | × no filter (median) | min | max | received (median) | delivered (median) | sg decided by |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut ratio_of = Vec::new();
-    for (case, r) in cases.iter().zip(&results.rates) {
+    for ((case, r), reasons) in cases.iter().zip(&results.rates).zip(&results.reasons) {
         let pps = counted(case, r);
         let (med, min, max) = stats(&pps);
         let ratios: Vec<f64> = pps.iter().zip(&base).map(|(x, b)| x / b).collect();
@@ -752,9 +808,10 @@ fn render(cases: &[Case], results: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {rules} | {} | {med:.0} | {min:.0} | {max:.0} | {ratio:.2} | {rmin:.2} | {rmax:.2} | {rx:.0} | {del:.0} |",
+            "| {} | {rules} | {} | {med:.0} | {min:.0} | {max:.0} | {ratio:.2} | {rmin:.2} | {rmax:.2} | {rx:.0} | {del:.0} | {} |",
             case.label(),
             case.counted(),
+            shares(reasons),
         );
         ratio_of.push(ratio);
     }
