@@ -31,7 +31,8 @@ pub struct SessionKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SessionEntry {
-    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the first packet passed.
+    /// `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC_COARSE`) when the first
+    /// packet passed.
     pub created: u64,
     /// … and when the latest packet of the session passed.
     pub last_seen: u64,

@@ -73,14 +73,16 @@ fn address(w: [u64; 2], family: u8) -> IpAddr {
     }
 }
 
-/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+/// `CLOCK_MONOTONIC_COARSE`, the clock the programs stamp sessions with
+/// (`bpf_ktime_get_coarse_ns`): read the same way, an entry this side sees as
+/// expired is expired for the next packet too.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
