@@ -64,6 +64,11 @@ impl Enforcer {
         }
     }
 
+    /// How interfaces bound from now on are attached (`None`: not at all).
+    pub fn set_attach_mode(&mut self, mode: Option<AttachMode>) {
+        self.attach = mode;
+    }
+
     pub fn dataplane(&mut self) -> &mut Dataplane {
         &mut self.dp
     }

@@ -15,7 +15,10 @@ pub const IFACES: &str = "SG_IFACES_V1";
 pub const TABLES: &str = "SG_TABLES_V1";
 pub const BITS: &str = "SG_BITS_V1";
 /// A table uses at most 257 protocol, 2 × 2,001 interval and 2 no-port entries.
-pub const BITS_ENTRIES: u32 = MAX_TABLES * 4400;
+pub const BITS_PER_TABLE: u32 = 4400;
+/// As declared; the agent sizes the map for the NICs it is loaded for (a hash
+/// map's bucket array costs 16 bytes per entry it could hold, used or not).
+pub const BITS_ENTRIES: u32 = MAX_TABLES * BITS_PER_TABLE;
 pub const BOUNDS: &str = "SG_BOUNDS_V1";
 pub const ADDR4: &str = "SG_ADDR4_V1";
 pub const ADDR6: &str = "SG_ADDR6_V1";

@@ -173,19 +173,42 @@ fn traffic_passes_both_ways_and_counters_match_capture_tc_ingress() {
 
 #[test]
 fn dropping_the_dataplane_detaches_everything() {
+    for mode in [AttachMode::Native, AttachMode::Auto] {
+        let pair = Pair::new().expect("topology");
+        let mut dp = Dataplane::load().expect("load");
+        attach(&mut dp, &pair.b, mode);
+        let ids = our_program_ids(&mut dp);
+        // Auto on a veth means TC ingress (see `AttachMode::Auto`).
+        let xdp = mode == AttachMode::Native;
+        assert_eq!(
+            pair.b.link_details().unwrap().contains("xdp"),
+            xdp,
+            "{mode:?}: XDP attached?"
+        );
+        assert_eq!(
+            sg_tests::links_of(&ids),
+            2,
+            "{mode:?}: expected two links (XDP or tcx ingress, and tcx egress)"
+        );
+        drop(dp);
+        assert_nothing_attached(&pair.b, &ids);
+    }
+}
+
+#[test]
+fn the_driver_of_a_veth_is_veth() {
     let pair = Pair::new().expect("topology");
-    let mut dp = Dataplane::load().expect("load");
-    attach(&mut dp, &pair.b, AttachMode::Auto);
-    let ids = our_program_ids(&mut dp);
-    assert!(
-        pair.b.link_details().unwrap().contains("xdp"),
-        "XDP not attached"
-    );
-    assert_eq!(
-        sg_tests::links_of(&ids),
-        2,
-        "expected an XDP and a tcx link"
-    );
-    drop(dp);
-    assert_nothing_attached(&pair.b, &ids);
+    let name = pair.b.ifname.clone();
+    let driver = pair
+        .b
+        .ns
+        .exec(|| sg_agent::dataplane::driver(&name))
+        .unwrap();
+    assert_eq!(driver.as_deref(), Some("veth"));
+    let none = pair
+        .b
+        .ns
+        .exec(|| sg_agent::dataplane::driver("nosuch0"))
+        .unwrap();
+    assert_eq!(none, None);
 }

@@ -72,7 +72,7 @@ fn closed_inbound(bench: &Bench, timeouts: SessionTimeouts) -> State {
 
 #[test]
 fn replies_to_allowed_outbound_traffic_pass_although_inbound_rules_deny_them() {
-    replies_pass_by_session(AttachMode::Auto);
+    replies_pass_by_session(AttachMode::Native);
 }
 
 /// The same with the receive side decided by TC ingress instead of XDP.

@@ -108,6 +108,18 @@ struct Case {
     path: Path,
     /// Every packet from a new source address and port.
     new_flows: bool,
+    /// How sg's receive side is attached.
+    mode: AttachMode,
+}
+
+/// An attach mode's name in the table.
+const fn mode_name(mode: AttachMode) -> &'static str {
+    match mode {
+        AttachMode::Auto => "XDP auto",
+        AttachMode::Native => "XDP native",
+        AttachMode::Generic => "XDP generic",
+        AttachMode::Tc => "TC ingress",
+    }
 }
 
 impl Case {
@@ -117,16 +129,19 @@ impl Case {
             rules,
             path,
             new_flows: false,
+            mode: AttachMode::Native,
         }
     }
 
     fn label(&self) -> String {
+        let mode = mode_name(self.mode);
+        let sg = format!("sg ({mode})");
         let what = match self.filter {
             Filter::None => return "no filter".to_owned(),
             Filter::SgUnbound => {
-                return "sg attached (XDP native), interface not bound: passes all".to_owned();
+                return format!("sg attached ({mode}), interface not bound: passes all");
             }
-            Filter::Sg => "sg (XDP native)",
+            Filter::Sg => sg.as_str(),
             Filter::NftLinear => "nftables, linear chain",
             Filter::NftMap => "nftables, `ip saddr . udp dport` verdict map",
             Filter::Iptables => "iptables-nft, linear chain",
@@ -169,6 +184,19 @@ fn cases() -> Vec<Case> {
     for filter in [Filter::NftLinear, Filter::NftMap, Filter::Iptables] {
         for path in [Path::Allow, Path::Drop] {
             v.push(Case::new(filter, 1000, path));
+        }
+    }
+    // The other ways to attach sg's receive side on veth.
+    for mode in [AttachMode::Generic, AttachMode::Tc] {
+        v.push(Case {
+            mode,
+            ..Case::new(Filter::SgUnbound, 0, Path::Allow)
+        });
+        for path in [Path::Allow, Path::Drop] {
+            v.push(Case {
+                mode,
+                ..Case::new(Filter::Sg, 1000, path)
+            });
         }
     }
     v
@@ -518,11 +546,12 @@ impl Receiver<'_> {
             Filter::None => {}
             Filter::SgUnbound => {
                 let dp = self.enforcer.dataplane();
-                b.ns.exec(|| dp.attach(&b.ifname, AttachMode::Native))??;
+                b.ns.exec(|| dp.attach(&b.ifname, case.mode))??;
             }
             Filter::Sg => {
                 let state = policy(case.rules, case.path, &b.ifname, IpAddr::V4(b.v4))?;
                 let enforcer = &mut self.enforcer;
+                enforcer.set_attach_mode(Some(case.mode));
                 b.ns.exec(|| enforcer.apply(&state))??;
             }
             Filter::NftLinear | Filter::NftMap => {
@@ -819,7 +848,11 @@ fn render(cases: &[Case], results: &Results) -> String {
         cases
             .iter()
             .position(|c| {
-                matches!(c.filter, Filter::Sg) && c.rules == 1000 && c.path == path && !c.new_flows
+                matches!(c.filter, Filter::Sg)
+                    && c.rules == 1000
+                    && c.path == path
+                    && !c.new_flows
+                    && c.mode == AttachMode::Native
             })
             .map_or(f64::NAN, |i| ratio_of[i])
     };

@@ -122,8 +122,6 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let xdp_id = dp.xdp()?.info()?.id();
-    let tc_id = dp.tc_egress()?.info()?.id();
     let mut enforcer = Enforcer::new(dp, Some(mode));
     let mut state = None;
     match (&args.iface, &args.policy) {
@@ -133,7 +131,8 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
                 .attach(iface, mode)
                 .with_context(|| format!("attaching to {iface}"))?;
             log::info!(
-                "attached to {iface} (program ids: xdp {xdp_id}, tc egress {tc_id}); SIGINT or SIGTERM detaches"
+                "attached to {iface} (program ids: {}); SIGINT or SIGTERM detaches",
+                program_ids(enforcer.dataplane())
             );
         }
         (None, Some(path)) => {
@@ -147,9 +146,10 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
                 );
             }
             log::info!(
-                "enforcing {} on {:?} (program ids: xdp {xdp_id}, tc egress {tc_id}); absent: {:?}; attached to {}; SIGHUP reloads, SIGINT or SIGTERM detaches",
+                "enforcing {} on {:?} (program ids: {}); absent: {:?}; attached to {}; SIGHUP reloads, SIGINT or SIGTERM detaches",
                 path.display(),
                 report.installed,
+                program_ids(enforcer.dataplane()),
                 report.absent,
                 report
                     .installed
@@ -193,6 +193,15 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
         print!("{}", report.text);
     }
     Ok(())
+}
+
+/// The loaded programs' ids, as `xdp N, tc ingress M, tc egress K`.
+fn program_ids(dp: &mut Dataplane) -> String {
+    dp.program_ids()
+        .iter()
+        .map(|(name, id)| format!("{name} {id}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Report {

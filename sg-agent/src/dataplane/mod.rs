@@ -7,5 +7,5 @@ pub mod sessions;
 mod writer;
 
 pub use counters::Counters;
-pub use loader::{AttachMode, Dataplane, Error, Limits};
+pub use loader::{AttachMode, Dataplane, Error, Limits, driver};
 pub use writer::{Binding, RuleHits};
