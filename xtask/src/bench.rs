@@ -17,6 +17,8 @@
 //! - **Memory**: kernel memory of every map for 1, 10 and 100 NICs with
 //!   1,000 rules each, as the kernel accounts it.
 //!
+//! - **Throughput** (unless `--per-packet-only`): `crate::throughput`.
+//!
 //! Runs in a release build (it re-runs itself so). Tables are printed and
 //! written to `target/bench.md`; every target is printed with its measured
 //! ratio, met or missed.
@@ -158,22 +160,23 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "missed" }
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         // Compile and map-writing times mean nothing in a debug build.
-        return crate::cargo(
-            &[
-                "run",
-                "--release",
-                "--quiet",
-                "--locked",
-                "--package",
-                "xtask",
-                "--",
-                "bench",
-            ],
-            &[],
-        );
+        let mut args = vec![
+            "run",
+            "--release",
+            "--quiet",
+            "--locked",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+        ];
+        if per_packet_only {
+            args.push("--per-packet-only");
+        }
+        return crate::cargo(&args, &[]);
     }
     let ns = Netns::new("bench")?;
     ns.ip(&[
@@ -182,7 +185,14 @@ pub fn run() -> anyhow::Result<()> {
     ns.ip(&["link", "set", NIC, "up"])?;
     let mut out = ns.exec(per_packet)??;
     out.push_str(&memory(&ns)?);
+    drop(ns);
     print!("{out}");
+    if !per_packet_only {
+        let through = crate::throughput::tables()?;
+        print!("\n{through}");
+        out.push('\n');
+        out.push_str(&through);
+    }
     let file = crate::target_dir().join("bench.md");
     std::fs::write(&file, &out)?;
     println!("written to {}", file.display());

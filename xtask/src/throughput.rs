@@ -885,12 +885,8 @@ fn render(cases: &[Case], results: &Results) -> String {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    check_tools()?;
     let started = Instant::now();
-    let pair = Pair::new()?;
-    let cases = cases();
-    let results = measure_all(&pair, &cases)?;
-    let out = render(&cases, &results);
+    let out = tables()?;
     print!("{out}");
     let file = crate::target_dir().join("throughput.md");
     std::fs::write(&file, &out)?;
@@ -900,4 +896,13 @@ pub fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Measures every configuration and renders the tables.
+pub fn tables() -> anyhow::Result<String> {
+    check_tools()?;
+    let pair = Pair::new()?;
+    let cases = cases();
+    let results = measure_all(&pair, &cases)?;
+    Ok(render(&cases, &results))
 }
