@@ -143,6 +143,11 @@ impl Dataplane {
         self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
     }
 
+    /// The interface → binding map, whose whole-value updates are the switches.
+    fn ifaces(&mut self) -> Result<HashMap<&mut MapData, u32, IfaceConfig>, Error> {
+        HashMap::try_from(self.map_mut(IFACES)?).map_err(map_err(IFACES))
+    }
+
     /// Writes the global settings: the port-25 block, platform addresses and
     /// session timeouts.
     pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
@@ -259,8 +264,7 @@ impl Dataplane {
             n.switched_at = Some(Instant::now());
             n.config
         };
-        let mut ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
-            .map_err(map_err(IFACES))?;
+        let mut ifaces = self.ifaces()?;
         ifaces
             .insert(&binding.ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
@@ -279,8 +283,7 @@ impl Dataplane {
         };
         n.config.version = next_version(&mut self.nics.last_version);
         let (ifindex, config) = (n.ifindex, n.config);
-        HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
-            .map_err(map_err(IFACES))?
+        self.ifaces()?
             .insert(&ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
         Ok(Some(config.version))
@@ -294,8 +297,7 @@ impl Dataplane {
         };
         let (id, ifindex) = (n.id, n.ifindex);
         {
-            let mut ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_mut(IFACES)?)
-                .map_err(map_err(IFACES))?;
+            let mut ifaces = self.ifaces()?;
             let _ = ifaces.remove(&ifindex);
         }
         std::thread::sleep(GRACE);
