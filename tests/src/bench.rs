@@ -63,6 +63,19 @@ impl Bench {
         )
     }
 
+    /// Packets of the server NIC decided for `reason` (`sg_common::reason`) in
+    /// direction `dir` (0 = ingress).
+    pub fn decided(&mut self, dir: u32, reason: u32) -> u64 {
+        let name = self.pair.b.ifname.clone();
+        self.enforcer
+            .dataplane()
+            .reason_counts(&name)
+            .expect("reason counters")
+            .iter()
+            .find(|(d, r, _)| *d == dir && *r == reason)
+            .map_or(0, |(_, _, n)| *n)
+    }
+
     /// Makes the data plane enforce `state` (from inside `b`'s namespace,
     /// where the interface is).
     pub fn apply(&mut self, state: &State) -> anyhow::Result<ApplyReport> {

@@ -26,15 +26,6 @@ fn hits(bench: &mut Bench, id: &RuleId) -> (u64, u64) {
         .map_or((0, 0), |h| (h.packets, h.bytes))
 }
 
-fn reason_count(bench: &mut Bench, dir: u32, r: u32) -> u64 {
-    let name = bench.pair.b.ifname.clone();
-    let counts = bench.enforcer.dataplane().reason_counts(&name).unwrap();
-    counts
-        .iter()
-        .find(|(d, x, _)| *d == dir && *x == r)
-        .map_or(0, |c| c.2)
-}
-
 /// Waits until the reason counters stop moving (a new interface's own MLD
 /// reports reach the rules too), so what follows is counted exactly.
 fn settle(bench: &mut Bench) {
@@ -60,21 +51,21 @@ fn rule_hits_and_drop_reasons_count_exactly_and_survive_a_switch() {
     s.bind_nic(bench.server_nic(&[&g])).unwrap();
     bench.apply(&s).unwrap();
     settle(&mut bench);
-    let drops_before = reason_count(&mut bench, DIR_INGRESS, reason::DEFAULT_INGRESS_DROP);
+    let drops_before = bench.decided(DIR_INGRESS, reason::DEFAULT_INGRESS_DROP);
 
     // Four pings of one ping process (one echo identifier): the first echo
     // request hits the rule and opens a session; the other three and every
     // reply ride on it.
     assert!(probe::ping(&bench.pair.a.ns, bench.pair.b.v4.into(), 4).allowed());
     assert_eq!(hits(&mut bench, &ping_rule), (1, PING_FRAME));
-    assert_eq!(reason_count(&mut bench, DIR_INGRESS, reason::SESSION), 3);
+    assert_eq!(bench.decided(DIR_INGRESS, reason::SESSION), 3);
     // Three UDP datagrams no rule allows: three default drops.
     let to = SocketAddr::new(bench.pair.b.v4.into(), 5353);
     for _ in 0..3 {
         assert!(!probe::udp(&bench.pair.a.ns, to).allowed());
     }
     assert_eq!(
-        reason_count(&mut bench, DIR_INGRESS, reason::DEFAULT_INGRESS_DROP) - drops_before,
+        bench.decided(DIR_INGRESS, reason::DEFAULT_INGRESS_DROP) - drops_before,
         3
     );
 
@@ -97,10 +88,10 @@ fn rule_hits_and_drop_reasons_count_exactly_and_survive_a_switch() {
     // Revoking the rule stops the pings; the drops are counted by reason.
     s.revoke(&g, &ping_rule).unwrap();
     bench.apply(&s).unwrap();
-    let before = reason_count(&mut bench, DIR_INGRESS, reason::DEFAULT_INGRESS_DROP);
+    let before = bench.decided(DIR_INGRESS, reason::DEFAULT_INGRESS_DROP);
     assert!(!probe::ping(&bench.pair.a.ns, bench.pair.b.v4.into(), 1).allowed());
     assert_eq!(
-        reason_count(&mut bench, DIR_INGRESS, reason::DEFAULT_INGRESS_DROP) - before,
+        bench.decided(DIR_INGRESS, reason::DEFAULT_INGRESS_DROP) - before,
         1
     );
 }

@@ -23,20 +23,6 @@ use sg_tests::{
     probe,
 };
 
-/// Packets of the server NIC decided by `why` in direction `dir` (0 = ingress).
-fn decided(bench: &mut Bench, dir: u32, why: u32) -> u64 {
-    let name = bench.pair.b.ifname.clone();
-    bench
-        .enforcer
-        .dataplane()
-        .reason_counts(&name)
-        .expect("reason counters")
-        .iter()
-        .filter(|(d, r, _)| *d == dir && *r == why)
-        .map(|(_, _, n)| n)
-        .sum()
-}
-
 fn sessions(bench: &mut Bench) -> Vec<sg_agent::dataplane::sessions::Session> {
     bench
         .enforcer
@@ -49,11 +35,8 @@ fn event(bench: &mut Bench, name: &str) -> u64 {
     bench
         .enforcer
         .dataplane()
-        .session_events()
+        .session_event(name)
         .expect("session events")
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| *v)
 }
 
 /// A state with the server NIC in one basic group with no rules: egress
@@ -109,7 +92,7 @@ fn replies_pass_by_session(mode: AttachMode) {
         assert!(probe::udp(&b.ns, to_a).allowed(), "UDP to {to_a}");
         assert!(probe::ping(&b.ns, addr, 2).allowed(), "ping {addr}");
     }
-    let by_session = decided(&mut bench, 0, reason::SESSION);
+    let by_session = bench.decided(0, reason::SESSION);
     // Per family: TCP SYN-ACK and the rest of the echo exchange, a UDP reply,
     // two echo replies.
     assert!(
@@ -164,13 +147,13 @@ fn a_reply_after_the_timeout_is_dropped() {
         }),
         "the session never went idle past its timeout"
     );
-    let dropped_before = decided(&mut bench, 0, reason::DEFAULT_INGRESS_DROP);
+    let dropped_before = bench.decided(0, reason::DEFAULT_INGRESS_DROP);
     sock_a.send_to(b"too late", b_addr).unwrap();
     assert!(
         !receives(&sock_b, b"too late"),
         "a reply after the timeout must be dropped"
     );
-    assert!(decided(&mut bench, 0, reason::DEFAULT_INGRESS_DROP) > dropped_before);
+    assert!(bench.decided(0, reason::DEFAULT_INGRESS_DROP) > dropped_before);
     assert!(event(&mut bench, "expired") >= 1);
     assert!(
         sessions(&mut bench).is_empty(),
@@ -203,12 +186,11 @@ fn an_icmp_port_unreachable_for_an_allowed_udp_flow_comes_back_to_the_sender() {
     }
     // Inbound ICMP is otherwise closed: the errors passed as related only.
     assert!(!probe::ping(&a.ns, IpAddr::V4(b.v4), 1).allowed());
-    assert!(decided(&mut bench, 0, reason::RELATED) >= 2);
+    assert!(bench.decided(0, reason::RELATED) >= 2);
 }
 
-/// The server NIC in `groups`, each a basic group; `web` allows TCP `port`
-/// from anywhere.
-fn web(bench: &Bench, s: &mut State, name: &str, port: u16) -> GroupId {
+/// A basic group that allows TCP `port` from anywhere.
+fn web(s: &mut State, name: &str, port: u16) -> GroupId {
     let g = s.create_group(GroupSpec::basic(name)).unwrap();
     let ports = format!("{port}/{port}");
     s.authorize(
@@ -216,7 +198,6 @@ fn web(bench: &Bench, s: &mut State, name: &str, port: u16) -> GroupId {
         rule("ingress", "Allow", "1", "TCP", &ports, "0.0.0.0/0"),
     )
     .unwrap();
-    let _ = bench;
     g
 }
 
@@ -224,7 +205,7 @@ fn web(bench: &Bench, s: &mut State, name: &str, port: u16) -> GroupId {
 fn an_open_connection_survives_a_change_that_still_allows_it_and_stops_when_revoked() {
     let mut bench = Bench::new(&[], &[8080], &[]).unwrap();
     let mut s = State::with_seed(9);
-    let g = web(&bench, &mut s, "web", 8080);
+    let g = web(&mut s, "web", 8080);
     s.bind_nic(bench.server_nic(&[&g])).unwrap();
     bench.apply(&s).unwrap();
     let to_b = SocketAddr::new(IpAddr::V4(bench.pair.b.v4), 8080);
@@ -265,8 +246,8 @@ fn an_open_connection_survives_a_change_that_still_allows_it_and_stops_when_revo
 fn joining_the_new_group_before_leaving_the_old_keeps_a_connection_alive() {
     let mut bench = Bench::new(&[], &[8080], &[]).unwrap();
     let mut s = State::with_seed(11);
-    let old = web(&bench, &mut s, "old", 8080);
-    let new = web(&bench, &mut s, "new", 8080);
+    let old = web(&mut s, "old", 8080);
+    let new = web(&mut s, "new", 8080);
     let closed = s.create_group(GroupSpec::basic("closed")).unwrap();
     let nic = bench.pair.b.ifname.clone();
     s.bind_nic(bench.server_nic(&[&old])).unwrap();

@@ -145,9 +145,8 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             (false, reason::DEFAULT_INGRESS_DROP)
         );
         assert_eq!(dp.sessions(&Filter::default()).unwrap(), vec![]);
-        let events = dp.session_events().unwrap();
-        let ev = |n: &str| events.iter().find(|(x, _)| *x == n).map_or(0, |(_, v)| *v);
-        assert_eq!((ev("created"), ev("reopened")), (2, 2), "{events:?}");
+        let ev = |n: &str| dp.session_event(n).unwrap();
+        assert_eq!((ev("created"), ev("reopened")), (2, 2));
     })
     .expect("namespace thread");
 }

@@ -211,6 +211,16 @@ impl Dataplane {
             .collect()
     }
 
+    /// One session event (`sg_common::session::event::NAMES`) summed over
+    /// CPUs; 0 for a name that is not an event.
+    pub fn session_event(&self, name: &str) -> Result<u64, Error> {
+        Ok(self
+            .session_events()?
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v))
+    }
+
     fn settings_value(&self) -> Result<Settings, Error> {
         let map = self.ebpf.map(SETTINGS).ok_or(Error::MissingMap(SETTINGS))?;
         Array::<_, Settings>::try_from(map)
