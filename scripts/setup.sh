@@ -6,7 +6,7 @@ set -euo pipefail
 RUST_VERSION=1.99.1
 BPF_LINKER_VERSION=0.13.0
 BPF_LINKER_LLVM_FEATURE=llvm-23
-APT_PACKAGES=(iproute2 iputils-ping netcat-openbsd nftables iptables bpftool netsniff-ng jq procps)
+APT_PACKAGES=(gcc libc6-dev iproute2 iputils-ping netcat-openbsd nftables iptables bpftool netsniff-ng jq procps)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { printf '[setup] %s\n' "$*"; }

@@ -9,5 +9,9 @@
 pub mod compile;
 pub mod dataplane;
 pub mod enforce;
+pub mod metrics;
+pub mod netlink;
 pub mod netns;
 pub mod policy;
+pub mod snapshot;
+pub mod store;

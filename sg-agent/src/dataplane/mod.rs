@@ -2,6 +2,7 @@
 //! interface, detaching them, and reading the maps.
 
 mod counters;
+pub mod droplog;
 mod loader;
 pub mod sessions;
 mod writer;

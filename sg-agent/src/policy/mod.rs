@@ -13,6 +13,7 @@
 //! Semantics decisions are in `docs/policy.md`.
 
 pub mod addr;
+pub mod apply;
 pub mod error;
 pub mod evaluate;
 pub mod health;

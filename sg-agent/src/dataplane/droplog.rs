@@ -1,0 +1,1 @@
+//! The drop log: reading the ring buffer of dropped packets (placeholder; being written).

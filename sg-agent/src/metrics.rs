@@ -1,0 +1,1 @@
+//! The Prometheus text endpoint (placeholder; being written).

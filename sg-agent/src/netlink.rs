@@ -1,0 +1,1 @@
+//! Watching interfaces come and go over netlink (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Declarative apply: a whole desired state from a document, and its diff (placeholder; being written).

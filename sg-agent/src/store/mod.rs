@@ -1,0 +1,1 @@
+//! The agent's durable store (placeholder; being written).
