@@ -6,6 +6,7 @@
 //! Kernel edges: [`dataplane`] — loading, attaching and reading the eBPF
 //! programs; [`netns`] — entering network namespaces.
 
+pub mod api;
 pub mod compile;
 pub mod dataplane;
 pub mod enforce;
