@@ -110,6 +110,56 @@ impl Table {
     pub fn words(&self) -> u32 {
         u32::try_from(self.ranks.len().div_ceil(64)).unwrap_or(u32::MAX)
     }
+
+    /// The deciding rank for a packet, found the way the kernel finds it in
+    /// this table's map image (`sg-ebpf` `decide::classify`): the longest
+    /// prefix of each address trie, the elementary port interval, the
+    /// protocol's set (else the any-protocol set), ANDed; the lowest rank
+    /// set wins. `peer` is the source for ingress, the destination for
+    /// egress; `local` the other. `None`: no rank matches (the default).
+    pub fn classify(
+        &self,
+        peer: IpAddr,
+        local: IpAddr,
+        protocol: u8,
+        src_port: u16,
+        dst_port: u16,
+    ) -> Option<usize> {
+        let lpm = |prefixes: &[Prefix], a: IpAddr| {
+            prefixes
+                .iter()
+                .filter(|p| p.cidr.addr().is_ipv4() == a.is_ipv4() && p.cidr.contains(&a))
+                .max_by_key(|p| p.cidr.len())
+                .map(|p| p.bits)
+        };
+        let ports = |t: &PortTable, port: u16| {
+            if matches!(protocol, 6 | 17) {
+                let i = t.bounds.iter().rposition(|&b| b <= port)?;
+                t.bits.get(i).copied()
+            } else {
+                Some(t.none)
+            }
+        };
+        let proto = self
+            .proto
+            .iter()
+            .find(|(p, _)| *p == u16::from(protocol))
+            .or_else(|| self.proto.iter().find(|(p, _)| *p == PROTO_OTHER))
+            .map(|(_, b)| *b)?;
+        let sets = [
+            lpm(&self.peer, peer)?,
+            lpm(&self.local, local)?,
+            proto,
+            ports(&self.dport, dst_port)?,
+            ports(&self.sport, src_port)?,
+        ];
+        (0..self.ranks.len()).find(|&r| sets.iter().all(|b| b.words[r / 64] >> (r % 64) & 1 != 0))
+    }
+
+    /// Whether rank `rank`'s action is Accept.
+    pub fn accepts(&self, rank: usize) -> bool {
+        self.accept.words[rank / 64] >> (rank % 64) & 1 != 0
+    }
 }
 
 fn set(bits: &mut RuleBits, rank: usize) {

@@ -73,6 +73,12 @@ impl Enforcer {
         &mut self.dp
     }
 
+    /// The compiled tables in force on NIC `name` (ingress, egress): the
+    /// images written to the kernel's maps.
+    pub fn tables(&self, name: &str) -> Option<(&Table, &Table)> {
+        self.installed.get(name).map(|i| (&i.ingress, &i.egress))
+    }
+
     /// Makes the data plane enforce `state`.
     pub fn apply(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
         let mut report = ApplyReport::default();
@@ -114,6 +120,7 @@ impl Enforcer {
         self.settings = Some(state.settings.clone());
         let present: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
         for (name, want) in wanted {
+            let ifindex_now = want.binding.ifindex;
             let same = self.installed.get(&name).is_some_and(|i| {
                 i.binding.ifindex == want.binding.ifindex
                     && i.binding.mode == want.binding.mode
@@ -140,17 +147,26 @@ impl Enforcer {
                 self.installed.insert(name.clone(), want);
             }
             if let Some(mode) = self.attach
-                && !self.dp.is_attached(&name)
+                && (!self.dp.is_attached(&name)
+                    || self.dp.attached_ifindex(&name) != Some(ifindex_now))
             {
+                // A new index: the interface was deleted and made again, and
+                // the kernel dropped the old attachment with it.
+                self.dp.forget(&name);
                 self.dp.attach(&name, mode).map_err(err)?;
             }
         }
-        let gone: Vec<String> = self
+        // Bound before but not present now; adopted bindings too (a
+        // restarted agent finds them in the pinned maps).
+        let mut gone: Vec<String> = self
             .installed
             .keys()
-            .filter(|n| !present.contains(n))
             .cloned()
+            .chain(self.dp.bound())
+            .filter(|n| !present.contains(n))
             .collect();
+        gone.sort();
+        gone.dedup();
         for name in gone {
             let err = |source: DataplaneError| EnforceError::Dataplane {
                 nic: name.clone(),

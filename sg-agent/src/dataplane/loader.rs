@@ -1,7 +1,12 @@
 //! Loads the embedded object and attaches its two programs to an interface:
 //! XDP on receive, TC on transmit (tcx where the kernel has it, else a clsact
-//! qdisc of our own). Everything attached is detached by [`Dataplane::detach`]
-//! or on drop, and nothing is pinned.
+//! qdisc of our own).
+//!
+//! Two lifetimes: loaded plainly ([`Dataplane::load_with`]), everything
+//! attached is detached by [`Dataplane::detach`] or on drop, and nothing is
+//! pinned. Loaded persistently ([`Dataplane::load_pinned`], the daemon), the
+//! maps and the attachment links are pinned in bpffs, outlive the process,
+//! and the next agent adopts them (see `pins.rs`).
 
 use std::ffi::CString;
 
@@ -78,6 +83,19 @@ pub enum Error {
     NicLimit(u32),
     #[error("counting CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+    #[error(
+        "the maps pinned at {dir} were made with other limits ({source}): start with the same --session-capacity and --max-nics, or remove them with `sg-agent cleanup` (which stops enforcement)"
+    )]
+    PinnedIncompatible {
+        dir: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("{path}: {reason}")]
+    Link {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Sizes fixed when the data plane loads.
@@ -116,7 +134,7 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn xdp_mode(self) -> Option<XdpMode> {
+    pub(super) fn xdp_mode(self) -> Option<XdpMode> {
         match self {
             Self::Auto => Some(XdpMode::Default),
             Self::Native => Some(XdpMode::Driver),
@@ -127,25 +145,41 @@ impl AttachMode {
 }
 
 /// What decides an interface's receive side.
-enum Rx {
+pub(super) enum Rx {
     Xdp(XdpLinkId),
     Tc(SchedClassifierLinkId),
 }
 
-struct Attachment {
-    iface: String,
-    rx: Rx,
-    tc: SchedClassifierLinkId,
-    /// We added a clsact qdisc (kernel without tcx) and must remove it.
-    own_clsact: bool,
+/// How an interface's two links are held.
+pub(super) enum Held {
+    /// By the programs: detached when we detach or drop.
+    Owned {
+        rx: Rx,
+        tc: SchedClassifierLinkId,
+        /// We added a clsact qdisc (kernel without tcx) and must remove it.
+        own_clsact: bool,
+    },
+    /// By pins in bpffs: they outlive the agent; removing the pins detaches.
+    Pinned {
+        rx: std::path::PathBuf,
+        tx: std::path::PathBuf,
+    },
+}
+
+pub(super) struct Attachment {
+    pub(super) iface: String,
+    pub(super) ifindex: u32,
+    pub(super) held: Held,
 }
 
 /// The loaded programs and maps, attached to any number of interfaces of one
 /// network namespace (interfaces are keyed by ifindex, which is per namespace).
 pub struct Dataplane {
     pub(super) ebpf: Ebpf,
-    attachments: std::collections::BTreeMap<String, Attachment>,
+    pub(super) attachments: std::collections::BTreeMap<String, Attachment>,
     pub(super) nics: super::writer::Nics,
+    /// Where maps and links are pinned, if loaded persistently.
+    pub(super) pins: Option<std::path::PathBuf>,
 }
 
 impl Dataplane {
@@ -157,6 +191,19 @@ impl Dataplane {
 
     /// [`Dataplane::load`] with the given limits.
     pub fn load_with(limits: Limits) -> Result<Self, Error> {
+        Self::load_inner(limits, None)
+    }
+
+    /// Loads persistently: every map is pinned under `dir/maps` (the maps
+    /// pinned there by an earlier agent are adopted, contents and all), and
+    /// interfaces attached from now on keep their links pinned under
+    /// `dir/links`, so enforcement goes on while no agent runs. The interface
+    /// bindings found in adopted maps are taken over (see `pins.rs`).
+    pub fn load_pinned(limits: Limits, dir: &std::path::Path) -> Result<Self, Error> {
+        Self::load_inner(limits, Some(dir))
+    }
+
+    fn load_inner(limits: Limits, pins: Option<&std::path::Path>) -> Result<Self, Error> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
@@ -166,12 +213,24 @@ impl Dataplane {
         if limits.nics == 0 || limits.nics > MAX_NICS {
             return Err(Error::NicLimit(limits.nics));
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(SESSIONS, limits.sessions)
             .map_max_entries(RULE_STATS, limits.nics * 4 * MAX_RANKS)
-            .map_max_entries(BITS, limits.nics * 4 * BITS_PER_TABLE)
-            .load(OBJECT)
-            .map_err(Error::Load)?;
+            .map_max_entries(BITS, limits.nics * 4 * BITS_PER_TABLE);
+        let adopting = match pins {
+            Some(dir) => super::pins::prepare(&mut loader, dir)?,
+            None => false,
+        };
+        let mut ebpf = loader.load(OBJECT).map_err(|e| match (pins, e) {
+            (Some(dir), EbpfError::MapError(source @ MapError::IncompatiblePinnedMap { .. })) => {
+                Error::PinnedIncompatible {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            }
+            (_, e) => Error::Load(e),
+        })?;
         xdp_mut(&mut ebpf)?
             .load()
             .map_err(|source| Error::Program {
@@ -186,8 +245,15 @@ impl Dataplane {
             ebpf,
             attachments: std::collections::BTreeMap::new(),
             nics: super::writer::Nics::new(limits.nics),
+            pins: pins.map(std::path::Path::to_path_buf),
         };
-        dp.set_settings(&Settings::default())?;
+        if adopting {
+            // The adopted maps hold the settings and bindings in force: keep
+            // enforcing them until the caller installs its policy.
+            dp.adopt_bindings()?;
+        } else {
+            dp.set_settings(&Settings::default())?;
+        }
         Ok(dp)
     }
 
@@ -234,6 +300,9 @@ impl Dataplane {
             AttachMode::Auto if driver(iface).as_deref() == Some("veth") => AttachMode::Tc,
             m => m,
         };
+        if self.pins.is_some() && !own_clsact {
+            return self.attach_pinned(iface, mode);
+        }
         let rx = match mode.xdp_mode() {
             Some(xdp_mode) => self
                 .xdp()?
@@ -274,9 +343,8 @@ impl Dataplane {
                     iface.to_owned(),
                     Attachment {
                         iface: iface.to_owned(),
-                        rx,
-                        tc,
-                        own_clsact,
+                        ifindex: crate::enforce::ifindex(iface).unwrap_or(0),
+                        held: Held::Owned { rx, tc, own_clsact },
                     },
                 );
                 Ok(())
@@ -290,7 +358,7 @@ impl Dataplane {
         }
     }
 
-    fn detach_rx(&mut self, rx: Rx) -> Result<(), Error> {
+    pub(super) fn detach_rx(&mut self, rx: Rx) -> Result<(), Error> {
         match rx {
             Rx::Xdp(id) => self.xdp()?.detach(id).map_err(|source| Error::Program {
                 prog: PROG_XDP,
@@ -379,6 +447,11 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// The interface index `iface` had when the programs were attached to it.
+    pub fn attached_ifindex(&self, iface: &str) -> Option<u32> {
+        self.attachments.get(iface).map(|a| a.ifindex)
+    }
+
     /// Whether the programs are attached to `iface`.
     pub fn is_attached(&self, iface: &str) -> bool {
         self.attachments.contains_key(iface)
@@ -401,28 +474,51 @@ impl Dataplane {
         let Some(a) = self.attachments.remove(iface) else {
             return Ok(());
         };
+        let (rx, tc, own_clsact) = match a.held {
+            Held::Owned { rx, tc, own_clsact } => (rx, tc, own_clsact),
+            Held::Pinned { rx, tx } => return super::pins::unpin_links(&rx, &tx),
+        };
         let tc_result = self
             .tc_egress()?
-            .detach(a.tc)
+            .detach(tc)
             .map_err(|source| Error::Program {
                 prog: PROG_TC_EGRESS,
                 source,
             });
-        let xdp_result = self.detach_rx(a.rx);
-        if a.own_clsact
-            && let Ok(name) = CString::new(a.iface.clone())
-        {
+        let xdp_result = self.detach_rx(rx);
+        if own_clsact && let Ok(name) = CString::new(a.iface.clone()) {
             // Removing the qdisc removes any filter still on it.
             let _ = remove_clsact(&name);
         }
         tc_result.and(xdp_result)
     }
+
+    /// Forgets `iface` without detaching: for an interface that is gone,
+    /// whose links the kernel already detached. Pins left by it are removed.
+    pub fn forget(&mut self, iface: &str) {
+        if let Some(Attachment {
+            held: Held::Pinned { rx, tx },
+            ..
+        }) = self.attachments.remove(iface)
+        {
+            let _ = super::pins::unpin_links(&rx, &tx);
+        }
+    }
 }
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        if let Err(e) = self.detach() {
-            log::warn!("detaching on drop: {e}");
+        // Pinned links stay: enforcement outlives the agent by design.
+        let owned: Vec<String> = self
+            .attachments
+            .iter()
+            .filter(|(_, a)| matches!(a.held, Held::Owned { .. }))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in owned {
+            if let Err(e) = self.detach_from(&name) {
+                log::warn!("detaching from {name} on drop: {e}");
+            }
         }
     }
 }

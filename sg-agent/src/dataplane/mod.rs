@@ -4,9 +4,11 @@
 mod counters;
 pub mod droplog;
 mod loader;
+mod pins;
 pub mod sessions;
 mod writer;
 
 pub use counters::Counters;
 pub use loader::{AttachMode, Dataplane, Error, Limits, driver};
+pub use pins::{CleanupReport, cleanup, pin_root};
 pub use writer::{Binding, RuleHits};

@@ -328,6 +328,11 @@ impl Dataplane {
         self.nics.by_name.get(name).map(|n| n.config.version)
     }
 
+    /// The names of the bound NICs.
+    pub fn bound(&self) -> Vec<String> {
+        self.nics.by_name.keys().cloned().collect()
+    }
+
     /// The data plane's id of NIC `name`.
     pub fn nic_id(&self, name: &str) -> Option<u32> {
         self.nics.by_name.get(name).map(|n| n.id)
@@ -685,4 +690,195 @@ where
     let entries: Vec<(u32, [u8; N], u32)> = want.iter().map(|&(len, a)| (len, a, 1)).collect();
     sync_prefixes(map, name, &entries, &old, |a| a)?;
     Ok(())
+}
+
+impl Dataplane {
+    /// Takes over the bindings an earlier agent left in the adopted maps:
+    /// each interface entry whose index still names an interface here
+    /// becomes a bound NIC again, with what its table slots hold read back
+    /// from the maps (so the next install cleans them exactly). Entries of
+    /// interfaces that are gone are unbound. Per-rule counters start again at
+    /// zero: which rule each rank meant died with the earlier agent.
+    pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
+        let entries: Vec<(u32, IfaceConfig)> =
+            self.ifaces()?.iter().filter_map(Result::ok).collect();
+        let mut slots: StdHashMap<u32, Written> = StdHashMap::new();
+        {
+            let bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
+                .map_err(map_err(BITS))?;
+            for k in bits.keys().filter_map(Result::ok) {
+                slots
+                    .entry(k.tag)
+                    .or_default()
+                    .bits
+                    .insert((k.tag, k.kind, k.index));
+            }
+        }
+        {
+            let bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+                .map_err(map_err(BOUNDS))?;
+            for k in bounds.keys().filter_map(Result::ok) {
+                slots.entry(k / 2).or_default().bounds.insert(k);
+            }
+        }
+        {
+            let trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
+                .map_err(map_err(ADDR4))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                let tag = u32::from_be_bytes(d.key_tag) / 2;
+                slots
+                    .entry(tag)
+                    .or_default()
+                    .addr4
+                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
+            }
+        }
+        {
+            let trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
+                .map_err(map_err(ADDR6))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                let tag = u32::from_be_bytes(d.key_tag) / 2;
+                slots
+                    .entry(tag)
+                    .or_default()
+                    .addr6
+                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
+            }
+        }
+        let mut own: StdHashMap<u32, BTreeSet<(u32, (u32, [u8; 16]))>> = StdHashMap::new();
+        {
+            let trie = LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?)
+                .map_err(map_err(OWN))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                own.entry(d.nic)
+                    .or_default()
+                    .insert((k.prefix_len(), (d.family, d.addr)));
+            }
+        }
+        let mut gone = Vec::new();
+        for (ifindex, config) in entries {
+            let name = if_name(ifindex);
+            let Some(name) = name.filter(|_| config.nic < self.nics.limit) else {
+                gone.push(ifindex);
+                continue;
+            };
+            self.nics.last_version = self.nics.last_version.max(config.version);
+            let mut written: [[Written; 2]; 2] = Default::default();
+            for dir in [DIR_INGRESS, DIR_EGRESS] {
+                for slot in 0..2 {
+                    written[dir as usize][slot as usize] = slots
+                        .remove(&table_tag(config.nic, dir, slot))
+                        .unwrap_or_default();
+                }
+            }
+            log::info!(
+                "adopted binding of {name} (ifindex {ifindex}, policy version {})",
+                config.version
+            );
+            self.nics.by_name.insert(
+                name,
+                Nic {
+                    id: config.nic,
+                    ifindex,
+                    config,
+                    written,
+                    own: own.remove(&config.nic).unwrap_or_default(),
+                    switched_at: None,
+                    totals: StdHashMap::new(),
+                },
+            );
+        }
+        {
+            let mut ifaces = self.ifaces()?;
+            for ifindex in gone {
+                let _ = ifaces.remove(&ifindex);
+            }
+        }
+        // Whatever belongs to no adopted NIC (bindings of vanished
+        // interfaces) is removed, so a NIC id handed out again starts clean.
+        let orphans: Vec<(u32, Written)> = slots.into_iter().collect();
+        for (_, w) in orphans {
+            self.clear_slot(&w)?;
+        }
+        let orphan_own: Vec<_> = own.into_iter().collect();
+        for (nic, keys) in orphan_own {
+            let _ = sync_prefixes(
+                self.map_mut(OWN)?,
+                OWN,
+                &[] as &[(u32, (u32, [u8; 16]), u32)],
+                &keys,
+                |(family, addr)| OwnAddrKey { nic, family, addr },
+            )?;
+        }
+        // Counters of ranks whose meaning is lost would be credited to the
+        // wrong rules: start them again from zero.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
+        let tags: Vec<u32> = self
+            .nics
+            .by_name
+            .values()
+            .flat_map(|n| (0..4).map(move |i| n.id * 4 + i))
+            .collect();
+        let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
+            .map_err(map_err(RULE_STATS))?;
+        for tag in tags {
+            for rank in 0..MAX_RANKS {
+                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
+                stats
+                    .set(tag * MAX_RANKS + rank, zero, 0)
+                    .map_err(map_err(RULE_STATS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every entry `w` says a table holds.
+    fn clear_slot(&mut self, w: &Written) -> Result<(), Error> {
+        {
+            let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
+                .map_err(map_err(BITS))?;
+            for &(tag, kind, index) in &w.bits {
+                let _ = bits.remove(&BitsKey { tag, kind, index });
+            }
+        }
+        {
+            let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+                .map_err(map_err(BOUNDS))?;
+            for k in &w.bounds {
+                let _ = bounds.remove(k);
+            }
+        }
+        sync_prefixes(
+            self.map_mut(ADDR4)?,
+            ADDR4,
+            &[] as &[(u32, Parts4, RuleBits)],
+            &w.addr4,
+            |(key_tag, addr)| AddrKeyV4 { key_tag, addr },
+        )?;
+        sync_prefixes(
+            self.map_mut(ADDR6)?,
+            ADDR6,
+            &[] as &[(u32, Parts6, RuleBits)],
+            &w.addr6,
+            |(key_tag, addr)| AddrKeyV6 { key_tag, addr },
+        )?;
+        Ok(())
+    }
+}
+
+/// The name of interface `ifindex` in the calling thread's namespace.
+fn if_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }

@@ -1,0 +1,371 @@
+//! Enforcement that outlives the agent: maps and links pinned in bpffs, and
+//! their adoption by the next agent (SPEC §6: "programs and maps stay
+//! attached and pinned; the agent takes them over again").
+//!
+//! Layout under a namespace's pin root (`/sys/fs/bpf/sg/ns-<netns inode>`):
+//! - `maps/<MAP>`: every map that holds policy, sessions or counters. A new
+//!   agent loads its programs against these same maps, so the tables,
+//!   sessions and counters in force carry over untouched.
+//! - `links/<iface>.<ifindex>.<kind>`, kind `xdp`, `tc-ingress` or
+//!   `tc-egress`: the attachment links. While they are pinned the kernel
+//!   keeps running the programs in them, agent or no agent. A new agent
+//!   swaps its freshly loaded program into each link with one
+//!   `BPF_LINK_UPDATE` (atomic: no packet sees no program), so a restart
+//!   has no gap even when the new agent's programs differ.
+//!
+//! Removing a link's pin (with no other holder) detaches it; `cleanup`
+//! removes every pin the agent made.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    programs::{
+        TcAttachType, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+use sg_common::maps::{
+    ADDR4, ADDR6, BITS, BOUNDS, COUNTERS, FRAGS, IFACES, OWN, PLAT4, PLAT6, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, PROG_XDP, REASONS, RULE_STATS, SESSION_EVENTS, SESSIONS, SETTINGS, TABLES,
+};
+
+use super::{
+    AttachMode, Dataplane, Error,
+    loader::{Attachment, Held},
+};
+
+/// The maps that carry state across a restart. Scratch space and the
+/// last-decision map (tests only) start fresh.
+const PINNED_MAPS: [&str; 16] = [
+    COUNTERS,
+    IFACES,
+    TABLES,
+    BITS,
+    BOUNDS,
+    ADDR4,
+    ADDR6,
+    OWN,
+    PLAT4,
+    PLAT6,
+    SETTINGS,
+    FRAGS,
+    RULE_STATS,
+    REASONS,
+    SESSIONS,
+    SESSION_EVENTS,
+];
+
+/// Where the agent serving the network namespace with inode `netns_inode`
+/// pins its maps and links.
+pub fn pin_root(netns_inode: u64) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/sg/ns-{netns_inode}"))
+}
+
+fn pin_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Pin(path.to_path_buf(), e.to_string())
+}
+
+/// Points `loader` at the pinned maps under `dir`; returns whether an earlier
+/// agent's maps are there to adopt.
+pub(super) fn prepare(loader: &mut EbpfLoader<'_>, dir: &Path) -> Result<bool, Error> {
+    let maps = dir.join("maps");
+    std::fs::create_dir_all(&maps).map_err(|e| pin_err(&maps, e))?;
+    let adopting = maps.join(IFACES).exists();
+    for name in PINNED_MAPS {
+        loader.map_pin_path(name, maps.join(name));
+    }
+    Ok(adopting)
+}
+
+/// Which program a link runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Xdp,
+    TcIngress,
+    TcEgress,
+}
+
+impl Kind {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::TcIngress => "tc-ingress",
+            Self::TcEgress => "tc-egress",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::Xdp => PROG_XDP,
+            Self::TcIngress => PROG_TC_INGRESS,
+            Self::TcEgress => PROG_TC_EGRESS,
+        }
+    }
+}
+
+fn link_path(dir: &Path, iface: &str, ifindex: u32, kind: Kind) -> PathBuf {
+    dir.join(format!("{iface}.{ifindex}.{}", kind.suffix()))
+}
+
+/// `(iface, ifindex)` of a link pin's file name.
+fn parse_link_name(file: &str) -> Option<(&str, u32)> {
+    let mut parts = file.rsplitn(3, '.');
+    let _kind = parts.next()?;
+    let ifindex = parts.next()?.parse().ok()?;
+    Some((parts.next()?, ifindex))
+}
+
+/// Removes an attachment's two pins, which detaches its links.
+pub(super) fn unpin_links(rx: &Path, tx: &Path) -> Result<(), Error> {
+    let mut result = Ok(());
+    for p in [rx, tx] {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            result = Err(pin_err(p, e));
+        }
+    }
+    result
+}
+
+impl Dataplane {
+    /// Attaches to `iface` with pinned links, adopting the links an earlier
+    /// agent pinned for this very interface (same name and index).
+    pub(super) fn attach_pinned(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
+        let dir = self.pins.clone().expect("loaded pinned").join("links");
+        std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
+        let ifindex = crate::enforce::ifindex(iface).ok_or_else(|| Error::Link {
+            path: dir.clone(),
+            reason: format!("no interface {iface} in this network namespace"),
+        })?;
+        self.remove_stale_links(&dir, iface, ifindex);
+        let (rx_kind, other) = match mode {
+            AttachMode::Tc => (Kind::TcIngress, Kind::Xdp),
+            _ => (Kind::Xdp, Kind::TcIngress),
+        };
+        let tx = self.link_for(&dir, iface, ifindex, Kind::TcEgress, mode)?;
+        let rx = match self.link_for(&dir, iface, ifindex, rx_kind, mode) {
+            Ok(rx) => rx,
+            Err(e) => {
+                // Leave nothing half-attached behind (if the egress link was
+                // adopted, this stops what an earlier agent left running on
+                // an interface we cannot fully serve).
+                let _ = std::fs::remove_file(&tx);
+                return Err(e);
+            }
+        };
+        // The receive side moved to another kind of program (attach mode
+        // changed): the new one runs already, the old one goes now.
+        let old = link_path(&dir, iface, ifindex, other);
+        if old.exists() {
+            std::fs::remove_file(&old).map_err(|e| pin_err(&old, e))?;
+        }
+        self.attachments.insert(
+            iface.to_owned(),
+            Attachment {
+                iface: iface.to_owned(),
+                ifindex,
+                held: Held::Pinned { rx, tx },
+            },
+        );
+        Ok(())
+    }
+
+    /// The pinned link of `kind` on `iface`: adopted (our program swapped
+    /// in) if pinned already, else attached fresh and pinned.
+    fn link_for(
+        &mut self,
+        dir: &Path,
+        iface: &str,
+        ifindex: u32,
+        kind: Kind,
+        mode: AttachMode,
+    ) -> Result<PathBuf, Error> {
+        let path = link_path(dir, iface, ifindex, kind);
+        if path.exists() {
+            match self.adopt_link(&path, kind) {
+                Ok(()) => {
+                    log::info!("adopted the pinned {} link of {iface}", kind.suffix());
+                    return Ok(path);
+                }
+                Err(e) => {
+                    log::warn!("cannot adopt {}: {e}; attaching anew", path.display());
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let name = CString::new(iface).map_err(|_| Error::InterfaceName(iface.to_owned()))?;
+        let prog = kind.program();
+        let program = |source| Error::Program { prog, source };
+        let fd: FdLink = match kind {
+            Kind::Xdp => {
+                let xdp_mode = mode.xdp_mode().unwrap_or(XdpMode::Default);
+                let p = self.xdp()?;
+                let id = p.attach(name.as_c_str(), xdp_mode).map_err(program)?;
+                p.take_link(id)
+                    .map_err(program)?
+                    .try_into()
+                    .map_err(|e: LinkError| pin_err(&path, e))?
+            }
+            Kind::TcIngress | Kind::TcEgress => {
+                let (p, at) = if kind == Kind::TcIngress {
+                    (self.tc_ingress()?, TcAttachType::Ingress)
+                } else {
+                    (self.tc_egress()?, TcAttachType::Egress)
+                };
+                let id = p.attach(name.as_c_str(), at).map_err(program)?;
+                p.take_link(id)
+                    .map_err(program)?
+                    .try_into()
+                    .map_err(|e: LinkError| pin_err(&path, e))?
+            }
+        };
+        // Dropping the returned handle closes our fd; the pin holds the link.
+        fd.pin(&path).map_err(|e| pin_err(&path, e))?;
+        Ok(path)
+    }
+
+    /// Swaps our program into the pinned link at `path`.
+    fn adopt_link(&mut self, path: &Path, kind: Kind) -> Result<(), Error> {
+        let fd: FdLink = PinnedLink::from_pin(path)
+            .map_err(|e| pin_err(path, e))?
+            .into();
+        let prog = kind.program();
+        let program = |source| Error::Program { prog, source };
+        match kind {
+            Kind::Xdp => {
+                let link = XdpLink::try_from(fd).map_err(|e| pin_err(path, e))?;
+                let p = self.xdp()?;
+                let id = p.attach_to_link(link).map_err(program)?;
+                drop(p.take_link(id).map_err(program)?);
+            }
+            Kind::TcIngress | Kind::TcEgress => {
+                let link = SchedClassifierLink::try_from(fd).map_err(|e| pin_err(path, e))?;
+                let p = if kind == Kind::TcIngress {
+                    self.tc_ingress()?
+                } else {
+                    self.tc_egress()?
+                };
+                let id = p.attach_to_link(link).map_err(program)?;
+                drop(p.take_link(id).map_err(program)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes link pins of `iface` made for another interface index: that
+    /// interface was deleted, and the kernel detached its links already.
+    fn remove_stale_links(&self, dir: &Path, iface: &str, ifindex: u32) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else { continue };
+            if let Some((name, idx)) = parse_link_name(file)
+                && name == iface
+                && idx != ifindex
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Removes the link pins of every interface not in `keep`: after the
+    /// first reconcile of a restarted agent, what it no longer serves.
+    pub fn prune_links(&mut self, keep: &[String]) -> Vec<String> {
+        let Some(dir) = self.pins.as_ref().map(|p| p.join("links")) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let Some((name, _)) = parse_link_name(file) else {
+                continue;
+            };
+            if !keep.iter().any(|k| k == name) && std::fs::remove_file(e.path()).is_ok() {
+                removed.push(file.to_owned());
+            }
+        }
+        removed
+    }
+}
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CleanupReport {
+    /// Link pins: each one an attachment that is now gone.
+    pub links: Vec<String>,
+    /// Map pins.
+    pub maps: Vec<String>,
+    /// Directories removed.
+    pub dirs: Vec<String>,
+}
+
+/// Removes every pin under `root` (a namespace's pin root): detaches every
+/// program the agent left attached there and frees its maps. The agent adds
+/// no qdisc on kernels with tcx; on older ones its clsact qdiscs go with the
+/// agent that made them (no links are pinned there).
+pub fn cleanup(root: &Path) -> Result<CleanupReport, Error> {
+    let mut report = CleanupReport::default();
+    for (sub, out) in [("links", &mut report.links), ("maps", &mut report.maps)] {
+        let dir = root.join(sub);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            std::fs::remove_file(e.path()).map_err(|err| pin_err(&e.path(), err))?;
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+        out.sort();
+        if std::fs::remove_dir(&dir).is_ok() {
+            report.dirs.push(dir.display().to_string());
+        }
+    }
+    // Pins of `sg-agent attach` (sessions for the CLI) live in the root itself.
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.path().is_file() || e.file_type().is_ok_and(|t| !t.is_dir()) {
+                std::fs::remove_file(e.path()).map_err(|err| pin_err(&e.path(), err))?;
+                report
+                    .maps
+                    .push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    if std::fs::remove_dir(root).is_ok() {
+        report.dirs.push(root.display().to_string());
+    }
+    // The parent is shared by every namespace's agent: it goes with the last.
+    if let Some(parent) = root.parent()
+        && std::fs::remove_dir(parent).is_ok()
+    {
+        report.dirs.push(parent.display().to_string());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_round_trip_with_dots_in_the_interface_name() {
+        let p = link_path(Path::new("/x"), "eth0.100", 7, Kind::TcEgress);
+        let file = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(file, "eth0.100.7.tc-egress");
+        assert_eq!(parse_link_name(file), Some(("eth0.100", 7)));
+        assert_eq!(parse_link_name("garbage"), None);
+        assert_eq!(parse_link_name("a.x.xdp"), None);
+    }
+}
