@@ -300,8 +300,14 @@ impl Dataplane {
             AttachMode::Auto if driver(iface).as_deref() == Some("veth") => AttachMode::Tc,
             m => m,
         };
-        if self.pins.is_some() && !own_clsact {
-            return self.attach_pinned(iface, mode);
+        if self.pins.is_some() {
+            if !own_clsact {
+                return self.attach_pinned(iface, mode);
+            }
+            log::warn!(
+                "{iface}: this kernel has no tcx, so its TC attachments cannot be pinned: \
+                 enforcement on it stops when the agent stops"
+            );
         }
         let rx = match mode.xdp_mode() {
             Some(xdp_mode) => self
