@@ -13,25 +13,65 @@ use clap::{Parser, Subcommand};
     about = "Cloud-style security groups enforced by eBPF"
 )]
 struct Cli {
+    #[command(flatten)]
+    connection: cmd::client::Connection,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set the whole desired state from a YAML or JSON document, all or
+    /// nothing.
+    Apply(cmd::apply::Args),
     /// Attach the data plane to an interface until SIGINT or SIGTERM, then
     /// detach and print the packet counters.
     Attach(cmd::attach::Args),
-    /// List or flush the sessions of the agent serving a network namespace.
+    /// Print the whole state as an `apply` document.
+    Export(cmd::export::Args),
+    /// Manage security groups.
+    Group(cmd::group::Args),
+    /// Bind NICs to security groups.
+    Nic(cmd::nic::Args),
+    /// Manage port lists (`prl-…`).
+    PortList(cmd::port_list::Args),
+    /// Manage prefix lists (`pl-…`).
+    PrefixList(cmd::prefix_list::Args),
+    /// Manage a group's rules; list a NIC's merged rules.
+    Rule(cmd::rule::Args),
+    /// List or flush sessions.
     Sessions(cmd::sessions::Args),
+    /// Show or change the agent settings.
+    Settings(cmd::settings::Args),
+    /// List, show and restore group snapshots.
+    Snapshot(cmd::snapshot::Args),
+    /// Packet counters, rule hits, decisions by reason, session events.
+    Stats(cmd::stats::Args),
+    /// The daemon's own state.
+    Status(cmd::status::Args),
+    /// Explain the verdict for one packet on a NIC.
+    Trace(cmd::trace::Args),
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Attach(args) => cmd::attach::run(&args),
-        Command::Sessions(args) => cmd::sessions::run(&args),
+    let socket = cli.connection.socket.as_path();
+    let result = match &cli.command {
+        Command::Apply(args) => cmd::apply::run(socket, args),
+        Command::Attach(args) => cmd::attach::run(args),
+        Command::Export(args) => cmd::export::run(socket, args),
+        Command::Group(args) => cmd::group::run(socket, args),
+        Command::Nic(args) => cmd::nic::run(socket, args),
+        Command::PortList(args) => cmd::port_list::run(socket, args),
+        Command::PrefixList(args) => cmd::prefix_list::run(socket, args),
+        Command::Rule(args) => cmd::rule::run(socket, args),
+        Command::Sessions(args) => cmd::sessions::run(socket, args),
+        Command::Settings(args) => cmd::settings::run(socket, args),
+        Command::Snapshot(args) => cmd::snapshot::run(socket, args),
+        Command::Stats(args) => cmd::stats::run(socket, args),
+        Command::Status(args) => cmd::status::run(socket, args),
+        Command::Trace(args) => cmd::trace::run(socket, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,2 +1,19 @@
+//! One file per subcommand. `attach` drives the data plane itself; every
+//! other command is a client of the daemon's API (`client` holds what they
+//! share).
+
+pub mod apply;
 pub mod attach;
+pub mod client;
+pub mod export;
+pub mod group;
+pub mod nic;
+pub mod port_list;
+pub mod prefix_list;
+pub mod rule;
 pub mod sessions;
+pub mod settings;
+pub mod snapshot;
+pub mod stats;
+pub mod status;
+pub mod trace;

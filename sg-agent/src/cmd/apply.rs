@@ -1,0 +1,45 @@
+//! `sg-agent apply`: set the whole desired state from a YAML or JSON
+//! document, all or nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sg_agent::api::Request;
+
+use super::client::{self, Output};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The document (YAML or JSON); `-` reads standard input.
+    #[arg(long = "file", short = 'f', value_name = "FILE")]
+    file: PathBuf,
+    /// Only say what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    out: Output,
+}
+
+#[derive(Deserialize)]
+struct Applied {
+    applied: bool,
+    changes: Vec<String>,
+}
+
+pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
+    let request = Request::Apply {
+        document: client::read_input(&args.file)?,
+        dry_run: args.dry_run,
+    };
+    let answer = client::request(socket, &request)?;
+    args.out.show(answer, |r: Applied| {
+        if r.changes.is_empty() {
+            return "no changes\n".to_owned();
+        }
+        let mut text = client::lines(&r.changes);
+        if !r.applied {
+            text.push_str("(dry run: nothing changed)\n");
+        }
+        text
+    })
+}
