@@ -114,7 +114,7 @@ impl Table {
     /// The deciding rank for a packet, found the way the kernel finds it in
     /// this table's map image (`sg-ebpf` `decide::classify`): the longest
     /// prefix of each address trie, the elementary port interval, the
-    /// protocol's set (else the any-protocol set), ANDed; the lowest rank
+    /// protocol's set (else the any-protocol set), intersected; the lowest rank
     /// set wins. `peer` is the source for ingress, the destination for
     /// egress; `local` the other. `None`: no rank matches (the default).
     pub fn classify(

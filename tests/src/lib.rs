@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod bench;
 pub mod capture;
+pub mod daemon;
 pub mod classify;
 pub mod flow;
 pub mod packet;

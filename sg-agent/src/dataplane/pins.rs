@@ -144,7 +144,7 @@ impl Dataplane {
             path: dir.clone(),
             reason: format!("no interface {iface} in this network namespace"),
         })?;
-        self.remove_stale_links(&dir, iface, ifindex);
+        remove_stale_links(&dir, iface, ifindex);
         let (rx_kind, other) = match mode {
             AttachMode::Tc => (Kind::TcIngress, Kind::Xdp),
             _ => (Kind::Xdp, Kind::TcIngress),
@@ -259,24 +259,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Removes link pins of `iface` made for another interface index: that
-    /// interface was deleted, and the kernel detached its links already.
-    fn remove_stale_links(&self, dir: &Path, iface: &str, ifindex: u32) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let file = e.file_name();
-            let Some(file) = file.to_str() else { continue };
-            if let Some((name, idx)) = parse_link_name(file)
-                && name == iface
-                && idx != ifindex
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-
     /// Removes the link pins of every interface not in `keep`: after the
     /// first reconcile of a restarted agent, what it no longer serves.
     pub fn prune_links(&mut self, keep: &[String]) -> Vec<String> {
@@ -298,6 +280,24 @@ impl Dataplane {
             }
         }
         removed
+    }
+}
+
+/// Removes link pins of `iface` made for another interface index: that
+/// interface was deleted, and the kernel detached its links already.
+fn remove_stale_links(dir: &Path, iface: &str, ifindex: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if let Some((name, idx)) = parse_link_name(file)
+            && name == iface
+            && idx != ifindex
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

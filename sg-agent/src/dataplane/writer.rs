@@ -74,6 +74,12 @@ struct Written {
     ranks: Vec<Rank>,
 }
 
+/// A NIC's own-address trie keys: (prefix length, (family, address)).
+type OwnSet = BTreeSet<(u32, (u32, [u8; 16]))>;
+
+/// What the maps hold: table slots by tag, own-address sets by NIC id.
+type Scanned = (StdHashMap<u32, Written>, StdHashMap<u32, OwnSet>);
+
 /// One bound NIC's runtime state.
 struct Nic {
     id: u32,
@@ -81,7 +87,7 @@ struct Nic {
     config: IfaceConfig,
     /// `[dir][slot]`.
     written: [[Written; 2]; 2],
-    own: BTreeSet<(u32, (u32, [u8; 16]))>,
+    own: OwnSet,
     switched_at: Option<Instant>,
     /// Counter totals of ranks no longer in force, by direction and rank meaning.
     totals: StdHashMap<(u32, String), RuleStats>,
@@ -702,62 +708,7 @@ impl Dataplane {
     pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
         let entries: Vec<(u32, IfaceConfig)> =
             self.ifaces()?.iter().filter_map(Result::ok).collect();
-        let mut slots: StdHashMap<u32, Written> = StdHashMap::new();
-        {
-            let bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
-                .map_err(map_err(BITS))?;
-            for k in bits.keys().filter_map(Result::ok) {
-                slots
-                    .entry(k.tag)
-                    .or_default()
-                    .bits
-                    .insert((k.tag, k.kind, k.index));
-            }
-        }
-        {
-            let bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
-                .map_err(map_err(BOUNDS))?;
-            for k in bounds.keys().filter_map(Result::ok) {
-                slots.entry(k / 2).or_default().bounds.insert(k);
-            }
-        }
-        {
-            let trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
-                .map_err(map_err(ADDR4))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                let tag = u32::from_be_bytes(d.key_tag) / 2;
-                slots
-                    .entry(tag)
-                    .or_default()
-                    .addr4
-                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
-            }
-        }
-        {
-            let trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
-                .map_err(map_err(ADDR6))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                let tag = u32::from_be_bytes(d.key_tag) / 2;
-                slots
-                    .entry(tag)
-                    .or_default()
-                    .addr6
-                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
-            }
-        }
-        let mut own: StdHashMap<u32, BTreeSet<(u32, (u32, [u8; 16]))>> = StdHashMap::new();
-        {
-            let trie = LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?)
-                .map_err(map_err(OWN))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                own.entry(d.nic)
-                    .or_default()
-                    .insert((k.prefix_len(), (d.family, d.addr)));
-            }
-        }
+        let (mut slots, mut own) = self.scan_written()?;
         let mut gone = Vec::new();
         for (ifindex, config) in entries {
             let name = if_name(ifindex);
@@ -834,6 +785,68 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// What every table slot and every NIC's own-address set holds, read
+    /// back from the maps: by table tag, and by NIC id.
+    fn scan_written(&mut self) -> Result<Scanned, Error> {
+        let mut slots: StdHashMap<u32, Written> = StdHashMap::new();
+        {
+            let bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
+                .map_err(map_err(BITS))?;
+            for k in bits.keys().filter_map(Result::ok) {
+                slots
+                    .entry(k.tag)
+                    .or_default()
+                    .bits
+                    .insert((k.tag, k.kind, k.index));
+            }
+        }
+        {
+            let bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
+                .map_err(map_err(BOUNDS))?;
+            for k in bounds.keys().filter_map(Result::ok) {
+                slots.entry(k / 2).or_default().bounds.insert(k);
+            }
+        }
+        {
+            let trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
+                .map_err(map_err(ADDR4))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                let tag = u32::from_be_bytes(d.key_tag) / 2;
+                slots
+                    .entry(tag)
+                    .or_default()
+                    .addr4
+                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
+            }
+        }
+        {
+            let trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
+                .map_err(map_err(ADDR6))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                let tag = u32::from_be_bytes(d.key_tag) / 2;
+                slots
+                    .entry(tag)
+                    .or_default()
+                    .addr6
+                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
+            }
+        }
+        let mut own: StdHashMap<u32, OwnSet> = StdHashMap::new();
+        {
+            let trie = LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?)
+                .map_err(map_err(OWN))?;
+            for k in trie.keys().filter_map(Result::ok) {
+                let d = k.data();
+                own.entry(d.nic)
+                    .or_default()
+                    .insert((k.prefix_len(), (d.family, d.addr)));
+            }
+        }
+        Ok((slots, own))
     }
 
     /// Removes every entry `w` says a table holds.

@@ -1,0 +1,149 @@
+//! `sg-agent run` as a real process in a test's network namespace, and the
+//! CLI pointed at its socket: the daemon is driven only as an operator
+//! drives it. Every daemon gets its own directory (socket, store); on drop
+//! the process is killed, its pins are cleaned up and the directory removed,
+//! even when the test failed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::agent::AgentProcess;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// What `sg-agent run` logs once it serves.
+pub const READY: &str = "serving the API";
+
+pub struct Daemon {
+    bin: PathBuf,
+    /// The namespace it serves (a name made by `ip netns add`).
+    pub netns: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    extra: Vec<String>,
+    process: Option<AgentProcess>,
+}
+
+impl Daemon {
+    /// Starts `bin run` serving namespace `netns`, with `extra` arguments,
+    /// and waits until it serves.
+    pub fn start(bin: &Path, netns: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "sg-daemon-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut d = Self {
+            bin: bin.to_owned(),
+            netns: netns.to_owned(),
+            socket: dir.join("api.sock"),
+            store: dir.join("state.db"),
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            process: None,
+        };
+        d.restart()?;
+        Ok(d)
+    }
+
+    /// Starts the daemon again (after [`Daemon::stop`] or [`Daemon::kill`]).
+    pub fn restart(&mut self) -> anyhow::Result<String> {
+        if self.process.is_some() {
+            bail!("the daemon runs already");
+        }
+        let mut args = vec![
+            "run".to_owned(),
+            "--netns".to_owned(),
+            self.netns.clone(),
+            "--socket".to_owned(),
+            self.socket.display().to_string(),
+            "--store".to_owned(),
+            self.store.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let echo = std::env::var_os("SG_TEST_ECHO").is_some();
+        let (p, line) = AgentProcess::start(&self.bin, &args, READY, echo)
+            .context("starting sg-agent run")?;
+        self.process = Some(p);
+        Ok(line)
+    }
+
+    /// Stops the daemon with `signal` and returns its exit status and stdout.
+    pub fn stop(&mut self, signal: i32) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        self.process
+            .take()
+            .context("the daemon is not running")?
+            .stop(signal)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.stop(libc::SIGKILL).map(|_| ())
+    }
+
+    /// Runs `sg-agent ARGS…` against this daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .env("SG_AGENT_SOCKET", &self.socket)
+            .args(args)
+            .output()
+            .expect("running sg-agent")
+    }
+
+    /// [`Daemon::cli`] that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "sg-agent {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Daemon::cli`] with `--json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("sg-agent {args:?}: {e}: {out}"))
+    }
+
+    /// [`Daemon::cli`] that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "sg-agent {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `sg-agent cleanup` for this daemon's namespace.
+    pub fn cleanup(&self) -> Output {
+        Command::new(&self.bin)
+            .env("SG_AGENT_SOCKET", &self.socket)
+            .args(["cleanup", "--netns", &self.netns])
+            .output()
+            .expect("running sg-agent cleanup")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            let _ = p.stop(libc::SIGKILL);
+        }
+        let _ = self.cleanup();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
