@@ -618,10 +618,20 @@ pub struct Settings {
     /// Idle timeouts of sessions (SPEC §4).
     #[serde(default)]
     pub session_timeouts: SessionTimeouts,
+    /// How many days a security group snapshot is kept before it is deleted
+    /// (SPEC §5, seed 000: 1..=30, default 1).
+    #[serde(default = "Settings::default_snapshot_retention_days")]
+    pub snapshot_retention_days: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl Settings {
+    fn default_snapshot_retention_days() -> u32 {
+        1
+    }
 }
 
 impl Default for Settings {
@@ -630,6 +640,7 @@ impl Default for Settings {
             platform_addresses: Vec::new(),
             block_port_25: true,
             session_timeouts: SessionTimeouts::default(),
+            snapshot_retention_days: Self::default_snapshot_retention_days(),
         }
     }
 }

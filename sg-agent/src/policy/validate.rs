@@ -47,6 +47,10 @@ pub const MAX_IFNAME_BYTES: usize = 15;
 pub const SESSION_TIMEOUT_MIN_SECS: u32 = 1;
 /// **Decided**: a session idle timeout is 1 s..=1 week.
 pub const SESSION_TIMEOUT_MAX_SECS: u32 = 604_800;
+/// Snapshots are kept at least 1 day (seed 000, SPEC §5).
+pub const SNAPSHOT_RETENTION_MIN_DAYS: u32 = 1;
+/// Snapshots are kept at most 30 days (seed 000, SPEC §5).
+pub const SNAPSHOT_RETENTION_MAX_DAYS: u32 = 30;
 
 /// Checks a name: 1..=128 characters, no control characters.
 pub fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
@@ -509,7 +513,8 @@ pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
 }
 
 /// Checks the agent settings: each session timeout within
-/// `SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS`.
+/// `SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS`, the snapshot retention
+/// within `SNAPSHOT_RETENTION_MIN_DAYS..=SNAPSHOT_RETENTION_MAX_DAYS`.
 pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
     let SessionTimeouts {
         tcp_handshake_secs,
@@ -530,6 +535,14 @@ pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
                 format!("{SESSION_TIMEOUT_MIN_SECS}..={SESSION_TIMEOUT_MAX_SECS} seconds"),
             ));
         }
+    }
+    let days = settings.snapshot_retention_days;
+    if !(SNAPSHOT_RETENTION_MIN_DAYS..=SNAPSHOT_RETENTION_MAX_DAYS).contains(&days) {
+        return Err(PolicyError::out_of_range(
+            "settings.snapshot_retention_days",
+            days,
+            format!("{SNAPSHOT_RETENTION_MIN_DAYS}..={SNAPSHOT_RETENTION_MAX_DAYS} days"),
+        ));
     }
     Ok(())
 }
