@@ -1,1 +1,163 @@
-//! The agent's durable store (placeholder; being written).
+//! The agent's durable store: the whole policy [`State`] and the security group
+//! snapshots (SPEC §5), behind one trait so a shared, distributed backend can take
+//! the place of the local [`SqliteStore`].
+//!
+//! The daemon makes every change durable before its API answers: it computes the
+//! snapshots a change makes due ([`snapshot::due`](crate::snapshot::due)) and
+//! hands the new state and those snapshots to [`Store::commit`], which keeps all
+//! of it or none of it.
+
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::policy::{GroupId, PolicyError, Rule, State};
+
+pub use sqlite::SqliteStore;
+
+/// Where the policy state and the snapshots live.
+pub trait Store: Send {
+    /// The state last committed; `None` for a store never committed to.
+    fn load(&mut self) -> Result<Option<State>, StoreError>;
+
+    /// Makes `state` the stored state and adds `snapshots`, in ONE durable
+    /// transaction: after it returns Ok, a crash (SIGKILL, power loss) keeps all
+    /// of it; if it fails or the process dies during it, none of it is kept.
+    ///
+    /// A snapshot's `id` is ignored (the store assigns one). A snapshot for a
+    /// group and window that already has one is not added: the first snapshot of
+    /// a window is the one that holds the rules before the window's first change.
+    fn commit(&mut self, state: &State, snapshots: &[Snapshot]) -> Result<(), StoreError>;
+
+    /// Whether a snapshot of `group` exists for the window starting at
+    /// `window_start` (unix seconds).
+    fn has_snapshot(&mut self, group: &GroupId, window_start: u64) -> Result<bool, StoreError>;
+
+    /// Snapshots, newest first, optionally of one group only.
+    fn snapshots(&mut self, group: Option<&GroupId>) -> Result<Vec<SnapshotInfo>, StoreError>;
+
+    /// One snapshot by id.
+    fn snapshot(&mut self, id: u64) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Deletes snapshots taken before `before` (unix seconds); returns how many.
+    fn prune_snapshots(&mut self, before: u64) -> Result<usize, StoreError>;
+}
+
+/// A backup of one security group's rules (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// 0 until stored; the store assigns it.
+    pub id: u64,
+    /// The group whose rules these are.
+    pub group: GroupId,
+    /// The group's name when the snapshot was taken.
+    pub group_name: String,
+    /// The start of the 5-minute window the snapshot belongs to (unix seconds).
+    pub window_start: u64,
+    /// When the snapshot was taken (unix seconds).
+    pub taken_at: u64,
+    /// The group's rules, in order, with their ids.
+    pub rules: Vec<Rule>,
+}
+
+impl Snapshot {
+    /// The snapshot without its rules, as listings show it.
+    pub fn info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            id: self.id,
+            group: self.group.clone(),
+            group_name: self.group_name.clone(),
+            window_start: self.window_start,
+            taken_at: self.taken_at,
+            rules: self.rules.len(),
+        }
+    }
+}
+
+/// A snapshot as listed: everything but the rules, which are counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: u64,
+    pub group: GroupId,
+    pub group_name: String,
+    /// The start of the 5-minute window (unix seconds).
+    pub window_start: u64,
+    /// When the snapshot was taken (unix seconds).
+    pub taken_at: u64,
+    /// How many rules the snapshot holds.
+    pub rules: usize,
+}
+
+/// Why the store could not do what was asked. Each message says what failed and
+/// where (the database path, the table and the row's key).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database file could not be created or its permissions set.
+    #[error("store {path}: cannot create the database file: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
+    /// SQLite could not open the database or set it up.
+    #[error("store {path}: cannot open the database: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer schema than this agent knows.
+    #[error(
+        "store {path}: schema version {found} is newer than the newest this agent supports ({supported}); upgrade the agent or move the database aside"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    /// The file is an SQLite database, but not one of this agent's stores.
+    #[error(
+        "store {path}: the database holds tables but no schema version (user_version {found}): not an sg-agent store"
+    )]
+    NotAStore { path: String, found: i64 },
+    /// An SQL statement failed.
+    #[error("store {path}: {what}: {source}")]
+    Sql {
+        path: String,
+        what: String,
+        source: rusqlite::Error,
+    },
+    /// A stored row cannot be read back.
+    #[error("store {path}: table {table}, row {key}: {reason}")]
+    CorruptRow {
+        path: String,
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    /// A value could not be encoded for storage.
+    #[error("store {path}: cannot encode {what}: {source}")]
+    Encode {
+        path: String,
+        what: String,
+        source: serde_json::Error,
+    },
+    /// A number does not fit SQLite's signed 64-bit integers.
+    #[error("store {path}: {field}: {value} is outside 0..={}", i64::MAX)]
+    OutOfRange {
+        path: String,
+        field: &'static str,
+        value: u64,
+    },
+    /// A state that fails validation is not stored: it could not be loaded back.
+    #[error("store {path}: refusing to store a state that fails validation: {source}")]
+    Refused {
+        path: String,
+        source: Box<PolicyError>,
+    },
+    /// The stored rows read back as a state that fails validation.
+    #[error("store {path}: the stored state is invalid: {source}")]
+    InvalidState {
+        path: String,
+        source: Box<PolicyError>,
+    },
+}
