@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod compile;
+pub mod daemon;
 pub mod dataplane;
 pub mod enforce;
 pub mod metrics;

@@ -27,6 +27,8 @@ enum Command {
     /// Attach the data plane to an interface until SIGINT or SIGTERM, then
     /// detach and print the packet counters.
     Attach(cmd::attach::Args),
+    /// Remove every program, pin and qdisc the agent left (after stopping it).
+    Cleanup(cmd::cleanup::Args),
     /// Print the whole state as an `apply` document.
     Export(cmd::export::Args),
     /// Manage security groups.
@@ -39,6 +41,8 @@ enum Command {
     PrefixList(cmd::prefix_list::Args),
     /// Manage a group's rules; list a NIC's merged rules.
     Rule(cmd::rule::Args),
+    /// Run the daemon: keep the policy, enforce it, serve the API on the socket.
+    Run(cmd::run::Args),
     /// List or flush sessions.
     Sessions(cmd::sessions::Args),
     /// Show or change the agent settings.
@@ -60,12 +64,14 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Apply(args) => cmd::apply::run(socket, args),
         Command::Attach(args) => cmd::attach::run(args),
+        Command::Cleanup(args) => cmd::cleanup::run(socket, args),
         Command::Export(args) => cmd::export::run(socket, args),
         Command::Group(args) => cmd::group::run(socket, args),
         Command::Nic(args) => cmd::nic::run(socket, args),
         Command::PortList(args) => cmd::port_list::run(socket, args),
         Command::PrefixList(args) => cmd::prefix_list::run(socket, args),
         Command::Rule(args) => cmd::rule::run(socket, args),
+        Command::Run(args) => cmd::run::run(socket, args),
         Command::Sessions(args) => cmd::sessions::run(socket, args),
         Command::Settings(args) => cmd::settings::run(socket, args),
         Command::Snapshot(args) => cmd::snapshot::run(socket, args),

@@ -33,3 +33,10 @@ pub fn enter_named_or_path(ns: &str) -> io::Result<()> {
         enter(&named(ns))
     }
 }
+
+/// The inode of the calling thread's network namespace: what tells two
+/// namespaces apart (the pin root of each agent is named after it).
+pub fn current_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}

@@ -59,19 +59,19 @@ impl Daemon {
             bail!("the daemon runs already");
         }
         let mut args = vec![
+            "--socket".to_owned(),
+            self.socket.display().to_string(),
             "run".to_owned(),
             "--netns".to_owned(),
             self.netns.clone(),
-            "--socket".to_owned(),
-            self.socket.display().to_string(),
             "--store".to_owned(),
             self.store.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let echo = std::env::var_os("SG_TEST_ECHO").is_some();
-        let (p, line) = AgentProcess::start(&self.bin, &args, READY, echo)
-            .context("starting sg-agent run")?;
+        let (p, line) =
+            AgentProcess::start(&self.bin, &args, READY, echo).context("starting sg-agent run")?;
         self.process = Some(p);
         Ok(line)
     }

@@ -56,11 +56,22 @@ impl Drop for Pins {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum XdpModeArg {
+pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
     Tc,
+}
+
+impl From<XdpModeArg> for AttachMode {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Auto => Self::Auto,
+            XdpModeArg::Native => Self::Native,
+            XdpModeArg::Generic => Self::Generic,
+            XdpModeArg::Tc => Self::Tc,
+        }
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -70,12 +81,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
-    let mode = match args.xdp_mode {
-        XdpModeArg::Auto => AttachMode::Auto,
-        XdpModeArg::Native => AttachMode::Native,
-        XdpModeArg::Generic => AttachMode::Generic,
-        XdpModeArg::Tc => AttachMode::Tc,
-    };
+    let mode = AttachMode::from(args.xdp_mode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

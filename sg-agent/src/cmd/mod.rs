@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod attach;
+pub mod cleanup;
 pub mod client;
 pub mod export;
 pub mod group;
@@ -11,6 +12,7 @@ pub mod nic;
 pub mod port_list;
 pub mod prefix_list;
 pub mod rule;
+pub mod run;
 pub mod sessions;
 pub mod settings;
 pub mod snapshot;

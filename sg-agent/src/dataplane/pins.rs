@@ -6,7 +6,7 @@
 //! - `maps/<MAP>`: every map that holds policy, sessions or counters. A new
 //!   agent loads its programs against these same maps, so the tables,
 //!   sessions and counters in force carry over untouched.
-//! - `links/<iface>.<ifindex>.<kind>`, kind `xdp`, `tc-ingress` or
+//! - `links/<iface>:<ifindex>:<kind>`, kind `xdp`, `tc-ingress` or
 //!   `tc-egress`: the attachment links. While they are pinned the kernel
 //!   keeps running the programs in them, agent or no agent. A new agent
 //!   swaps its freshly loaded program into each link with one
@@ -67,8 +67,15 @@ pub fn pin_root(netns_inode: u64) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/sg/ns-{netns_inode}"))
 }
 
-fn pin_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Pin(path.to_path_buf(), e.to_string())
+fn pin_err(path: &Path, e: impl std::error::Error) -> Error {
+    // The syscall's own error is the cause: say it.
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    Error::Pin(path.to_path_buf(), text)
 }
 
 /// Points `loader` at the pinned maps under `dir`; returns whether an earlier
@@ -109,16 +116,21 @@ impl Kind {
     }
 }
 
+/// A link pin's file name: `<iface>:<ifindex>:<kind>`. bpffs refuses names
+/// with a dot, which interface names may have (`eth0.100`): dots are written
+/// `%2e` (and `%` as `%25`). Interface names never hold a colon.
 fn link_path(dir: &Path, iface: &str, ifindex: u32, kind: Kind) -> PathBuf {
-    dir.join(format!("{iface}.{ifindex}.{}", kind.suffix()))
+    let name = iface.replace('%', "%25").replace('.', "%2e");
+    dir.join(format!("{name}:{ifindex}:{}", kind.suffix()))
 }
 
 /// `(iface, ifindex)` of a link pin's file name.
-fn parse_link_name(file: &str) -> Option<(&str, u32)> {
-    let mut parts = file.rsplitn(3, '.');
+fn parse_link_name(file: &str) -> Option<(String, u32)> {
+    let mut parts = file.rsplitn(3, ':');
     let _kind = parts.next()?;
     let ifindex = parts.next()?.parse().ok()?;
-    Some((parts.next()?, ifindex))
+    let name = parts.next()?.replace("%2e", ".").replace("%25", "%");
+    Some((name, ifindex))
 }
 
 /// Removes an attachment's two pins, which detaches its links.
@@ -275,7 +287,7 @@ impl Dataplane {
             let Some((name, _)) = parse_link_name(file) else {
                 continue;
             };
-            if !keep.iter().any(|k| k == name) && std::fs::remove_file(e.path()).is_ok() {
+            if !keep.contains(&name) && std::fs::remove_file(e.path()).is_ok() {
                 removed.push(file.to_owned());
             }
         }
@@ -363,9 +375,13 @@ mod tests {
     fn link_names_round_trip_with_dots_in_the_interface_name() {
         let p = link_path(Path::new("/x"), "eth0.100", 7, Kind::TcEgress);
         let file = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(file, "eth0.100.7.tc-egress");
-        assert_eq!(parse_link_name(file), Some(("eth0.100", 7)));
+        assert_eq!(file, "eth0%2e100:7:tc-egress");
+        assert!(!file.contains('.'), "bpffs refuses dots");
+        assert_eq!(parse_link_name(file), Some(("eth0.100".to_owned(), 7)));
+        let odd = link_path(Path::new("/x"), "a%2e", 3, Kind::Xdp);
+        let odd = odd.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_link_name(odd), Some(("a%2e".to_owned(), 3)));
         assert_eq!(parse_link_name("garbage"), None);
-        assert_eq!(parse_link_name("a.x.xdp"), None);
+        assert_eq!(parse_link_name("a:x:xdp"), None);
     }
 }

@@ -1,0 +1,231 @@
+//! `sg-agent run`: the daemon. It loads the policy from its store, takes over
+//! (or creates) the pinned data plane of its network namespace, puts the
+//! policy in force, and serves the API (`crate::api`) on a Unix socket until
+//! SIGTERM or SIGINT. It exits without detaching anything: the pinned links
+//! keep enforcing the policy until the next agent adopts them, or until
+//! `sg-agent cleanup` removes them.
+//!
+//! One task owns the [`Service`]; connection tasks hand it requests over a
+//! channel, so requests are handled one at a time, in arrival order.
+
+pub mod service;
+
+use std::{
+    io::ErrorKind,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+pub use service::{Info, Service};
+
+use crate::{
+    api::{MAX_REQUEST_BYTES, Reply, Request},
+    dataplane::{AttachMode, Dataplane, Limits},
+    enforce::Enforcer,
+    netlink::{LinkEvent, LinkWatcher},
+    policy::State,
+    store::{SqliteStore, Store},
+};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    pub limits: Limits,
+    pub mode: AttachMode,
+}
+
+type Job = (Request, oneshot::Sender<Reply>);
+
+/// Binds the API socket at `path`: owner-only (0600) in an owner-only
+/// directory. A socket file left by a dead agent is replaced; one a live
+/// agent answers on is not.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another sg-agent answers on {}: stop it first, or give --socket another path",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    // Created with no permissions for group and others from the start.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Reads request lines from one client and answers each.
+async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
+        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let reply = if line.len() > MAX_REQUEST_BYTES {
+            Reply::Error(format!(
+                "request: longer than the limit of {MAX_REQUEST_BYTES} bytes"
+            ))
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Err(e) => Reply::Error(format!("request: {e}")),
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    if jobs.send((req, tx)).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                }
+            }
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        if line.len() > MAX_REQUEST_BYTES {
+            return;
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
+/// threads are in the network namespace to serve.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut store = SqliteStore::open(&config.store)
+        .with_context(|| format!("opening the store {}", config.store.display()))?;
+    let state = match store.load().context("loading the policy from the store")? {
+        Some(s) => s,
+        None => {
+            log::info!(
+                "new store at {}: starting with no policy",
+                config.store.display()
+            );
+            let s = State::new();
+            store.commit(&s, &[]).context("initialising the store")?;
+            s
+        }
+    };
+    let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
+    let adopting = root.join("maps").exists();
+    let dp = Dataplane::load_pinned(config.limits, &root).context("loading the data plane")?;
+    log::info!(
+        "{} the data plane pinned at {}",
+        if adopting { "adopted" } else { "created" },
+        root.display()
+    );
+    let enforcer = Enforcer::new(dp, Some(config.mode));
+    let info = Info {
+        socket: config.socket.clone(),
+        store: config.store.clone(),
+        pins: root.clone(),
+    };
+    let mut service = Service::new(state, Box::new(store), enforcer, info);
+    let mut watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
+    match service.reconcile() {
+        Ok(report) => log::info!("policy in force: {report:?}"),
+        // The maps keep what was in force; say so loudly and go on serving,
+        // so the operator can fix the policy through the API.
+        Err(e) => log::error!("putting the stored policy in force: {e}"),
+    }
+    let keep: Vec<String> = service.state().nics.keys().cloned().collect();
+    for pin in service.enforcer().dataplane().prune_links(&keep) {
+        log::info!("removed the pinned link {pin}: no bound NIC uses it");
+    }
+    let listener = bind_socket(&config.socket)?;
+    log::info!(
+        "serving the API on {} (program ids: {})",
+        config.socket.display(),
+        service
+            .enforcer()
+            .dataplane()
+            .program_ids()
+            .iter()
+            .map(|(n, id)| format!("{n} {id}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
+                Err(e) => log::warn!("accepting an API connection: {e}"),
+            },
+            Some((request, reply)) = jobs.recv() => {
+                let answer = match service.handle(request) {
+                    Ok(v) => Reply::Ok(v),
+                    Err(e) => Reply::Error(e),
+                };
+                let _ = reply.send(answer);
+            }
+            events = watcher.next() => match events {
+                Ok(events) => {
+                    let bound = |n: &str| service.state().nics.contains_key(n);
+                    let relevant: Vec<String> = events.iter().filter_map(|e| match e {
+                        LinkEvent::Added { name, .. } | LinkEvent::Removed { name, .. } if bound(name) => Some(name.clone()),
+                        LinkEvent::Resync => Some("(resync)".to_owned()),
+                        _ => None,
+                    }).collect();
+                    if !relevant.is_empty() {
+                        reconcile(&mut service, &format!("interfaces changed: {}", relevant.join(", ")));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("netlink: {e}; watching again");
+                    watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
+                    reconcile(&mut service, "netlink resync");
+                }
+            },
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    log::info!(
+        "stopping; the data plane stays attached and pinned at {} (sg-agent cleanup removes it)",
+        root.display()
+    );
+    Ok(())
+}
+
+fn reconcile(service: &mut Service, why: &str) {
+    match service.reconcile() {
+        Ok(report) => log::info!("{why}: {report:?}"),
+        Err(e) => log::error!("{why}: {e}"),
+    }
+}

@@ -1,0 +1,1123 @@
+//! The daemon's state machine: the policy, its store and the data plane, and
+//! one handler per API request.
+//!
+//! A change runs on a copy of the state; the copy is put in force on the data
+//! plane, then committed to the store, and only then becomes the state and is
+//! acknowledged. If the data plane refuses it, nothing changed; if the store
+//! refuses it, the data plane is put back. So an acknowledged change is both
+//! in force and durable, and a crash at any point leaves the store holding
+//! either the old or the new state, never a mix (the store's transaction).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    api::{Request, RuleText, SessionFilter, TraceText},
+    compile::Rank,
+    dataplane::{Counters, sessions::Filter},
+    enforce::Enforcer,
+    policy::{
+        self, BindingMode, Cidr, CloneOptions, Direction, Family, GroupChange, GroupId, GroupSpec,
+        GroupType, InnerPolicy, NicBinding, Packet, PolicyError, PortListEntry, PortListId,
+        PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec, Protocol, RuleId,
+        RuleSpec, State, Template,
+    },
+    snapshot,
+    store::Store,
+};
+
+/// What the daemon was started with, for `status`.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    pub pins: PathBuf,
+}
+
+pub struct Service {
+    state: State,
+    store: Box<dyn Store>,
+    enforcer: Enforcer,
+    info: Info,
+    started: Instant,
+}
+
+type Answer = Result<Value, String>;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn group_id(field: &str, text: &str) -> Result<GroupId, PolicyError> {
+    GroupId::parse(field, text)
+}
+
+fn one_of<T: Copy>(field: &str, text: &str, options: &[(&str, T)]) -> Result<T, PolicyError> {
+    options
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            PolicyError::invalid(field, text, format!("must be one of {}", names.join(", ")))
+        })
+}
+
+fn group_type(text: &str) -> Result<GroupType, PolicyError> {
+    one_of(
+        "group.type",
+        text,
+        &[
+            ("basic", GroupType::Basic),
+            ("enterprise", GroupType::Enterprise),
+            ("advanced", GroupType::Enterprise),
+        ],
+    )
+}
+
+fn inner_policy(text: &str) -> Result<InnerPolicy, PolicyError> {
+    one_of(
+        "group.inner_policy",
+        text,
+        &[("Accept", InnerPolicy::Accept), ("Drop", InnerPolicy::Drop)],
+    )
+}
+
+fn binding_mode(text: &str) -> Result<BindingMode, PolicyError> {
+    one_of(
+        "nic.mode",
+        text,
+        &[("local", BindingMode::Local), ("port", BindingMode::Port)],
+    )
+}
+
+fn family(text: &str) -> Result<Family, PolicyError> {
+    one_of(
+        "prefix_list.family",
+        text,
+        &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)],
+    )
+}
+
+/// `VALUE` or `VALUE description…`.
+fn split_entry(text: &str) -> (&str, String) {
+    let t = text.trim();
+    match t.split_once(char::is_whitespace) {
+        Some((v, d)) => (v, d.trim().to_owned()),
+        None => (t, String::new()),
+    }
+}
+
+fn prefix_entries(entries: &[String]) -> Result<Vec<PrefixListEntry>, PolicyError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (v, description) = split_entry(e);
+            Ok(PrefixListEntry {
+                cidr: Cidr::parse(&format!("prefix_list.entries[{i}]"), v)?,
+                description,
+            })
+        })
+        .collect()
+}
+
+fn port_entries(entries: &[String]) -> Result<Vec<PortListEntry>, PolicyError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (v, description) = split_entry(e);
+            Ok(PortListEntry {
+                range: PortRange::parse(&format!("port_list.entries[{i}]"), v)?,
+                description,
+            })
+        })
+        .collect()
+}
+
+fn addresses(field: &str, list: &[String]) -> Result<Vec<IpAddr>, PolicyError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.trim()
+                .parse()
+                .map_err(|_| PolicyError::invalid(format!("{field}[{i}]"), a, "not an IP address"))
+        })
+        .collect()
+}
+
+fn cidrs(field: &str, list: &[String]) -> Result<Vec<Cidr>, PolicyError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| Cidr::parse(&format!("{field}[{i}]"), a))
+        .collect()
+}
+
+fn group_ids(field: &str, list: &[String]) -> Result<Vec<GroupId>, PolicyError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, g)| group_id(&format!("{field}[{i}]"), g))
+        .collect()
+}
+
+/// A rule as typed, parsed by the policy's own parsers.
+pub fn rule_spec(t: &RuleText) -> Result<RuleSpec, PolicyError> {
+    let mut spec = RuleSpec::from_text(
+        &t.direction,
+        t.policy.as_deref().unwrap_or("Accept"),
+        t.priority.as_deref().unwrap_or("1"),
+        &t.protocol,
+        t.port_range.as_deref().unwrap_or("-1/-1"),
+        &t.peer,
+    )?;
+    if let Some(s) = &t.source_port_range {
+        spec.source_ports = Some(PortRange::parse("rule.source_port_range", s)?);
+    }
+    if let Some(l) = &t.local {
+        spec.local = Some(Cidr::parse("rule.local", l)?);
+    }
+    if let Some(d) = &t.description {
+        spec.description.clone_from(d);
+    }
+    Ok(spec)
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+const DIRS: [&str; 2] = ["ingress", "egress"];
+
+impl Service {
+    /// A service over `state` (as loaded from `store`), enforcing through
+    /// `enforcer`. The caller applies the state once before serving.
+    pub fn new(state: State, store: Box<dyn Store>, enforcer: Enforcer, info: Info) -> Self {
+        Self {
+            state,
+            store,
+            enforcer,
+            info,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn enforcer(&mut self) -> &mut Enforcer {
+        &mut self.enforcer
+    }
+
+    /// Puts the state in force again: at start, and when interfaces come
+    /// and go. Returns the report for the log.
+    pub fn reconcile(&mut self) -> Result<crate::enforce::ApplyReport, String> {
+        self.enforcer.apply(&self.state).map_err(err)
+    }
+
+    /// Runs `f` on a copy of the state and makes the result the state: in
+    /// force, then durable, then acknowledged (see the module doc).
+    fn change<T>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> Result<T, PolicyError>,
+    ) -> Result<T, String> {
+        let mut next = self.state.clone();
+        let out = f(&mut next).map_err(err)?;
+        self.commit(next)?;
+        Ok(out)
+    }
+
+    fn commit(&mut self, next: State) -> Result<(), String> {
+        if next == self.state {
+            return Ok(());
+        }
+        policy::validate_state(&next).map_err(err)?;
+        let now = unix_now();
+        let store = &mut self.store;
+        let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
+            .map_err(|e| format!("store: {e}; nothing changed"))?;
+        if let Err(e) = self.enforcer.apply(&next) {
+            if let Err(back) = self.enforcer.apply(&self.state) {
+                log::error!("restoring the data plane after a refused change: {back}");
+            }
+            return Err(format!("{e}; nothing changed"));
+        }
+        if let Err(e) = self.store.commit(&next, &snaps) {
+            if let Err(back) = self.enforcer.apply(&self.state) {
+                log::error!("restoring the data plane after a failed commit: {back}");
+            }
+            return Err(format!("store: {e}; nothing changed"));
+        }
+        self.state = next;
+        let cutoff = snapshot::retention_cutoff(now, self.state.settings.snapshot_retention_days);
+        match self.store.prune_snapshots(cutoff) {
+            Ok(0) => {}
+            Ok(n) => log::info!("removed {n} snapshots past their retention"),
+            Err(e) => log::warn!("pruning snapshots: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Status => Ok(self.status()),
+            Request::GroupCreate {
+                name,
+                description,
+                kind,
+                inner_policy: inner,
+                deletion_protection,
+                tags,
+                template,
+            } => {
+                let id = if let Some(t) = template {
+                    let t = Template::by_name(&t).ok_or_else(|| {
+                        err(PolicyError::invalid(
+                            "group.template",
+                            &t,
+                            "must be one of default, Sys-WebServer, Sys-FullAccess",
+                        ))
+                    })?;
+                    self.change(|s| s.create_from_template(t, Some(&name)))?
+                } else {
+                    let spec = GroupSpec {
+                        name,
+                        description,
+                        kind: kind
+                            .as_deref()
+                            .map(group_type)
+                            .transpose()
+                            .map_err(err)?
+                            .unwrap_or(GroupType::Basic),
+                        inner_policy: inner
+                            .as_deref()
+                            .map(inner_policy)
+                            .transpose()
+                            .map_err(err)?,
+                        deletion_protection,
+                        managed: false,
+                        tags,
+                    };
+                    self.change(|s| s.create_group(spec))?
+                };
+                Ok(json!({ "id": id }))
+            }
+            Request::GroupList => Ok(to_value(&self.state.groups.values().collect::<Vec<_>>())),
+            Request::GroupShow { id } => {
+                let id = group_id("group", &id).map_err(err)?;
+                let g = self.state.group("group", &id).map_err(err)?;
+                let members: Vec<&str> = self.state.members(&id).map(|n| n.name.as_str()).collect();
+                Ok(json!({ "group": g, "members": members }))
+            }
+            Request::GroupModify {
+                id,
+                name,
+                description,
+                deletion_protection,
+                tags,
+            } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let change = GroupChange {
+                    name,
+                    description,
+                    deletion_protection,
+                    tags,
+                };
+                self.change(|s| s.modify_group(&gid, change))?;
+                Ok(json!({ "id": gid }))
+            }
+            Request::GroupSetInnerPolicy { id, policy } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let p = inner_policy(&policy).map_err(err)?;
+                self.change(|s| s.set_inner_policy(&gid, p))?;
+                Ok(json!({ "id": gid }))
+            }
+            Request::GroupDelete { id } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                self.change(|s| s.delete_group(&gid))?;
+                Ok(json!({ "deleted": gid }))
+            }
+            Request::GroupClone {
+                id,
+                name,
+                keep_rules,
+                copy_tags,
+            } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let options = CloneOptions {
+                    name,
+                    keep_rules,
+                    copy_tags,
+                };
+                let new = self.change(|s| s.clone_group(&gid, &options))?;
+                Ok(json!({ "id": new }))
+            }
+            Request::GroupHealth { id } => {
+                let ids: Vec<GroupId> = match id {
+                    Some(id) => vec![group_id("group", &id).map_err(err)?],
+                    None => self.state.groups.keys().cloned().collect(),
+                };
+                let mut out = Vec::new();
+                for g in ids {
+                    for r in policy::health_check(&self.state, &g).map_err(err)? {
+                        out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            Request::RuleAuthorize { group, rules } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                let specs = rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| rule_spec(r).map_err(|e| format!("rules[{i}]: {e}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let ids = self.change(|s| s.authorize_all(&gid, specs))?;
+                Ok(json!({ "ids": ids }))
+            }
+            Request::RuleRevoke { group, rules } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                let ids = rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| RuleId::parse(&format!("rules[{i}]"), r))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                self.change(|s| {
+                    for id in &ids {
+                        s.revoke(&gid, id)?;
+                    }
+                    Ok(())
+                })?;
+                Ok(json!({ "revoked": ids }))
+            }
+            Request::RuleModify { group, rule, spec } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                let rid = RuleId::parse("rule", &rule).map_err(err)?;
+                let spec = rule_spec(&spec).map_err(err)?;
+                self.change(|s| s.modify_rule(&gid, &rid, spec))?;
+                Ok(json!({ "id": rid }))
+            }
+            Request::RuleList { group, nic } => self.rule_list(group, nic),
+            Request::RuleImport {
+                group,
+                format,
+                text,
+            } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                let csv = match format.to_ascii_lowercase().as_str() {
+                    "json" => false,
+                    "csv" => true,
+                    _ => {
+                        return Err(err(PolicyError::invalid(
+                            "format",
+                            &format,
+                            "must be json or csv",
+                        )));
+                    }
+                };
+                let report = self.change(|s| {
+                    if csv {
+                        policy::import_csv(s, &gid, &text)
+                    } else {
+                        policy::import_json(s, &gid, &text)
+                    }
+                })?;
+                let imported: Vec<&RuleId> = report.imported.iter().map(|r| &r.id).collect();
+                let skipped: Vec<Value> = report
+                    .skipped
+                    .iter()
+                    .map(|s| json!({ "index": s.index, "rule_id": s.rule_id, "reason": s.reason.to_string() }))
+                    .collect();
+                Ok(json!({ "imported": imported, "skipped": skipped }))
+            }
+            Request::RuleExport {
+                group,
+                format,
+                region,
+            } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                let region = region.unwrap_or_else(|| "local".to_owned());
+                let (file_name, text) = match format.to_ascii_lowercase().as_str() {
+                    "json" => (
+                        policy::json_file_name(&region, &gid).map_err(err)?,
+                        policy::export_json(&self.state, &gid).map_err(err)?,
+                    ),
+                    "csv" => (
+                        policy::csv_file_name(&gid, &region, &today()).map_err(err)?,
+                        policy::export_csv(&self.state, &gid).map_err(err)?,
+                    ),
+                    _ => {
+                        return Err(err(PolicyError::invalid(
+                            "format",
+                            &format,
+                            "must be json or csv",
+                        )));
+                    }
+                };
+                Ok(json!({ "file_name": file_name, "text": text }))
+            }
+            Request::NicBind {
+                name,
+                mode,
+                addresses: addrs,
+                extra_allowed,
+                anti_spoof,
+                groups,
+            } => {
+                let binding = NicBinding {
+                    name: name.clone(),
+                    mode: binding_mode(&mode).map_err(err)?,
+                    addresses: addresses("nic.addresses", &addrs).map_err(err)?,
+                    extra_allowed: cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?,
+                    anti_spoof,
+                    groups: group_ids("nic.groups", &groups).map_err(err)?,
+                };
+                self.change(|s| s.bind_nic(binding))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicUnbind { name } => {
+                self.change(|s| s.unbind_nic(&name))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicJoin { name, group } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                self.change(|s| s.join(&name, &gid))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicLeave { name, group } => {
+                let gid = group_id("group", &group).map_err(err)?;
+                self.change(|s| s.leave(&name, &gid))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicSetGroups { name, groups } => {
+                let gids = group_ids("nic.groups", &groups).map_err(err)?;
+                self.change(|s| s.set_nic_groups(&name, gids))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicSetAddresses {
+                name,
+                addresses: addrs,
+                extra_allowed,
+            } => {
+                let a = addresses("nic.addresses", &addrs).map_err(err)?;
+                let e = cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?;
+                self.change(|s| s.set_nic_addresses(&name, a, e))?;
+                Ok(json!({ "nic": name }))
+            }
+            Request::NicList => {
+                let names: Vec<String> = self.state.nics.keys().cloned().collect();
+                Ok(Value::Array(
+                    names.iter().map(|n| self.nic_view(n)).collect(),
+                ))
+            }
+            Request::NicShow { name } => {
+                self.state.nic(&name).map_err(err)?;
+                Ok(self.nic_view(&name))
+            }
+            Request::PrefixListCreate {
+                name,
+                description,
+                family: fam,
+                max_entries,
+                entries,
+            } => {
+                let spec = PrefixListSpec {
+                    name,
+                    description,
+                    family: family(&fam).map_err(err)?,
+                    max_entries,
+                    entries: prefix_entries(&entries).map_err(err)?,
+                };
+                let id = self.change(|s| s.create_prefix_list(spec))?;
+                Ok(json!({ "id": id }))
+            }
+            Request::PrefixListModify {
+                id,
+                name,
+                description,
+                max_entries,
+                entries,
+            } => {
+                let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
+                let cur = self.state.prefix_lists.get(&pid).ok_or_else(|| {
+                    err(PolicyError::not_found(
+                        "prefix_list",
+                        PrefixListId::KIND,
+                        &pid,
+                    ))
+                })?;
+                let spec = PrefixListSpec {
+                    name: name.unwrap_or_else(|| cur.name.clone()),
+                    description: description.unwrap_or_else(|| cur.description.clone()),
+                    family: cur.family,
+                    max_entries: max_entries.unwrap_or(cur.max_entries),
+                    entries: match entries {
+                        Some(e) => prefix_entries(&e).map_err(err)?,
+                        None => cur.entries.clone(),
+                    },
+                };
+                self.change(|s| s.modify_prefix_list(&pid, spec))?;
+                Ok(json!({ "id": pid }))
+            }
+            Request::PrefixListDelete { id } => {
+                let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
+                self.change(|s| s.delete_prefix_list(&pid))?;
+                Ok(json!({ "deleted": pid }))
+            }
+            Request::PrefixListList => Ok(to_value(
+                &self.state.prefix_lists.values().collect::<Vec<_>>(),
+            )),
+            Request::PrefixListShow { id } => {
+                let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
+                self.state
+                    .prefix_lists
+                    .get(&pid)
+                    .map(to_value)
+                    .ok_or_else(|| {
+                        err(PolicyError::not_found(
+                            "prefix_list",
+                            PrefixListId::KIND,
+                            &pid,
+                        ))
+                    })
+            }
+            Request::PortListCreate {
+                name,
+                description,
+                max_entries,
+                entries,
+            } => {
+                let spec = PortListSpec {
+                    name,
+                    description,
+                    max_entries,
+                    entries: port_entries(&entries).map_err(err)?,
+                };
+                let id = self.change(|s| s.create_port_list(spec))?;
+                Ok(json!({ "id": id }))
+            }
+            Request::PortListModify {
+                id,
+                name,
+                description,
+                max_entries,
+                entries,
+            } => {
+                let pid = PortListId::parse("port_list", &id).map_err(err)?;
+                let cur = self.state.port_lists.get(&pid).ok_or_else(|| {
+                    err(PolicyError::not_found("port_list", PortListId::KIND, &pid))
+                })?;
+                let spec = PortListSpec {
+                    name: name.unwrap_or_else(|| cur.name.clone()),
+                    description: description.unwrap_or_else(|| cur.description.clone()),
+                    max_entries: max_entries.unwrap_or(cur.max_entries),
+                    entries: match entries {
+                        Some(e) => port_entries(&e).map_err(err)?,
+                        None => cur.entries.clone(),
+                    },
+                };
+                self.change(|s| s.modify_port_list(&pid, spec))?;
+                Ok(json!({ "id": pid }))
+            }
+            Request::PortListDelete { id } => {
+                let pid = PortListId::parse("port_list", &id).map_err(err)?;
+                self.change(|s| s.delete_port_list(&pid))?;
+                Ok(json!({ "deleted": pid }))
+            }
+            Request::PortListList => Ok(to_value(
+                &self.state.port_lists.values().collect::<Vec<_>>(),
+            )),
+            Request::PortListShow { id } => {
+                let pid = PortListId::parse("port_list", &id).map_err(err)?;
+                self.state
+                    .port_lists
+                    .get(&pid)
+                    .map(to_value)
+                    .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
+            }
+            Request::SettingsShow => Ok(to_value(&self.state.settings)),
+            Request::SettingsSet {
+                block_port_25,
+                platform_addresses,
+                snapshot_retention_days,
+                tcp_handshake_secs,
+                tcp_established_secs,
+                tcp_closing_secs,
+                other_secs,
+            } => {
+                let mut s = self.state.settings.clone();
+                if let Some(b) = block_port_25 {
+                    s.block_port_25 = b;
+                }
+                if let Some(p) = platform_addresses {
+                    s.platform_addresses = cidrs("settings.platform_addresses", &p).map_err(err)?;
+                }
+                if let Some(d) = snapshot_retention_days {
+                    s.snapshot_retention_days = d;
+                }
+                let t = &mut s.session_timeouts;
+                for (v, slot) in [
+                    (tcp_handshake_secs, &mut t.tcp_handshake_secs),
+                    (tcp_established_secs, &mut t.tcp_established_secs),
+                    (tcp_closing_secs, &mut t.tcp_closing_secs),
+                    (other_secs, &mut t.other_secs),
+                ] {
+                    if let Some(v) = v {
+                        *slot = v;
+                    }
+                }
+                self.change(|st| st.set_settings(s))?;
+                Ok(to_value(&self.state.settings))
+            }
+            Request::Apply { document, dry_run } => {
+                let doc = policy::apply::parse(&document).map_err(err)?;
+                let next = policy::apply::desired(&self.state, &doc).map_err(err)?;
+                let changes: Vec<String> = policy::apply::diff(&self.state, &next)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                if !dry_run {
+                    self.commit(next)?;
+                }
+                Ok(json!({ "applied": !dry_run && !changes.is_empty(), "changes": changes }))
+            }
+            Request::Export => Ok(to_value(&policy::apply::document_of(&self.state))),
+            Request::SnapshotList { group } => {
+                let gid = group
+                    .as_deref()
+                    .map(|g| group_id("group", g))
+                    .transpose()
+                    .map_err(err)?;
+                Ok(to_value(&self.store.snapshots(gid.as_ref()).map_err(err)?))
+            }
+            Request::SnapshotShow { id } => match self.store.snapshot(id).map_err(err)? {
+                Some(s) => Ok(to_value(&s)),
+                None => Err(format!("snapshot: {id} does not exist")),
+            },
+            Request::SnapshotRestore { id } => {
+                let snap = self
+                    .store
+                    .snapshot(id)
+                    .map_err(err)?
+                    .ok_or_else(|| format!("snapshot: {id} does not exist"))?;
+                self.change(|s| snapshot::restore(s, &snap))?;
+                Ok(json!({ "group": snap.group, "rules": snap.rules.len() }))
+            }
+            Request::Trace(t) => self.trace(&t),
+            Request::Stats { nic } => self.stats(nic.as_deref()),
+            Request::SessionList { filter } => {
+                let f = self.session_filter(&filter)?;
+                let names = self.nic_names();
+                let rows = self.enforcer.dataplane().sessions(&f).map_err(err)?;
+                Ok(Value::Array(
+                    rows.iter()
+                        .filter(|s| s.live)
+                        .map(|s| {
+                            json!({
+                                "nic": names.get(&s.nic).cloned().unwrap_or_else(|| s.nic.to_string()),
+                                "protocol": s.protocol,
+                                "a": s.initiator.address, "a_port": s.initiator.port,
+                                "b": s.responder.address, "b_port": s.responder.port,
+                                "direction": s.direction, "state": s.state,
+                                "age_secs": s.age.as_secs(), "idle_secs": s.idle.as_secs(),
+                                "version": s.policy_version,
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            Request::SessionFlush { filter, all } => {
+                if filter == SessionFilter::default() && !all {
+                    return Err(
+                        "sessions flush: give a filter (nic, protocol, address, port) or all"
+                            .to_owned(),
+                    );
+                }
+                let f = self.session_filter(&filter)?;
+                let n = self.enforcer.dataplane().flush_sessions(&f).map_err(err)?;
+                Ok(json!({ "flushed": n }))
+            }
+        }
+    }
+
+    /// NIC id → name, for the data plane's views.
+    fn nic_names(&mut self) -> BTreeMap<u32, String> {
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let dp = self.enforcer.dataplane();
+        names
+            .into_iter()
+            .filter_map(|n| dp.nic_id(&n).map(|id| (id, n)))
+            .collect()
+    }
+
+    fn session_filter(&mut self, f: &SessionFilter) -> Result<Filter, String> {
+        let nic = match &f.nic {
+            Some(n) => {
+                self.state.nic(n).map_err(err)?;
+                Some(
+                    self.enforcer
+                        .dataplane()
+                        .nic_id(n)
+                        .ok_or_else(|| format!("nic: {n} is bound but its interface is absent"))?,
+                )
+            }
+            None => None,
+        };
+        let protocol = f
+            .protocol
+            .as_deref()
+            .map(|p| {
+                Protocol::parse("protocol", p).and_then(|p| {
+                    p.number()
+                        .ok_or_else(|| PolicyError::invalid("protocol", "ALL", "name one protocol"))
+                })
+            })
+            .transpose()
+            .map_err(err)?;
+        let address = f
+            .address
+            .as_deref()
+            .map(|a| Cidr::parse("address", a))
+            .transpose()
+            .map_err(err)?;
+        Ok(Filter {
+            nic,
+            protocol,
+            address,
+            port: f.port,
+        })
+    }
+
+    fn nic_view(&mut self, name: &str) -> Value {
+        let binding = self.state.nics.get(name).cloned();
+        let ifindex = crate::enforce::ifindex(name);
+        let dp = self.enforcer.dataplane();
+        json!({
+            "binding": binding,
+            "ifindex": ifindex,
+            "attached": dp.is_attached(name),
+            "version": dp.version(name),
+        })
+    }
+
+    fn status(&mut self) -> Value {
+        let nics: Vec<Value> = self
+            .state
+            .nics
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|n| self.nic_view(n))
+            .collect();
+        let programs: BTreeMap<&str, u32> = self
+            .enforcer
+            .dataplane()
+            .program_ids()
+            .into_iter()
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "socket": self.info.socket,
+            "store": self.info.store,
+            "pins": self.info.pins,
+            "groups": self.state.groups.len(),
+            "rules": self.state.all_rules().count(),
+            "nics": nics,
+            "programs": programs,
+        })
+    }
+
+    fn rule_list(&self, group: Option<String>, nic: Option<String>) -> Answer {
+        match (group, nic) {
+            (Some(g), None) => {
+                let gid = group_id("group", &g).map_err(err)?;
+                Ok(to_value(
+                    &self.state.group("group", &gid).map_err(err)?.rules,
+                ))
+            }
+            (None, Some(n)) => {
+                let mut out = Vec::new();
+                for dir in [Direction::Ingress, Direction::Egress] {
+                    for r in policy::merged_rules(&self.state, &n, dir).map_err(err)? {
+                        let (_, rule) = self.state.find_rule(&r.id).ok_or("rule vanished")?;
+                        let s = &rule.spec;
+                        out.push(json!({
+                            "direction": s.direction.to_string(),
+                            "priority": s.priority,
+                            "action": format!("{:?}", s.action),
+                            "group": r.group,
+                            "rule": r.id,
+                            "protocol": s.protocol.to_string(),
+                            "ports": port_text(&s.ports),
+                            "peer": s.peer.to_string(),
+                            "source_ports": s.source_ports.map(|p| p.to_string()),
+                            "local": s.local.map(|c| c.to_string()),
+                        }));
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            _ => Err("rule list: give exactly one of group or nic".to_owned()),
+        }
+    }
+
+    /// Explains one packet: the steps before the rules from the settings and
+    /// binding in force, the rules from the compiled table the kernel holds
+    /// (classified the way the kernel classifies), and whether a live session
+    /// would take it first. The reference evaluator decides it too; a
+    /// disagreement is reported, not hidden.
+    fn trace(&mut self, t: &TraceText) -> Answer {
+        let direction = Direction::parse("direction", &t.direction).map_err(err)?;
+        let protocol = Protocol::parse("protocol", &t.protocol).map_err(err)?;
+        let number = protocol.number().ok_or_else(|| {
+            err(PolicyError::invalid(
+                "protocol",
+                "ALL",
+                "a packet has one protocol",
+            ))
+        })?;
+        let src: IpAddr = t.source.parse().map_err(|_| {
+            err(PolicyError::invalid(
+                "source",
+                &t.source,
+                "not an IP address",
+            ))
+        })?;
+        let dst: IpAddr = t.destination.parse().map_err(|_| {
+            err(PolicyError::invalid(
+                "destination",
+                &t.destination,
+                "not an IP address",
+            ))
+        })?;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(err(PolicyError::invalid(
+                "destination",
+                dst,
+                "a different family from the source",
+            )));
+        }
+        self.state.nic(&t.nic).map_err(err)?;
+        let icmp = matches!(number, 1 | 58);
+        let packet = Packet {
+            src,
+            dst,
+            protocol: number,
+            src_port: t.source_port.unwrap_or(0),
+            dst_port: t.destination_port.unwrap_or(0),
+            icmp_type: t.icmp_type.unwrap_or(if icmp {
+                if number == 1 { 8 } else { 128 }
+            } else {
+                0
+            }),
+            icmp_code: t.icmp_code.unwrap_or(0),
+            tcp_flags: if number == 6 {
+                policy::evaluate::tcp_flags::SYN
+            } else {
+                0
+            },
+            fragment: policy::Fragment::None,
+            nd_target: None,
+            icmp_id: 0,
+            quoted: None,
+        };
+        let reference = policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
+        let before = policy::evaluate_before_sessions(&self.state, &t.nic, direction, &packet)
+            .map_err(err)?;
+        let (verdict, reason, rule, group, priority, detail) = if let Some(d) = before {
+            (
+                d.verdict,
+                d.reason,
+                None,
+                None,
+                None,
+                "decided before sessions and rules".to_owned(),
+            )
+        } else {
+            let (ingress, egress) = self.enforcer.tables(&t.nic).ok_or_else(|| {
+                format!(
+                    "nic: {} is bound but its interface is absent here: nothing enforces it",
+                    t.nic
+                )
+            })?;
+            let table = if direction == Direction::Ingress {
+                ingress
+            } else {
+                egress
+            };
+            let (peer, local) = if direction == Direction::Ingress {
+                (src, dst)
+            } else {
+                (dst, src)
+            };
+            match table.classify(peer, local, number, packet.src_port, packet.dst_port) {
+                Some(rank) => match &table.ranks[rank] {
+                    Rank::Rule(id) => {
+                        let (g, r) = self.state.find_rule(id).ok_or("rule vanished")?;
+                        let v = if table.accepts(rank) {
+                            policy::Verdict::Accept
+                        } else {
+                            policy::Verdict::Drop
+                        };
+                        (
+                            v,
+                            policy::Reason::Rule(id.clone()),
+                            Some(id.to_string()),
+                            Some(g.id.to_string()),
+                            Some(r.spec.priority),
+                            format!(
+                                "rank {rank} of {} in the compiled {direction} table",
+                                table.ranks.len()
+                            ),
+                        )
+                    }
+                    Rank::IntraGroup(g) => (
+                        policy::Verdict::Accept,
+                        reference.reason.clone(),
+                        None,
+                        Some(g.to_string()),
+                        None,
+                        format!("default: both ends are members of {g} (intra-group Accept)"),
+                    ),
+                },
+                None => (
+                    reference.verdict,
+                    reference.reason.clone(),
+                    None,
+                    None,
+                    None,
+                    "no rule matches: the default".to_owned(),
+                ),
+            }
+        };
+        let agrees = verdict == reference.verdict && reason == reference.reason;
+        Ok(json!({
+            "verdict": format!("{verdict:?}").to_lowercase(),
+            "reason": reason_name(&reason),
+            "rule": rule,
+            "group": group,
+            "priority": priority,
+            "detail": detail,
+            "reference_agrees": agrees,
+            "note": "for a packet that starts a flow; a live session (sessions list) accepts its packets first",
+        }))
+    }
+
+    fn stats(&mut self, nic: Option<&str>) -> Answer {
+        if let Some(n) = nic {
+            self.state.nic(n).map_err(err)?;
+        }
+        let names: Vec<String> = match nic {
+            Some(n) => vec![n.to_owned()],
+            None => self.state.nics.keys().cloned().collect(),
+        };
+        let dp = self.enforcer.dataplane();
+        let counters = Counters::read(dp).map_err(err)?;
+        let mut nics = serde_json::Map::new();
+        for name in names {
+            if dp.nic_id(&name).is_none() {
+                continue;
+            }
+            let rules: Vec<Value> = dp
+                .rule_hits(&name)
+                .map_err(err)?
+                .iter()
+                .map(|h| {
+                    let rule = match &h.rank {
+                        Rank::Rule(id) => id.to_string(),
+                        Rank::IntraGroup(g) => format!("default: intra-group {g}"),
+                    };
+                    json!({ "dir": DIRS[h.dir as usize], "rule": rule, "packets": h.packets, "bytes": h.bytes })
+                })
+                .collect();
+            let reasons: Vec<Value> = dp
+                .reason_counts(&name)
+                .map_err(err)?
+                .into_iter()
+                .map(|(dir, r, n)| {
+                    let rname = sg_common::reason::NAMES
+                        .get(r as usize)
+                        .copied()
+                        .unwrap_or("?");
+                    json!({ "dir": DIRS[dir as usize], "reason": rname, "packets": n })
+                })
+                .collect();
+            nics.insert(name, json!({ "rules": rules, "reasons": reasons }));
+        }
+        let sessions: serde_json::Map<String, Value> = dp
+            .session_events()
+            .map_err(err)?
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        Ok(json!({
+            "counters": counters.to_json(),
+            "nics": nics,
+            "sessions": sessions,
+            "drop_log": Value::Null,
+        }))
+    }
+}
+
+/// A reason as the data plane's counters name it (`sg_common::reason::NAMES`).
+fn reason_name(r: &policy::Reason) -> String {
+    use policy::Reason as R;
+    match r {
+        R::Malformed => "malformed".to_owned(),
+        R::AntiSpoof(check) => format!("spoof ({check:?})"),
+        R::NotIp => "not_ip".to_owned(),
+        R::NeighbourDiscovery => "neighbour_discovery".to_owned(),
+        R::AlwaysAllowed(what) => format!("always_allowed ({what:?})"),
+        R::PlatformPort25 => "port_25".to_owned(),
+        R::Session => "session".to_owned(),
+        R::Related => "related".to_owned(),
+        R::LaterFragment => "fragment_follows_first".to_owned(),
+        R::Rule(_) => "rule".to_owned(),
+        R::DefaultIngressIntraGroup(_) => "default_intra_group".to_owned(),
+        R::DefaultIngressDrop => "default_ingress_drop".to_owned(),
+        R::DefaultEgressBasic => "default_egress_basic".to_owned(),
+        R::DefaultEgressEnterprise => "default_egress_enterprise".to_owned(),
+    }
+}
+
+fn port_text(p: &policy::PortSpec) -> String {
+    match p {
+        policy::PortSpec::Any => "-1/-1".to_owned(),
+        policy::PortSpec::Range(r) => r.to_string(),
+        policy::PortSpec::List(l) => l.to_string(),
+    }
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`, for CSV export file names.
+fn today() -> String {
+    let days = i64::try_from(unix_now() / 86_400).unwrap_or(0);
+    // Civil from days (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}

@@ -1,0 +1,145 @@
+//! NIC lifecycle (issue 5 item 5), daemon driven through the CLI: a bound
+//! veth deleted and made again is attached again by itself, and a NIC bound
+//! before its interface exists is enforced once the interface appears.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use sg_tests::{daemon::Daemon, probe, topology::Pair};
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
+}
+
+/// Makes the veth pair of `pair` again, as before, after it was deleted.
+fn recreate(pair: &Pair) {
+    let (a, b) = (&pair.a, &pair.b);
+    a.ns.ip(&[
+        "link",
+        "add",
+        &a.ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b.ifname,
+        "netns",
+        b.ns.name(),
+    ])
+    .unwrap();
+    for h in [a, b] {
+        h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])
+            .unwrap();
+        h.ns.ip(&["link", "set", &h.ifname, "up"]).unwrap();
+    }
+}
+
+fn enforced(pair: &Pair, servers: &probe::Servers) -> bool {
+    let b = IpAddr::V4(pair.b.v4);
+    probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed()
+        && !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed()
+}
+
+fn open(pair: &Pair, servers: &probe::Servers) -> bool {
+    probe::udp(
+        &pair.a.ns,
+        SocketAddr::new(IpAddr::V4(pair.b.v4), servers.udp_port),
+    )
+    .allowed()
+}
+
+fn setup(d: &Daemon, port: u16) -> String {
+    let g = d.json(&["group", "create", "web"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.ok(&[
+        "rule",
+        "add",
+        &g,
+        "--direction",
+        "ingress",
+        "--protocol",
+        "TCP",
+        "--port-range",
+        &format!("{port}/{port}"),
+        "--peer",
+        "10.77.0.0/24",
+    ]);
+    g
+}
+
+#[test]
+fn a_deleted_and_recreated_veth_is_attached_again() {
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let d = Daemon::start(bin(), pair.b.ns.name(), &[]).unwrap();
+    let g = setup(&d, servers.tcp_port);
+    d.ok(&[
+        "nic",
+        "bind",
+        &pair.b.ifname,
+        "--mode",
+        "local",
+        "--address",
+        "10.77.0.2",
+        "--group",
+        &g,
+    ]);
+    assert!(enforced(&pair, &servers));
+    let first = d.json(&["nic", "show", &pair.b.ifname]);
+    assert_eq!(first["attached"], true);
+
+    pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
+    assert!(sg_tests::eventually(Duration::from_secs(5), || {
+        d.json(&["nic", "show", &pair.b.ifname])["attached"] == false
+    }));
+    recreate(&pair);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(10), || {
+            d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
+        }),
+        "not attached again"
+    );
+    let again = d.json(&["nic", "show", &pair.b.ifname]);
+    assert_ne!(again["ifindex"], first["ifindex"], "a new interface index");
+    assert!(sg_tests::eventually(Duration::from_secs(5), || enforced(
+        &pair, &servers
+    )));
+}
+
+#[test]
+fn a_nic_bound_before_its_interface_exists_is_enforced_when_it_appears() {
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
+    let d = Daemon::start(bin(), pair.b.ns.name(), &[]).unwrap();
+    let g = setup(&d, servers.tcp_port);
+    d.ok(&[
+        "nic",
+        "bind",
+        &pair.b.ifname,
+        "--mode",
+        "local",
+        "--address",
+        "10.77.0.2",
+        "--group",
+        &g,
+    ]);
+    assert_eq!(d.json(&["nic", "show", &pair.b.ifname])["attached"], false);
+    recreate(&pair);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(10), || {
+            d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
+        }),
+        "not attached when it appeared"
+    );
+    assert!(sg_tests::eventually(Duration::from_secs(5), || enforced(
+        &pair, &servers
+    )));
+    // And unbinding lets everything through again.
+    d.ok(&["nic", "unbind", &pair.b.ifname]);
+    assert!(open(&pair, &servers));
+}
