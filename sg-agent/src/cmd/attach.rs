@@ -46,15 +46,6 @@ pub struct Args {
     max_nics: u32,
 }
 
-/// Removes the pins of `sg-agent sessions` however `serve` ends.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        sg_agent::dataplane::sessions::unpin(&self.0);
-    }
-}
-
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum XdpModeArg {
     Auto,
@@ -104,17 +95,6 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
         nics: args.max_nics,
     };
     let mut dp = Dataplane::load_with(limits).context("loading the data plane")?;
-    let pins = Pins(super::sessions::this_pin_dir()?);
-    if pins.0.exists() {
-        // Left by an agent that died without cleaning up (two live agents
-        // in one namespace cannot both attach to its interfaces).
-        log::warn!(
-            "replacing the session map pins left at {}",
-            pins.0.display()
-        );
-    }
-    dp.pin_for_cli(&pins.0)
-        .context("pinning the session maps for `sg-agent sessions`")?;
     // The programs log only on cold error paths; forward those records to our log.
     let logger = aya_log::EbpfLogger::init(dp.ebpf_mut()).ok();
     let mut logs = match logger {

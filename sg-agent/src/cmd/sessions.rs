@@ -1,13 +1,10 @@
 //! `sg-agent sessions`: list or flush the daemon's sessions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::Deserialize;
-use sg_agent::{
-    api::{Request, SessionFilter},
-    dataplane::sessions::pin_dir,
-};
+use sg_agent::api::{Request, SessionFilter};
 
 use super::client::{self, Output, Table};
 
@@ -82,19 +79,6 @@ struct Listed {
 #[derive(Deserialize)]
 struct Flushed {
     flushed: usize,
-}
-
-/// The inode of the calling thread's network namespace: the pin directory's key.
-fn netns_inode() -> anyhow::Result<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    Ok(std::fs::metadata("/proc/thread-self/ns/net")
-        .context("reading this thread's network namespace")?
-        .ino())
-}
-
-/// The pin directory for the calling thread's network namespace.
-pub fn this_pin_dir() -> anyhow::Result<PathBuf> {
-    Ok(pin_dir(netns_inode()?))
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {

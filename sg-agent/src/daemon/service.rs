@@ -730,11 +730,12 @@ impl Service {
                         .map(|s| {
                             json!({
                                 "nic": names.get(&s.nic).cloned().unwrap_or_else(|| s.nic.to_string()),
-                                "protocol": s.protocol,
+                                "protocol": protocol_name(s.protocol),
+                                "family": if s.initiator.address.is_ipv4() { 4 } else { 6 },
                                 "a": s.initiator.address, "a_port": s.initiator.port,
                                 "b": s.responder.address, "b_port": s.responder.port,
                                 "direction": s.direction, "state": s.state,
-                                "age_secs": s.age.as_secs(), "idle_secs": s.idle.as_secs(),
+                                "age_secs": s.age.as_secs_f64(), "idle_secs": s.idle.as_secs_f64(),
                                 "version": s.policy_version,
                             })
                         })
@@ -1095,6 +1096,18 @@ fn reason_name(r: &policy::Reason) -> String {
         R::DefaultIngressDrop => "default_ingress_drop".to_owned(),
         R::DefaultEgressBasic => "default_egress_basic".to_owned(),
         R::DefaultEgressEnterprise => "default_egress_enterprise".to_owned(),
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, `icmpv6`, `gre`, or the protocol number.
+fn protocol_name(p: u8) -> String {
+    match p {
+        6 => "tcp".to_owned(),
+        17 => "udp".to_owned(),
+        1 => "icmp".to_owned(),
+        58 => "icmpv6".to_owned(),
+        47 => "gre".to_owned(),
+        n => n.to_string(),
     }
 }
 

@@ -1,18 +1,16 @@
-//! Reading and flushing the session table (SPEC §4), either through a loaded
-//! [`Dataplane`] or through the maps a running agent pinned ([`Pinned`]).
+//! Reading and flushing the session table (SPEC §4) of a loaded [`Dataplane`].
 
 use std::{
     borrow::{Borrow, BorrowMut},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use serde::Serialize;
 use sg_common::{
-    maps::{IFACES, SESSION_EVENTS, SESSIONS, SETTINGS},
-    policy::{DIR_INGRESS, IfaceConfig, Settings},
+    maps::{SESSION_EVENTS, SESSIONS, SETTINGS},
+    policy::{DIR_INGRESS, Settings},
     session::{SIDE_A, SessionEntry, SessionKey, event, timeout},
 };
 
@@ -227,92 +225,5 @@ impl Dataplane {
             .map_err(map_err(SETTINGS))?
             .get(&0, 0)
             .map_err(map_err(SETTINGS))
-    }
-
-    /// Pins the maps the session commands of another process need
-    /// ([`Pinned`]) under `dir`, which is created. Unpinned by [`unpin`].
-    pub fn pin_for_cli(&mut self, dir: &Path) -> Result<(), Error> {
-        // Another namespace's agent may remove the shared parent as it exits,
-        // between our creating it and our directory: try again.
-        let mut made = std::fs::create_dir_all(dir);
-        for _ in 0..3 {
-            if made.is_ok() {
-                break;
-            }
-            made = std::fs::create_dir_all(dir);
-        }
-        made.map_err(|e| Error::Pin(dir.to_path_buf(), e.to_string()))?;
-        for name in [SESSIONS, IFACES, SETTINGS] {
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path);
-            self.ebpf
-                .map_mut(name)
-                .ok_or(Error::MissingMap(name))?
-                .pin(&path)
-                .map_err(|e| Error::Pin(path, e.to_string()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Removes what [`Dataplane::pin_for_cli`] pinned under `dir`.
-pub fn unpin(dir: &Path) {
-    for name in [SESSIONS, IFACES, SETTINGS] {
-        let _ = std::fs::remove_file(dir.join(name));
-    }
-    let _ = std::fs::remove_dir(dir);
-    // The parent is shared by the agents of all namespaces: it goes with the last.
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
-}
-
-/// Where an agent serving the network namespace with inode `netns` pins.
-pub fn pin_dir(netns_inode: u64) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/bpf/sg/ns-{netns_inode}"))
-}
-
-/// The session maps of a running agent, opened through its pins.
-pub struct Pinned {
-    sessions: HashMap<MapData, SessionKey, SessionEntry>,
-    ifaces: HashMap<MapData, u32, IfaceConfig>,
-    settings: Array<MapData, Settings>,
-}
-
-impl Pinned {
-    pub fn open(dir: &Path) -> Result<Self, Error> {
-        let open = |name: &'static str| {
-            let path = dir.join(name);
-            MapData::from_pin(&path).map_err(|e| Error::Pin(path, e.to_string()))
-        };
-        Ok(Self {
-            sessions: HashMap::try_from(Map::LruHashMap(open(SESSIONS)?))
-                .map_err(map_err(SESSIONS))?,
-            ifaces: HashMap::try_from(Map::HashMap(open(IFACES)?)).map_err(map_err(IFACES))?,
-            settings: Array::try_from(Map::Array(open(SETTINGS)?)).map_err(map_err(SETTINGS))?,
-        })
-    }
-
-    /// The NIC id bound to interface index `ifindex`.
-    pub fn nic_of(&self, ifindex: u32) -> Option<u32> {
-        self.ifaces.get(&ifindex, 0).ok().map(|c| c.nic)
-    }
-
-    /// The interface index NIC id `nic` is bound to.
-    pub fn ifindex_of(&self, nic: u32) -> Option<u32> {
-        self.ifaces
-            .iter()
-            .filter_map(Result::ok)
-            .find(|(_, c)| c.nic == nic)
-            .map(|(i, _)| i)
-    }
-
-    pub fn list(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
-        let settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
-        Ok(list_in(&self.sessions, &settings, filter))
-    }
-
-    pub fn flush(&mut self, filter: &Filter) -> usize {
-        flush_in(&mut self.sessions, filter)
     }
 }
