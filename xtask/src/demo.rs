@@ -1,63 +1,39 @@
-//! `cargo xtask demo`: a web server's NIC under a real policy (seed 002's web
-//! service and remote-access cases), probed with real traffic.
+//! `cargo xtask demo`: the daemon as an operator runs it. `sg-agent run`
+//! serves the server's namespace; the CLI applies a policy (seed 002's web
+//! service and remote-access cases) as a YAML document; real traffic probes
+//! it, `sg-agent trace` explains each verdict from the compiled tables the
+//! kernel holds; the agent is stopped and started again while the policy
+//! stays in force; `sg-agent cleanup` leaves nothing behind.
 
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, bail};
-use sg_agent::policy::{
-    Decision, Direction, GroupSpec, NicBinding, Packet, Reason, RuleSpec, State, evaluate,
-};
 use sg_tests::{
-    agent::AgentProcess,
+    daemon::Daemon,
     probe::{self, Servers},
-    topology::{Host, Pair},
+    topology::Pair,
 };
 
 const ADMIN: &str = "192.168.1.10";
 
-/// The demo policy: one basic group on the server's NIC.
-fn policy(server: &Host) -> anyhow::Result<State> {
-    let mut s = State::with_seed(2026);
-    let web = s.create_group(GroupSpec::basic("web"))?;
-    let rules = [
-        ("ingress", "Allow", "1", "TCP", "80/80", "0.0.0.0/0"),
-        ("ingress", "Allow", "1", "TCP", "443/443", "0.0.0.0/0"),
-        ("ingress", "Allow", "1", "TCP", "22/22", ADMIN),
-        ("ingress", "Allow", "1", "ICMP", "-1/-1", "0.0.0.0/0"),
-    ];
-    for (d, p, prio, proto, ports, peer) in rules {
-        s.authorize(&web, RuleSpec::from_text(d, p, prio, proto, ports, peer)?)?;
-    }
-    s.bind_nic(NicBinding::new(
-        &server.ifname,
-        sg_agent::policy::BindingMode::Local,
-        vec![IpAddr::V4(server.v4), IpAddr::V6(server.v6)],
-        vec![web],
-    ))?;
-    Ok(s)
-}
-
-/// What the policy says decides `p`, in words.
-fn explain(state: &State, d: &Decision) -> String {
-    match &d.reason {
-        Reason::Rule(id) => {
-            let rule = state.all_rules().find(|(_, r)| &r.id == id).map(|(_, r)| r);
-            rule.map_or_else(
-                || id.to_string(),
-                |r| {
-                    let ports = match &r.spec.ports {
-                        sg_agent::policy::PortSpec::Any => "-1/-1".to_owned(),
-                        sg_agent::policy::PortSpec::Range(p) => p.to_string(),
-                        sg_agent::policy::PortSpec::List(l) => l.to_string(),
-                    };
-                    let (a, p, peer) = (r.spec.action, r.spec.protocol, &r.spec.peer);
-                    format!("rule {id}: {a} {p} {ports} from {peer}")
-                },
-            )
-        }
-        Reason::DefaultIngressDrop => "default: ingress drops what no rule allows".to_owned(),
-        other => format!("{other:?}"),
-    }
+/// The demo policy, in the document `sg-agent apply` reads.
+fn document(nic: &str, v4: &str, v6: &str) -> String {
+    format!(
+        "\
+groups:
+  - name: web
+    type: basic
+    rules:
+      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: 80/80, peer: 0.0.0.0/0, description: web}}
+      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: 80/80, peer: '::/0', description: web over IPv6}}
+      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: 443/443, peer: 0.0.0.0/0, description: https}}
+      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: 22/22, peer: {ADMIN}, description: admin ssh}}
+      - {{direction: ingress, policy: Accept, protocol: ICMP, peer: 0.0.0.0/0, description: ping}}
+      - {{direction: ingress, policy: Accept, protocol: ICMPv6, peer: '::/0', description: ping over IPv6}}
+nics:
+  - {{name: {nic}, mode: local, addresses: [{v4}, '{v6}'], groups: [web]}}
+"
+    )
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -90,51 +66,68 @@ pub fn run() -> anyhow::Result<()> {
         .iter()
         .map(|p| Servers::start_on(&pair.b.ns, *p))
         .collect::<Result<_, _>>()?;
-    let state = policy(&pair.b)?;
-    let file = crate::target_dir().join("demo-policy.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&state)?)?;
-    println!("policy: {}", file.display());
-
-    let policy_arg = file.to_str().context("policy path")?;
-    let args = [
-        "attach",
-        "--policy",
-        policy_arg,
-        "--netns",
+    let mut d = Daemon::start(&agent_bin, pair.b.ns.name(), &[])?;
+    println!(
+        "\n$ sg-agent run --netns {}   (socket {}, store {})",
         pair.b.ns.name(),
-        "--json",
-    ];
-    let (agent, _) = AgentProcess::start(&agent_bin, &args, "enforcing", true)?;
-    println!(
-        "\n| probe | from | to | result | policy's decision |\n| --- | --- | --- | --- | --- |"
+        d.socket.display(),
+        d.store.display()
     );
-    let mismatches = run_probes(&pair, &state)?;
-    // What the probes left in the session table, as an operator would look.
-    let sessions = std::process::Command::new(&agent_bin)
-        .args(["sessions", "list", "--netns", pair.b.ns.name()])
-        .output()?;
-    if !sessions.status.success() {
-        bail!(
-            "sg-agent sessions list failed: {}",
-            String::from_utf8_lossy(&sessions.stderr)
-        );
-    }
+    let file = crate::target_dir().join("demo-policy.yaml");
+    std::fs::write(
+        &file,
+        document(
+            &pair.b.ifname,
+            &pair.b.v4.to_string(),
+            &pair.b.v6.to_string(),
+        ),
+    )?;
+    let path = file.to_str().context("policy path")?;
+    println!("\n$ sg-agent apply -f {path}");
+    print!("{}", d.ok(&["apply", "-f", path]));
+
     println!(
-        "\nsessions the allowed probes opened (`sg-agent sessions list`; their replies passed by session):\n{}",
-        String::from_utf8_lossy(&sessions.stdout)
+        "\n| probe | from | to | result | decided by (`sg-agent trace`, from the kernel's tables) |\n| --- | --- | --- | --- | --- |"
     );
-    let (status, out) = agent.stop(libc::SIGTERM)?;
-    if !status.success() {
-        bail!("the agent exited {status}");
+    let mismatches = run_probes(&pair, &d)?;
+    println!("\n$ sg-agent sessions list   (the allowed probes' replies passed by session)");
+    print!("{}", d.ok(&["sessions", "list"]));
+
+    println!("\n$ sg-agent stats --nic {}", pair.b.ifname);
+    print!("{}", d.ok(&["stats", "--nic", &pair.b.ifname]));
+
+    // Restart without a gap: the pinned links enforce while no agent runs.
+    d.stop(libc::SIGTERM)?;
+    let ssh = SocketAddr::new(IpAddr::V4(pair.b.v4), 22);
+    let web = SocketAddr::new(IpAddr::V4(pair.b.v4), 80);
+    let (ssh_out, web_out) = (probe::tcp(&pair.a.ns, ssh), probe::tcp(&pair.a.ns, web));
+    println!(
+        "\nagent stopped: tcp {} -> {ssh} {ssh_out}, tcp {} -> {web} {web_out} (still enforced)",
+        pair.a.v4, pair.a.v4
+    );
+    if ssh_out.allowed() || !web_out.allowed() {
+        bail!("enforcement changed while the agent was down");
     }
-    let report: serde_json::Value = serde_json::from_str(&out).context("the agent's report")?;
-    print_report(&report, &pair.b.ifname);
-    let link = pair.b.link_details()?;
-    if link.contains("xdp") {
-        bail!("XDP is still attached after the agent exited:\n{link}");
+    d.restart()?;
+    println!(
+        "agent started again: it adopted the pinned maps and links (status: {})",
+        d.json(&["status"])["programs"]
+    );
+
+    d.stop(libc::SIGTERM)?;
+    let out = d.cleanup();
+    if !out.status.success() {
+        bail!("cleanup: {}", String::from_utf8_lossy(&out.stderr));
     }
     println!(
-        "\nagent stopped; nothing of ours is left on {}",
+        "\n$ sg-agent cleanup\n{}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    if !probe::tcp(&pair.a.ns, ssh).allowed() {
+        bail!("ssh is still filtered after cleanup");
+    }
+    println!(
+        "nothing of ours is left on {}: ssh from the client passes again",
         pair.b.ifname
     );
     if !mismatches.is_empty() {
@@ -146,44 +139,55 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every probe, prints a table row for each with the policy's decision,
-/// and returns the probes whose outcome disagreed with the policy.
-fn run_probes(pair: &Pair, state: &State) -> anyhow::Result<Vec<String>> {
+/// Runs every probe, prints a table row for each with what `sg-agent trace`
+/// says decides it, and returns the probes whose outcome disagreed.
+fn run_probes(pair: &Pair, d: &Daemon) -> anyhow::Result<Vec<String>> {
     let mut mismatches = Vec::new();
     for (kind, src, dst, port) in probes(pair) {
         let to = SocketAddr::new(dst, port);
-        let (outcome, packet) = match kind {
-            "tcp" => (
-                probe::tcp_from(&pair.a.ns, Some(src), to),
-                Packet::tcp(src, 40000, dst, port),
+        let (outcome, protocol) = match kind {
+            "tcp" => (probe::tcp_from(&pair.a.ns, Some(src), to), "TCP"),
+            "udp" => (probe::udp_from(&pair.a.ns, Some(src), to), "UDP"),
+            _ => (
+                probe::ping_from(&pair.a.ns, Some(src), dst, 1),
+                if dst.is_ipv4() { "ICMP" } else { "ICMPv6" },
             ),
-            "udp" => (
-                probe::udp_from(&pair.a.ns, Some(src), to),
-                Packet::udp(src, 40000, dst, port),
-            ),
-            _ => {
-                let t = if dst.is_ipv4() { 8 } else { 128 };
-                (
-                    probe::ping_from(&pair.a.ns, Some(src), dst, 1),
-                    Packet::icmp(src, dst, t, 0),
-                )
-            }
         };
-        let d = evaluate(state, &pair.b.ifname, Direction::Ingress, &packet)?;
+        let (s, t, p) = (src.to_string(), dst.to_string(), port.to_string());
+        let mut args = vec![
+            "trace",
+            "--nic",
+            &pair.b.ifname,
+            "--direction",
+            "ingress",
+            "--protocol",
+            protocol,
+            "--src",
+            &s,
+            "--dst",
+            &t,
+        ];
+        if kind != "ping" {
+            args.extend(["--sport", "40000", "--dport", &p]);
+        }
+        let trace = d.json(&args);
+        let why = match trace["rule"].as_str() {
+            Some(rule) => format!("rule {rule} (priority {})", trace["priority"]),
+            None => format!("default: {}", trace["reason"].as_str().unwrap_or("?")),
+        };
         let target = if kind == "ping" {
-            dst.to_string()
+            t.clone()
         } else {
             to.to_string()
         };
         println!(
-            "| {kind} | {src} | {target} | {outcome} | {} |",
-            explain(state, &d)
+            "| {kind} | {src} | {target} | {outcome} | {} {why} |",
+            trace["verdict"].as_str().unwrap_or("?")
         );
-        let allowed = d.verdict == sg_agent::policy::Verdict::Accept;
-        if outcome.allowed() != allowed {
+        let allowed = trace["verdict"] == "accept";
+        if outcome.allowed() != allowed || trace["reference_agrees"] != true {
             mismatches.push(format!(
-                "{kind} {src} -> {target}: {outcome} but the policy says {:?}",
-                d.verdict
+                "{kind} {src} -> {target}: {outcome} but trace says {trace}"
             ));
         }
     }
@@ -207,38 +211,4 @@ fn probes(pair: &Pair) -> Vec<(&'static str, IpAddr, IpAddr, u16)> {
         ("tcp", cli6, srv6, 80),
         ("ping", cli6, srv6, 0),
     ]
-}
-
-fn print_report(report: &serde_json::Value, nic: &str) {
-    println!("\nkernel counters on {nic}: hits per rule");
-    println!("| dir | rule | packets | bytes |\n| --- | --- | --- | --- |");
-    for r in report["nics"][nic]["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-        println!(
-            "| {} | {} | {} | {} |",
-            s(&r["dir"]),
-            s(&r["rule"]),
-            r["packets"],
-            r["bytes"]
-        );
-    }
-    println!("\ndecisions by reason");
-    println!("| dir | reason | packets |\n| --- | --- | --- |");
-    for r in report["nics"][nic]["reasons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-        println!(
-            "| {} | {} | {} |",
-            s(&r["dir"]),
-            s(&r["reason"]),
-            r["packets"]
-        );
-    }
 }
