@@ -7,6 +7,7 @@
 //! programs; [`netns`] — entering network namespaces.
 
 pub mod api;
+pub mod clock;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;

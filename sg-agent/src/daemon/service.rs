@@ -8,17 +8,13 @@
 //! in force and durable, and a crash at any point leaves the store holding
 //! either the old or the new state, never a mix (the store's transaction).
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    path::PathBuf,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
 
 use serde_json::{Value, json};
 
 use crate::{
     api::{Request, RuleText, SessionFilter, TraceText},
+    clock::{self, unix_now},
     compile::Rank,
     dataplane::{Counters, sessions::Filter},
     enforce::Enforcer,
@@ -49,12 +45,6 @@ pub struct Service {
 }
 
 type Answer = Result<Value, String>;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -458,7 +448,12 @@ impl Service {
                         policy::export_json(&self.state, &gid).map_err(err)?,
                     ),
                     "csv" => (
-                        policy::csv_file_name(&gid, &region, &today()).map_err(err)?,
+                        policy::csv_file_name(
+                            &gid,
+                            &region,
+                            &clock::utc_date(i64::try_from(unix_now()).unwrap_or(0)),
+                        )
+                        .map_err(err)?,
                         policy::export_csv(&self.state, &gid).map_err(err)?,
                     ),
                     _ => {
@@ -1117,20 +1112,4 @@ fn port_text(p: &policy::PortSpec) -> String {
         policy::PortSpec::Range(r) => r.to_string(),
         policy::PortSpec::List(l) => l.to_string(),
     }
-}
-
-/// Today's date (UTC) as `YYYY-MM-DD`, for CSV export file names.
-fn today() -> String {
-    let days = i64::try_from(unix_now() / 86_400).unwrap_or(0);
-    // Civil from days (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
