@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod counter;
+pub mod droplog;
 pub mod maps;
 pub mod policy;
 pub mod reason;

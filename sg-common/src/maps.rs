@@ -50,3 +50,12 @@ pub const PROG_TC_EGRESS: &str = "sg_tc_egress";
 pub const PROG_TC_INGRESS: &str = "sg_tc_ingress";
 /// An XDP program that only passes: the benchmark's floor, never attached.
 pub const PROG_BENCH_FLOOR: &str = "sg_bench_floor";
+
+/// The drop log (`crate::droplog`): ring buffer of [`crate::droplog::DropRecord`]s.
+pub const DROPLOG: &str = "SG_DROPLOG_V1";
+/// Its configuration, one [`crate::droplog::DropLogConfig`].
+pub const DROPLOG_CFG: &str = "SG_DROPLOG_CFG_V1";
+/// Each CPU's token bucket, one [`crate::droplog::DropLogBucket`].
+pub const DROPLOG_BUCKET: &str = "SG_DROPLOG_BUCKET_V1";
+/// Its counters, per CPU, indexed by `crate::droplog::stat`.
+pub const DROPLOG_STATS: &str = "SG_DROPLOG_STATS_V1";
