@@ -9,6 +9,7 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
+    droplog::hook,
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
         FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
@@ -19,6 +20,7 @@ use sg_common::{
 };
 
 use crate::{
+    droplog,
     maps::{
         SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_FRAGS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4,
         SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
@@ -30,11 +32,13 @@ use crate::{
     session,
 };
 
-/// Which side of the interface is asking: receive (XDP, or TC ingress in
-/// attach mode `tc`) or transmit (TC egress). The binding maps each side to a
-/// policy direction (`IfaceConfig::xdp_dir`, `tc_dir`).
-pub const HOOK_XDP: u32 = 0;
-pub const HOOK_TC: u32 = 1;
+/// Which program is asking: XDP, TC egress, or TC ingress (attach mode
+/// `tc`). The binding maps each side to a policy direction: the receive side
+/// (XDP, TC ingress) to `IfaceConfig::xdp_dir`, the transmit side (TC egress)
+/// to `tc_dir`. The numbers are the drop log's (`sg_common::droplog::hook`).
+pub const HOOK_XDP: u32 = hook::XDP;
+pub const HOOK_TC: u32 = hook::TC_EGRESS;
+pub const HOOK_TC_INGRESS: u32 = hook::TC_INGRESS;
 
 #[derive(Clone, Copy)]
 pub struct Decision {
@@ -72,10 +76,10 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
         return verdict::ACCEPT;
     };
     let cfg = *cfg;
-    let dir = if hook == HOOK_XDP {
-        cfg.xdp_dir
-    } else {
+    let dir = if hook == HOOK_TC {
         cfg.tc_dir
+    } else {
+        cfg.xdp_dir
     };
     let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
     let d = decide_bound(&cfg, dir, tag, s);
@@ -85,6 +89,9 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
         remember_first_fragment(cfg.nic, dir, s, d.verdict);
     }
     record(&cfg, dir, tag, &d, frame_len);
+    if d.verdict != verdict::ACCEPT {
+        droplog::dropped(hook, ifindex, &cfg, dir, &d, s, frame_len);
+    }
     d.verdict
 }
 

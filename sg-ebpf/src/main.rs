@@ -14,6 +14,7 @@
 
 mod counters;
 mod decide;
+mod droplog;
 mod maps;
 mod packet;
 mod parse;
@@ -70,14 +71,14 @@ fn sg_tc_egress(ctx: TcContext) -> i32 {
 }
 
 /// TC ingress: the interface's receive side, where XDP is not used (attach
-/// mode `tc`). Decides as XDP would.
+/// mode `tc`). Decides as XDP would (`decide::HOOK_TC_INGRESS`).
 #[classifier]
 #[expect(
     clippy::needless_pass_by_value,
     reason = "aya's entry macros pass the context by value"
 )]
 fn sg_tc_ingress(ctx: TcContext) -> i32 {
-    tc(&ctx, DIR_INGRESS, decide::HOOK_XDP)
+    tc(&ctx, DIR_INGRESS, decide::HOOK_TC_INGRESS)
 }
 
 /// An XDP program that passes everything and does nothing else: the floor
@@ -87,7 +88,7 @@ fn sg_bench_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// A TC program's body: counted under `dir`, decided as `hook`'s side.
+/// A TC program's body: counted under `dir`, decided (and drops logged) as `hook`.
 #[inline(always)]
 fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
     let frame_len = ctx.len();

@@ -4,9 +4,10 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sg_common::{
+    droplog::{DropLogBucket, DropLogConfig, RING_BYTES, stat},
     maps::{
         ADDR_ENTRIES, BITS_ENTRIES, COUNTERS_LEN, FRAG_ENTRIES, OWN_ADDR_ENTRIES, PLATFORM_ENTRIES,
         REASONS_LEN, RULE_STATS_LEN, SESSION_ENTRIES,
@@ -103,3 +104,23 @@ pub static SG_SESSION_EVENTS: PerCpuArray<u64> =
 /// per parser path (which exceeded its one-million-instruction budget).
 #[map(name = "SG_SCRATCH_V2")]
 pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(2, 0);
+
+/// The drop log's records (`sg_common::droplog::DropRecord`), read by the
+/// agent. Written only on the drop path, rate-limited; when full (nobody
+/// reading), records are counted as lost, never waited for.
+#[map(name = "SG_DROPLOG_V1")]
+pub static SG_DROPLOG: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// The drop log's configuration, index 0. Written by the agent; all zero
+/// (the state after loading) is off.
+#[map(name = "SG_DROPLOG_CFG_V1")]
+pub static SG_DROPLOG_CFG: Array<DropLogConfig> = Array::with_max_entries(1, 0);
+
+/// Each CPU's token bucket for the drop log, index 0. Written by the
+/// programs; zeroed (refilled) by the agent when it turns the log on.
+#[map(name = "SG_DROPLOG_BUCKET_V1")]
+pub static SG_DROPLOG_BUCKET: PerCpuArray<DropLogBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// The drop log's counters by `sg_common::droplog::stat`, per CPU.
+#[map(name = "SG_DROPLOG_STATS_V1")]
+pub static SG_DROPLOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
