@@ -1,0 +1,461 @@
+//! The Prometheus text endpoint without root: what `render` writes is valid
+//! text exposition (checked line by line by a small parser written here), and
+//! the server answers, refuses and hangs up as it should.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sg_agent::{
+    dataplane::droplog::DropLogStats,
+    metrics::{
+        CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ServeLimits, check_listen_addr, render,
+        serve_with,
+    },
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+/// A NIC name no one would choose, with every character the format escapes.
+const AWKWARD: &str = "we\"ird\\nic\nname";
+
+fn input() -> MetricsInput {
+    MetricsInput {
+        packets: vec![("packets".into(), 10, 20), ("tcp".into(), 7, 3)],
+        rule_hits: vec![
+            RuleHitRow {
+                nic: "web-1".into(),
+                direction: "ingress".into(),
+                rule: "r-1".into(),
+                packets: 5,
+                bytes: 370,
+            },
+            RuleHitRow {
+                nic: AWKWARD.into(),
+                direction: "ingress".into(),
+                rule: "default: intra-group sg-12".into(),
+                packets: 2,
+                bytes: 148,
+            },
+        ],
+        reasons: vec![ReasonRow {
+            nic: "web-1".into(),
+            direction: "egress".into(),
+            reason: "port_25".into(),
+            packets: 4,
+        }],
+        session_events: vec![("created".into(), 9), ("expired".into(), 1)],
+        drop_log: Some(DropLogStats {
+            logged: 5,
+            suppressed: 95,
+            ringbuf_full: 0,
+        }),
+        policy_version: vec![("web-1".into(), 42)],
+    }
+}
+
+/// A sample: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Parses `{a="x",b="y"}` (after the metric name), unescaping values; returns
+/// the labels and the rest of the line.
+fn labels(s: &str) -> (BTreeMap<String, String>, &str) {
+    let mut out = BTreeMap::new();
+    let Some(mut rest) = s.strip_prefix('{') else {
+        return (out, s);
+    };
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return (out, r);
+        }
+        let eq = rest.find('=').expect("label name ends with =");
+        let name = &rest[..eq];
+        assert!(
+            valid_name(name) && !name.starts_with("__"),
+            "label name {name:?}"
+        );
+        rest = rest[eq + 1..].strip_prefix('"').expect("quoted value");
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            let (i, c) = chars.next().expect("closing quote");
+            match c {
+                '"' => break i,
+                '\\' => match chars.next().expect("escaped char").1 {
+                    '\\' => value.push('\\'),
+                    '"' => value.push('"'),
+                    'n' => value.push('\n'),
+                    other => panic!("bad escape \\{other}"),
+                },
+                '\n' => panic!("raw newline in a label value"),
+                c => value.push(c),
+            }
+        };
+        assert!(
+            out.insert(name.to_owned(), value).is_none(),
+            "label {name} twice"
+        );
+        rest = &rest[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+/// Checks `text` line by line against text exposition format 0.0.4 and
+/// returns its samples.
+fn parse(text: &str) -> Vec<Sample> {
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "ends with a newline"
+    );
+    let mut helped = BTreeSet::new();
+    let mut typed = BTreeMap::new();
+    let mut finished = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name, tail) = (
+                parts.next().unwrap(),
+                parts.next().expect("a metric name"),
+                parts.next().expect("help text or type"),
+            );
+            assert!(valid_name(name), "{line}");
+            assert!(
+                !finished.contains(name),
+                "{name} comes back after others: {line}"
+            );
+            if current.as_deref() != Some(name)
+                && let Some(done) = current.replace(name.to_owned())
+            {
+                finished.insert(done);
+            }
+            match kw {
+                "HELP" => {
+                    assert!(helped.insert(name.to_owned()), "HELP twice for {name}");
+                    assert!(!tail.contains('\n'));
+                }
+                "TYPE" => {
+                    assert!(
+                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&tail),
+                        "{line}"
+                    );
+                    assert!(
+                        typed.insert(name.to_owned(), tail.to_owned()).is_none(),
+                        "TYPE twice for {name}"
+                    );
+                    assert!(
+                        !samples.iter().any(|(n, _, _): &Sample| n == name),
+                        "TYPE after samples of {name}"
+                    );
+                }
+                _ => panic!("unknown comment {line}"),
+            }
+            continue;
+        }
+        assert!(!line.is_empty() && !line.starts_with('#'), "line {line:?}");
+        let name_end = line.find(['{', ' ']).expect("a value");
+        let name = &line[..name_end];
+        assert!(valid_name(name), "{line}");
+        assert_eq!(
+            current.as_deref(),
+            Some(name),
+            "sample outside its family: {line}"
+        );
+        assert!(typed.contains_key(name) && helped.contains(name), "{line}");
+        let (labels, rest) = labels(&line[name_end..]);
+        let value = rest.strip_prefix(' ').expect("space before the value");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+        assert!(
+            !samples
+                .iter()
+                .any(|(n, l, _): &Sample| n == name && *l == labels),
+            "duplicate series {line}"
+        );
+        samples.push((name.to_owned(), labels, value));
+    }
+    samples
+}
+
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = want
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && *l == want)
+        .map(|(_, _, v)| *v)
+}
+
+#[test]
+fn render_writes_valid_exposition_with_every_value() {
+    let text = render(&input());
+    let s = parse(&text);
+    assert!(s.iter().all(|(n, _, _)| n.starts_with("sg_")), "{text}");
+    let v = |name, labels: &[(&str, &str)]| value(&s, name, labels);
+    assert_eq!(
+        v(
+            "sg_packets_total",
+            &[("hook_direction", "ingress"), ("counter", "tcp")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        v(
+            "sg_packets_total",
+            &[("hook_direction", "egress"), ("counter", "packets")]
+        ),
+        Some(20.0)
+    );
+    let hit = [("nic", "web-1"), ("direction", "ingress"), ("rule", "r-1")];
+    assert_eq!(v("sg_rule_hits_packets_total", &hit), Some(5.0));
+    assert_eq!(v("sg_rule_hits_bytes_total", &hit), Some(370.0));
+    // Escaped on the way out, the same string on the way back in.
+    let awkward = [
+        ("nic", AWKWARD),
+        ("direction", "ingress"),
+        ("rule", "default: intra-group sg-12"),
+    ];
+    assert_eq!(v("sg_rule_hits_bytes_total", &awkward), Some(148.0));
+    assert!(text.contains(r#"nic="we\"ird\\nic\nname""#), "{text}");
+    assert_eq!(
+        v(
+            "sg_decisions_total",
+            &[
+                ("nic", "web-1"),
+                ("direction", "egress"),
+                ("reason", "port_25")
+            ]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        v("sg_session_events_total", &[("event", "created")]),
+        Some(9.0)
+    );
+    assert_eq!(
+        v("sg_drop_log_events_total", &[("outcome", "logged")]),
+        Some(5.0)
+    );
+    assert_eq!(
+        v("sg_drop_log_events_total", &[("outcome", "suppressed")]),
+        Some(95.0)
+    );
+    assert_eq!(
+        v("sg_drop_log_events_total", &[("outcome", "ringbuf_full")]),
+        Some(0.0)
+    );
+    assert_eq!(v("sg_policy_version", &[("nic", "web-1")]), Some(42.0));
+    assert!(text.contains("# TYPE sg_policy_version gauge\n"), "{text}");
+    assert!(
+        text.contains("# TYPE sg_decisions_total counter\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn render_leaves_out_what_it_was_not_given() {
+    assert_eq!(render(&MetricsInput::default()), "");
+    let only_versions = MetricsInput {
+        policy_version: vec![("a".into(), 1)],
+        ..MetricsInput::default()
+    };
+    let text = render(&only_versions);
+    assert_eq!(parse(&text).len(), 1);
+    assert!(!text.contains("sg_drop_log"), "{text}");
+}
+
+#[test]
+fn listen_addresses_other_than_loopback_need_permission() {
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert_eq!(check_listen_addr(addr("127.0.0.1:9477"), false), Ok(()));
+    assert_eq!(check_listen_addr(addr("127.8.9.1:9477"), false), Ok(()));
+    assert_eq!(check_listen_addr(addr("[::1]:9477"), false), Ok(()));
+    assert_eq!(
+        check_listen_addr(addr("[::ffff:127.0.0.1]:9477"), false),
+        Ok(())
+    );
+    for refused in ["0.0.0.0:9477", "10.0.0.1:9477", "[::]:9477"] {
+        let err = check_listen_addr(addr(refused), false).unwrap_err();
+        assert!(err.contains(refused) && err.contains("loopback"), "{err}");
+        assert_eq!(check_listen_addr(addr(refused), true), Ok(()));
+    }
+}
+
+/// A server on 127.0.0.1 with `limits`, serving `render(&input())`.
+async fn server(limits: ServeLimits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = render(&input());
+    tokio::spawn(serve_with(listener, Arc::new(move || body.clone()), limits));
+    addr
+}
+
+fn quick() -> ServeLimits {
+    ServeLimits {
+        max_head: 1024,
+        read_timeout: Duration::from_millis(400),
+        ..ServeLimits::default()
+    }
+}
+
+/// Sends `request` and reads until the server closes; `None` if it reset
+/// the connection instead.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> Option<String> {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection");
+    read.ok().map(|_| String::from_utf8(out).unwrap())
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let (head, _) = response.split_once("\r\n\r\n")?;
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn get_metrics_answers_with_the_rendered_text() {
+    let addr = server(quick()).await;
+    let r = exchange(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+    )
+    .await
+    .expect("a response");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(header(&r, "content-type"), Some(CONTENT_TYPE));
+    assert_eq!(header(&r, "connection"), Some("close"));
+    let body = r.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, render(&input()));
+    assert_eq!(
+        header(&r, "content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    // A query string is no different path.
+    let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+}
+
+#[tokio::test]
+async fn other_paths_are_not_found_and_other_methods_not_allowed() {
+    let addr = server(quick()).await;
+    let r = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let r = exchange(addr, b"GET /metricsx HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
+    let r = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+    let r = exchange(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    let r = exchange(addr, b"nonsense\r\n\r\n").await.unwrap();
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+}
+
+#[tokio::test]
+async fn an_oversized_head_is_refused_at_once() {
+    // A long time limit: the refusal must come from the size.
+    let limits = ServeLimits {
+        read_timeout: Duration::from_secs(30),
+        ..quick()
+    };
+    let addr = server(limits).await;
+    let start = Instant::now();
+    let mut request = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    request.extend(std::iter::repeat_n(b'x', 4096));
+    // No blank line: the server must not wait for one.
+    let r = exchange(addr, &request).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Refused with 431, or reset because it closed on unread bytes.
+    if let Some(r) = r {
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_timeout() {
+    let addr = server(quick()).await;
+    let start = Instant::now();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    // Meanwhile the server answers others.
+    let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "blocked by the silent one"
+    );
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("dropped within the time limit")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_head_is_dropped_after_the_timeout() {
+    let addr = server(quick()).await;
+    let start = Instant::now();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut closed = false;
+    for _ in 0..50 {
+        // One byte every 50 ms, never the blank line: the limit is on the
+        // whole head, not on each read.
+        if c.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = [0u8; 16];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), c.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "no response expected");
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
