@@ -55,6 +55,22 @@ impl AgentProcess {
         }
     }
 
+    /// Waits (up to `timeout`) for a log line containing `pattern`, and
+    /// returns it; lines before it are passed over.
+    pub fn wait_for(&self, pattern: &str, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            if self.echo {
+                println!("agent: {line}");
+            }
+            if line.contains(pattern) {
+                return Some(line);
+            }
+        }
+    }
+
     /// Sends `signal`, waits for the exit, and returns its status and stdout.
     pub fn stop(mut self, signal: i32) -> anyhow::Result<(ExitStatus, String)> {
         let pid = i32::try_from(self.child.id())?;

@@ -89,6 +89,12 @@ impl Daemon {
         self.stop(libc::SIGKILL).map(|_| ())
     }
 
+    /// Waits (up to `timeout`) for a line of the daemon's log containing
+    /// `pattern`.
+    pub fn wait_log(&self, pattern: &str, timeout: std::time::Duration) -> Option<String> {
+        self.process.as_ref()?.wait_for(pattern, timeout)
+    }
+
     /// Runs `sg-agent ARGS…` against this daemon's socket.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(&self.bin)

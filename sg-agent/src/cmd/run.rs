@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use sg_agent::{
     daemon::{self, Config},
-    dataplane::{AttachMode, Limits},
+    dataplane::{AttachMode, Limits, droplog::DropLogRate},
     netns,
 };
 
@@ -33,6 +33,42 @@ pub struct Args {
     /// maps.
     #[arg(long, default_value_t = sg_common::policy::DEFAULT_NICS)]
     max_nics: u32,
+    /// Serve the counters as Prometheus text on http://ADDR/metrics (off
+    /// unless given; e.g. 127.0.0.1:9469). Loopback only, unless
+    /// --metrics-any-address.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on an address other than loopback.
+    #[arg(long, requires = "metrics")]
+    metrics_any_address: bool,
+    /// Log dropped packets into the agent's log, at most PER_SEC a second per
+    /// CPU with bursts of BURST (default PER_SEC): `--drop-log 10` or
+    /// `--drop-log 10/50`. Each 1 to 10,000.
+    #[arg(long, value_name = "PER_SEC[/BURST]", value_parser = parse_rate)]
+    drop_log: Option<DropLogRate>,
+}
+
+/// `PER_SEC` or `PER_SEC/BURST`, checked against the data plane's limits.
+fn parse_rate(text: &str) -> Result<DropLogRate, String> {
+    let (per_sec, burst) = match text.split_once('/') {
+        Some((p, b)) => (p, Some(b)),
+        None => (text, None),
+    };
+    let num = |field: &str, t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("drop_log.{field}: {t:?} is not a whole number"))
+    };
+    let per_sec = num("per_sec", per_sec)?;
+    let rate = DropLogRate {
+        per_sec,
+        burst: burst
+            .map(|b| num("burst", b))
+            .transpose()?
+            .unwrap_or(per_sec),
+    };
+    rate.validate().map_err(|e| e.to_string())?;
+    Ok(rate)
 }
 
 /// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600).
@@ -42,6 +78,10 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     if let Some(ns) = &args.netns {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
+    }
+    if let Some(addr) = args.metrics {
+        sg_agent::metrics::check_listen_addr(addr, args.metrics_any_address)
+            .map_err(|e| anyhow::anyhow!("--metrics: {e}"))?;
     }
     if let Some(dir) = args.store.parent()
         && !dir.as_os_str().is_empty()
@@ -56,6 +96,8 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             nics: args.max_nics,
         },
         mode: AttachMode::from(args.xdp_mode),
+        metrics: args.metrics,
+        drop_log: args.drop_log,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -28,7 +28,7 @@ pub use service::{Info, Service};
 
 use crate::{
     api::{MAX_REQUEST_BYTES, Reply, Request},
-    dataplane::{AttachMode, Dataplane, Limits},
+    dataplane::{AttachMode, Dataplane, Limits, droplog::DropLogRate},
     enforce::Enforcer,
     netlink::{LinkEvent, LinkWatcher},
     policy::State,
@@ -42,6 +42,11 @@ pub struct Config {
     pub store: PathBuf,
     pub limits: Limits,
     pub mode: AttachMode,
+    /// Serve Prometheus text on this address (`--metrics`); checked by
+    /// `metrics::check_listen_addr` before the daemon starts.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Log dropped packets at this rate (`--drop-log`).
+    pub drop_log: Option<DropLogRate>,
 }
 
 type Job = (Request, oneshot::Sender<Reply>);
@@ -161,6 +166,60 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for pin in service.enforcer().dataplane().prune_links(&keep) {
         log::info!("removed the pinned link {pin}: no bound NIC uses it");
     }
+    let mut drops = match config.drop_log {
+        Some(rate) => {
+            let dp = service.enforcer().dataplane();
+            dp.set_drop_log(Some(rate))
+                .context("turning the drop log on")?;
+            let reader = dp.take_drop_log().context("reading the drop log")?;
+            log::info!(
+                "logging dropped packets, at most {} a second per CPU (bursts of {})",
+                rate.per_sec,
+                rate.burst
+            );
+            // SAFETY: the reader owns its ring buffer fd and moves into the
+            // AsyncFd, which deregisters it before the fd is closed on drop.
+            Some(unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    reader,
+                    tokio::io::Interest::READABLE,
+                )?
+            })
+        }
+        None => {
+            // Off: an adopted data plane may have had it on.
+            service
+                .enforcer()
+                .dataplane()
+                .set_drop_log(None)
+                .context("turning the drop log off")?;
+            None
+        }
+    };
+    let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
+    if let Some(addr) = config.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        log::info!(
+            "serving Prometheus text on http://{}/metrics",
+            listener.local_addr()?
+        );
+        // The endpoint renders on the blocking pool: it asks the task that
+        // owns the data plane and waits for the text.
+        let render = std::sync::Arc::new(move || {
+            let (tx, rx) = oneshot::channel();
+            if metrics_tx.blocking_send(tx).is_err() {
+                return String::new();
+            }
+            rx.blocking_recv().unwrap_or_default()
+        });
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, render).await {
+                log::error!("the metrics endpoint stopped: {e}");
+            }
+        });
+    }
     let listener = bind_socket(&config.socket)?;
     log::info!(
         "serving the API on {} (program ids: {})",
@@ -193,6 +252,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     Err(e) => Reply::Error(e),
                 };
                 let _ = reply.send(answer);
+            }
+            Some(reply) = metrics_rx.recv() => {
+                let _ = reply.send(service.metrics());
+            }
+            ready = async { drops.as_mut().expect("guarded").readable_mut().await }, if drops.is_some() => {
+                let mut guard = ready?;
+                let mut events = Vec::new();
+                guard.get_inner_mut().drain(&mut events);
+                guard.clear_ready();
+                for e in &events {
+                    log::warn!("{}", service.drop_line(e));
+                }
             }
             events = watcher.next() => match events {
                 Ok(events) => {

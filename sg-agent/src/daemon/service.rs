@@ -1037,11 +1037,7 @@ impl Service {
                 .map_err(err)?
                 .iter()
                 .map(|h| {
-                    let rule = match &h.rank {
-                        Rank::Rule(id) => id.to_string(),
-                        Rank::IntraGroup(g) => format!("default: intra-group {g}"),
-                    };
-                    json!({ "dir": DIRS[h.dir as usize], "rule": rule, "packets": h.packets, "bytes": h.bytes })
+                    json!({ "dir": DIRS[h.dir as usize], "rule": rank_text(&h.rank), "packets": h.packets, "bytes": h.bytes })
                 })
                 .collect();
             let reasons: Vec<Value> = dp
@@ -1068,8 +1064,78 @@ impl Service {
             "counters": counters.to_json(),
             "nics": nics,
             "sessions": sessions,
-            "drop_log": Value::Null,
+            "drop_log": dp.drop_log_stats().ok().map(|d| json!({
+                "logged": d.logged, "suppressed": d.suppressed, "ringbuf_full": d.ringbuf_full,
+            })),
         }))
+    }
+
+    /// The counters as Prometheus text (the `--metrics` endpoint).
+    pub fn metrics(&mut self) -> String {
+        use crate::metrics::{MetricsInput, ReasonRow, RuleHitRow};
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let dp = self.enforcer.dataplane();
+        let mut input = MetricsInput {
+            packets: Counters::read(dp)
+                .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
+                .unwrap_or_default(),
+            rule_hits: Vec::new(),
+            reasons: Vec::new(),
+            session_events: dp
+                .session_events()
+                .map(|v| v.into_iter().map(|(k, n)| (k.to_owned(), n)).collect())
+                .unwrap_or_default(),
+            drop_log: dp.drop_log_stats().ok(),
+            policy_version: Vec::new(),
+        };
+        for nic in names {
+            let Some(version) = dp.version(&nic) else {
+                continue;
+            };
+            input.policy_version.push((nic.clone(), version));
+            for h in dp.rule_hits(&nic).unwrap_or_default() {
+                input.rule_hits.push(RuleHitRow {
+                    nic: nic.clone(),
+                    direction: DIRS[h.dir as usize].to_owned(),
+                    rule: rank_text(&h.rank),
+                    packets: h.packets,
+                    bytes: h.bytes,
+                });
+            }
+            for (dir, r, n) in dp.reason_counts(&nic).unwrap_or_default() {
+                input.reasons.push(ReasonRow {
+                    nic: nic.clone(),
+                    direction: DIRS[dir as usize].to_owned(),
+                    reason: sg_common::reason::NAMES
+                        .get(r as usize)
+                        .copied()
+                        .unwrap_or("?")
+                        .to_owned(),
+                    packets: n,
+                });
+            }
+        }
+        crate::metrics::render(&input)
+    }
+
+    /// One drop log line, with the NIC's name and the deciding rule's id.
+    pub fn drop_line(&mut self, e: &crate::dataplane::droplog::DropEvent) -> String {
+        let names = self.nic_names();
+        let nic = names.get(&e.nic).cloned();
+        let dp = self.enforcer.dataplane();
+        let rule = match (&nic, e.rank) {
+            (Some(n), Some(rank)) => dp.rank(n, u32::from(e.dir), rank).map(rank_text),
+            _ => None,
+        };
+        e.line(nic.as_deref().unwrap_or("?"), rule.as_deref())
+    }
+}
+
+/// What a rank stands for, as stats and metrics print it.
+fn rank_text(r: &Rank) -> String {
+    match r {
+        Rank::Rule(id) => id.to_string(),
+        Rank::IntraGroup(g) => format!("default: intra-group {g}"),
     }
 }
 

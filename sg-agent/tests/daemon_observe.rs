@@ -1,0 +1,150 @@
+//! Observing a running daemon (issue 5 item 6): the opt-in Prometheus text
+//! endpoint on loopback, and dropped packets logged through the ring buffer
+//! into the agent's log, with the NIC's name and the deciding rule's id.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use sg_tests::{daemon::Daemon, probe, topology::Pair};
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
+}
+
+/// GET /metrics from inside the daemon's namespace (its loopback).
+fn scrape(pair: &Pair, port: u16) -> String {
+    pair.b
+        .ns
+        .exec(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
+}
+
+#[test]
+fn metrics_endpoint_and_drop_log() {
+    let pair = Pair::new().unwrap();
+    let (a, b) = (&pair.a, &pair.b);
+    let servers = probe::Servers::start(&b.ns).unwrap();
+    let d = Daemon::start(
+        bin(),
+        b.ns.name(),
+        &["--metrics", "127.0.0.1:9469", "--drop-log", "100/100"],
+    )
+    .unwrap();
+    let g = d.json(&["group", "create", "web"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = servers.tcp_port.to_string();
+    d.ok(&[
+        "rule",
+        "add",
+        &g,
+        "--direction",
+        "ingress",
+        "--protocol",
+        "TCP",
+        "--port-range",
+        &format!("{port}/{port}"),
+        "--peer",
+        "10.77.0.0/24",
+    ]);
+    let deny = d.json(&[
+        "rule",
+        "add",
+        &g,
+        "--direction",
+        "ingress",
+        "--protocol",
+        "UDP",
+        "--port-range",
+        "1/65535",
+        "--peer",
+        "10.77.0.1",
+        "--policy",
+        "Drop",
+    ]);
+    let deny = deny["ids"][0].as_str().unwrap().to_owned();
+    d.ok(&[
+        "nic",
+        "bind",
+        &b.ifname,
+        "--mode",
+        "local",
+        "--address",
+        "10.77.0.2",
+        "--group",
+        &g,
+    ]);
+    assert!(probe::tcp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port)).allowed());
+    assert!(!probe::udp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)).allowed());
+
+    // The drop reaches the log with the NIC's name and the Drop rule's id.
+    let line = d
+        .wait_log(&format!("rule={deny}"), Duration::from_secs(10))
+        .expect("a drop log line naming the rule");
+    assert!(line.contains(&format!("nic={}", b.ifname)), "{line}");
+    assert!(
+        line.contains("10.77.0.1:") && line.contains(&format!("10.77.0.2:{}", servers.udp_port)),
+        "{line}"
+    );
+
+    // The endpoint serves the same counters as `stats`.
+    let page = scrape(&pair, 9469);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let hits = page
+        .lines()
+        .find(|l| l.starts_with("sg_rule_hits_packets_total") && l.contains(&deny))
+        .unwrap_or_else(|| panic!("no hit series for {deny}:\n{page}"));
+    let n: f64 = hits.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{hits}");
+    assert!(
+        page.contains("sg_drop_log_events_total{outcome=\"logged\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("sg_policy_version{{nic=\"{}\"}}", b.ifname)),
+        "{page}"
+    );
+    let stats = d.json(&["stats"]);
+    assert!(
+        stats["drop_log"]["logged"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+}
+
+#[test]
+fn metrics_refuse_a_public_address_unless_asked() {
+    let pair = Pair::new().unwrap();
+    let err = Daemon::start(bin(), pair.b.ns.name(), &["--metrics", "0.0.0.0:9469"])
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("never logged"), "{err:#}");
+    let out = std::process::Command::new(bin())
+        .args([
+            "run",
+            "--netns",
+            pair.b.ns.name(),
+            "--metrics",
+            "0.0.0.0:9469",
+            "--store",
+            "/nonexistent/x.db",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("--metrics") && e.contains("loopback"),
+        "{e}"
+    );
+}
