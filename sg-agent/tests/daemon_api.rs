@@ -130,9 +130,9 @@ fn errors_socket_and_declarative_apply() {
 #[test]
 fn trace_stats_and_snapshot_restore_in_force() {
     let pair = Pair::new().unwrap();
-    let (a, b) = (&pair.a, &pair.b);
-    let servers = probe::Servers::start(&b.ns).unwrap();
-    let d = Daemon::start(bin(), b.ns.name(), &[]).unwrap();
+    let (client, server) = (&pair.a, &pair.b);
+    let servers = probe::Servers::start(&server.ns).unwrap();
+    let d = Daemon::start(bin(), server.ns.name(), &[]).unwrap();
     let port = servers.tcp_port.to_string();
     // Made in one change, so the group has no rules "before" to snapshot.
     let want = doc(
@@ -140,7 +140,7 @@ fn trace_stats_and_snapshot_restore_in_force() {
         "web.yaml",
         &format!(
             "groups:\n  - name: web\n    type: basic\n    rules:\n      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: {port}/{port}, peer: 10.77.0.0/24}}\nnics:\n  - {{name: {}, mode: local, addresses: [10.77.0.2], groups: [web]}}\n",
-            b.ifname
+            server.ifname
         ),
     );
     d.ok(&["apply", "-f", &want]);
@@ -157,53 +157,34 @@ fn trace_stats_and_snapshot_restore_in_force() {
         serde_json::json!([]),
         "a new group has nothing to back up"
     );
-    let web = SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port);
-    assert!(probe::tcp(&a.ns, web).allowed());
+    let web = SocketAddr::new(IpAddr::V4(server.v4), servers.tcp_port);
+    assert!(probe::tcp(&client.ns, web).allowed());
 
     // trace names the deciding rule, and the default when none matches.
-    let t = d.json(&[
-        "trace",
-        "--nic",
-        &b.ifname,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "TCP",
-        "--src",
-        "10.77.0.1",
-        "--dst",
-        "10.77.0.2",
-        "--sport",
-        "40000",
-        "--dport",
-        &port,
-    ]);
+    let trace = |proto: &str, dport: &str| {
+        let line = format!(
+            "trace --nic {} --direction ingress --protocol {proto} --src 10.77.0.1 --dst 10.77.0.2 --sport 40000 --dport {dport} --json",
+            server.ifname
+        );
+        serde_json::from_str::<serde_json::Value>(&d.line(&line)).unwrap()
+    };
+    let t = trace("TCP", &port);
     assert_eq!(t["verdict"], "accept", "{t}");
     assert_eq!(t["rule"], rule.as_str(), "{t}");
-    let t = d.json(&[
-        "trace",
-        "--nic",
-        &b.ifname,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "UDP",
-        "--src",
-        "10.77.0.1",
-        "--dst",
-        "10.77.0.2",
-        "--sport",
-        "40000",
-        "--dport",
-        "53",
-    ]);
+    let t = trace("UDP", "53");
     assert_eq!(t["verdict"], "drop", "{t}");
     assert_eq!(t["rule"], serde_json::Value::Null, "{t}");
 
     // stats: the rule's hits and drops by reason.
-    assert!(!probe::udp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)).allowed());
-    let s = d.json(&["stats", "--nic", &b.ifname]);
-    let nic = &s["nics"][&b.ifname];
+    assert!(
+        !probe::udp(
+            &client.ns,
+            SocketAddr::new(IpAddr::V4(server.v4), servers.udp_port)
+        )
+        .allowed()
+    );
+    let s = d.json(&["stats", "--nic", &server.ifname]);
+    let nic = &s["nics"][&server.ifname];
     let hits = nic["rules"]
         .as_array()
         .unwrap()
@@ -228,21 +209,14 @@ fn trace_stats_and_snapshot_restore_in_force() {
     let window = || unix_now() / 300;
     let w1 = window();
     d.ok(&["rule", "remove", &g, &rule]);
-    d.ok(&[
-        "rule",
-        "add",
-        &g,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "UDP",
-        "--port-range",
-        "1/1",
-        "--peer",
-        "10.77.0.0/24",
-    ]);
+    d.line(&format!(
+        "rule add {g} --direction ingress --protocol UDP --port-range 1/1 --peer 10.77.0.0/24"
+    ));
     let w2 = window();
-    assert!(!probe::tcp(&a.ns, web).allowed(), "the rule is revoked");
+    assert!(
+        !probe::tcp(&client.ns, web).allowed(),
+        "the rule is revoked"
+    );
     let snaps = d.json(&["snapshot", "list"]);
     let snaps = snaps.as_array().unwrap();
     // Two only if the clock crossed into the next window meanwhile.
@@ -257,7 +231,7 @@ fn trace_stats_and_snapshot_restore_in_force() {
     assert_eq!(shown["rules"][0]["id"], rule.as_str(), "{shown}");
     d.ok(&["snapshot", "restore", &id]);
     assert!(
-        probe::tcp(&a.ns, web).allowed(),
+        probe::tcp(&client.ns, web).allowed(),
         "restored rules in force at once"
     );
     let rules = d.json(&["rule", "list", "--group", &g]);

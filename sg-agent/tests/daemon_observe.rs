@@ -33,7 +33,7 @@ fn scrape(pair: &Pair, port: u16) -> String {
 #[test]
 fn metrics_endpoint_and_drop_log() {
     let pair = Pair::new().unwrap();
-    let (a, b) = (&pair.a, &pair.b);
+    let (client, b) = (&pair.a, &pair.b);
     let servers = probe::Servers::start(&b.ns).unwrap();
     let d = Daemon::start(
         bin(),
@@ -86,8 +86,20 @@ fn metrics_endpoint_and_drop_log() {
         "--group",
         &g,
     ]);
-    assert!(probe::tcp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port)).allowed());
-    assert!(!probe::udp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)).allowed());
+    assert!(
+        probe::tcp(
+            &client.ns,
+            SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port)
+        )
+        .allowed()
+    );
+    assert!(
+        !probe::udp(
+            &client.ns,
+            SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)
+        )
+        .allowed()
+    );
 
     // The drop reaches the log with the NIC's name and the Drop rule's id.
     let line = d

@@ -5,6 +5,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -23,17 +24,18 @@ fn bin() -> &'static std::path::Path {
 fn document(i: usize) -> String {
     let mut y = String::from("groups:\n");
     for k in 0..=i {
-        y += &format!("  - name: g{k}\n    type: basic\n    rules:\n");
+        let _ = write!(y, "  - name: g{k}\n    type: basic\n    rules:\n");
         for j in 0..3 {
-            y += &format!(
-                "      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: {p}/{p}, peer: 10.{k}.0.0/16}}\n",
+            let _ = writeln!(
+                y,
+                "      - {{direction: ingress, policy: Accept, protocol: TCP, port_range: {p}/{p}, peer: 10.{k}.0.0/16}}",
                 p = 1000 + 3 * k + j
             );
         }
     }
     y += "nics:\n";
     for k in 0..=i {
-        y += &format!("  - {{name: ghost{k}, mode: local, groups: [g{k}]}}\n");
+        let _ = writeln!(y, "  - {{name: ghost{k}, mode: local, groups: [g{k}]}}");
     }
     y
 }

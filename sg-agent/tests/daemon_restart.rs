@@ -149,32 +149,13 @@ fn enforcement_survives_stop_start_and_kill_start_then_cleanup_removes_it() {
     let mut d = Daemon::start(bin(), b.ns.name(), &[]).unwrap();
     let g = d.json(&["group", "create", "web"]);
     let g = g["id"].as_str().unwrap().to_owned();
-    d.ok(&[
-        "rule",
-        "add",
-        &g,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "TCP",
-        "--port-range",
-        "8080/8080",
-        "--peer",
-        "10.77.0.0/24",
-    ]);
-    d.ok(&[
-        "nic",
-        "bind",
-        &b.ifname,
-        "--mode",
-        "local",
-        "--address",
-        "10.77.0.2",
-        "--address",
-        "fd77::2",
-        "--group",
-        &g,
-    ]);
+    d.line(&format!(
+        "rule add {g} --direction ingress --protocol TCP --port-range 8080/8080 --peer 10.77.0.0/24"
+    ));
+    d.line(&format!(
+        "nic bind {} --mode local --address 10.77.0.2 --address fd77::2 --group {g}",
+        b.ifname
+    ));
     let web = SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port);
     assert!(probe::tcp(&a.ns, web).allowed());
     assert!(!probe::udp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)).allowed());
@@ -255,6 +236,18 @@ fn enforcement_survives_stop_start_and_kill_start_then_cleanup_removes_it() {
     assert_eq!(failed, 0, "the open connection broke ({echoes} echoes)");
     assert!(echoes >= 220, "{echoes}");
 
+    cleanup_removes_everything(&mut d, &pair, &servers, &now);
+}
+
+/// `cleanup` is refused while the agent runs; after it stops, everything
+/// goes: links, programs, pins, and with them all filtering.
+fn cleanup_removes_everything(
+    d: &mut Daemon,
+    pair: &Pair,
+    servers: &probe::Servers,
+    now: &HashSet<u32>,
+) {
+    let (a, b) = (&pair.a, &pair.b);
     // Cleanup: refused while the agent runs, then everything goes.
     let out = d.cleanup();
     assert!(
@@ -268,10 +261,10 @@ fn enforcement_survives_stop_start_and_kill_start_then_cleanup_removes_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(sg_tests::links_of(&now), 0, "links left after cleanup");
+    assert_eq!(sg_tests::links_of(now), 0, "links left after cleanup");
     // The kernel frees a program once its last link is released (deferred).
     assert!(
-        sg_tests::eventually(Duration::from_secs(5), || !sg_tests::any_loaded(&now)),
+        sg_tests::eventually(Duration::from_secs(5), || !sg_tests::any_loaded(now)),
         "programs left after cleanup"
     );
     assert!(

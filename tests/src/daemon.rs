@@ -115,6 +115,12 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// [`Daemon::ok`] with the arguments of `line`, split at blanks (for
+    /// commands whose arguments hold none).
+    pub fn line(&self, line: &str) -> String {
+        self.ok(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// [`Daemon::cli`] with `--json`, parsed.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();

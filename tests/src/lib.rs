@@ -13,8 +13,8 @@
 pub mod agent;
 pub mod bench;
 pub mod capture;
-pub mod daemon;
 pub mod classify;
+pub mod daemon;
 pub mod flow;
 pub mod packet;
 pub mod policygen;

@@ -33,7 +33,7 @@ pub struct Args {
     /// maps.
     #[arg(long, default_value_t = sg_common::policy::DEFAULT_NICS)]
     max_nics: u32,
-    /// Serve the counters as Prometheus text on http://ADDR/metrics (off
+    /// Serve the counters as Prometheus text at `/metrics` on ADDR (off
     /// unless given; e.g. 127.0.0.1:9469). Loopback only, unless
     /// --metrics-any-address.
     #[arg(long, value_name = "ADDR")]
@@ -41,8 +41,8 @@ pub struct Args {
     /// Allow --metrics on an address other than loopback.
     #[arg(long, requires = "metrics")]
     metrics_any_address: bool,
-    /// Log dropped packets into the agent's log, at most PER_SEC a second per
-    /// CPU with bursts of BURST (default PER_SEC): `--drop-log 10` or
+    /// Log dropped packets into the agent's log, at most `PER_SEC` a second per
+    /// CPU with bursts of `BURST` (default `PER_SEC`): `--drop-log 10` or
     /// `--drop-log 10/50`. Each 1 to 10,000.
     #[arg(long, value_name = "PER_SEC[/BURST]", value_parser = parse_rate)]
     drop_log: Option<DropLogRate>,

@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use tokio::{
+    io::unix::AsyncFd,
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     signal::unix::{SignalKind, signal},
@@ -28,7 +29,10 @@ pub use service::{Info, Service};
 
 use crate::{
     api::{MAX_REQUEST_BYTES, Reply, Request},
-    dataplane::{AttachMode, Dataplane, Limits, droplog::DropLogRate},
+    dataplane::{
+        AttachMode, Dataplane, Limits,
+        droplog::{DropLogRate, DropLogReader},
+    },
     enforce::Enforcer,
     netlink::{LinkEvent, LinkWatcher},
     policy::State,
@@ -126,99 +130,13 @@ async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
 /// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
 /// threads are in the network namespace to serve.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut store = SqliteStore::open(&config.store)
-        .with_context(|| format!("opening the store {}", config.store.display()))?;
-    let state = match store.load().context("loading the policy from the store")? {
-        Some(s) => s,
-        None => {
-            log::info!(
-                "new store at {}: starting with no policy",
-                config.store.display()
-            );
-            let s = State::new();
-            store.commit(&s, &[]).context("initialising the store")?;
-            s
-        }
-    };
-    let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
-    let adopting = root.join("maps").exists();
-    let dp = Dataplane::load_pinned(config.limits, &root).context("loading the data plane")?;
-    log::info!(
-        "{} the data plane pinned at {}",
-        if adopting { "adopted" } else { "created" },
-        root.display()
-    );
-    let enforcer = Enforcer::new(dp, Some(config.mode));
-    let info = Info {
-        socket: config.socket.clone(),
-        store: config.store.clone(),
-        pins: root.clone(),
-    };
-    let mut service = Service::new(state, Box::new(store), enforcer, info);
+    let (store, state) = open_store(&config.store)?;
+    let mut service = start_service(&config, store, state)?;
     let mut watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
-    match service.reconcile() {
-        Ok(report) => log::info!("policy in force: {report:?}"),
-        // The maps keep what was in force; say so loudly and go on serving,
-        // so the operator can fix the policy through the API.
-        Err(e) => log::error!("putting the stored policy in force: {e}"),
-    }
-    let keep: Vec<String> = service.state().nics.keys().cloned().collect();
-    for pin in service.enforcer().dataplane().prune_links(&keep) {
-        log::info!("removed the pinned link {pin}: no bound NIC uses it");
-    }
-    let mut drops = match config.drop_log {
-        Some(rate) => {
-            let dp = service.enforcer().dataplane();
-            dp.set_drop_log(Some(rate))
-                .context("turning the drop log on")?;
-            let reader = dp.take_drop_log().context("reading the drop log")?;
-            log::info!(
-                "logging dropped packets, at most {} a second per CPU (bursts of {})",
-                rate.per_sec,
-                rate.burst
-            );
-            // SAFETY: the reader owns its ring buffer fd and moves into the
-            // AsyncFd, which deregisters it before the fd is closed on drop.
-            Some(unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    reader,
-                    tokio::io::Interest::READABLE,
-                )?
-            })
-        }
-        None => {
-            // Off: an adopted data plane may have had it on.
-            service
-                .enforcer()
-                .dataplane()
-                .set_drop_log(None)
-                .context("turning the drop log off")?;
-            None
-        }
-    };
+    let mut drops = start_drop_log(&mut service, config.drop_log)?;
     let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
     if let Some(addr) = config.metrics {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-        log::info!(
-            "serving Prometheus text on http://{}/metrics",
-            listener.local_addr()?
-        );
-        // The endpoint renders on the blocking pool: it asks the task that
-        // owns the data plane and waits for the text.
-        let render = std::sync::Arc::new(move || {
-            let (tx, rx) = oneshot::channel();
-            if metrics_tx.blocking_send(tx).is_err() {
-                return String::new();
-            }
-            rx.blocking_recv().unwrap_or_default()
-        });
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, render).await {
-                log::error!("the metrics endpoint stopped: {e}");
-            }
-        });
+        start_metrics(addr, metrics_tx).await?;
     }
     let listener = bind_socket(&config.socket)?;
     log::info!(
@@ -289,8 +207,105 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&config.socket);
     log::info!(
         "stopping; the data plane stays attached and pinned at {} (sg-agent cleanup removes it)",
+        service.info().pins.display()
+    );
+    Ok(())
+}
+
+/// Loads (or adopts) the pinned data plane and puts `state` in force.
+fn start_service(config: &Config, store: SqliteStore, state: State) -> anyhow::Result<Service> {
+    let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
+    let adopting = root.join("maps").exists();
+    let dp = Dataplane::load_pinned(config.limits, &root).context("loading the data plane")?;
+    log::info!(
+        "{} the data plane pinned at {}",
+        if adopting { "adopted" } else { "created" },
         root.display()
     );
+    let enforcer = Enforcer::new(dp, Some(config.mode));
+    let info = Info {
+        socket: config.socket.clone(),
+        store: config.store.clone(),
+        pins: root.clone(),
+    };
+    let mut service = Service::new(state, Box::new(store), enforcer, info);
+    match service.reconcile() {
+        Ok(report) => log::info!("policy in force: {report:?}"),
+        // The maps keep what was in force; say so loudly and go on serving,
+        // so the operator can fix the policy through the API.
+        Err(e) => log::error!("putting the stored policy in force: {e}"),
+    }
+    let keep: Vec<String> = service.state().nics.keys().cloned().collect();
+    for pin in service.enforcer().dataplane().prune_links(&keep) {
+        log::info!("removed the pinned link {pin}: no bound NIC uses it");
+    }
+    Ok(service)
+}
+
+/// Opens the store and the policy in it (a new store starts empty).
+fn open_store(path: &Path) -> anyhow::Result<(SqliteStore, State)> {
+    let mut store =
+        SqliteStore::open(path).with_context(|| format!("opening the store {}", path.display()))?;
+    if let Some(s) = store.load().context("loading the policy from the store")? {
+        return Ok((store, s));
+    }
+    log::info!("new store at {}: starting with no policy", path.display());
+    let s = State::new();
+    store.commit(&s, &[]).context("initialising the store")?;
+    Ok((store, s))
+}
+
+/// Turns the drop log on at `rate` and returns its reader, or turns it off
+/// (an adopted data plane may have had it on).
+fn start_drop_log(
+    service: &mut Service,
+    rate: Option<DropLogRate>,
+) -> anyhow::Result<Option<AsyncFd<DropLogReader>>> {
+    let dp = service.enforcer().dataplane();
+    let Some(rate) = rate else {
+        dp.set_drop_log(None).context("turning the drop log off")?;
+        return Ok(None);
+    };
+    dp.set_drop_log(Some(rate))
+        .context("turning the drop log on")?;
+    let reader = dp.take_drop_log().context("reading the drop log")?;
+    log::info!(
+        "logging dropped packets, at most {} a second per CPU (bursts of {})",
+        rate.per_sec,
+        rate.burst
+    );
+    // SAFETY: the reader owns its ring buffer fd and moves into the AsyncFd,
+    // which deregisters it before the fd is closed on drop.
+    Ok(Some(unsafe {
+        AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE)?
+    }))
+}
+
+/// Serves Prometheus text on `addr`. The endpoint renders on the blocking
+/// pool: it asks the task that owns the data plane (over `ask`) and waits.
+async fn start_metrics(
+    addr: std::net::SocketAddr,
+    ask: mpsc::Sender<oneshot::Sender<String>>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    log::info!(
+        "serving Prometheus text on http://{}/metrics",
+        listener.local_addr()?
+    );
+    let render = std::sync::Arc::new(move || {
+        let (tx, rx) = oneshot::channel();
+        if ask.blocking_send(tx).is_err() {
+            return String::new();
+        }
+        rx.blocking_recv().unwrap_or_default()
+    });
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(listener, render).await {
+            log::error!("the metrics endpoint stopped: {e}");
+        }
+    });
     Ok(())
 }
 

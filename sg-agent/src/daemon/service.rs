@@ -204,6 +204,11 @@ impl Service {
         }
     }
 
+    /// What the daemon was started with.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -264,48 +269,56 @@ impl Service {
     /// Answers one request.
     pub fn handle(&mut self, request: Request) -> Answer {
         match request {
-            Request::Status => Ok(self.status()),
-            Request::GroupCreate {
-                name,
-                description,
-                kind,
-                inner_policy: inner,
-                deletion_protection,
-                tags,
-                template,
-            } => {
-                let id = if let Some(t) = template {
-                    let t = Template::by_name(&t).ok_or_else(|| {
-                        err(PolicyError::invalid(
-                            "group.template",
-                            &t,
-                            "must be one of default, Sys-WebServer, Sys-FullAccess",
-                        ))
-                    })?;
-                    self.change(|s| s.create_from_template(t, Some(&name)))?
-                } else {
-                    let spec = GroupSpec {
-                        name,
-                        description,
-                        kind: kind
-                            .as_deref()
-                            .map(group_type)
-                            .transpose()
-                            .map_err(err)?
-                            .unwrap_or(GroupType::Basic),
-                        inner_policy: inner
-                            .as_deref()
-                            .map(inner_policy)
-                            .transpose()
-                            .map_err(err)?,
-                        deletion_protection,
-                        managed: false,
-                        tags,
-                    };
-                    self.change(|s| s.create_group(spec))?
-                };
-                Ok(json!({ "id": id }))
-            }
+            r @ (Request::GroupCreate { .. }
+            | Request::GroupList
+            | Request::GroupShow { .. }
+            | Request::GroupModify { .. }
+            | Request::GroupSetInnerPolicy { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupClone { .. }
+            | Request::GroupHealth { .. }) => self.group_request(r),
+            r @ (Request::RuleAuthorize { .. }
+            | Request::RuleRevoke { .. }
+            | Request::RuleModify { .. }
+            | Request::RuleList { .. }
+            | Request::RuleImport { .. }
+            | Request::RuleExport { .. }) => self.rule_request(r),
+            r @ (Request::NicBind { .. }
+            | Request::NicUnbind { .. }
+            | Request::NicJoin { .. }
+            | Request::NicLeave { .. }
+            | Request::NicSetGroups { .. }
+            | Request::NicSetAddresses { .. }
+            | Request::NicList
+            | Request::NicShow { .. }) => self.nic_request(r),
+            r @ (Request::PrefixListCreate { .. }
+            | Request::PrefixListModify { .. }
+            | Request::PrefixListDelete { .. }
+            | Request::PrefixListList
+            | Request::PrefixListShow { .. }) => self.prefix_list_request(r),
+            r @ (Request::PortListCreate { .. }
+            | Request::PortListModify { .. }
+            | Request::PortListDelete { .. }
+            | Request::PortListList
+            | Request::PortListShow { .. }) => self.port_list_request(r),
+            r @ (Request::SettingsShow
+            | Request::SettingsSet { .. }
+            | Request::Apply { .. }
+            | Request::Export
+            | Request::SnapshotList { .. }
+            | Request::SnapshotShow { .. }
+            | Request::SnapshotRestore { .. }) => self.state_request(r),
+            r @ (Request::Status
+            | Request::Trace(..)
+            | Request::Stats { .. }
+            | Request::SessionList { .. }
+            | Request::SessionFlush { .. }) => self.observe_request(r),
+        }
+    }
+
+    fn group_request(&mut self, request: Request) -> Answer {
+        match request {
+            r @ Request::GroupCreate { .. } => self.create_group(r),
             Request::GroupList => Ok(to_value(&self.state.groups.values().collect::<Vec<_>>())),
             Request::GroupShow { id } => {
                 let id = group_id("group", &id).map_err(err)?;
@@ -369,6 +382,58 @@ impl Service {
                 }
                 Ok(Value::Array(out))
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn create_group(&mut self, request: Request) -> Answer {
+        let Request::GroupCreate {
+            name,
+            description,
+            kind,
+            inner_policy: inner,
+            deletion_protection,
+            tags,
+            template,
+        } = request
+        else {
+            unreachable!("create_group takes GroupCreate")
+        };
+        let id = if let Some(t) = template {
+            let t = Template::by_name(&t).ok_or_else(|| {
+                err(PolicyError::invalid(
+                    "group.template",
+                    &t,
+                    "must be one of default, Sys-WebServer, Sys-FullAccess",
+                ))
+            })?;
+            self.change(|s| s.create_from_template(t, Some(&name)))?
+        } else {
+            let spec = GroupSpec {
+                name,
+                description,
+                kind: kind
+                    .as_deref()
+                    .map(group_type)
+                    .transpose()
+                    .map_err(err)?
+                    .unwrap_or(GroupType::Basic),
+                inner_policy: inner
+                    .as_deref()
+                    .map(inner_policy)
+                    .transpose()
+                    .map_err(err)?,
+                deletion_protection,
+                managed: false,
+                tags,
+            };
+            self.change(|s| s.create_group(spec))?
+        };
+        Ok(json!({ "id": id }))
+    }
+
+    fn rule_request(&mut self, request: Request) -> Answer {
+        match request {
             Request::RuleAuthorize { group, rules } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 let specs = rules
@@ -466,6 +531,12 @@ impl Service {
                 };
                 Ok(json!({ "file_name": file_name, "text": text }))
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn nic_request(&mut self, request: Request) -> Answer {
+        match request {
             Request::NicBind {
                 name,
                 mode,
@@ -524,6 +595,12 @@ impl Service {
                 self.state.nic(&name).map_err(err)?;
                 Ok(self.nic_view(&name))
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn prefix_list_request(&mut self, request: Request) -> Answer {
+        match request {
             Request::PrefixListCreate {
                 name,
                 description,
@@ -591,6 +668,12 @@ impl Service {
                         ))
                     })
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn port_list_request(&mut self, request: Request) -> Answer {
+        match request {
             Request::PortListCreate {
                 name,
                 description,
@@ -645,6 +728,12 @@ impl Service {
                     .map(to_value)
                     .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn state_request(&mut self, request: Request) -> Answer {
+        match request {
             Request::SettingsShow => Ok(to_value(&self.state.settings)),
             Request::SettingsSet {
                 block_port_25,
@@ -713,6 +802,13 @@ impl Service {
                 self.change(|s| snapshot::restore(s, &snap))?;
                 Ok(json!({ "group": snap.group, "rules": snap.rules.len() }))
             }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    fn observe_request(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Status => Ok(self.status()),
             Request::Trace(t) => self.trace(&t),
             Request::Stats { nic } => self.stats(nic.as_deref()),
             Request::SessionList { filter } => {
@@ -748,6 +844,7 @@ impl Service {
                 let n = self.enforcer.dataplane().flush_sessions(&f).map_err(err)?;
                 Ok(json!({ "flushed": n }))
             }
+            _ => unreachable!("handle dispatches only these here"),
         }
     }
 
@@ -881,60 +978,9 @@ impl Service {
     /// would take it first. The reference evaluator decides it too; a
     /// disagreement is reported, not hidden.
     fn trace(&mut self, t: &TraceText) -> Answer {
-        let direction = Direction::parse("direction", &t.direction).map_err(err)?;
-        let protocol = Protocol::parse("protocol", &t.protocol).map_err(err)?;
-        let number = protocol.number().ok_or_else(|| {
-            err(PolicyError::invalid(
-                "protocol",
-                "ALL",
-                "a packet has one protocol",
-            ))
-        })?;
-        let src: IpAddr = t.source.parse().map_err(|_| {
-            err(PolicyError::invalid(
-                "source",
-                &t.source,
-                "not an IP address",
-            ))
-        })?;
-        let dst: IpAddr = t.destination.parse().map_err(|_| {
-            err(PolicyError::invalid(
-                "destination",
-                &t.destination,
-                "not an IP address",
-            ))
-        })?;
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(err(PolicyError::invalid(
-                "destination",
-                dst,
-                "a different family from the source",
-            )));
-        }
         self.state.nic(&t.nic).map_err(err)?;
-        let icmp = matches!(number, 1 | 58);
-        let packet = Packet {
-            src,
-            dst,
-            protocol: number,
-            src_port: t.source_port.unwrap_or(0),
-            dst_port: t.destination_port.unwrap_or(0),
-            icmp_type: t.icmp_type.unwrap_or(if icmp {
-                if number == 1 { 8 } else { 128 }
-            } else {
-                0
-            }),
-            icmp_code: t.icmp_code.unwrap_or(0),
-            tcp_flags: if number == 6 {
-                policy::evaluate::tcp_flags::SYN
-            } else {
-                0
-            },
-            fragment: policy::Fragment::None,
-            nd_target: None,
-            icmp_id: 0,
-            quoted: None,
-        };
+        let (direction, number, packet) = trace_packet(t)?;
+        let (src, dst) = (packet.src, packet.dst);
         let reference = policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
         let before = policy::evaluate_before_sessions(&self.state, &t.nic, direction, &packet)
             .map_err(err)?;
@@ -1129,6 +1175,65 @@ impl Service {
         };
         e.line(nic.as_deref().unwrap_or("?"), rule.as_deref())
     }
+}
+
+/// The packet `sg-agent trace` asks about: the first packet of a flow (a TCP
+/// SYN; for ICMP an echo request unless a type is given).
+fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), String> {
+    let direction = Direction::parse("direction", &t.direction).map_err(err)?;
+    let protocol = Protocol::parse("protocol", &t.protocol).map_err(err)?;
+    let number = protocol.number().ok_or_else(|| {
+        err(PolicyError::invalid(
+            "protocol",
+            "ALL",
+            "a packet has one protocol",
+        ))
+    })?;
+    let src: IpAddr = t.source.parse().map_err(|_| {
+        err(PolicyError::invalid(
+            "source",
+            &t.source,
+            "not an IP address",
+        ))
+    })?;
+    let dst: IpAddr = t.destination.parse().map_err(|_| {
+        err(PolicyError::invalid(
+            "destination",
+            &t.destination,
+            "not an IP address",
+        ))
+    })?;
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(err(PolicyError::invalid(
+            "destination",
+            dst,
+            "a different family from the source",
+        )));
+    }
+    let icmp = matches!(number, 1 | 58);
+    let packet = Packet {
+        src,
+        dst,
+        protocol: number,
+        src_port: t.source_port.unwrap_or(0),
+        dst_port: t.destination_port.unwrap_or(0),
+        icmp_type: t.icmp_type.unwrap_or(if icmp {
+            if number == 1 { 8 } else { 128 }
+        } else {
+            0
+        }),
+        icmp_code: t.icmp_code.unwrap_or(0),
+        tcp_flags: if number == 6 {
+            policy::evaluate::tcp_flags::SYN
+        } else {
+            0
+        },
+        fragment: policy::Fragment::None,
+        nd_target: None,
+        icmp_id: 0,
+        quoted: None,
+    };
+    Ok((direction, number, packet))
 }
 
 /// What a rank stands for, as stats and metrics print it.
