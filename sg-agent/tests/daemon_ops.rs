@@ -16,6 +16,10 @@ fn id(v: &serde_json::Value) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one walk through every operation in order, each step building on the last"
+)]
 fn every_operation_of_the_api_through_the_cli() {
     let ns = Netns::new("ops").unwrap();
     let d = Daemon::start(bin(), ns.name(), &[]).unwrap();
