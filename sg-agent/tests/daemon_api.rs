@@ -35,10 +35,7 @@ fn errors_socket_and_declarative_apply() {
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
 
     // Errors reach the user verbatim, naming the field and the limit.
-    let g = d.json(&["group", "create", "web"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let g = d.group("web");
     let e = d.fails(&[
         "rule",
         "add",

@@ -51,23 +51,8 @@ fn open(pair: &Pair, servers: &probe::Servers) -> bool {
 }
 
 fn setup(d: &Daemon, port: u16) -> String {
-    let g = d.json(&["group", "create", "web"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    d.ok(&[
-        "rule",
-        "add",
-        &g,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "TCP",
-        "--port-range",
-        &format!("{port}/{port}"),
-        "--peer",
-        "10.77.0.0/24",
-    ]);
+    let g = d.group("web");
+    d.allow_tcp(&g, port);
     g
 }
 
@@ -77,17 +62,7 @@ fn a_deleted_and_recreated_veth_is_attached_again() {
     let servers = probe::Servers::start(&pair.b.ns).unwrap();
     let d = Daemon::start(bin(), pair.b.ns.name(), &[]).unwrap();
     let g = setup(&d, servers.tcp_port);
-    d.ok(&[
-        "nic",
-        "bind",
-        &pair.b.ifname,
-        "--mode",
-        "local",
-        "--address",
-        "10.77.0.2",
-        "--group",
-        &g,
-    ]);
+    d.bind(&pair.b.ifname, &["10.77.0.2"], &g);
     assert!(enforced(&pair, &servers));
     let first = d.json(&["nic", "show", &pair.b.ifname]);
     assert_eq!(first["attached"], true);
@@ -117,17 +92,7 @@ fn a_nic_bound_before_its_interface_exists_is_enforced_when_it_appears() {
     pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
     let d = Daemon::start(bin(), pair.b.ns.name(), &[]).unwrap();
     let g = setup(&d, servers.tcp_port);
-    d.ok(&[
-        "nic",
-        "bind",
-        &pair.b.ifname,
-        "--mode",
-        "local",
-        "--address",
-        "10.77.0.2",
-        "--group",
-        &g,
-    ]);
+    d.bind(&pair.b.ifname, &["10.77.0.2"], &g);
     assert_eq!(d.json(&["nic", "show", &pair.b.ifname])["attached"], false);
     recreate(&pair);
     assert!(

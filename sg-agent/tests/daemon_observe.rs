@@ -41,24 +41,8 @@ fn metrics_endpoint_and_drop_log() {
         &["--metrics", "127.0.0.1:9469", "--drop-log", "100/100"],
     )
     .unwrap();
-    let g = d.json(&["group", "create", "web"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let port = servers.tcp_port.to_string();
-    d.ok(&[
-        "rule",
-        "add",
-        &g,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "TCP",
-        "--port-range",
-        &format!("{port}/{port}"),
-        "--peer",
-        "10.77.0.0/24",
-    ]);
+    let g = d.group("web");
+    d.allow_tcp(&g, servers.tcp_port);
     let deny = d.json(&[
         "rule",
         "add",
@@ -75,17 +59,7 @@ fn metrics_endpoint_and_drop_log() {
         "Drop",
     ]);
     let deny = deny["ids"][0].as_str().unwrap().to_owned();
-    d.ok(&[
-        "nic",
-        "bind",
-        &b.ifname,
-        "--mode",
-        "local",
-        "--address",
-        "10.77.0.2",
-        "--group",
-        &g,
-    ]);
+    d.bind(&b.ifname, &["10.77.0.2"], &g);
     assert!(
         probe::tcp(
             &client.ns,

@@ -147,15 +147,9 @@ fn enforcement_survives_stop_start_and_kill_start_then_cleanup_removes_it() {
     let (a, b) = (&pair.a, &pair.b);
     let servers = probe::Servers::start_on(&b.ns, 8080).unwrap();
     let mut d = Daemon::start(bin(), b.ns.name(), &[]).unwrap();
-    let g = d.json(&["group", "create", "web"]);
-    let g = g["id"].as_str().unwrap().to_owned();
-    d.line(&format!(
-        "rule add {g} --direction ingress --protocol TCP --port-range 8080/8080 --peer 10.77.0.0/24"
-    ));
-    d.line(&format!(
-        "nic bind {} --mode local --address 10.77.0.2 --address fd77::2 --group {g}",
-        b.ifname
-    ));
+    let g = d.group("web");
+    d.allow_tcp(&g, servers.tcp_port);
+    d.bind(&b.ifname, &["10.77.0.2", "fd77::2"], &g);
     let web = SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port);
     assert!(probe::tcp(&a.ns, web).allowed());
     assert!(!probe::udp(&a.ns, SocketAddr::new(IpAddr::V4(b.v4), servers.udp_port)).allowed());

@@ -16,23 +16,8 @@ fn sessions_are_listed_and_flushed_through_the_daemon() {
     let servers = probe::Servers::start_on(&a.ns, 8080).unwrap();
     let d = Daemon::start(bin(), b.ns.name(), &[]).unwrap();
     // b may only go out; replies come back by session.
-    let g = d.json(&["group", "create", "out"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    d.ok(&[
-        "nic",
-        "bind",
-        &b.ifname,
-        "--mode",
-        "local",
-        "--address",
-        "10.77.0.2",
-        "--address",
-        "fd77::2",
-        "--group",
-        &g,
-    ]);
+    let g = d.group("out");
+    d.bind(&b.ifname, &["10.77.0.2", "fd77::2"], &g);
     assert_eq!(d.json(&["sessions", "list"]), serde_json::json!([]));
     assert!(probe::udp(&b.ns, SocketAddr::new(IpAddr::V4(a.v4), servers.udp_port)).allowed());
     assert!(probe::ping(&b.ns, IpAddr::V6(a.v6), 1).allowed());

@@ -121,6 +121,42 @@ impl Daemon {
         self.ok(&line.split_whitespace().collect::<Vec<_>>())
     }
 
+    /// `group create NAME`: the new group's id.
+    pub fn group(&self, name: &str) -> String {
+        self.json(&["group", "create", name])["id"]
+            .as_str()
+            .expect("a group id")
+            .to_owned()
+    }
+
+    /// `rule add GROUP` of an ingress rule allowing TCP to `port` from the
+    /// test pairs' subnet, 10.77.0.0/24: the rule's id.
+    pub fn allow_tcp(&self, group: &str, port: u16) -> String {
+        let out = self.json(&[
+            "rule",
+            "add",
+            group,
+            "--direction",
+            "ingress",
+            "--protocol",
+            "TCP",
+            "--port-range",
+            &format!("{port}/{port}"),
+            "--peer",
+            "10.77.0.0/24",
+        ]);
+        out["ids"][0].as_str().expect("a rule id").to_owned()
+    }
+
+    /// `nic bind NIC --mode local` with `addresses`, in `group`.
+    pub fn bind(&self, nic: &str, addresses: &[&str], group: &str) {
+        let mut args = vec!["nic", "bind", nic, "--mode", "local", "--group", group];
+        for a in addresses {
+            args.extend(["--address", a]);
+        }
+        self.ok(&args);
+    }
+
     /// [`Daemon::cli`] with `--json`, parsed.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();
