@@ -239,7 +239,8 @@ impl Service {
         if next == self.state {
             return Ok(());
         }
-        policy::validate_state(&next).map_err(err)?;
+        // Every producer of `next` validated it (the operations, apply,
+        // restore), and the store checks it again before it writes.
         let now = unix_now();
         let store = &mut self.store;
         let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
