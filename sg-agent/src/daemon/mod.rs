@@ -155,11 +155,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
+            _ = prune.tick() => service.prune_snapshots(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
                 Err(e) => log::warn!("accepting an API connection: {e}"),

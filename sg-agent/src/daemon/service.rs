@@ -258,13 +258,22 @@ impl Service {
             return Err(format!("store: {e}; nothing changed"));
         }
         self.state = next;
-        let cutoff = snapshot::retention_cutoff(now, self.state.settings.snapshot_retention_days);
-        match self.store.prune_snapshots(cutoff) {
+        self.prune_snapshots();
+        Ok(())
+    }
+
+    /// Removes the snapshots older than the retention period: after every
+    /// change, and hourly while nothing changes.
+    pub fn prune_snapshots(&mut self) {
+        let days = self.state.settings.snapshot_retention_days;
+        match self
+            .store
+            .prune_snapshots(snapshot::retention_cutoff(unix_now(), days))
+        {
             Ok(0) => {}
-            Ok(n) => log::info!("removed {n} snapshots past their retention"),
+            Ok(n) => log::info!("removed {n} snapshots past their retention of {days} days"),
             Err(e) => log::warn!("pruning snapshots: {e}"),
         }
-        Ok(())
     }
 
     /// Answers one request.
