@@ -420,11 +420,38 @@ impl RuleSpec {
     /// Whether two rules match the same packets with the same action and priority
     /// (the description does not count).
     pub fn same_match(&self, other: &Self) -> bool {
-        let strip = |r: &Self| Self {
-            description: String::new(),
-            ..r.clone()
-        };
-        strip(self) == strip(other)
+        self.match_key() == other.match_key()
+    }
+
+    /// Everything of the rule but its description: what it matches and does.
+    /// Equal keys are [`RuleSpec::same_match`]; hashable, for finding
+    /// duplicates in one pass.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a tuple of the fields, to hash and compare without copying them"
+    )]
+    pub fn match_key(
+        &self,
+    ) -> (
+        Direction,
+        Action,
+        u8,
+        Protocol,
+        &PortSpec,
+        &Peer,
+        Option<PortRange>,
+        Option<Cidr>,
+    ) {
+        (
+            self.direction,
+            self.action,
+            self.priority,
+            self.protocol,
+            &self.ports,
+            &self.peer,
+            self.source_ports,
+            self.local,
+        )
     }
 }
 

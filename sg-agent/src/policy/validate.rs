@@ -293,20 +293,19 @@ pub fn check_group(state: &State, group: &SecurityGroup) -> Result<(), PolicyErr
         });
     }
     let mut group_peers = 0usize;
+    // The first rule of each match, to find a duplicate in one pass.
+    let mut seen = std::collections::HashMap::with_capacity(group.rules.len());
     for (i, rule) in group.rules.iter().enumerate() {
         let rf = format!("{f}.rules[{i}]");
         check_rule(state, group, &rf, &rule.spec)?;
         if matches!(rule.spec.peer, Peer::Group(_)) {
             group_peers += 1;
         }
-        if let Some(dup) = group.rules[..i]
-            .iter()
-            .find(|o| o.spec.same_match(&rule.spec))
-        {
+        if let Some(dup) = seen.insert(rule.spec.match_key(), &rule.id) {
             return Err(PolicyError::DuplicateRule {
                 field: rf,
                 group: group.id.to_string(),
-                existing: dup.id.to_string(),
+                existing: dup.to_string(),
             });
         }
     }
