@@ -93,7 +93,7 @@
 //! - `detail`: what the line says after the colon.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     fmt::{self, Write as _},
     net::IpAddr,
 };
@@ -1045,21 +1045,28 @@ fn groups(
             },
         };
         let now = current.groups.get(id);
+        // The current rules no id in the document claims, by spec, in order:
+        // a rule without id takes the first one of its spec (one lookup, not
+        // a scan of the group per rule).
+        let mut unclaimed: HashMap<&RuleSpec, VecDeque<&RuleId>> = HashMap::new();
+        for cr in now.iter().flat_map(|c| &c.rules) {
+            if !claimed.contains(&cr.id) {
+                unclaimed.entry(&cr.spec).or_default().push_back(&cr.id);
+            }
+        }
         let mut matched = BTreeSet::new();
         let mut rules = Vec::new();
         for (j, r) in g.rules.iter().enumerate() {
             let spec = rule_spec(refs, &format!("{f}.rules[{j}]"), r)?;
             let rule_id = match given.next().cloned().flatten() {
                 Some(rid) => rid,
-                None => now
-                    .and_then(|c| {
-                        c.rules.iter().find(|cr| {
-                            cr.spec == spec
-                                && !claimed.contains(&cr.id)
-                                && !matched.contains(&cr.id)
-                        })
-                    })
-                    .map_or_else(|| fresh.next(RuleId::from_suffix), |cr| cr.id.clone()),
+                None => {
+                    let same = unclaimed.get_mut(&spec);
+                    let taken = same.and_then(|q| {
+                        std::iter::from_fn(|| q.pop_front()).find(|id| !matched.contains(*id))
+                    });
+                    taken.map_or_else(|| fresh.next(RuleId::from_suffix), Clone::clone)
+                }
             };
             matched.insert(rule_id.clone());
             rules.push(Rule { id: rule_id, spec });
