@@ -242,21 +242,28 @@ impl Service {
         // Every producer of `next` validated it (the operations, apply,
         // restore), and the store checks it again before it writes.
         let now = unix_now();
+        let started = Instant::now();
         let store = &mut self.store;
         let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
             .map_err(|e| format!("store: {e}; nothing changed"))?;
+        let snapshotted = started.elapsed();
         if let Err(e) = self.enforcer.apply(&next) {
             if let Err(back) = self.enforcer.apply(&self.state) {
                 log::error!("restoring the data plane after a refused change: {back}");
             }
             return Err(format!("{e}; nothing changed"));
         }
+        let in_force = started.elapsed();
         if let Err(e) = self.store.commit(&next, &snaps) {
             if let Err(back) = self.enforcer.apply(&self.state) {
                 log::error!("restoring the data plane after a failed commit: {back}");
             }
             return Err(format!("store: {e}; nothing changed"));
         }
+        log::debug!(
+            "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
+            started.elapsed()
+        );
         self.state = next;
         self.prune_snapshots();
         Ok(())
@@ -779,12 +786,19 @@ impl Service {
                 Ok(to_value(&self.state.settings))
             }
             Request::Apply { document, dry_run } => {
+                let started = Instant::now();
                 let doc = policy::apply::parse(&document).map_err(err)?;
+                let parsed = started.elapsed();
                 let next = policy::apply::desired(&self.state, &doc).map_err(err)?;
+                let built = started.elapsed();
                 let changes: Vec<String> = policy::apply::diff(&self.state, &next)
                     .iter()
                     .map(ToString::to_string)
                     .collect();
+                log::debug!(
+                    "apply: parsed {parsed:?}, desired state {built:?}, diff {:?}",
+                    started.elapsed()
+                );
                 if !dry_run {
                     self.commit(next)?;
                 }
