@@ -13,7 +13,10 @@
 //!   each, median of the kernel-reported times (single runs carry the test
 //!   runner's timer overhead: the empty program is measured the same way).
 //! - **Updates**: time from `Enforcer::apply` until the new policy is in
-//!   force (compile, write the inactive slot, switch), 1 and 1,000 rules.
+//!   force (compile, write the inactive slot, switch), 1 and 1,000 rules;
+//!   and through the daemon's API: an `apply` of the whole state from the
+//!   call to its answer, which comes once the change is in force and
+//!   committed to the store.
 //! - **Memory**: kernel memory of every map for 1, 10 and 100 NICs with
 //!   1,000 rules each, as the kernel accounts it.
 //!
@@ -184,6 +187,7 @@ pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
     ])?;
     ns.ip(&["link", "set", NIC, "up"])?;
     let mut out = ns.exec(per_packet)??;
+    out.push_str(&through_api(&ns)?);
     out.push_str(&memory(&ns)?);
     drop(ns);
     print!("{out}");
@@ -362,6 +366,59 @@ fn updates(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String>
         let _ = writeln!(
             out,
             "| until in force | {n} | {med:.1} | {min:.1} | {max:.1} |"
+        );
+    }
+    Ok(out)
+}
+
+/// Time from an API call to its answer for a whole-state `apply` (parse,
+/// diff, compile, write, switch, commit to SQLite with fsync): what an
+/// operator waits for. Alternating two policies so every call changes both
+/// the data plane and the store.
+fn through_api(ns: &Netns) -> anyhow::Result<String> {
+    crate::cargo(
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--locked",
+            "--package",
+            "sg-agent",
+            "--bin",
+            "sg-agent",
+        ],
+        &[],
+    )?;
+    let bin = crate::target_dir().join("release/sg-agent");
+    let daemon = sg_tests::daemon::Daemon::start(&bin, ns.name(), &[])?;
+    let mut client = sg_agent::api::Client::connect(&daemon.socket)?;
+    let nics = [NIC.to_owned()];
+    let mut out = String::from(
+        "\n| through the API: `apply` until answered (in force and durable) | rules | ms (median) | min | max |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for n in [1, 1000] {
+        let docs = [false, true].map(|deny| {
+            policy(n, deny, "ingress", &nics).map(|s| {
+                serde_json::to_string(&sg_agent::policy::apply::document_of(&s))
+                    .expect("a document serialises")
+            })
+        });
+        let [a, b] = docs;
+        let (a, b) = (a?, b?);
+        let mut took = Vec::new();
+        for round in 0..ROUNDS * 2 {
+            let document = if round % 2 == 0 { &a } else { &b }.clone();
+            let start = std::time::Instant::now();
+            client.call(&sg_agent::api::Request::Apply {
+                document,
+                dry_run: false,
+            })?;
+            took.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (med, min, max) = stats(took);
+        let _ = writeln!(
+            out,
+            "| `sg-agent apply` | {n} | {med:.1} | {min:.1} | {max:.1} |"
         );
     }
     Ok(out)
