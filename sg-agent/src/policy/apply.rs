@@ -1058,15 +1058,14 @@ fn groups(
         let mut rules = Vec::new();
         for (j, r) in g.rules.iter().enumerate() {
             let spec = rule_spec(refs, &format!("{f}.rules[{j}]"), r)?;
-            let rule_id = match given.next().cloned().flatten() {
-                Some(rid) => rid,
-                None => {
-                    let same = unclaimed.get_mut(&spec);
-                    let taken = same.and_then(|q| {
-                        std::iter::from_fn(|| q.pop_front()).find(|id| !matched.contains(*id))
-                    });
-                    taken.map_or_else(|| fresh.next(RuleId::from_suffix), Clone::clone)
-                }
+            let rule_id = if let Some(rid) = given.next().cloned().flatten() {
+                rid
+            } else {
+                let same = unclaimed.get_mut(&spec);
+                let taken = same.and_then(|q| {
+                    std::iter::from_fn(|| q.pop_front()).find(|id| !matched.contains(*id))
+                });
+                taken.map_or_else(|| fresh.next(RuleId::from_suffix), Clone::clone)
             };
             matched.insert(rule_id.clone());
             rules.push(Rule { id: rule_id, spec });

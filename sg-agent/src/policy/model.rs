@@ -426,10 +426,6 @@ impl RuleSpec {
     /// Everything of the rule but its description: what it matches and does.
     /// Equal keys are [`RuleSpec::same_match`]; hashable, for finding
     /// duplicates in one pass.
-    #[expect(
-        clippy::type_complexity,
-        reason = "a tuple of the fields, to hash and compare without copying them"
-    )]
     pub fn match_key(
         &self,
     ) -> (
