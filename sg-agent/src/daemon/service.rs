@@ -1102,25 +1102,14 @@ impl Service {
             if dp.nic_id(&name).is_none() {
                 continue;
             }
-            let rules: Vec<Value> = dp
-                .rule_hits(&name)
-                .map_err(err)?
+            let (hits, counts) = nic_counters(dp, &name).map_err(err)?;
+            let rules: Vec<Value> = hits
                 .iter()
-                .map(|h| {
-                    json!({ "dir": DIRS[h.dir as usize], "rule": rank_text(&h.rank), "packets": h.packets, "bytes": h.bytes })
-                })
+                .map(|h| json!({ "dir": h.direction, "rule": h.rule, "packets": h.packets, "bytes": h.bytes }))
                 .collect();
-            let reasons: Vec<Value> = dp
-                .reason_counts(&name)
-                .map_err(err)?
-                .into_iter()
-                .map(|(dir, r, n)| {
-                    let rname = sg_common::reason::NAMES
-                        .get(r as usize)
-                        .copied()
-                        .unwrap_or("?");
-                    json!({ "dir": DIRS[dir as usize], "reason": rname, "packets": n })
-                })
+            let reasons: Vec<Value> = counts
+                .iter()
+                .map(|r| json!({ "dir": r.direction, "reason": r.reason, "packets": r.packets }))
                 .collect();
             nics.insert(name, json!({ "rules": rules, "reasons": reasons }));
         }
@@ -1142,7 +1131,7 @@ impl Service {
 
     /// The counters as Prometheus text (the `--metrics` endpoint).
     pub fn metrics(&mut self) -> String {
-        use crate::metrics::{MetricsInput, ReasonRow, RuleHitRow};
+        use crate::metrics::MetricsInput;
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
         let dp = self.enforcer.dataplane();
         let mut input = MetricsInput {
@@ -1163,26 +1152,9 @@ impl Service {
                 continue;
             };
             input.policy_version.push((nic.clone(), version));
-            for h in dp.rule_hits(&nic).unwrap_or_default() {
-                input.rule_hits.push(RuleHitRow {
-                    nic: nic.clone(),
-                    direction: DIRS[h.dir as usize].to_owned(),
-                    rule: rank_text(&h.rank),
-                    packets: h.packets,
-                    bytes: h.bytes,
-                });
-            }
-            for (dir, r, n) in dp.reason_counts(&nic).unwrap_or_default() {
-                input.reasons.push(ReasonRow {
-                    nic: nic.clone(),
-                    direction: DIRS[dir as usize].to_owned(),
-                    reason: sg_common::reason::NAMES
-                        .get(r as usize)
-                        .copied()
-                        .unwrap_or("?")
-                        .to_owned(),
-                    packets: n,
-                });
+            if let Ok((hits, reasons)) = nic_counters(dp, &nic) {
+                input.rule_hits.extend(hits);
+                input.reasons.extend(reasons);
             }
         }
         crate::metrics::render(&input)
@@ -1258,6 +1230,46 @@ fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), String> {
         quoted: None,
     };
     Ok((direction, number, packet))
+}
+
+/// NIC `nic`'s per-rule hits and decisions by reason, as `stats` and the
+/// metrics endpoint both show them.
+fn nic_counters(
+    dp: &mut crate::dataplane::Dataplane,
+    nic: &str,
+) -> Result<
+    (
+        Vec<crate::metrics::RuleHitRow>,
+        Vec<crate::metrics::ReasonRow>,
+    ),
+    crate::dataplane::Error,
+> {
+    let hits = dp
+        .rule_hits(nic)?
+        .iter()
+        .map(|h| crate::metrics::RuleHitRow {
+            nic: nic.to_owned(),
+            direction: DIRS[h.dir as usize].to_owned(),
+            rule: rank_text(&h.rank),
+            packets: h.packets,
+            bytes: h.bytes,
+        })
+        .collect();
+    let reasons = dp
+        .reason_counts(nic)?
+        .into_iter()
+        .map(|(dir, r, n)| crate::metrics::ReasonRow {
+            nic: nic.to_owned(),
+            direction: DIRS[dir as usize].to_owned(),
+            reason: sg_common::reason::NAMES
+                .get(r as usize)
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
+            packets: n,
+        })
+        .collect();
+    Ok((hits, reasons))
 }
 
 /// What a rank stands for, as stats and metrics print it.
