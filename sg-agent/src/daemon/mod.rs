@@ -181,8 +181,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut events = Vec::new();
                 guard.get_inner_mut().drain(&mut events);
                 guard.clear_ready();
-                for e in &events {
-                    log::warn!("{}", service.drop_line(e));
+                for line in service.drop_lines(&events) {
+                    log::warn!("{line}");
                 }
             }
             events = watcher.next() => match events {

@@ -1160,16 +1160,21 @@ impl Service {
         crate::metrics::render(&input)
     }
 
-    /// One drop log line, with the NIC's name and the deciding rule's id.
-    pub fn drop_line(&mut self, e: &crate::dataplane::droplog::DropEvent) -> String {
+    /// Drop log lines, with each NIC's name and the deciding rule's id.
+    pub fn drop_lines(&mut self, events: &[crate::dataplane::droplog::DropEvent]) -> Vec<String> {
         let names = self.nic_names();
-        let nic = names.get(&e.nic).cloned();
         let dp = self.enforcer.dataplane();
-        let rule = match (&nic, e.rank) {
-            (Some(n), Some(rank)) => dp.rank(n, u32::from(e.dir), rank).map(rank_text),
-            _ => None,
-        };
-        e.line(nic.as_deref().unwrap_or("?"), rule.as_deref())
+        events
+            .iter()
+            .map(|e| {
+                let nic = names.get(&e.nic);
+                let rule = match (nic, e.rank) {
+                    (Some(n), Some(rank)) => dp.rank(n, u32::from(e.dir), rank).map(rank_text),
+                    _ => None,
+                };
+                e.line(nic.map_or("?", String::as_str), rule.as_deref())
+            })
+            .collect()
     }
 }
 
