@@ -138,14 +138,17 @@ fn port_entries(entries: &[String]) -> Result<Vec<PortListEntry>, PolicyError> {
         .collect()
 }
 
+/// One IP address, or an error naming `field`.
+fn ip(field: &str, text: &str) -> Result<IpAddr, PolicyError> {
+    text.trim()
+        .parse()
+        .map_err(|_| PolicyError::invalid(field, text, "not an IP address"))
+}
+
 fn addresses(field: &str, list: &[String]) -> Result<Vec<IpAddr>, PolicyError> {
     list.iter()
         .enumerate()
-        .map(|(i, a)| {
-            a.trim()
-                .parse()
-                .map_err(|_| PolicyError::invalid(format!("{field}[{i}]"), a, "not an IP address"))
-        })
+        .map(|(i, a)| ip(&format!("{field}[{i}]"), a))
         .collect()
 }
 
@@ -1190,20 +1193,8 @@ fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), String> {
             "a packet has one protocol",
         ))
     })?;
-    let src: IpAddr = t.source.parse().map_err(|_| {
-        err(PolicyError::invalid(
-            "source",
-            &t.source,
-            "not an IP address",
-        ))
-    })?;
-    let dst: IpAddr = t.destination.parse().map_err(|_| {
-        err(PolicyError::invalid(
-            "destination",
-            &t.destination,
-            "not an IP address",
-        ))
-    })?;
+    let src = ip("source", &t.source).map_err(err)?;
+    let dst = ip("destination", &t.destination).map_err(err)?;
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(err(PolicyError::invalid(
             "destination",
