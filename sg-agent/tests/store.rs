@@ -771,7 +771,8 @@ fn a_newer_schema_is_refused() {
     let dir = TempDir::new("newer");
     SqliteStore::open(&dir.db()).unwrap();
     let raw = rusqlite::Connection::open(dir.db()).unwrap();
-    raw.pragma_update(None, "user_version", 2).unwrap();
+    let newer = sg_agent::store::SCHEMA_VERSION + 1;
+    raw.pragma_update(None, "user_version", newer).unwrap();
     drop(raw);
     let Err(err) = SqliteStore::open(&dir.db()) else {
         panic!("a newer schema was accepted");
@@ -780,10 +781,10 @@ fn a_newer_schema_is_refused() {
         matches!(
             err,
             StoreError::SchemaTooNew {
-                found: 2,
-                supported: 1,
+                found,
+                supported: sg_agent::store::SCHEMA_VERSION,
                 ..
-            }
+            } if found == newer
         ),
         "{err:?}"
     );
@@ -1049,4 +1050,71 @@ fn a_killed_writer_keeps_every_acknowledged_commit_and_nothing_partial() {
             assert_eq!(snaps[0].taken_at, crash_now(stored));
         }
     }
+}
+
+// ---- identity and generation (issue 12 item 2) ---------------------------------
+
+#[test]
+fn every_commit_counts_itself_and_the_count_survives_reopening() {
+    let dir = TempDir::new("generation");
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    let new = store.position();
+    assert_eq!(new.generation, 0, "a new store has no commits");
+    let state = rich_state().state;
+    store.commit(&state, &[]).unwrap();
+    store.commit(&state, &[]).unwrap();
+    assert_eq!(store.position().generation, 2);
+    drop(store);
+    let again = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(again.position().generation, 2);
+    assert_eq!(
+        again.position().id,
+        new.id,
+        "the identity is the store's own"
+    );
+}
+
+#[test]
+fn a_truncated_store_is_new_with_another_identity() {
+    let dir = TempDir::new("truncated");
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    store.commit(&rich_state().state, &[]).unwrap();
+    let before = store.position();
+    drop(store);
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let p = dir.0.join(f);
+        if p.exists() {
+            std::fs::write(&p, b"").unwrap();
+        }
+    }
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.load().unwrap(), None);
+    assert_eq!(store.position().generation, 0);
+    assert_ne!(store.position().id, before.id);
+}
+
+#[test]
+fn a_version_1_store_is_upgraded_in_place_keeping_its_state() {
+    let dir = TempDir::new("v1");
+    let state = rich_state().state;
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    store.commit(&state, &[]).unwrap();
+    drop(store);
+    // What a version 1 agent left: no `store` table.
+    let raw = rusqlite::Connection::open(dir.db()).unwrap();
+    raw.execute_batch("DROP TABLE store; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(raw);
+    let mut store = SqliteStore::open(&dir.db()).unwrap();
+    assert_eq!(store.load().unwrap(), Some(state));
+    assert_eq!(
+        store.position().generation,
+        1,
+        "its state counts as one commit"
+    );
+    let raw = rusqlite::Connection::open(dir.db()).unwrap();
+    let version: i64 = raw
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, sg_agent::store::SCHEMA_VERSION);
 }

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::policy::{GroupId, PolicyError, Rule, State};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// Where the policy state and the snapshots live.
 pub trait Store: Send {
@@ -42,6 +42,49 @@ pub trait Store: Send {
 
     /// Deletes snapshots taken before `before` (unix seconds); returns how many.
     fn prune_snapshots(&mut self, before: u64) -> Result<usize, StoreError>;
+
+    /// Which store this is and how many commits it holds (as of the last
+    /// open or commit).
+    fn position(&self) -> StorePosition;
+}
+
+/// A store's identity, made at random with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// A new identity from the kernel's random source.
+    pub fn random() -> std::io::Result<Self> {
+        use std::io::Read as _;
+        let mut id = [0; 16];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+        Ok(Self(id))
+    }
+
+    /// 32 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut id = [0; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(id))
+    }
+}
+
+impl std::fmt::Display for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// Which store, and how far: `generation` counts its commits (0: new).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorePosition {
+    pub id: StoreId,
+    pub generation: u64,
 }
 
 /// A backup of one security group's rules (SPEC §5).

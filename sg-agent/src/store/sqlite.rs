@@ -14,6 +14,14 @@
 //! | `port_lists`   | `id`                | a port list                                  |
 //! | `nics`         | `name`              | a NIC binding                                |
 //! | `snapshots`    | `id` (autoincrement)| one group's rules; one per group and window  |
+//! | `store`        | `id` = 1            | the store's identity and its commit count    |
+//!
+//! The `store` row is made with the database: a random id and a generation
+//! that every commit increments in its own transaction. The daemon records
+//! both in the kernel beside the policy it puts in force, so a database that
+//! is new, another one, or behind what the kernel enforces (a truncated file,
+//! a lost write-ahead log, a restored backup) is noticed before it replaces
+//! the policy in force.
 //!
 //! Durability: WAL journal with `synchronous=FULL` (the WAL is synced at every
 //! commit), and every [`Store::commit`] is one `BEGIN IMMEDIATE` transaction. The
@@ -31,7 +39,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, types::ValueRef};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Snapshot, SnapshotInfo, Store, StoreError};
+use super::{Snapshot, SnapshotInfo, Store, StoreError, StoreId, StorePosition};
 use crate::policy::{
     GroupId, NicBinding, PortList, PrefixList, Rule, RuleId, SecurityGroup, Settings, State,
     ids::IdGen, validate_state,
@@ -39,7 +47,9 @@ use crate::policy::{
 
 /// The schema this code writes and reads. A database with a higher
 /// `user_version` is refused: it may hold what this code would lose.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the `store` table (identity and generation); a version 1
+/// database is upgraded in place when opened.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,6 +104,15 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_by_time ON snapshots (taken_at);
 "#;
 
+/// What version 2 added; also run when upgrading a version 1 database.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE store (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    store_id   TEXT NOT NULL,
+    generation INTEGER NOT NULL
+);
+"#;
+
 /// The tables that hold the state (not the snapshots), children first.
 const STATE_TABLES: [&str; 7] = [
     "rules",
@@ -120,6 +139,8 @@ pub struct SqliteStore {
     path: String,
     /// The state the database holds, when known.
     cache: Option<State>,
+    /// Its identity and generation, as last read or committed.
+    position: StorePosition,
 }
 
 impl SqliteStore {
@@ -195,11 +216,35 @@ impl SqliteStore {
             conn,
             path,
             cache: None,
+            position: StorePosition::default(),
         };
         if version != SCHEMA_VERSION {
             store.create_schema()?;
         }
+        store.position = store.read_position()?;
         Ok(store)
+    }
+
+    /// The `store` row.
+    fn read_position(&self) -> Result<StorePosition, StoreError> {
+        let (id, generation): (String, i64) = self
+            .conn
+            .query_row(
+                "SELECT store_id, generation FROM store WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| sql(&self.path, "reading the store's identity", e))?;
+        let corrupt = |reason: &str| StoreError::CorruptRow {
+            path: self.path.clone(),
+            table: "store",
+            key: "1".to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(StorePosition {
+            id: StoreId::parse(&id).ok_or_else(|| corrupt("store_id is not 32 hex digits"))?,
+            generation: u64::try_from(generation).map_err(|_| corrupt("generation is negative"))?,
+        })
     }
 
     /// Creates the schema in a database that has none, checking again under the
@@ -217,14 +262,35 @@ impl SqliteStore {
             let tables: i64 = tx
                 .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
                 .map_err(|e| sql(&self.path, "listing the tables", e))?;
-            if tables != 0 {
+            // Version 1: upgraded in place; its state counts as one commit.
+            let generation: i64 = if version == 1 {
+                tx.query_row(
+                    "SELECT count(*) FROM meta WHERE key = ?1",
+                    [META_IDS],
+                    |r| r.get(0),
+                )
+                .map_err(|e| sql(&self.path, "reading a version 1 store", e))?
+            } else if tables != 0 {
                 return Err(StoreError::NotAStore {
                     path: self.path.clone(),
                     found: version,
                 });
-            }
-            tx.execute_batch(SCHEMA)
-                .map_err(|e| sql(&self.path, "creating the schema", e))?;
+            } else {
+                tx.execute_batch(SCHEMA)
+                    .map_err(|e| sql(&self.path, "creating the schema", e))?;
+                0
+            };
+            tx.execute_batch(SCHEMA_V2)
+                .map_err(|e| sql(&self.path, "creating the store table", e))?;
+            let id = StoreId::random().map_err(|source| StoreError::Create {
+                path: self.path.clone(),
+                source,
+            })?;
+            tx.execute(
+                "INSERT INTO store (id, store_id, generation) VALUES (1, ?1, ?2)",
+                params![id.to_string(), generation],
+            )
+            .map_err(|e| sql(&self.path, "writing the store's identity", e))?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(|e| sql(&self.path, "setting the schema version", e))?;
         }
@@ -269,6 +335,11 @@ impl SqliteStore {
         )?;
         w.keyed("nics", "name", old.map(|o| &o.nics), &state.nics)?;
         w.snapshots(snapshots)?;
+        w.exec(
+            "UPDATE store SET generation = generation + 1 WHERE id = 1",
+            [],
+            "counting the commit",
+        )?;
         tx.commit().map_err(|e| sql(path, "committing", e))
     }
 
@@ -314,7 +385,12 @@ impl Store for SqliteStore {
         let old = self.cache.take();
         self.write(old.as_ref(), state, snapshots)?;
         self.cache = Some(state.clone());
+        self.position.generation += 1;
         Ok(())
+    }
+
+    fn position(&self) -> StorePosition {
+        self.position
     }
 
     fn has_snapshot(&mut self, group: &GroupId, window_start: u64) -> Result<bool, StoreError> {
@@ -393,7 +469,7 @@ fn check_version(path: &str, version: i64) -> Result<(), StoreError> {
             found: version,
             supported: SCHEMA_VERSION,
         })
-    } else if version != 0 && version != SCHEMA_VERSION {
+    } else if version != 0 && version != 1 && version != SCHEMA_VERSION {
         Err(StoreError::NotAStore {
             path: path.to_owned(),
             found: version,
@@ -1101,10 +1177,14 @@ mod tests {
     }
 
     /// Commits `state` and returns how many rows the commit wrote or deleted.
+    /// State rows a commit wrote (every commit also counts itself in the
+    /// `store` row, which is not counted here).
     fn rows_written(store: &mut SqliteStore, state: &State) -> u64 {
         let before = store.conn.total_changes();
+        let generation = store.position().generation;
         store.commit(state, &[]).unwrap();
-        store.conn.total_changes() - before
+        assert_eq!(store.position().generation, generation + 1);
+        store.conn.total_changes() - before - 1
     }
 
     #[test]
