@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Apply(args) => cmd::apply::run(socket, args),
         Command::Attach(args) => cmd::attach::run(args),
-        Command::Cleanup(args) => cmd::cleanup::run(socket, args),
+        Command::Cleanup(args) => cmd::cleanup::run(args),
         Command::Export(args) => cmd::export::run(socket, args),
         Command::Group(args) => cmd::group::run(socket, args),
         Command::Nic(args) => cmd::nic::run(socket, args),

@@ -7,6 +7,7 @@
 //! map pinned by an older agent is never read with the new layout.
 #![no_std]
 
+pub mod agent;
 pub mod counter;
 pub mod droplog;
 pub mod maps;

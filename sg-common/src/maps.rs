@@ -42,6 +42,8 @@ pub const SESSIONS: &str = "SG_SESSIONS_V1";
 pub const SESSION_ENTRIES: u32 = 262_144;
 pub const SESSION_EVENTS: &str = "SG_SESSION_EVENTS_V1";
 pub const SCRATCH: &str = "SG_SCRATCH_V2";
+/// Which store's state the data plane enforces (`crate::agent::AgentRecord`).
+pub const AGENT: &str = "SG_AGENT_V1";
 
 /// Program names as the ELF object exports them.
 pub const PROG_XDP: &str = "sg_xdp";

@@ -1,5 +1,6 @@
 //! `aya::Pod` for every layout the agent reads or writes.
 
+use crate::agent::AgentRecord;
 use crate::policy::{
     AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, OwnAddrKey,
     PortBounds, RuleBits, RuleStats, Settings, TableMeta,
@@ -23,3 +24,4 @@ unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for LastDecision {}
 unsafe impl aya::Pod for SessionKey {}
 unsafe impl aya::Pod for SessionEntry {}
+unsafe impl aya::Pod for AgentRecord {}

@@ -124,3 +124,10 @@ pub static SG_DROPLOG_BUCKET: PerCpuArray<DropLogBucket> = PerCpuArray::with_max
 /// The drop log's counters by `sg_common::droplog::stat`, per CPU.
 #[map(name = "SG_DROPLOG_STATS_V1")]
 pub static SG_DROPLOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Which store's state the pinned data plane enforces
+/// (`sg_common::agent::AgentRecord`), index 0. Written and read by the agent
+/// only; no program reads it. Declared here so it is made and pinned with
+/// the others.
+#[map(name = "SG_AGENT_V1")]
+pub static SG_AGENT: Array<sg_common::agent::AgentRecord> = Array::with_max_entries(1, 0);

@@ -99,3 +99,38 @@ impl Drop for AgentProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `bin ARGS…` until it exits or `timeout` passes (then it is killed):
+/// its exit status (`None` if it had to be killed) and its stderr.
+pub fn run_to_exit(bin: &Path, args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = match Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return (None, format!("starting {}: {e}", bin.display())),
+    };
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    (status, reader.join().unwrap_or_default())
+}

@@ -55,6 +55,11 @@ impl Daemon {
 
     /// Starts the daemon again (after [`Daemon::stop`] or [`Daemon::kill`]).
     pub fn restart(&mut self) -> anyhow::Result<String> {
+        self.restart_with(&[])
+    }
+
+    /// [`Daemon::restart`] with `once` added to its arguments this time only.
+    pub fn restart_with(&mut self, once: &[&str]) -> anyhow::Result<String> {
         if self.process.is_some() {
             bail!("the daemon runs already");
         }
@@ -68,12 +73,47 @@ impl Daemon {
             self.store.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
+        args.extend(once.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let echo = std::env::var_os("SG_TEST_ECHO").is_some();
         let (p, line) =
             AgentProcess::start(&self.bin, &args, READY, echo).context("starting sg-agent run")?;
         self.process = Some(p);
         Ok(line)
+    }
+
+    /// Runs `sg-agent run` for this daemon's namespace as [`Daemon::restart`]
+    /// would, but with `store` (default: this daemon's) and `extra` arguments
+    /// instead of the daemon's own, on a socket of its own, and expects it to
+    /// refuse to start: returns its stderr once it exited unsuccessfully.
+    /// Panics if it started serving or did not exit within 30 s.
+    pub fn refused_run(&self, store: Option<&Path>, extra: &[&str]) -> String {
+        let socket = self.dir.join(format!(
+            "refused-{}.sock",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let store = store.unwrap_or(&self.store).display().to_string();
+        let mut args = vec![
+            "--socket",
+            socket.to_str().expect("a UTF-8 path"),
+            "run",
+            "--netns",
+            &self.netns,
+            "--store",
+            &store,
+        ];
+        args.extend_from_slice(extra);
+        let (status, stderr) =
+            crate::agent::run_to_exit(&self.bin, &args, std::time::Duration::from_secs(30));
+        assert!(
+            !stderr.contains(READY),
+            "sg-agent run {args:?} started where it must refuse:\n{stderr}"
+        );
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "sg-agent run {args:?} did not refuse (status {status:?}):\n{stderr}"
+        );
+        stderr
     }
 
     /// Stops the daemon with `signal` and returns its exit status and stdout.

@@ -72,11 +72,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
+    // One agent per namespace, `attach` included: a daemon or another
+    // attach serving it refuses to share it (see `dataplane::NamespaceLock`).
+    let lock = sg_agent::dataplane::NamespaceLock::acquire(&sg_agent::dataplane::pin_root(
+        netns::current_inode()?,
+    ))?;
     let mode = AttachMode::from(args.xdp_mode);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, mode))
+    let result = runtime.block_on(serve(args, mode));
+    // Nothing of attach is pinned: its (empty) directory goes with it.
+    lock.remove_if_empty();
+    result
 }
 
 fn load_policy(path: &Path) -> anyhow::Result<State> {

@@ -1,6 +1,6 @@
 //! `sg-agent cleanup`: remove every program, pin and qdisc the agent left.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use sg_agent::{dataplane, netns};
 
 #[derive(clap::Args)]
@@ -9,28 +9,21 @@ pub struct Args {
     /// such as /proc/PID/ns/net. Default: the agent's own.
     #[arg(long)]
     netns: Option<String>,
-    /// Clean even though an agent answers on the socket (it would go on
-    /// running with nothing attached).
-    #[arg(long)]
-    force: bool,
     /// Print what was removed as JSON.
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(ns) = &args.netns {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
-    if !args.force && std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        bail!(
-            "an sg-agent is running on {}: stop it first (its data plane stays attached), or pass --force",
-            socket.display()
-        );
-    }
     let root = dataplane::pin_root(netns::current_inode()?);
-    let report = dataplane::cleanup(&root).context("removing the pins")?;
+    // Held for the whole cleanup: no agent can start serving the namespace
+    // meanwhile, and none is serving it now, whatever socket it listens on.
+    let lock = dataplane::NamespaceLock::acquire(&root).context("cleanup refused")?;
+    let report = dataplane::cleanup(&lock).context("removing the pins")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.links.is_empty() && report.maps.is_empty() {

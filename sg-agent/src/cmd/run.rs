@@ -46,6 +46,13 @@ pub struct Args {
     /// `--drop-log 10/50`. Each 1 to 10,000.
     #[arg(long, value_name = "PER_SEC[/BURST]", value_parser = parse_rate)]
     drop_log: Option<DropLogRate>,
+    /// Start even though the data plane pinned in this namespace enforces a
+    /// policy the store does not hold (the store is new, another one, or
+    /// behind what was acknowledged): the store's policy replaces it, and
+    /// NICs the store does not bind are unbound. Without it the agent
+    /// refuses to start and says why.
+    #[arg(long)]
+    replace_enforced_policy: bool,
 }
 
 /// `PER_SEC` or `PER_SEC/BURST`, checked against the data plane's limits.
@@ -98,6 +105,7 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         mode: AttachMode::from(args.xdp_mode),
         metrics: args.metrics,
         drop_log: args.drop_log,
+        replace_enforced_policy: args.replace_enforced_policy,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

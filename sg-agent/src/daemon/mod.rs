@@ -30,13 +30,13 @@ pub use service::{Info, Service};
 use crate::{
     api::{MAX_REQUEST_BYTES, Reply, Request},
     dataplane::{
-        AttachMode, Dataplane, Limits,
+        AttachMode, Dataplane, Enforced, Limits, NamespaceLock,
         droplog::{DropLogRate, DropLogReader},
     },
     enforce::Enforcer,
     netlink::{LinkEvent, LinkWatcher},
     policy::State,
-    store::{SqliteStore, Store},
+    store::{SqliteStore, Store, StoreId, StorePosition},
 };
 
 /// How the daemon runs.
@@ -51,6 +51,9 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// Log dropped packets at this rate (`--drop-log`).
     pub drop_log: Option<DropLogRate>,
+    /// Put the store's policy in force even though the pinned data plane
+    /// enforces a state the store does not hold (`--replace-enforced-policy`).
+    pub replace_enforced_policy: bool,
 }
 
 type Job = (Request, oneshot::Sender<Reply>);
@@ -130,8 +133,12 @@ async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
 /// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
 /// threads are in the network namespace to serve.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let (store, state) = open_store(&config.store)?;
-    let mut service = start_service(&config, store, state)?;
+    // One agent per namespace: held until the process ends (see `lock.rs`).
+    let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
+    let lock = NamespaceLock::acquire(&root)?;
+    let enforced = crate::dataplane::inspect(&root).context("reading the pinned data plane")?;
+    let (store, state) = open_store(&config, enforced.as_ref())?;
+    let mut service = start_service(&config, lock, store, state)?;
     let mut watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
     let mut drops = start_drop_log(&mut service, config.drop_log)?;
     let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
@@ -215,10 +222,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Loads (or adopts) the pinned data plane and puts `state` in force.
-fn start_service(config: &Config, store: SqliteStore, state: State) -> anyhow::Result<Service> {
-    let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
+fn start_service(
+    config: &Config,
+    lock: NamespaceLock,
+    store: SqliteStore,
+    state: State,
+) -> anyhow::Result<Service> {
+    let root = lock.root().to_path_buf();
     let adopting = root.join("maps").exists();
-    let dp = Dataplane::load_pinned(config.limits, &root).context("loading the data plane")?;
+    let dp = Dataplane::load_pinned(config.limits, lock).context("loading the data plane")?;
     log::info!(
         "{} the data plane pinned at {}",
         if adopting { "adopted" } else { "created" },
@@ -241,20 +253,111 @@ fn start_service(config: &Config, store: SqliteStore, state: State) -> anyhow::R
     for pin in service.enforcer().dataplane().prune_links(&keep) {
         log::info!("removed the pinned link {pin}: no bound NIC uses it");
     }
+    service.record_in_kernel();
     Ok(service)
 }
 
-/// Opens the store and the policy in it (a new store starts empty).
-fn open_store(path: &Path) -> anyhow::Result<(SqliteStore, State)> {
+/// Opens the store and the policy in it. A new store starts empty, unless
+/// the pinned data plane enforces a state this store does not hold: then the
+/// agent refuses to start (see [`store_matches`]) and changes nothing, not
+/// even by creating the store file.
+fn open_store(
+    config: &Config,
+    enforced: Option<&Enforced>,
+) -> anyhow::Result<(SqliteStore, State)> {
+    let path = &config.store;
+    let guard = enforced.filter(|e| !e.is_empty() && !config.replace_enforced_policy);
+    if let Some(e) = guard
+        && !path.exists()
+    {
+        bail!(refusal(
+            config,
+            e,
+            &format!("the store {} does not exist", path.display())
+        ));
+    }
     let mut store =
         SqliteStore::open(path).with_context(|| format!("opening the store {}", path.display()))?;
-    if let Some(s) = store.load().context("loading the policy from the store")? {
+    let loaded = store.load().context("loading the policy from the store")?;
+    if let Some(e) = guard
+        && let Err(why) = store_matches(e, loaded.is_some(), store.position())
+    {
+        bail!(refusal(config, e, &why));
+    }
+    if let Some(s) = loaded {
         return Ok((store, s));
     }
-    log::info!("new store at {}: starting with no policy", path.display());
+    if enforced.is_some_and(|e| !e.is_empty()) {
+        log::warn!(
+            "new store at {}: replacing the enforced policy with an empty one, as --replace-enforced-policy asks",
+            path.display()
+        );
+    } else {
+        log::info!("new store at {}: starting with no policy", path.display());
+    }
     let s = State::new();
     store.commit(&s, &[]).context("initialising the store")?;
     Ok((store, s))
+}
+
+/// Whether a store (holding a state or not, at `position`) holds what the
+/// pinned data plane `enforced` enforces: the same store, at the generation
+/// recorded in the kernel or later. `Err` says why not.
+pub fn store_matches(
+    enforced: &Enforced,
+    has_state: bool,
+    position: StorePosition,
+) -> Result<(), String> {
+    let record = &enforced.record;
+    if !has_state {
+        return Err("the store holds no policy (it is new, empty or truncated)".to_owned());
+    }
+    let recorded = StoreId(record.store_id);
+    if record.store_id != [0; 16] && recorded != position.id {
+        return Err(format!(
+            "the data plane enforces the state of another store (id {recorded}, generation {}); this store is id {}",
+            record.generation, position.id
+        ));
+    }
+    if position.generation < record.generation {
+        return Err(format!(
+            "the store is at generation {}, behind generation {} that the data plane enforces: changes that were acknowledged are missing from it (a restored backup, a lost write-ahead log?)",
+            position.generation, record.generation
+        ));
+    }
+    Ok(())
+}
+
+/// Why the agent refuses to start over an enforcing data plane, and how to go on.
+fn refusal(config: &Config, enforced: &Enforced, why: &str) -> String {
+    let names: Vec<String> = enforced
+        .interfaces
+        .iter()
+        .map(|(i, n)| n.clone().unwrap_or_else(|| format!("ifindex {i} (gone)")))
+        .collect();
+    let record = &enforced.record;
+    let source = if record.store_id == [0; 16] {
+        String::new()
+    } else {
+        format!(
+            ", put in force from store {} at generation {}",
+            StoreId(record.store_id),
+            record.generation
+        )
+    };
+    format!(
+        "refusing to start: {why}, but the data plane pinned here enforces a policy on {} NIC(s) ({}){source}. \
+         Starting would replace that policy and unbind every NIC the store does not bind, so they pass traffic unfiltered. \
+         If --store {} is not the right path, start with the right one; to put this store's policy in force anyway, \
+         start with --replace-enforced-policy",
+        names.len(),
+        if names.is_empty() {
+            "none bound now".to_owned()
+        } else {
+            names.join(", ")
+        },
+        config.store.display()
+    )
 }
 
 /// Turns the drop log on at `rate` and returns its reader, or turns it off

@@ -268,8 +268,23 @@ impl Service {
             started.elapsed()
         );
         self.state = next;
+        self.record_in_kernel();
         self.prune_snapshots();
         Ok(())
+    }
+
+    /// Records in the kernel which store's state is in force and how far
+    /// into it (read by the next agent before it starts: see
+    /// `daemon::store_matches`).
+    pub fn record_in_kernel(&mut self) {
+        let position = self.store.position();
+        let record = sg_common::agent::AgentRecord {
+            generation: position.generation,
+            store_id: position.id.0,
+        };
+        if let Err(e) = self.enforcer.dataplane().set_record(&record) {
+            log::error!("recording the store's generation in the kernel: {e}");
+        }
     }
 
     /// Removes the snapshots older than the retention period: after every

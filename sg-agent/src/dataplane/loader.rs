@@ -180,11 +180,14 @@ pub struct Dataplane {
     pub(super) nics: super::writer::Nics,
     /// Where maps and links are pinned, if loaded persistently.
     pub(super) pins: Option<std::path::PathBuf>,
+    /// The namespace's lock, held while loaded persistently (one agent per
+    /// namespace, see `lock.rs`).
+    pub(super) lock: Option<super::NamespaceLock>,
 }
 
 impl Dataplane {
-    /// Loads the object and both programs into the kernel (the verifier runs
-    /// here), with the default [`Limits`]. Nothing is attached yet.
+    /// Loads the object and its three programs into the kernel (the verifier
+    /// runs here), with the default [`Limits`]. Nothing is attached yet.
     pub fn load() -> Result<Self, Error> {
         Self::load_with(Limits::default())
     }
@@ -198,9 +201,13 @@ impl Dataplane {
     /// pinned there by an earlier agent are adopted, contents and all), and
     /// interfaces attached from now on keep their links pinned under
     /// `dir/links`, so enforcement goes on while no agent runs. The interface
-    /// bindings found in adopted maps are taken over (see `pins.rs`).
-    pub fn load_pinned(limits: Limits, dir: &std::path::Path) -> Result<Self, Error> {
-        Self::load_inner(limits, Some(dir))
+    /// bindings found in adopted maps are taken over (see `pins.rs`). The
+    /// pin directory is the one `lock` holds: no second agent can load it.
+    pub fn load_pinned(limits: Limits, lock: super::NamespaceLock) -> Result<Self, Error> {
+        let dir = lock.root().to_path_buf();
+        let mut dp = Self::load_inner(limits, Some(&dir))?;
+        dp.lock = Some(lock);
+        Ok(dp)
     }
 
     fn load_inner(limits: Limits, pins: Option<&std::path::Path>) -> Result<Self, Error> {
@@ -246,7 +253,12 @@ impl Dataplane {
             attachments: std::collections::BTreeMap::new(),
             nics: super::writer::Nics::new(limits.nics),
             pins: pins.map(std::path::Path::to_path_buf),
+            lock: None,
         };
+        // Every program is verified now, before any interface is attached:
+        // loading one on first use (the verifier takes about a second) left
+        // a cold attach's receive side open meanwhile.
+        dp.tc_ingress()?;
         if adopting {
             // The adopted maps hold the settings and bindings in force: keep
             // enforcing them until the caller installs its policy.
@@ -380,8 +392,7 @@ impl Dataplane {
         }
     }
 
-    /// The loaded programs, by role, with their kernel ids (TC ingress only
-    /// once some interface used it).
+    /// The loaded programs, by role, with their kernel ids.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
         [
             ("xdp", PROG_XDP),
@@ -396,7 +407,7 @@ impl Dataplane {
         .collect()
     }
 
-    /// The TC ingress program (attach mode `tc`), loaded on first use.
+    /// The TC ingress program (attach mode `tc`; loaded with the others).
     pub fn tc_ingress(&mut self) -> Result<&mut SchedClassifier, Error> {
         let prog: &mut SchedClassifier = self
             .ebpf

@@ -31,7 +31,7 @@ use aya::{
     },
 };
 use sg_common::maps::{
-    ADDR4, ADDR6, BITS, BOUNDS, COUNTERS, FRAGS, IFACES, OWN, PLAT4, PLAT6, PROG_TC_EGRESS,
+    ADDR4, ADDR6, AGENT, BITS, BOUNDS, COUNTERS, FRAGS, IFACES, OWN, PLAT4, PLAT6, PROG_TC_EGRESS,
     PROG_TC_INGRESS, PROG_XDP, REASONS, RULE_STATS, SESSION_EVENTS, SESSIONS, SETTINGS, TABLES,
 };
 
@@ -42,7 +42,8 @@ use super::{
 
 /// The maps that carry state across a restart. Scratch space and the
 /// last-decision map (tests only) start fresh.
-const PINNED_MAPS: [&str; 16] = [
+pub(super) const PINNED_MAPS: [&str; 17] = [
+    AGENT,
     COUNTERS,
     IFACES,
     TABLES,
@@ -324,11 +325,13 @@ pub struct CleanupReport {
     pub dirs: Vec<String>,
 }
 
-/// Removes every pin under `root` (a namespace's pin root): detaches every
-/// program the agent left attached there and frees its maps. The agent adds
-/// no qdisc on kernels with tcx; on older ones its clsact qdiscs go with the
-/// agent that made them (no links are pinned there).
-pub fn cleanup(root: &Path) -> Result<CleanupReport, Error> {
+/// Removes every pin under the namespace's pin root that `lock` holds:
+/// detaches every program an agent left attached there and frees its maps.
+/// Holding the lock, no agent can be serving the namespace meanwhile. The
+/// agent adds no qdisc on kernels with tcx; on older ones its clsact qdiscs
+/// go with the agent that made them (no links are pinned there).
+pub fn cleanup(lock: &super::NamespaceLock) -> Result<CleanupReport, Error> {
+    let root = lock.root();
     let mut report = CleanupReport::default();
     for (sub, out) in [("links", &mut report.links), ("maps", &mut report.maps)] {
         let dir = root.join(sub);

@@ -884,7 +884,7 @@ impl Dataplane {
 }
 
 /// The name of interface `ifindex` in the calling thread's namespace.
-fn if_name(ifindex: u32) -> Option<String> {
+pub(super) fn if_name(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
