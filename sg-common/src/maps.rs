@@ -24,8 +24,11 @@ pub const ADDR4: &str = "SG_ADDR4_V1";
 pub const ADDR6: &str = "SG_ADDR6_V1";
 /// Distinct prefixes over all tables and both fields.
 pub const ADDR_ENTRIES: u32 = 1 << 20;
-pub const OWN: &str = "SG_OWN_V1";
-pub const OWN_ADDR_ENTRIES: u32 = MAX_NICS * 64;
+/// Keyed per NIC and slot (`policy::own_key_nic`) since V2.
+pub const OWN: &str = "SG_OWN_V2";
+/// A NIC's addresses and extra allowed prefixes, together, at most.
+pub const OWN_PER_NIC: u32 = 64;
+pub const OWN_ADDR_ENTRIES: u32 = MAX_NICS * 2 * OWN_PER_NIC;
 pub const PLAT4: &str = "SG_PLAT4_V1";
 pub const PLAT6: &str = "SG_PLAT6_V1";
 pub const PLATFORM_ENTRIES: u32 = 1024;

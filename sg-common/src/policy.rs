@@ -160,6 +160,14 @@ pub struct AddrKeyV6 {
     pub addr: [u8; 16],
 }
 
+/// The `nic` field of an [`OwnAddrKey`]: own addresses are per NIC and slot,
+/// so they switch with the rest of the policy.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "called on the eBPF hot path")]
+pub const fn own_key_nic(nic: u32, slot: u32) -> u32 {
+    nic * 2 + slot
+}
+
 /// LPM key of a NIC's own addresses and extra allowed prefixes
 /// (anti-spoofing): IPv4 as `::ffff:a.b.c.d`. The prefix length counts the 64
 /// NIC and family bits (always matched whole) and, for IPv4, the 96 mapping
@@ -167,6 +175,7 @@ pub struct AddrKeyV6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OwnAddrKey {
+    /// [`own_key_nic`] of the NIC and slot.
     pub nic: u32,
     /// 4 or 6.
     pub family: u32,

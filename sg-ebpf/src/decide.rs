@@ -14,7 +14,7 @@ use sg_common::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
         FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
         NO_RANK, OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS,
-        bits_kind, iface_flags, settings_flags, table_tag, verdict,
+        bits_kind, iface_flags, own_key_nic, settings_flags, table_tag, verdict,
     },
     reason,
 };
@@ -119,7 +119,7 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
     }
     let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
     if s.l3 == L3_ARP {
-        if guarded && !owns(cfg.nic, &s.src) {
+        if guarded && !owns(cfg, &s.src) {
             return Some(drop(reason::SPOOF_ARP));
         }
         return Some(accept(reason::NOT_IP));
@@ -137,10 +137,10 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
     let nd = icmp6 && s.icmp_type >= 133 && s.icmp_type <= 137;
     // Step 0: anti-spoofing.
     if guarded {
-        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg.nic, &s.nd_target)) {
+        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg, &s.nd_target)) {
             return Some(drop(reason::SPOOF_ND_TARGET));
         }
-        if !owns(cfg.nic, &s.src) && !spoof_exempt(s, nd) {
+        if !owns(cfg, &s.src) && !spoof_exempt(s, nd) {
             return Some(drop(reason::SPOOF_SOURCE));
         }
     }
@@ -225,12 +225,13 @@ fn spoof_exempt(s: &Summary, nd: bool) -> bool {
     nd && s.icmp_type == 135 && s.src == [0; 16]
 }
 
+/// Whether `addr` is one of the NIC's own addresses in the slot in force.
 #[inline(always)]
-fn owns(nic: u32, addr: &[u8; 16]) -> bool {
+fn owns(cfg: &IfaceConfig, addr: &[u8; 16]) -> bool {
     // IPv4 is stored mapped (`::ffff:a.b.c.d`): the family tells them apart.
     let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
     let key = OwnAddrKey {
-        nic,
+        nic: own_key_nic(cfg.nic, cfg.slot & 1),
         family: if v4 { 4 } else { 6 },
         addr: *addr,
     };

@@ -53,8 +53,10 @@ pub static SG_ADDR4: LpmTrie<AddrKeyV4, RuleBits> = LpmTrie::with_max_entries(AD
 #[map(name = "SG_ADDR6_V1")]
 pub static SG_ADDR6: LpmTrie<AddrKeyV6, RuleBits> = LpmTrie::with_max_entries(ADDR_ENTRIES, 0);
 
-/// A NIC's own addresses and extra allowed prefixes, for anti-spoofing.
-#[map(name = "SG_OWN_V1")]
+/// A NIC's own addresses and extra allowed prefixes, for anti-spoofing, per
+/// NIC and slot (`own_key_nic`): written into the inactive slot with the
+/// tables, so they switch together.
+#[map(name = "SG_OWN_V2")]
 pub static SG_OWN: LpmTrie<OwnAddrKey, u32> = LpmTrie::with_max_entries(OWN_ADDR_ENTRIES, 0);
 
 /// Platform addresses (always allowed), IPv4 and IPv6.

@@ -91,6 +91,8 @@ pub enum Error {
         #[source]
         source: MapError,
     },
+    #[error("could not remove what unbound NICs left in the maps ({0}); kept to try again")]
+    Leftovers(String),
     #[error("{path}: {reason}")]
     Link {
         path: std::path::PathBuf,

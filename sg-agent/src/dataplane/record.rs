@@ -12,7 +12,7 @@ use sg_common::{
     policy::IfaceConfig,
 };
 
-use super::{Dataplane, Error, writer::map_err};
+use super::{Dataplane, Error, mapio::map_err};
 
 /// What a pinned data plane enforces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use sg_common::{
     session::{SIDE_A, SessionEntry, SessionKey, event, timeout},
 };
 
-use super::{Dataplane, Error, writer::map_err};
+use super::{Dataplane, Error, mapio::map_err};
 use crate::policy::Cidr;
 
 /// Which sessions an operation applies to; every set field must match.

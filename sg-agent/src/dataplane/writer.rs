@@ -2,17 +2,23 @@
 //! switches to it with one map update, so no packet is ever judged by a
 //! half-written policy (DESIGN "Hitless updates").
 //!
-//! Order of a switch: (1) wait out a grace period since the inactive slot
-//! was last in force, so no packet that read the old config can still be using
-//! it; (2) fold that slot's rule counters into the running totals and zero
-//! them; (3) write every entry of the new tables into the slot and delete the
-//! slot's entries the new tables no longer have; (4) replace the interface's
-//! config entry whole (slot flipped, version bumped): the switch.
+//! Order of a switch: (1) wait for the RCU grace period that began when the
+//! inactive slot left service (`grace.rs`), so no program run can still be
+//! reading it; (2) fold that slot's rule counters into the running totals
+//! and zero them; (3) make the slot hold exactly the new entries (own
+//! addresses, rule bits, port bounds, prefixes; deletions first, so the
+//! maps never hold old and new at once; the header last); (4) replace the
+//! interface's config entry whole (slot flipped, version bumped): the
+//! switch. Nothing in memory says the new slot is in force until the kernel
+//! accepted that update.
+//!
+//! What a slot holds is recorded as a superset of what the kernel may hold:
+//! a key is recorded before it is written and forgotten only once it was
+//! deleted. A write that fails halfway therefore leaves nothing the agent
+//! does not know of, and the next write of that slot (or a cleanup, or
+//! `verify`) removes exactly what is left.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
-    time::{Duration, Instant},
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 
 use aya::maps::{
     Array, HashMap, MapData, PerCpuArray, PerCpuValues,
@@ -24,19 +30,23 @@ use sg_common::{
         TABLES,
     },
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
-        IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS, OWN_KEY_PREFIX_BITS, OwnAddrKey,
-        PortBounds, RuleBits, RuleStats, Settings, TableMeta, bits_kind, iface_flags,
-        settings_flags, table_tag,
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, LastDecision,
+        MAX_RANKS, OwnAddrKey, PortBounds, RuleStats, Settings, TableMeta, iface_flags,
+        own_key_nic, table_tag,
     },
     reason,
-    session::timeout,
 };
 
-use super::{Dataplane, Error};
+use super::{
+    Dataplane, Error,
+    grace::{Grace, Ticket},
+    image::{OwnEntry, TableImage, TableKeys, own_image, settings_image, table_image},
+    mapio::{deleted, injected, map_err},
+};
 use crate::{
-    compile::{Prefix, Rank, Table, mapped},
-    policy::{self, BindingMode, Cidr, SessionTimeouts},
+    compile::{Rank, Table},
+    dataplane::faults,
+    policy::{self, BindingMode, Cidr},
 };
 
 fn next_version(last: &mut u32) -> u32 {
@@ -44,63 +54,76 @@ fn next_version(last: &mut u32) -> u32 {
     *last
 }
 
-/// The kernel's timeout table (`session::timeout` classes) in nanoseconds.
-fn timeouts_ns(t: &SessionTimeouts) -> [u64; timeout::COUNT] {
-    let ns = |secs: u32| u64::from(secs) * 1_000_000_000;
-    let mut out = [0; timeout::COUNT];
-    out[timeout::TCP_HANDSHAKE] = ns(t.tcp_handshake_secs);
-    out[timeout::TCP_ESTABLISHED] = ns(t.tcp_established_secs);
-    out[timeout::TCP_CLOSING] = ns(t.tcp_closing_secs);
-    out[timeout::OTHER] = ns(t.other_secs);
-    out
+/// What one table slot may hold in the kernel, and what its ranks mean.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Held {
+    pub(super) keys: TableKeys,
+    pub(super) ranks: Vec<Rank>,
 }
-
-/// How long a slot stays untouched after it stops being in force. A program
-/// run that read the old config finishes in microseconds; this is generous.
-const GRACE: Duration = Duration::from_millis(2);
-
-/// An IPv4 address trie key as (key tag, address); the prefix length goes beside it.
-type Parts4 = ([u8; 4], [u8; 4]);
-/// An IPv6 address trie key as (key tag, address).
-type Parts6 = ([u8; 4], [u8; 16]);
-
-/// What one slot of one direction holds, so it can be cleaned on rewrite.
-#[derive(Default)]
-struct Written {
-    bits: BTreeSet<(u32, u16, u16)>,
-    addr4: BTreeSet<(u32, Parts4)>,
-    addr6: BTreeSet<(u32, Parts6)>,
-    bounds: BTreeSet<u32>,
-    ranks: Vec<Rank>,
-}
-
-/// A NIC's own-address trie keys: (prefix length, (family, address)).
-type OwnSet = BTreeSet<(u32, (u32, [u8; 16]))>;
-
-/// What the maps hold: table slots by tag, own-address sets by NIC id.
-type Scanned = (StdHashMap<u32, Written>, StdHashMap<u32, OwnSet>);
 
 /// One bound NIC's runtime state.
-struct Nic {
-    id: u32,
-    ifindex: u32,
-    config: IfaceConfig,
+pub(super) struct Nic {
+    pub(super) id: u32,
+    pub(super) ifindex: u32,
+    /// The config the kernel holds for the interface (version 0: no switch
+    /// was ever accepted, nothing of this NIC is in force).
+    pub(super) config: IfaceConfig,
     /// `[dir][slot]`.
-    written: [[Written; 2]; 2],
-    own: OwnSet,
-    switched_at: Option<Instant>,
+    pub(super) held: [[Held; 2]; 2],
+    /// Own-address entries, `[slot]`.
+    pub(super) own: [BTreeSet<OwnEntry>; 2],
+    /// The grace period of the inactive slot's retirement.
+    pub(super) retired: Option<Ticket>,
     /// Counter totals of ranks no longer in force, by direction and rank meaning.
-    totals: StdHashMap<(u32, String), RuleStats>,
+    pub(super) totals: StdHashMap<(u32, String), RuleStats>,
+    /// In force is a table that drops everything (its policy could not be
+    /// written): see [`Dataplane::bind_closed`].
+    pub(super) closed: bool,
+}
+
+impl Nic {
+    pub(super) fn new(id: u32, ifindex: u32) -> Self {
+        Self {
+            id,
+            ifindex,
+            // Slot 1 "in force" before the first switch: slot 0 is written first.
+            config: IfaceConfig {
+                nic: id,
+                xdp_dir: DIR_INGRESS,
+                tc_dir: DIR_EGRESS,
+                flags: 0,
+                slot: 1,
+                version: 0,
+            },
+            held: Default::default(),
+            own: Default::default(),
+            retired: None,
+            totals: StdHashMap::new(),
+            closed: false,
+        }
+    }
+}
+
+/// What an unbound NIC left that could not be removed yet: removed by the
+/// next write, `verify`, or cleanup; its id is not handed out meanwhile.
+pub(super) struct Leftover {
+    pub(super) id: u32,
+    pub(super) held: [[Held; 2]; 2],
+    pub(super) own: [BTreeSet<OwnEntry>; 2],
 }
 
 /// The bound NICs, by name.
 pub struct Nics {
     /// How many may be bound (ids run below it).
-    limit: u32,
-    by_name: BTreeMap<String, Nic>,
+    pub(super) limit: u32,
+    pub(super) by_name: BTreeMap<String, Nic>,
     /// The last policy version handed out. Versions are unique across NICs and
     /// rebinds, so a session never finds its version current by coincidence.
-    last_version: u32,
+    pub(super) last_version: u32,
+    pub(super) grace: Grace,
+    pub(super) leftovers: Vec<Leftover>,
+    /// Interface entries of indexes no NIC has any more whose removal failed.
+    pub(super) stale_ifaces: BTreeSet<u32>,
 }
 
 impl Nics {
@@ -109,18 +132,52 @@ impl Nics {
             limit,
             by_name: BTreeMap::new(),
             last_version: 0,
+            grace: Grace::new(),
+            leftovers: Vec::new(),
+            stale_ifaces: BTreeSet::new(),
         }
+    }
+
+    fn free_id(&self) -> Option<u32> {
+        let used: BTreeSet<u32> = self
+            .by_name
+            .values()
+            .map(|n| n.id)
+            .chain(self.leftovers.iter().map(|l| l.id))
+            .collect();
+        (0..self.limit).find(|i| !used.contains(i))
     }
 }
 
 /// How a NIC is bound.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
     pub ifindex: u32,
     pub mode: BindingMode,
     pub anti_spoof: bool,
     /// Its own addresses and extra allowed prefixes.
     pub own: Vec<Cidr>,
+}
+
+impl Binding {
+    pub(super) fn config(&self, nic: u32, slot: u32, version: u32) -> IfaceConfig {
+        let (xdp_dir, tc_dir) = match self.mode {
+            BindingMode::Local => (DIR_INGRESS, DIR_EGRESS),
+            BindingMode::Port => (DIR_EGRESS, DIR_INGRESS),
+        };
+        IfaceConfig {
+            nic,
+            xdp_dir,
+            tc_dir,
+            flags: if self.anti_spoof {
+                iface_flags::ANTI_SPOOF
+            } else {
+                0
+            },
+            slot,
+            version,
+        }
+    }
 }
 
 /// Per-rule counters, as read back.
@@ -133,14 +190,104 @@ pub struct RuleHits {
     pub bytes: u64,
 }
 
-pub(super) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
-    move |source| Error::Map { map, source }
-}
-
-fn rank_name(r: &Rank) -> String {
+pub(super) fn rank_name(r: &Rank) -> String {
     match r {
         Rank::Rule(id) => id.to_string(),
         Rank::IntraGroup(g) => format!("intra-group:{g}"),
+    }
+}
+
+/// Makes trie `map` hold `want` for the keys `held` records (a superset of
+/// what it holds): deletes what is recorded but not wanted, then writes
+/// what is wanted, recording each key before its write and forgetting it
+/// only once deleted. `key` turns a recorded entry into the trie's key.
+fn sync_trie<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    want: &BTreeMap<E, V>,
+    held: &mut BTreeSet<E>,
+    key: impl Fn(E) -> Key<K>,
+) -> Result<(), Error> {
+    let mut trie = LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
+    let gone: Vec<E> = held
+        .iter()
+        .filter(|e| !want.contains_key(e))
+        .copied()
+        .collect();
+    for e in gone {
+        injected(name)?;
+        deleted(name, trie.remove(&key(e)))?;
+        held.remove(&e);
+    }
+    for (e, v) in want {
+        held.insert(*e);
+        injected(name)?;
+        trie.insert(&key(*e), v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// [`sync_trie`] for a hash map.
+fn sync_hash<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::Map,
+    name: &'static str,
+    want: &BTreeMap<E, V>,
+    held: &mut BTreeSet<E>,
+    key: impl Fn(E) -> K,
+) -> Result<(), Error> {
+    let mut hash = HashMap::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
+    let gone: Vec<E> = held
+        .iter()
+        .filter(|e| !want.contains_key(e))
+        .copied()
+        .collect();
+    for e in gone {
+        injected(name)?;
+        deleted(name, hash.remove(&key(e)))?;
+        held.remove(&e);
+    }
+    for (e, v) in want {
+        held.insert(*e);
+        injected(name)?;
+        hash.insert(&key(*e), v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+pub(super) fn addr4_key(tag: u32) -> impl Fn((u32, u32, [u8; 4])) -> Key<AddrKeyV4> {
+    move |(field, len, addr)| {
+        Key::new(
+            len,
+            AddrKeyV4 {
+                key_tag: (tag * 2 + field).to_be_bytes(),
+                addr,
+            },
+        )
+    }
+}
+
+pub(super) fn addr6_key(tag: u32) -> impl Fn((u32, u32, [u8; 16])) -> Key<AddrKeyV6> {
+    move |(field, len, addr)| {
+        Key::new(
+            len,
+            AddrKeyV6 {
+                key_tag: (tag * 2 + field).to_be_bytes(),
+                addr,
+            },
+        )
+    }
+}
+
+pub(super) fn own_key(nic: u32, slot: u32) -> impl Fn(OwnEntry) -> Key<OwnAddrKey> {
+    move |(len, family, addr)| {
+        Key::new(
+            len,
+            OwnAddrKey {
+                nic: own_key_nic(nic, slot),
+                family,
+                addr,
+            },
+        )
     }
 }
 
@@ -157,44 +304,110 @@ impl Dataplane {
     /// Writes the global settings: the port-25 block, platform addresses and
     /// session timeouts.
     pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
-        let platform = &settings.platform_addresses;
-        let mut flags = if settings.block_port_25 {
-            settings_flags::BLOCK_PORT_25
-        } else {
-            0
-        };
-        if !platform.is_empty() {
-            flags |= settings_flags::PLATFORM_ADDRESSES;
-        }
+        let image = settings_image(settings);
+        // The tries first: the flag that makes programs look at them goes on
+        // only once they hold the addresses.
+        let mut held4 = self.plat_keys::<4>(PLAT4)?;
+        sync_trie(
+            self.map_mut(PLAT4)?,
+            PLAT4,
+            &image.plat4,
+            &mut held4,
+            |(l, a)| Key::new(l, a),
+        )?;
+        let mut held6 = self.plat_keys::<16>(PLAT6)?;
+        sync_trie(
+            self.map_mut(PLAT6)?,
+            PLAT6,
+            &image.plat6,
+            &mut held6,
+            |(l, a)| Key::new(l, a),
+        )?;
+        injected(SETTINGS)?;
         Array::<_, Settings>::try_from(self.map_mut(SETTINGS)?)
             .map_err(map_err(SETTINGS))?
-            .set(
-                0,
-                &Settings {
-                    flags,
-                    pad: 0,
-                    timeouts_ns: timeouts_ns(&settings.session_timeouts),
-                },
-                0,
-            )
-            .map_err(map_err(SETTINGS))?;
-        let mut want4 = BTreeSet::new();
-        let mut want6 = BTreeSet::new();
-        for c in platform {
-            let len = u32::from(c.len());
-            match c.addr() {
-                std::net::IpAddr::V4(a) => want4.insert((len, a.octets())),
-                std::net::IpAddr::V6(a) => want6.insert((len, a.octets())),
-            };
+            .set(0, &image.value, 0)
+            .map_err(map_err(SETTINGS))
+    }
+
+    /// What a platform trie holds, read from the map itself.
+    pub(super) fn plat_keys<const N: usize>(
+        &self,
+        name: &'static str,
+    ) -> Result<BTreeSet<(u32, [u8; N])>, Error>
+    where
+        [u8; N]: aya::Pod,
+    {
+        let map = self.ebpf.map(name).ok_or(Error::MissingMap(name))?;
+        Ok(LpmTrie::<&MapData, [u8; N], u32>::try_from(map)
+            .map_err(map_err(name))?
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect())
+    }
+
+    /// The NIC entry of `name`, made (with a free id) if it has none.
+    fn nic_entry(&mut self, name: &str, ifindex: u32) -> Result<&mut Nic, Error> {
+        if !self.nics.by_name.contains_key(name) {
+            let id = self
+                .nics
+                .free_id()
+                .ok_or(Error::TooManyNics(self.nics.limit))?;
+            self.nics
+                .by_name
+                .insert(name.to_owned(), Nic::new(id, ifindex));
         }
-        sync_trie(self.map_mut(PLAT4)?, PLAT4, &want4)?;
-        sync_trie(self.map_mut(PLAT6)?, PLAT6, &want6)?;
-        Ok(())
+        Ok(self.nics.by_name.get_mut(name).expect("inserted above"))
+    }
+
+    /// The IPv4 and IPv6 trie entries every table of every NIC will hold
+    /// (both slots, and what unbound NICs left) once the NICs of `new` (name,
+    /// prefixes of both directions' new tables) have their new tables in
+    /// their inactive slot.
+    pub fn prefixes_after(&self, new: &[(&str, (usize, usize))]) -> (usize, usize) {
+        let mut total = (0, 0);
+        let mut add = |(a, b): (usize, usize)| {
+            total.0 += a;
+            total.1 += b;
+        };
+        for (name, n) in &self.nics.by_name {
+            let active = (n.config.slot & 1) as usize;
+            let planned = new.iter().find(|(m, _)| m == name).map(|(_, p)| *p);
+            for dir in 0..2 {
+                add(n.held[dir][active].keys.prefixes());
+                if planned.is_none() {
+                    add(n.held[dir][active ^ 1].keys.prefixes());
+                }
+            }
+            if let Some(p) = planned {
+                add(p);
+            }
+        }
+        for (name, p) in new {
+            if !self.nics.by_name.contains_key(*name) {
+                add(*p);
+            }
+        }
+        for l in &self.nics.leftovers {
+            for h in l.held.iter().flatten() {
+                add(h.keys.prefixes());
+            }
+        }
+        total
+    }
+
+    /// Waits until no program run can still read NIC `name`'s inactive slot.
+    fn wait_retired(&mut self, name: &str) {
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        if let Some(t) = n.retired.take() {
+            self.nics.grace.wait(t);
+        }
     }
 
     /// Installs `ingress` and `egress` for NIC `name` and switches to them in
     /// one step. The first install also binds the interface. Returns the new
-    /// policy version.
+    /// policy version. On error the tables in force are the ones before.
     pub fn install(
         &mut self,
         name: &str,
@@ -202,125 +415,228 @@ impl Dataplane {
         ingress: &Table,
         egress: &Table,
     ) -> Result<u32, Error> {
-        let (xdp_dir, tc_dir) = match binding.mode {
-            BindingMode::Local => (DIR_INGRESS, DIR_EGRESS),
-            BindingMode::Port => (DIR_EGRESS, DIR_INGRESS),
-        };
-        let flags = if binding.anti_spoof {
-            iface_flags::ANTI_SPOOF
-        } else {
-            0
-        };
-        if !self.nics.by_name.contains_key(name) {
-            let used: BTreeSet<u32> = self.nics.by_name.values().map(|n| n.id).collect();
-            let limit = self.nics.limit;
-            let id = (0..limit)
-                .find(|i| !used.contains(i))
-                .ok_or(Error::TooManyNics(limit))?;
-            self.nics.by_name.insert(
-                name.to_owned(),
-                Nic {
-                    id,
-                    ifindex: binding.ifindex,
-                    // Slot 1 "in force" before the first switch: slot 0 is written first.
-                    config: IfaceConfig {
-                        nic: id,
-                        xdp_dir,
-                        tc_dir,
-                        flags,
-                        slot: 1,
-                        version: 0,
-                    },
-                    written: Default::default(),
-                    own: BTreeSet::new(),
-                    switched_at: None,
-                    totals: StdHashMap::new(),
-                },
-            );
-        }
-        let (id, slot, switched_at) = {
-            let n = &self.nics.by_name[name];
-            (n.id, n.config.slot ^ 1, n.switched_at)
-        };
-        if let Some(t) = switched_at {
-            let rest = GRACE.saturating_sub(t.elapsed());
-            if !rest.is_zero() {
-                std::thread::sleep(rest);
-            }
-        }
-        self.write_own(name, id, &binding.own)?;
+        let slot = self.nic_entry(name, binding.ifindex)?.config.slot ^ 1;
+        self.wait_retired(name);
+        faults::point("install.begin");
+        self.write_own(name, slot, &own_image(&binding.own))?;
+        faults::point("install.own");
         for (dir, table) in [(DIR_INGRESS, ingress), (DIR_EGRESS, egress)] {
             self.fold_and_zero_stats(name, dir, slot)?;
-            self.write_table(name, table_tag(id, dir, slot), dir, slot, table)?;
+            self.write_table(name, dir, slot, &table_image(table), &table.ranks)?;
+            faults::point("install.table");
         }
-        // The switch: one whole-value update of the interface's entry.
-        let old_ifindex;
-        let config = {
-            let n = self.nics.by_name.get_mut(name).expect("inserted above");
-            old_ifindex = n.ifindex;
-            n.ifindex = binding.ifindex;
-            n.config = IfaceConfig {
-                nic: id,
-                xdp_dir,
-                tc_dir,
-                flags,
-                slot,
-                version: next_version(&mut self.nics.last_version),
-            };
-            n.switched_at = Some(Instant::now());
-            n.config
+        let version = self.switch(name, binding, slot)?;
+        faults::point("install.switched");
+        self.prune_totals(name);
+        Ok(version)
+    }
+
+    /// The switch: one whole-value update of the interface's entry, then (and
+    /// only then) the new slot is in force for the agent too.
+    fn switch(&mut self, name: &str, binding: &Binding, slot: u32) -> Result<u32, Error> {
+        let (id, old_ifindex) = {
+            let n = &self.nics.by_name[name];
+            (n.id, n.ifindex)
         };
-        let mut ifaces = self.ifaces()?;
-        ifaces
+        let mut last = self.nics.last_version;
+        let config = binding.config(id, slot, next_version(&mut last));
+        injected(IFACES)?;
+        self.ifaces()?
             .insert(&binding.ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
-        if old_ifindex != binding.ifindex {
-            let _ = ifaces.remove(&old_ifindex);
+        self.nics.last_version = last;
+        let ticket = self.nics.grace.request();
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        let was_in_force = n.config.version != 0;
+        n.config = config;
+        n.ifindex = binding.ifindex;
+        n.retired = Some(ticket);
+        n.closed = false;
+        if was_in_force && old_ifindex != binding.ifindex {
+            self.remove_iface(old_ifindex);
         }
         Ok(config.version)
+    }
+
+    /// Removes the entry of an interface index no NIC has any more; a
+    /// failure is remembered and retried by [`Dataplane::clean_leftovers`].
+    fn remove_iface(&mut self, ifindex: u32) {
+        let r = injected(IFACES).and_then(|()| {
+            let r = self.ifaces()?.remove(&ifindex);
+            deleted(IFACES, r)
+        });
+        match r {
+            Ok(()) => {
+                self.nics.stale_ifaces.remove(&ifindex);
+            }
+            Err(e) => {
+                log::error!("removing the entry of gone interface index {ifindex}: {e}");
+                self.nics.stale_ifaces.insert(ifindex);
+            }
+        }
+    }
+
+    /// Binds NIC `name` to a table that drops everything: for an interface
+    /// whose policy could not be written, so that it is not left passing
+    /// everything (fail closed). ARP, neighbour discovery, path MTU
+    /// discovery and platform addresses still pass (SPEC §3 steps 0–2).
+    pub fn bind_closed(&mut self, name: &str, binding: &Binding) -> Result<u32, Error> {
+        let slot = self.nic_entry(name, binding.ifindex)?.config.slot ^ 1;
+        self.wait_retired(name);
+        let id = self.nics.by_name[name].id;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            self.fold_and_zero_stats(name, dir, slot)?;
+            self.set_meta(table_tag(id, dir, slot), &TableImage::closed_meta())?;
+            self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize]
+                .ranks
+                .clear();
+        }
+        let version = self.switch(name, binding, slot)?;
+        self.nics.by_name.get_mut(name).expect("bound").closed = true;
+        Ok(version)
+    }
+
+    /// Whether NIC `name` is bound to a table that drops everything.
+    pub fn is_closed(&self, name: &str) -> bool {
+        self.nics.by_name.get(name).is_some_and(|n| n.closed)
+    }
+
+    fn set_meta(&mut self, tag: u32, meta: &TableMeta) -> Result<(), Error> {
+        injected(TABLES)?;
+        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
+            .map_err(map_err(TABLES))?
+            .set(tag, meta, 0)
+            .map_err(map_err(TABLES))
     }
 
     /// Gives NIC `name` a new policy version without changing its tables, so
     /// its sessions are checked again (used when settings that decide packets
     /// before the rules changed). Returns the new version.
     pub fn touch(&mut self, name: &str) -> Result<Option<u32>, Error> {
-        let Some(n) = self.nics.by_name.get_mut(name) else {
+        let Some(n) = self.nics.by_name.get(name) else {
             return Ok(None);
         };
-        n.config.version = next_version(&mut self.nics.last_version);
-        let (ifindex, config) = (n.ifindex, n.config);
+        if n.config.version == 0 {
+            return Ok(None);
+        }
+        let (ifindex, mut config) = (n.ifindex, n.config);
+        let mut last = self.nics.last_version;
+        config.version = next_version(&mut last);
+        injected(IFACES)?;
         self.ifaces()?
             .insert(&ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
+        self.nics.last_version = last;
+        self.nics.by_name.get_mut(name).expect("bound").config = config;
         Ok(Some(config.version))
     }
 
     /// Unbinds NIC `name`: its interface passes untouched again, and its
-    /// tables, addresses and sessions are removed.
+    /// tables, addresses and sessions are removed. If removing them fails
+    /// after the interface's entry is gone, what is left is kept as a
+    /// leftover, removed later; the NIC is unbound either way.
     pub fn unbind(&mut self, name: &str) -> Result<(), Error> {
         let Some(n) = self.nics.by_name.get(name) else {
             return Ok(());
         };
-        let (id, ifindex) = (n.id, n.ifindex);
-        {
-            let mut ifaces = self.ifaces()?;
-            let _ = ifaces.remove(&ifindex);
+        let (id, ifindex, in_force) = (n.id, n.ifindex, n.config.version != 0);
+        if in_force {
+            injected(IFACES)?;
+            let r = self.ifaces()?.remove(&ifindex);
+            deleted(IFACES, r)?;
         }
-        std::thread::sleep(GRACE);
-        let empty = Table::empty();
+        let mut n = self.nics.by_name.remove(name).expect("bound");
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for slot in 0..2 {
-                self.fold_and_zero_stats(name, dir, slot)?;
-                self.write_table(name, table_tag(id, dir, slot), dir, slot, &empty)?;
+                self.fold_stats_of(&mut n, dir, slot);
             }
         }
-        self.write_own(name, id, &[])?;
+        self.nics.leftovers.push(Leftover {
+            id,
+            held: n.held,
+            own: n.own,
+        });
+        // The slot in force just left service too.
+        self.nics.grace.synchronize();
         // Its id may go to another NIC: none of its sessions may carry over.
-        self.flush_sessions(&super::sessions::Filter {
+        let flushed = self.flush_sessions(&super::sessions::Filter {
             nic: Some(id),
             ..Default::default()
-        })?;
-        self.nics.by_name.remove(name);
+        });
+        let cleaned = self.clean_leftovers();
+        flushed.map(drop).and(cleaned)
+    }
+
+    /// Removes what unbound NICs left in the maps, and interface entries of
+    /// indexes that are gone. Keeps what still fails, to try again later.
+    pub fn clean_leftovers(&mut self) -> Result<(), Error> {
+        let mut result = Ok(());
+        for ifindex in std::mem::take(&mut self.nics.stale_ifaces) {
+            self.remove_iface(ifindex);
+        }
+        if !self.nics.stale_ifaces.is_empty() {
+            result = Err(Error::Leftovers(format!(
+                "interface entries {:?}",
+                self.nics.stale_ifaces
+            )));
+        }
+        let mut still = Vec::new();
+        for mut l in std::mem::take(&mut self.nics.leftovers) {
+            match self.clear_held(l.id, &mut l.held, &mut l.own) {
+                Ok(()) => {}
+                Err(e) => {
+                    log::error!("removing what NIC id {} left in the maps: {e}", l.id);
+                    result = Err(e);
+                    still.push(l);
+                }
+            }
+        }
+        self.nics.leftovers = still;
+        result
+    }
+
+    /// Deletes every entry `held` and `own` record, forgetting each once
+    /// gone, and resets the tables' headers.
+    pub(super) fn clear_held(
+        &mut self,
+        id: u32,
+        held: &mut [[Held; 2]; 2],
+        own: &mut [BTreeSet<OwnEntry>; 2],
+    ) -> Result<(), Error> {
+        self.delete_only(id, held, own)?;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                held[dir as usize][slot as usize].ranks.clear();
+                self.set_meta(table_tag(id, dir, slot), &TableImage::closed_meta())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every entry `held` and `own` record for NIC id `id`
+    /// (headers stay), forgetting each once gone.
+    pub(super) fn delete_only(
+        &mut self,
+        id: u32,
+        held: &mut [[Held; 2]; 2],
+        own: &mut [BTreeSet<OwnEntry>; 2],
+    ) -> Result<(), Error> {
+        let empty = TableImage::empty();
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                let h = &mut held[dir as usize][slot as usize];
+                self.sync_table(table_tag(id, dir, slot), &empty, &mut h.keys)?;
+            }
+        }
+        for slot in 0..2 {
+            sync_trie(
+                self.map_mut(OWN)?,
+                OWN,
+                &BTreeMap::<OwnEntry, u32>::new(),
+                &mut own[slot as usize],
+                own_key(id, slot),
+            )?;
+        }
         Ok(())
     }
 
@@ -329,12 +645,17 @@ impl Dataplane {
         self.nics.by_name.get(name).map(|n| n.config)
     }
 
-    /// The policy version in force on NIC `name`.
+    /// The policy version in force on NIC `name` (none if nothing is).
     pub fn version(&self, name: &str) -> Option<u32> {
-        self.nics.by_name.get(name).map(|n| n.config.version)
+        self.nics
+            .by_name
+            .get(name)
+            .map(|n| n.config.version)
+            .filter(|&v| v != 0)
     }
 
-    /// The names of the bound NICs.
+    /// The names of the bound NICs (some of which may have nothing in force:
+    /// see [`Dataplane::version`]).
     pub fn bound(&self) -> Vec<String> {
         self.nics.by_name.keys().cloned().collect()
     }
@@ -347,200 +668,116 @@ impl Dataplane {
     /// What rank `rank` of NIC `name`'s table in force for `dir` stands for.
     pub fn rank(&self, name: &str, dir: u32, rank: u32) -> Option<&Rank> {
         let n = self.nics.by_name.get(name)?;
-        n.written[dir as usize][n.config.slot as usize]
+        n.held[dir as usize][n.config.slot as usize]
             .ranks
             .get(rank as usize)
     }
 
-    fn write_own(&mut self, name: &str, nic: u32, own: &[Cidr]) -> Result<(), Error> {
-        let entries: Vec<(u32, (u32, [u8; 16]), u32)> = own
-            .iter()
-            .map(|c| {
-                let (family, extra) = if c.addr().is_ipv4() { (4, 96) } else { (6, 0) };
-                let len = OWN_KEY_PREFIX_BITS + extra + u32::from(c.len());
-                (len, (family, mapped(c.addr())), 1)
-            })
-            .collect();
-        let old = std::mem::take(&mut self.nics.by_name.get_mut(name).expect("bound").own);
-        let new = sync_prefixes(self.map_mut(OWN)?, OWN, &entries, &old, |(family, addr)| {
-            OwnAddrKey { nic, family, addr }
-        })?;
-        self.nics.by_name.get_mut(name).expect("bound").own = new;
-        Ok(())
+    fn write_own(&mut self, name: &str, slot: u32, want: &BTreeSet<OwnEntry>) -> Result<(), Error> {
+        let (id, mut held) = {
+            let n = self.nics.by_name.get_mut(name).expect("bound");
+            (n.id, std::mem::take(&mut n.own[slot as usize]))
+        };
+        let want: BTreeMap<OwnEntry, u32> = want.iter().map(|e| (*e, 1)).collect();
+        let r = sync_trie(self.map_mut(OWN)?, OWN, &want, &mut held, own_key(id, slot));
+        // Put back whatever happened: `held` is what the kernel may hold.
+        self.nics.by_name.get_mut(name).expect("bound").own[slot as usize] = held;
+        r
     }
 
     fn write_table(
         &mut self,
         name: &str,
-        tag: u32,
         dir: u32,
         slot: u32,
-        t: &Table,
+        image: &TableImage,
+        ranks: &[Rank],
     ) -> Result<(), Error> {
-        let old = std::mem::take(
-            &mut self.nics.by_name.get_mut(name).expect("bound").written[dir as usize]
-                [slot as usize],
-        );
-        let mut new = Written {
-            ranks: t.ranks.clone(),
-            ..Written::default()
+        let (tag, mut keys) = {
+            let n = self.nics.by_name.get_mut(name).expect("bound");
+            let h = &mut n.held[dir as usize][slot as usize];
+            // Its counters were folded: until the write succeeds, no rank
+            // of this slot means anything.
+            h.ranks.clear();
+            (table_tag(n.id, dir, slot), std::mem::take(&mut h.keys))
         };
-        self.write_bits(tag, t, &old, &mut new)?;
-        self.write_bounds(tag, t, &old, &mut new)?;
-        self.write_addrs(tag, t, &old, &mut new)?;
-        // The header last: everything it points at is in place.
-        let meta = TableMeta {
-            words: t.words(),
-            n_rules: u32::try_from(t.n_rules).expect("checked by the compiler"),
-            default_verdict: t.default_verdict,
-            default_reason: t.default_reason,
-            accept: t.accept,
-        };
-        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
-            .map_err(map_err(TABLES))?
-            .set(tag, &meta, 0)
-            .map_err(map_err(TABLES))?;
-        self.nics.by_name.get_mut(name).expect("bound").written[dir as usize][slot as usize] = new;
-        Ok(())
+        let r = self
+            .sync_table(tag, image, &mut keys)
+            .and_then(|()| self.set_meta(tag, &image.meta));
+        let h =
+            &mut self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize];
+        h.keys = keys;
+        if r.is_ok() {
+            h.ranks = ranks.to_vec();
+        }
+        r
     }
 
-    /// Rule bits: protocols, port intervals, no-port sets.
-    fn write_bits(
+    /// Makes table `tag`'s entries those of `image` (not its header), with
+    /// `keys` the superset record of what it holds.
+    fn sync_table(
         &mut self,
         tag: u32,
-        t: &Table,
-        old: &Written,
-        new: &mut Written,
+        image: &TableImage,
+        keys: &mut TableKeys,
     ) -> Result<(), Error> {
-        let mut entries: Vec<(BitsKey, RuleBits)> = t
-            .proto
-            .iter()
-            .map(|(p, b)| {
-                (
-                    BitsKey {
-                        tag,
-                        kind: bits_kind::PROTO,
-                        index: *p,
-                    },
-                    *b,
-                )
-            })
-            .collect();
-        for (kind, table) in [(bits_kind::DPORT, &t.dport), (bits_kind::SPORT, &t.sport)] {
-            for (i, b) in table.bits.iter().enumerate() {
-                let index = u16::try_from(i).expect("intervals < 65536");
-                entries.push((BitsKey { tag, kind, index }, *b));
-            }
-        }
-        entries.push((
-            BitsKey {
-                tag,
-                kind: bits_kind::DPORT_NONE,
-                index: 0,
-            },
-            t.dport.none,
-        ));
-        entries.push((
-            BitsKey {
-                tag,
-                kind: bits_kind::SPORT_NONE,
-                index: 0,
-            },
-            t.sport.none,
-        ));
-        let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
-            .map_err(map_err(BITS))?;
-        for (k, v) in &entries {
-            bits.insert(k, v, 0).map_err(map_err(BITS))?;
-            new.bits.insert((k.tag, k.kind, k.index));
-        }
-        for &(tag, kind, index) in old.bits.difference(&new.bits) {
-            let _ = bits.remove(&BitsKey { tag, kind, index });
-        }
-        Ok(())
-    }
-
-    /// Port interval bounds.
-    fn write_bounds(
-        &mut self,
-        tag: u32,
-        t: &Table,
-        old: &Written,
-        new: &mut Written,
-    ) -> Result<(), Error> {
-        let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
-            .map_err(map_err(BOUNDS))?;
-        for (field, table) in [(0u32, &t.dport), (1, &t.sport)] {
-            let mut pb = PortBounds {
-                n: 0,
-                bounds: [0; MAX_INTERVALS as usize],
-                pad: 0,
-            };
-            pb.n = u32::try_from(table.bounds.len()).expect("checked by the compiler");
-            pb.bounds[..table.bounds.len()].copy_from_slice(&table.bounds);
-            bounds
-                .insert(&(tag * 2 + field), &pb, 0)
-                .map_err(map_err(BOUNDS))?;
-            new.bounds.insert(tag * 2 + field);
-        }
-        for k in old.bounds.difference(&new.bounds) {
-            let _ = bounds.remove(k);
-        }
-        Ok(())
-    }
-
-    /// Peer and local address tries.
-    fn write_addrs(
-        &mut self,
-        tag: u32,
-        t: &Table,
-        old: &Written,
-        new: &mut Written,
-    ) -> Result<(), Error> {
-        let mut v4: Vec<(u32, Parts4, RuleBits)> = Vec::new();
-        let mut v6: Vec<(u32, Parts6, RuleBits)> = Vec::new();
-        for (field, prefixes) in [(FIELD_PEER, &t.peer), (FIELD_LOCAL, &t.local)] {
-            let key_tag = (tag * 2 + field).to_be_bytes();
-            for Prefix { cidr, bits } in prefixes {
-                let len = 32 + u32::from(cidr.len());
-                match cidr.addr() {
-                    std::net::IpAddr::V4(a) => v4.push((len, (key_tag, a.octets()), *bits)),
-                    std::net::IpAddr::V6(a) => v6.push((len, (key_tag, a.octets()), *bits)),
-                }
-            }
-        }
-        new.addr4 = sync_prefixes(
+        sync_hash(
+            self.map_mut(BITS)?,
+            BITS,
+            &image.bits,
+            &mut keys.bits,
+            |(kind, index)| BitsKey { tag, kind, index },
+        )?;
+        sync_hash::<u32, u32, PortBounds>(
+            self.map_mut(BOUNDS)?,
+            BOUNDS,
+            &image.bounds,
+            &mut keys.bounds,
+            |field| tag * 2 + field,
+        )?;
+        sync_trie(
             self.map_mut(ADDR4)?,
             ADDR4,
-            &v4,
-            &old.addr4,
-            |(key_tag, addr)| AddrKeyV4 { key_tag, addr },
+            &image.addr4,
+            &mut keys.addr4,
+            addr4_key(tag),
         )?;
-        new.addr6 = sync_prefixes(
+        sync_trie(
             self.map_mut(ADDR6)?,
             ADDR6,
-            &v6,
-            &old.addr6,
-            |(key_tag, addr)| AddrKeyV6 { key_tag, addr },
-        )?;
-        Ok(())
+            &image.addr6,
+            &mut keys.addr6,
+            addr6_key(tag),
+        )
     }
 
     /// Moves the counters of `slot`'s ranks into the NIC's running totals and
     /// zeroes them, before the slot is rewritten.
     fn fold_and_zero_stats(&mut self, name: &str, dir: u32, slot: u32) -> Result<(), Error> {
-        let (id, ranks) = {
-            let n = &self.nics.by_name[name];
-            (n.id, n.written[dir as usize][slot as usize].ranks.clone())
-        };
+        let mut n = self.nics.by_name.remove(name).expect("bound");
+        let r = self.fold_stats(&mut n, dir, slot);
+        self.nics.by_name.insert(name.to_owned(), n);
+        r
+    }
+
+    /// [`Dataplane::fold_and_zero_stats`] on a NIC taken out of the table,
+    /// for one that is going away (errors only logged: its counts are lost
+    /// with it anyway).
+    fn fold_stats_of(&mut self, n: &mut Nic, dir: u32, slot: u32) {
+        if let Err(e) = self.fold_stats(n, dir, slot) {
+            log::warn!("folding the rule counters of NIC id {}: {e}", n.id);
+        }
+    }
+
+    fn fold_stats(&mut self, n: &mut Nic, dir: u32, slot: u32) -> Result<(), Error> {
+        let ranks = n.held[dir as usize][slot as usize].ranks.clone();
         if ranks.is_empty() {
             return Ok(());
         }
-        let tag = table_tag(id, dir, slot);
+        let tag = table_tag(n.id, dir, slot);
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
         let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
             .map_err(map_err(RULE_STATS))?;
-        let mut folded = Vec::new();
         for (rank, meaning) in ranks.iter().enumerate() {
             let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
             let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
@@ -549,19 +786,30 @@ impl Dataplane {
                 bytes: a.bytes + v.bytes,
             });
             if sum.packets > 0 {
-                folded.push((rank_name(meaning), sum));
                 let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
                     .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
                 stats.set(idx, zero, 0).map_err(map_err(RULE_STATS))?;
+                let t = n.totals.entry((dir, rank_name(meaning))).or_default();
+                t.packets += sum.packets;
+                t.bytes += sum.bytes;
             }
         }
-        let n = self.nics.by_name.get_mut(name).expect("bound");
-        for (key, s) in folded {
-            let t = n.totals.entry((dir, key)).or_default();
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-        }
         Ok(())
+    }
+
+    /// Forgets the folded totals of rules neither slot holds any more, so
+    /// they do not grow with rule churn forever.
+    fn prune_totals(&mut self, name: &str) {
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        let live: BTreeSet<(u32, String)> = [DIR_INGRESS, DIR_EGRESS]
+            .iter()
+            .flat_map(|&d| {
+                n.held[d as usize]
+                    .iter()
+                    .flat_map(move |h| h.ranks.iter().map(move |r| (d, rank_name(r))))
+            })
+            .collect();
+        n.totals.retain(|k, _| live.contains(k));
     }
 
     /// Hits per rank of the tables in force on NIC `name`, including what
@@ -576,10 +824,7 @@ impl Dataplane {
         let mut reads = Vec::new();
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for slot in 0..2 {
-                for (rank, meaning) in n.written[dir as usize][slot as usize]
-                    .ranks
-                    .iter()
-                    .enumerate()
+                for (rank, meaning) in n.held[dir as usize][slot as usize].ranks.iter().enumerate()
                 {
                     let idx = table_tag(id, dir, slot) * MAX_RANKS
                         + u32::try_from(rank).expect("rank fits");
@@ -590,7 +835,7 @@ impl Dataplane {
         let current: Vec<(u32, Rank)> = [DIR_INGRESS, DIR_EGRESS]
             .iter()
             .flat_map(|&d| {
-                n.written[d as usize][active as usize]
+                n.held[d as usize][active as usize]
                     .ranks
                     .iter()
                     .map(move |r| (d, r.clone()))
@@ -654,232 +899,17 @@ impl Dataplane {
     }
 }
 
-/// Makes an LPM trie hold `entries` (prefix length, key parts, value): writes
-/// them and removes what `old` had that `entries` lacks; returns the new key
-/// set, to pass as `old` next time.
-fn sync_prefixes<T: Ord + Copy, K: aya::Pod, V: aya::Pod>(
-    map: &mut aya::maps::Map,
-    name: &'static str,
-    entries: &[(u32, T, V)],
-    old: &BTreeSet<(u32, T)>,
-    key: impl Fn(T) -> K,
-) -> Result<BTreeSet<(u32, T)>, Error> {
-    let mut trie = LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
-    let mut written = BTreeSet::new();
-    for (len, parts, value) in entries {
-        trie.insert(&Key::new(*len, key(*parts)), value, 0)
-            .map_err(map_err(name))?;
-        written.insert((*len, *parts));
-    }
-    for &(len, parts) in old.difference(&written) {
-        let _ = trie.remove(&Key::new(len, key(parts)));
-    }
-    Ok(written)
-}
-
-/// Makes a platform-address trie of `(prefix length, address) → 1` hold
-/// exactly `want`; what it held before is read from the map itself.
-fn sync_trie<const N: usize>(
-    map: &mut aya::maps::Map,
-    name: &'static str,
-    want: &BTreeSet<(u32, [u8; N])>,
-) -> Result<(), Error>
-where
-    [u8; N]: aya::Pod,
-{
-    let old: BTreeSet<(u32, [u8; N])> = LpmTrie::<&mut MapData, [u8; N], u32>::try_from(&mut *map)
-        .map_err(map_err(name))?
-        .keys()
-        .filter_map(Result::ok)
-        .map(|k| (k.prefix_len(), k.data()))
-        .collect();
-    let entries: Vec<(u32, [u8; N], u32)> = want.iter().map(|&(len, a)| (len, a, 1)).collect();
-    sync_prefixes(map, name, &entries, &old, |a| a)?;
-    Ok(())
-}
-
-impl Dataplane {
-    /// Takes over the bindings an earlier agent left in the adopted maps:
-    /// each interface entry whose index still names an interface here
-    /// becomes a bound NIC again, with what its table slots hold read back
-    /// from the maps (so the next install cleans them exactly). Entries of
-    /// interfaces that are gone are unbound. Per-rule counters start again at
-    /// zero: which rule each rank meant died with the earlier agent.
-    pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
-        let entries: Vec<(u32, IfaceConfig)> =
-            self.ifaces()?.iter().filter_map(Result::ok).collect();
-        let (mut slots, mut own) = self.scan_written()?;
-        let mut gone = Vec::new();
-        for (ifindex, config) in entries {
-            let name = if_name(ifindex);
-            let Some(name) = name.filter(|_| config.nic < self.nics.limit) else {
-                gone.push(ifindex);
-                continue;
-            };
-            self.nics.last_version = self.nics.last_version.max(config.version);
-            let mut written: [[Written; 2]; 2] = Default::default();
-            for dir in [DIR_INGRESS, DIR_EGRESS] {
-                for slot in 0..2 {
-                    written[dir as usize][slot as usize] = slots
-                        .remove(&table_tag(config.nic, dir, slot))
-                        .unwrap_or_default();
-                }
-            }
-            log::info!(
-                "adopted binding of {name} (ifindex {ifindex}, policy version {})",
-                config.version
-            );
-            self.nics.by_name.insert(
-                name,
-                Nic {
-                    id: config.nic,
-                    ifindex,
-                    config,
-                    written,
-                    own: own.remove(&config.nic).unwrap_or_default(),
-                    switched_at: None,
-                    totals: StdHashMap::new(),
-                },
-            );
+impl TableImage {
+    /// A table with nothing in it and the closed header: what an unused
+    /// slot holds.
+    pub fn empty() -> Self {
+        Self {
+            meta: Self::closed_meta(),
+            bits: BTreeMap::new(),
+            bounds: BTreeMap::new(),
+            addr4: BTreeMap::new(),
+            addr6: BTreeMap::new(),
         }
-        {
-            let mut ifaces = self.ifaces()?;
-            for ifindex in gone {
-                let _ = ifaces.remove(&ifindex);
-            }
-        }
-        // Whatever belongs to no adopted NIC (bindings of vanished
-        // interfaces) is removed, so a NIC id handed out again starts clean.
-        let orphans: Vec<(u32, Written)> = slots.into_iter().collect();
-        for (_, w) in orphans {
-            self.clear_slot(&w)?;
-        }
-        let orphan_own: Vec<_> = own.into_iter().collect();
-        for (nic, keys) in orphan_own {
-            let _ = sync_prefixes(
-                self.map_mut(OWN)?,
-                OWN,
-                &[] as &[(u32, (u32, [u8; 16]), u32)],
-                &keys,
-                |(family, addr)| OwnAddrKey { nic, family, addr },
-            )?;
-        }
-        // Counters of ranks whose meaning is lost would be credited to the
-        // wrong rules: start them again from zero.
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
-        let tags: Vec<u32> = self
-            .nics
-            .by_name
-            .values()
-            .flat_map(|n| (0..4).map(move |i| n.id * 4 + i))
-            .collect();
-        let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
-        for tag in tags {
-            for rank in 0..MAX_RANKS {
-                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
-                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
-                stats
-                    .set(tag * MAX_RANKS + rank, zero, 0)
-                    .map_err(map_err(RULE_STATS))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// What every table slot and every NIC's own-address set holds, read
-    /// back from the maps: by table tag, and by NIC id.
-    fn scan_written(&mut self) -> Result<Scanned, Error> {
-        let mut slots: StdHashMap<u32, Written> = StdHashMap::new();
-        {
-            let bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
-                .map_err(map_err(BITS))?;
-            for k in bits.keys().filter_map(Result::ok) {
-                slots
-                    .entry(k.tag)
-                    .or_default()
-                    .bits
-                    .insert((k.tag, k.kind, k.index));
-            }
-        }
-        {
-            let bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
-                .map_err(map_err(BOUNDS))?;
-            for k in bounds.keys().filter_map(Result::ok) {
-                slots.entry(k / 2).or_default().bounds.insert(k);
-            }
-        }
-        {
-            let trie = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_mut(ADDR4)?)
-                .map_err(map_err(ADDR4))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                let tag = u32::from_be_bytes(d.key_tag) / 2;
-                slots
-                    .entry(tag)
-                    .or_default()
-                    .addr4
-                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
-            }
-        }
-        {
-            let trie = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_mut(ADDR6)?)
-                .map_err(map_err(ADDR6))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                let tag = u32::from_be_bytes(d.key_tag) / 2;
-                slots
-                    .entry(tag)
-                    .or_default()
-                    .addr6
-                    .insert((k.prefix_len(), (d.key_tag, d.addr)));
-            }
-        }
-        let mut own: StdHashMap<u32, OwnSet> = StdHashMap::new();
-        {
-            let trie = LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_mut(OWN)?)
-                .map_err(map_err(OWN))?;
-            for k in trie.keys().filter_map(Result::ok) {
-                let d = k.data();
-                own.entry(d.nic)
-                    .or_default()
-                    .insert((k.prefix_len(), (d.family, d.addr)));
-            }
-        }
-        Ok((slots, own))
-    }
-
-    /// Removes every entry `w` says a table holds.
-    fn clear_slot(&mut self, w: &Written) -> Result<(), Error> {
-        {
-            let mut bits = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_mut(BITS)?)
-                .map_err(map_err(BITS))?;
-            for &(tag, kind, index) in &w.bits {
-                let _ = bits.remove(&BitsKey { tag, kind, index });
-            }
-        }
-        {
-            let mut bounds = HashMap::<_, u32, PortBounds>::try_from(self.map_mut(BOUNDS)?)
-                .map_err(map_err(BOUNDS))?;
-            for k in &w.bounds {
-                let _ = bounds.remove(k);
-            }
-        }
-        sync_prefixes(
-            self.map_mut(ADDR4)?,
-            ADDR4,
-            &[] as &[(u32, Parts4, RuleBits)],
-            &w.addr4,
-            |(key_tag, addr)| AddrKeyV4 { key_tag, addr },
-        )?;
-        sync_prefixes(
-            self.map_mut(ADDR6)?,
-            ADDR6,
-            &[] as &[(u32, Parts6, RuleBits)],
-            &w.addr6,
-            |(key_tag, addr)| AddrKeyV6 { key_tag, addr },
-        )?;
-        Ok(())
     }
 }
 

@@ -105,13 +105,13 @@ CREATE INDEX snapshots_by_time ON snapshots (taken_at);
 "#;
 
 /// What version 2 added; also run when upgrading a version 1 database.
-const SCHEMA_V2: &str = r#"
+const SCHEMA_V2: &str = "
 CREATE TABLE store (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     store_id   TEXT NOT NULL,
     generation INTEGER NOT NULL
 );
-"#;
+";
 
 /// The tables that hold the state (not the snapshots), children first.
 const STATE_TABLES: [&str; 7] = [

@@ -1,0 +1,216 @@
+//! Reading back what the maps hold, whole (`scan`), and taking over the
+//! bindings an earlier agent left in pinned maps (`adopt_bindings`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie};
+use sg_common::{
+    maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, RULE_STATS, TABLES},
+    policy::{
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, MAX_RANKS, OwnAddrKey,
+        PortBounds, RuleBits, RuleStats, TableMeta, table_tag,
+    },
+};
+
+use super::{
+    Dataplane, Error,
+    image::{OwnEntry, TableImage, TableKeys},
+    mapio::map_err,
+    writer::{Held, Leftover, Nic, if_name},
+};
+
+/// Everything the policy maps hold, read back: interface entries, table
+/// entries by table tag, own-address entries by their key's NIC field.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    pub(super) ifaces: BTreeMap<u32, IfaceConfig>,
+    /// Headers are not scanned (every tag has one): see [`Dataplane::meta`].
+    pub(super) tables: BTreeMap<u32, TableImage>,
+    pub(super) own: BTreeMap<u32, BTreeSet<OwnEntry>>,
+}
+
+fn zero_meta() -> TableMeta {
+    TableMeta {
+        words: 0,
+        n_rules: 0,
+        default_verdict: 0,
+        default_reason: 0,
+        accept: RuleBits::EMPTY,
+    }
+}
+
+impl Scan {
+    fn table(&mut self, tag: u32) -> &mut TableImage {
+        self.tables.entry(tag).or_insert_with(|| TableImage {
+            meta: zero_meta(),
+            bits: BTreeMap::new(),
+            bounds: BTreeMap::new(),
+            addr4: BTreeMap::new(),
+            addr6: BTreeMap::new(),
+        })
+    }
+}
+
+impl Dataplane {
+    /// Reads every entry of the policy maps. Entries that vanish while it
+    /// reads (nothing else writes these maps) are skipped.
+    pub(super) fn scan(&self) -> Result<Scan, Error> {
+        let map = |name: &'static str| self.ebpf.map(name).ok_or(Error::MissingMap(name));
+        let mut scan = Scan {
+            ifaces: HashMap::<_, u32, IfaceConfig>::try_from(map(IFACES)?)
+                .map_err(map_err(IFACES))?
+                .iter()
+                .filter_map(Result::ok)
+                .collect(),
+            ..Scan::default()
+        };
+        let bits = HashMap::<_, BitsKey, RuleBits>::try_from(map(BITS)?).map_err(map_err(BITS))?;
+        for (k, v) in bits.iter().filter_map(Result::ok) {
+            scan.table(k.tag).bits.insert((k.kind, k.index), v);
+        }
+        let bounds =
+            HashMap::<_, u32, PortBounds>::try_from(map(BOUNDS)?).map_err(map_err(BOUNDS))?;
+        for (k, v) in bounds.iter().filter_map(Result::ok) {
+            scan.table(k / 2).bounds.insert(k % 2, v);
+        }
+        let addr4 =
+            LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(map(ADDR4)?).map_err(map_err(ADDR4))?;
+        for (k, v) in addr4.iter().filter_map(Result::ok) {
+            let d = k.data();
+            let kt = u32::from_be_bytes(d.key_tag);
+            scan.table(kt / 2)
+                .addr4
+                .insert((kt % 2, k.prefix_len(), d.addr), v);
+        }
+        let addr6 =
+            LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(map(ADDR6)?).map_err(map_err(ADDR6))?;
+        for (k, v) in addr6.iter().filter_map(Result::ok) {
+            let d = k.data();
+            let kt = u32::from_be_bytes(d.key_tag);
+            scan.table(kt / 2)
+                .addr6
+                .insert((kt % 2, k.prefix_len(), d.addr), v);
+        }
+        let own = LpmTrie::<_, OwnAddrKey, u32>::try_from(map(OWN)?).map_err(map_err(OWN))?;
+        for k in own.keys().filter_map(Result::ok) {
+            let d = k.data();
+            scan.own
+                .entry(d.nic)
+                .or_default()
+                .insert((k.prefix_len(), d.family, d.addr));
+        }
+        Ok(scan)
+    }
+
+    /// The header of table `tag` as the kernel holds it.
+    pub(super) fn meta(&self, tag: u32) -> Result<TableMeta, Error> {
+        let map = self.ebpf.map(TABLES).ok_or(Error::MissingMap(TABLES))?;
+        Array::<_, TableMeta>::try_from(map)
+            .map_err(map_err(TABLES))?
+            .get(&tag, 0)
+            .map_err(map_err(TABLES))
+    }
+
+    /// Takes over the bindings an earlier agent left in the adopted maps:
+    /// each interface entry whose index still names an interface here
+    /// becomes a bound NIC again, with what its table slots and own
+    /// addresses hold read back from the maps (so the next install cleans
+    /// them exactly). Entries of interfaces that are gone, and whatever
+    /// belongs to no adopted NIC, are removed. Per-rule counters start again
+    /// at zero: which rule each rank meant died with the earlier agent.
+    pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
+        let mut scan = self.scan()?;
+        for (ifindex, config) in std::mem::take(&mut scan.ifaces) {
+            let name = if_name(ifindex).filter(|_| config.nic < self.nics.limit);
+            let Some(name) = name else {
+                self.nics.stale_ifaces.insert(ifindex);
+                continue;
+            };
+            self.nics.last_version = self.nics.last_version.max(config.version);
+            let mut n = Nic::new(config.nic, ifindex);
+            n.config = config;
+            take_held(&mut scan, config.nic, &mut n.held, &mut n.own);
+            // The earlier agent may have switched a moment ago: its old
+            // slot is reused only after a grace period.
+            n.retired = Some(self.nics.grace.request());
+            log::info!(
+                "adopted binding of {name} (ifindex {ifindex}, policy version {})",
+                config.version
+            );
+            self.nics.by_name.insert(name, n);
+        }
+        // What is left belongs to no adopted NIC.
+        let ids: BTreeSet<u32> = scan
+            .tables
+            .keys()
+            .map(|t| t / 4)
+            .chain(scan.own.keys().map(|k| k / 2))
+            .collect();
+        for id in ids {
+            let mut l = Leftover {
+                id,
+                held: Default::default(),
+                own: Default::default(),
+            };
+            take_held(&mut scan, id, &mut l.held, &mut l.own);
+            self.nics.leftovers.push(l);
+        }
+        self.nics.grace.synchronize();
+        if let Err(e) = self.clean_leftovers() {
+            log::error!("removing what vanished interfaces left in the maps: {e}");
+        }
+        self.zero_rule_stats()
+    }
+
+    fn zero_rule_stats(&mut self) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
+        let tags: Vec<u32> = self
+            .nics
+            .by_name
+            .values()
+            .flat_map(|n| (0..4).map(move |i| n.id * 4 + i))
+            .collect();
+        let map = self
+            .ebpf
+            .map_mut(RULE_STATS)
+            .ok_or(Error::MissingMap(RULE_STATS))?;
+        let mut stats =
+            PerCpuArray::<&mut MapData, RuleStats>::try_from(map).map_err(map_err(RULE_STATS))?;
+        for tag in tags {
+            for rank in 0..MAX_RANKS {
+                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
+                stats
+                    .set(tag * MAX_RANKS + rank, zero, 0)
+                    .map_err(map_err(RULE_STATS))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves what `scan` holds of NIC `id` into `held` and `own`.
+fn take_held(
+    scan: &mut Scan,
+    id: u32,
+    held: &mut [[Held; 2]; 2],
+    own: &mut [BTreeSet<OwnEntry>; 2],
+) {
+    for dir in [DIR_INGRESS, DIR_EGRESS] {
+        for slot in 0..2 {
+            if let Some(t) = scan.tables.remove(&table_tag(id, dir, slot)) {
+                held[dir as usize][slot as usize].keys = t.keys();
+            }
+        }
+    }
+    for slot in 0..2u32 {
+        if let Some(o) = scan.own.remove(&sg_common::policy::own_key_nic(id, slot)) {
+            own[slot as usize] = o;
+        }
+    }
+}
+
+/// Keys of a scanned table, for callers that only need to know what it holds.
+pub(super) fn keys_of(t: Option<&TableImage>) -> TableKeys {
+    t.map(TableImage::keys).unwrap_or_default()
+}

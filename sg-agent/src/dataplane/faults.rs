@@ -1,0 +1,126 @@
+//! Fault injection for tests: a map write that fails, or the agent killed
+//! with SIGKILL at a named step. Compiled into debug builds only (what
+//! `cargo test` builds); in release builds every function here is an empty
+//! inline no-op, so nothing can switch it on.
+//!
+//! Armed from the environment by [`arm`] (the daemon calls it once it
+//! serves, so start-up's own writes are not counted; `cleanup` at its
+//! start), or directly by a test in the same process:
+//!
+//! - `SG_AGENT_FAULT_MAP_WRITE=N[:ERRNO]`: the N-th map write or delete the
+//!   writer makes from then on fails with `ERRNO` (a number, or one of
+//!   `ENOMEM`, `E2BIG`, `ENOSPC`, `EINVAL`; default `ENOMEM`), once.
+//! - `SG_AGENT_FAULT_KILL=POINT:N`: the N-th time the agent reaches the step
+//!   named `POINT` (or any step, for `*`), it kills itself with SIGKILL.
+
+#[cfg(debug_assertions)]
+mod on {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    static FAIL_AT: AtomicU64 = AtomicU64::new(0);
+    static ERRNO: AtomicU64 = AtomicU64::new(libc::ENOMEM as u64);
+    static KILL: Mutex<Option<(String, u64)>> = Mutex::new(None);
+    static POINTS: AtomicU64 = AtomicU64::new(0);
+
+    fn errno(name: &str) -> Option<i32> {
+        Some(match name {
+            "ENOMEM" => libc::ENOMEM,
+            "E2BIG" => libc::E2BIG,
+            "ENOSPC" => libc::ENOSPC,
+            "EINVAL" => libc::EINVAL,
+            n => n.parse().ok()?,
+        })
+    }
+
+    pub fn arm() {
+        WRITES.store(0, Ordering::SeqCst);
+        POINTS.store(0, Ordering::SeqCst);
+        if let Ok(spec) = std::env::var("SG_AGENT_FAULT_MAP_WRITE") {
+            let (n, e) = spec.split_once(':').unwrap_or((&spec, "ENOMEM"));
+            if let (Ok(n), Some(e)) = (n.parse::<u64>(), errno(e)) {
+                fail_map_write(n, e);
+            }
+        }
+        if let Ok(spec) = std::env::var("SG_AGENT_FAULT_KILL")
+            && let Some((point, n)) = spec.rsplit_once(':')
+            && let Ok(n) = n.parse::<u64>()
+        {
+            *KILL.lock().expect("fault lock") = Some((point.to_owned(), n));
+        }
+    }
+
+    pub fn fail_map_write(nth: u64, errno: i32) {
+        WRITES.store(0, Ordering::SeqCst);
+        ERRNO.store(u64::from(errno.unsigned_abs()), Ordering::SeqCst);
+        FAIL_AT.store(nth, Ordering::SeqCst);
+    }
+
+    pub fn map_write() -> Option<std::io::Error> {
+        let at = FAIL_AT.load(Ordering::SeqCst);
+        if at == 0 {
+            return None;
+        }
+        let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+        if n != at {
+            return None;
+        }
+        FAIL_AT.store(0, Ordering::SeqCst);
+        let errno = i32::try_from(ERRNO.load(Ordering::SeqCst)).unwrap_or(libc::ENOMEM);
+        log::warn!("fault injection: map write {n} fails with errno {errno}");
+        Some(std::io::Error::from_raw_os_error(errno))
+    }
+
+    pub fn point(name: &str) {
+        let kill = KILL.lock().expect("fault lock").clone();
+        let Some((want, at)) = kill else { return };
+        if want != "*" && want != name {
+            return;
+        }
+        let n = POINTS.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == at {
+            log::warn!("fault injection: SIGKILL at {name} ({n})");
+            // SAFETY: raising a signal at ourselves.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+    }
+}
+
+/// Arms the faults the environment asks for (debug builds only).
+#[inline]
+pub fn arm() {
+    #[cfg(debug_assertions)]
+    on::arm();
+}
+
+/// Makes the `nth` map write from now fail with `errno` (debug builds only;
+/// for tests that drive the data plane in their own process).
+#[inline]
+pub fn fail_map_write(nth: u64, errno: i32) {
+    #[cfg(debug_assertions)]
+    on::fail_map_write(nth, errno);
+    #[cfg(not(debug_assertions))]
+    let _ = (nth, errno);
+}
+
+/// Called before every map write or delete of the writer: the injected
+/// failure, if this is the one.
+#[inline]
+pub fn map_write() -> Option<std::io::Error> {
+    #[cfg(debug_assertions)]
+    return on::map_write();
+    #[cfg(not(debug_assertions))]
+    None
+}
+
+/// A named step where a test may have the agent killed.
+#[inline]
+pub fn point(name: &str) {
+    #[cfg(debug_assertions)]
+    on::point(name);
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
