@@ -332,6 +332,12 @@ pub enum Request {
     },
 
     // --- observing ------------------------------------------------------------
+    /// Reads every map back and compares it with the compiled policy of
+    /// every bound NIC; repairs what differs unless `no_repair`.
+    Verify {
+        #[serde(default)]
+        no_repair: bool,
+    },
     /// The verdict for one packet and what decided it, from the compiled
     /// policy the kernel holds.
     Trace(TraceText),

@@ -55,6 +55,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Explain the verdict for one packet on a NIC.
     Trace(cmd::trace::Args),
+    /// Check that the kernel holds exactly the compiled policy; repair it.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => cmd::stats::run(socket, args),
         Command::Status(args) => cmd::status::run(socket, args),
         Command::Trace(args) => cmd::trace::run(socket, args),
+        Command::Verify(args) => cmd::verify::run(socket, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -324,7 +324,7 @@ fn a_cold_attach_lets_no_denied_datagram_through() {
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let sent = sender.join().unwrap();
-            assert!(sent > 1000, "round {round}: the sender sent only {sent}");
+            assert!(sent > 500, "round {round}: the sender sent only {sent}");
             got
         });
         assert_eq!(

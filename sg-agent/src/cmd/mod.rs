@@ -19,3 +19,4 @@ pub mod snapshot;
 pub mod stats;
 pub mod status;
 pub mod trace;
+pub mod verify;

@@ -53,6 +53,10 @@ pub struct Args {
     /// refuses to start and says why.
     #[arg(long)]
     replace_enforced_policy: bool,
+    /// Every SECS seconds, read every map back, compare it with the policy
+    /// and repair what differs (0: never; `sg-agent verify` does it on demand).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    self_check: u64,
 }
 
 /// `PER_SEC` or `PER_SEC/BURST`, checked against the data plane's limits.
@@ -106,6 +110,7 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         metrics: args.metrics,
         drop_log: args.drop_log,
         replace_enforced_policy: args.replace_enforced_policy,
+        self_check: (args.self_check > 0).then(|| std::time::Duration::from_secs(args.self_check)),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -54,6 +54,9 @@ pub struct Config {
     /// Put the store's policy in force even though the pinned data plane
     /// enforces a state the store does not hold (`--replace-enforced-policy`).
     pub replace_enforced_policy: bool,
+    /// How often the daemon reads every map back and repairs what drifted
+    /// (`None`: never).
+    pub self_check: Option<std::time::Duration>,
 }
 
 type Job = (Request, oneshot::Sender<Reply>);
@@ -163,12 +166,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut check = self_check_timer(config.self_check).await;
+    crate::dataplane::faults::arm();
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
             _ = prune.tick() => service.prune_snapshots(),
+            _ = check.tick(), if config.self_check.is_some() => {
+                if let Ok(drift) = service.self_check(true)
+                    && !drift.is_empty()
+                {
+                    log::error!("self-check: {} differences between the maps and the policy, repaired where possible", drift.len());
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
                 Err(e) => log::warn!("accepting an API connection: {e}"),
@@ -219,6 +231,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         service.info().pins.display()
     );
     Ok(())
+}
+
+/// The timer of the periodic self-check, its first tick taken (a year
+/// apart when it is off: the loop's branch is disabled then anyway).
+async fn self_check_timer(every: Option<std::time::Duration>) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every.unwrap_or(std::time::Duration::from_hours(24 * 365)));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t.tick().await;
+    t
 }
 
 /// Loads (or adopts) the pinned data plane and puts `state` in force.

@@ -42,6 +42,22 @@ pub struct Service {
     enforcer: Enforcer,
     info: Info,
     started: Instant,
+    checks: SelfChecks,
+}
+
+/// What the periodic self-check (and `verify`) found so far.
+#[derive(Debug, Default, Clone)]
+pub struct SelfChecks {
+    /// Checks run.
+    pub runs: u64,
+    /// Differences found, over all runs.
+    pub drift_total: u64,
+    /// Differences the last run found.
+    pub last_drift: Vec<crate::dataplane::Drift>,
+    /// Checks that could not read the maps.
+    pub errors: u64,
+    /// When the last one ran (unix seconds).
+    pub last_at: u64,
 }
 
 type Answer = Result<Value, String>;
@@ -204,7 +220,38 @@ impl Service {
             enforcer,
             info,
             started: Instant::now(),
+            checks: SelfChecks::default(),
         }
+    }
+
+    /// Reads every map back, compares it with the policy, and repairs what
+    /// differs (`repair`), or only reports it. Counted for `status` and the
+    /// metrics.
+    pub fn self_check(&mut self, repair: bool) -> Result<Vec<crate::dataplane::Drift>, String> {
+        let found = if repair {
+            self.enforcer.verify_and_repair(&self.state)
+        } else {
+            self.enforcer.verify(&self.state)
+        };
+        self.checks.runs += 1;
+        self.checks.last_at = unix_now();
+        match found {
+            Ok(drift) => {
+                self.checks.drift_total += drift.len() as u64;
+                self.checks.last_drift.clone_from(&drift);
+                Ok(drift)
+            }
+            Err(e) => {
+                self.checks.errors += 1;
+                log::error!("self-check: reading the maps back: {e}");
+                Err(format!("verify: reading the maps back: {e}"))
+            }
+        }
+    }
+
+    /// What the self-checks found so far.
+    pub fn checks(&self) -> &SelfChecks {
+        &self.checks
     }
 
     /// What the daemon was started with.
@@ -251,17 +298,11 @@ impl Service {
             .map_err(|e| format!("store: {e}; nothing changed"))?;
         let snapshotted = started.elapsed();
         if let Err(e) = self.enforcer.apply(&next) {
-            if let Err(back) = self.enforcer.apply(&self.state) {
-                log::error!("restoring the data plane after a refused change: {back}");
-            }
-            return Err(format!("{e}; nothing changed"));
+            return Err(format!("{e}; {}", self.put_back("a refused change")));
         }
         let in_force = started.elapsed();
         if let Err(e) = self.store.commit(&next, &snaps) {
-            if let Err(back) = self.enforcer.apply(&self.state) {
-                log::error!("restoring the data plane after a failed commit: {back}");
-            }
-            return Err(format!("store: {e}; nothing changed"));
+            return Err(format!("store: {e}; {}", self.put_back("a failed commit")));
         }
         log::debug!(
             "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
@@ -271,6 +312,20 @@ impl Service {
         self.record_in_kernel();
         self.prune_snapshots();
         Ok(())
+    }
+
+    /// Puts the state before a failed change back in force, and says how
+    /// that went (the tail of the change's error).
+    fn put_back(&mut self, after: &str) -> String {
+        match self.enforcer.apply(&self.state) {
+            Ok(_) => "nothing changed".to_owned(),
+            Err(back) => {
+                log::error!("restoring the data plane after {after}: {back}");
+                format!(
+                    "putting the state before back failed too ({back}): those NICs are degraded, see `sg-agent status`"
+                )
+            }
+        }
     }
 
     /// Records in the kernel which store's state is in force and how far
@@ -344,6 +399,7 @@ impl Service {
             | Request::SnapshotShow { .. }
             | Request::SnapshotRestore { .. }) => self.state_request(r),
             r @ (Request::Status
+            | Request::Verify { .. }
             | Request::Trace(..)
             | Request::Stats { .. }
             | Request::SessionList { .. }
@@ -851,6 +907,14 @@ impl Service {
     fn observe_request(&mut self, request: Request) -> Answer {
         match request {
             Request::Status => Ok(self.status()),
+            Request::Verify { no_repair } => {
+                let drift = self.self_check(!no_repair)?;
+                Ok(json!({
+                    "drift": drift,
+                    "repaired": !no_repair && !drift.is_empty(),
+                    "degraded": self.enforcer.degraded(),
+                }))
+            }
             Request::Trace(t) => self.trace(&t),
             Request::Stats { nic } => self.stats(nic.as_deref()),
             Request::SessionList { filter } => {
@@ -941,12 +1005,15 @@ impl Service {
     fn nic_view(&mut self, name: &str) -> Value {
         let binding = self.state.nics.get(name).cloned();
         let ifindex = crate::enforce::ifindex(name);
+        let degraded = self.enforcer.degraded().get(name).cloned();
         let dp = self.enforcer.dataplane();
         json!({
             "binding": binding,
             "ifindex": ifindex,
             "attached": dp.is_attached(name),
             "version": dp.version(name),
+            "closed": dp.is_closed(name),
+            "degraded": degraded,
         })
     }
 
@@ -966,17 +1033,31 @@ impl Service {
             .program_ids()
             .into_iter()
             .collect();
+        let position = self.store.position();
+        let degraded = self.enforcer.degraded().clone();
+        let c = &self.checks;
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_secs": self.started.elapsed().as_secs(),
             "socket": self.info.socket,
             "store": self.info.store,
+            "store_id": position.id.to_string(),
+            "store_generation": position.generation,
             "pins": self.info.pins,
             "groups": self.state.groups.len(),
             "rules": self.state.all_rules().count(),
             "nics": nics,
             "programs": programs,
+            "healthy": degraded.is_empty() && c.last_drift.is_empty(),
+            "degraded": degraded,
+            "self_check": {
+                "runs": c.runs,
+                "drift_total": c.drift_total,
+                "last_drift": c.last_drift,
+                "errors": c.errors,
+                "last_at": c.last_at,
+            },
         })
     }
 
@@ -1014,93 +1095,82 @@ impl Service {
         }
     }
 
-    /// Explains one packet: the steps before the rules from the settings and
-    /// binding in force, the rules from the compiled table the kernel holds
-    /// (classified the way the kernel classifies), and whether a live session
-    /// would take it first. The reference evaluator decides it too; a
-    /// disagreement is reported, not hidden.
+    /// Explains one packet from what the kernel holds: the interface's
+    /// entry, the own-address and platform tries, the settings and the table
+    /// in force, read from the maps and looked up the way the programs look
+    /// them up (`Dataplane::explain`); the agent's records only name the
+    /// deciding rank. The reference evaluator decides it too from the
+    /// policy; a disagreement (drift, or a bug) is reported, not hidden.
     fn trace(&mut self, t: &TraceText) -> Answer {
         self.state.nic(&t.nic).map_err(err)?;
-        let (direction, number, packet) = trace_packet(t)?;
-        let (src, dst) = (packet.src, packet.dst);
+        let (direction, _, packet) = trace_packet(t)?;
         let reference = policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
-        let before = policy::evaluate_before_sessions(&self.state, &t.nic, direction, &packet)
-            .map_err(err)?;
-        let (verdict, reason, rule, group, priority, detail) = if let Some(d) = before {
-            (
-                d.verdict,
-                d.reason,
-                None,
-                None,
-                None,
-                "decided before sessions and rules".to_owned(),
+        let ifindex = crate::enforce::ifindex(&t.nic).ok_or_else(|| {
+            format!(
+                "nic: {} is bound but its interface is absent here: nothing enforces it",
+                t.nic
             )
-        } else {
-            let (ingress, egress) = self.enforcer.tables(&t.nic).ok_or_else(|| {
-                format!(
-                    "nic: {} is bound but its interface is absent here: nothing enforces it",
-                    t.nic
-                )
-            })?;
-            let table = if direction == Direction::Ingress {
-                ingress
-            } else {
-                egress
-            };
-            let (peer, local) = if direction == Direction::Ingress {
-                (src, dst)
-            } else {
-                (dst, src)
-            };
-            match table.classify(peer, local, number, packet.src_port, packet.dst_port) {
-                Some(rank) => match &table.ranks[rank] {
-                    Rank::Rule(id) => {
-                        let (g, r) = self.state.find_rule(id).ok_or("rule vanished")?;
-                        let v = if table.accepts(rank) {
-                            policy::Verdict::Accept
-                        } else {
-                            policy::Verdict::Drop
-                        };
-                        (
-                            v,
-                            policy::Reason::Rule(id.clone()),
-                            Some(id.to_string()),
-                            Some(g.id.to_string()),
-                            Some(r.spec.priority),
-                            format!(
-                                "rank {rank} of {} in the compiled {direction} table",
-                                table.ranks.len()
-                            ),
-                        )
-                    }
-                    Rank::IntraGroup(g) => (
-                        policy::Verdict::Accept,
-                        reference.reason.clone(),
-                        None,
-                        Some(g.to_string()),
-                        None,
-                        format!("default: both ends are members of {g} (intra-group Accept)"),
-                    ),
-                },
-                None => (
-                    reference.verdict,
-                    reference.reason.clone(),
-                    None,
-                    None,
-                    None,
-                    "no rule matches: the default".to_owned(),
-                ),
+        })?;
+        let dir = u32::from(direction == Direction::Egress);
+        let dp = self.enforcer.dataplane();
+        let k = dp.explain(ifindex, direction, &packet).map_err(err)?;
+        let rank =
+            (k.rank != sg_common::policy::NO_RANK).then(|| dp.rank(&t.nic, dir, k.rank).cloned());
+        let mut rule = None;
+        let mut group = None;
+        let mut priority = None;
+        let where_ = k.config.map_or_else(String::new, |c| {
+            format!(
+                " (slot {}, version {}, read from the kernel's maps)",
+                c.slot, c.version
+            )
+        });
+        let detail = match (k.reason, &rank) {
+            (sg_common::reason::UNBOUND, _) => {
+                "the interface has no entry in the kernel: it passes untouched".to_owned()
             }
+            (_, Some(Some(Rank::Rule(id)))) => {
+                let (g, r) = self.state.find_rule(id).ok_or("rule vanished")?;
+                rule = Some(id.to_string());
+                group = Some(g.id.to_string());
+                priority = Some(r.spec.priority);
+                format!("rank {} of the {direction} table in force{where_}", k.rank)
+            }
+            (_, Some(Some(Rank::IntraGroup(g)))) => {
+                group = Some(g.to_string());
+                format!("default: both ends are members of {g} (intra-group Accept){where_}")
+            }
+            (_, Some(None)) => format!(
+                "rank {} of the {direction} table in force{where_}, which the agent has no record of: the maps drifted (run `sg-agent verify`)",
+                k.rank
+            ),
+            (r, None) if is_default(r) => format!("no rule matches: the default{where_}"),
+            (_, None) => format!("decided before sessions and rules{where_}"),
         };
-        let agrees = verdict == reference.verdict && reason == reference.reason;
+        let kernel_verdict = if k.verdict == sg_common::policy::verdict::ACCEPT {
+            policy::Verdict::Accept
+        } else {
+            policy::Verdict::Drop
+        };
+        let same_rule = match &reference.reason {
+            policy::Reason::Rule(id) => rule.as_deref() == Some(id.as_str()),
+            _ => true,
+        };
+        let agrees = kernel_verdict == reference.verdict
+            && kernel_reason(&reference.reason) == k.reason
+            && same_rule;
         Ok(json!({
-            "verdict": format!("{verdict:?}").to_lowercase(),
-            "reason": reason_name(&reason),
+            "verdict": format!("{kernel_verdict:?}").to_lowercase(),
+            "reason": sg_common::reason::NAMES.get(k.reason as usize).copied().unwrap_or("?"),
             "rule": rule,
             "group": group,
             "priority": priority,
             "detail": detail,
             "reference_agrees": agrees,
+            "reference": {
+                "verdict": format!("{:?}", reference.verdict).to_lowercase(),
+                "reason": reason_name(&reference.reason),
+            },
             "note": "for a packet that starts a flow; a live session (sessions list) accepts its packets first",
         }))
     }
@@ -1288,6 +1358,41 @@ fn rank_text(r: &Rank) -> String {
     match r {
         Rank::Rule(id) => id.to_string(),
         Rank::IntraGroup(g) => format!("default: intra-group {g}"),
+    }
+}
+
+/// Whether kernel reason `r` is a step 6 default.
+fn is_default(r: u32) -> bool {
+    use sg_common::reason as k;
+    matches!(
+        r,
+        k::DEFAULT_INGRESS_DROP | k::DEFAULT_EGRESS_BASIC | k::DEFAULT_EGRESS_ENTERPRISE | k::NONE
+    )
+}
+
+/// The kernel's number (`sg_common::reason`) for the evaluator's reason.
+fn kernel_reason(r: &policy::Reason) -> u32 {
+    use policy::{AlwaysAllowed as A, Reason as R, SpoofCheck as S};
+    use sg_common::reason as k;
+    match r {
+        R::Malformed => k::MALFORMED,
+        R::AntiSpoof(S::SourceAddress) => k::SPOOF_SOURCE,
+        R::AntiSpoof(S::ArpSender) => k::SPOOF_ARP,
+        R::AntiSpoof(S::NdTarget) => k::SPOOF_ND_TARGET,
+        R::AntiSpoof(S::Ethertype) => k::SPOOF_ETHERTYPE,
+        R::NotIp => k::NOT_IP,
+        R::NeighbourDiscovery => k::NEIGHBOUR_DISCOVERY,
+        R::AlwaysAllowed(A::PathMtu) => k::PATH_MTU,
+        R::AlwaysAllowed(A::PlatformAddress) => k::PLATFORM_ADDRESS,
+        R::PlatformPort25 => k::PORT_25,
+        R::Session => k::SESSION,
+        R::Related => k::RELATED,
+        R::LaterFragment => k::FRAGMENT_FOLLOWS_FIRST,
+        R::Rule(_) => k::RULE,
+        R::DefaultIngressIntraGroup(_) => k::DEFAULT_INTRA_GROUP,
+        R::DefaultIngressDrop => k::DEFAULT_INGRESS_DROP,
+        R::DefaultEgressBasic => k::DEFAULT_EGRESS_BASIC,
+        R::DefaultEgressEnterprise => k::DEFAULT_EGRESS_ENTERPRISE,
     }
 }
 

@@ -203,9 +203,18 @@ impl Dataplane {
         let path = link_path(dir, iface, ifindex, kind);
         if path.exists() {
             match self.adopt_link(&path, kind) {
-                Ok(()) => {
+                // A link whose interface went away stays pinned, attached
+                // to nothing: it must be made again, not adopted.
+                Ok(()) if link_target(&path).is_ok_and(|(_, i)| i == ifindex) => {
                     log::info!("adopted the pinned {} link of {iface}", kind.suffix());
                     return Ok(path);
+                }
+                Ok(()) => {
+                    log::warn!(
+                        "the pinned link {} is attached to no interface: attaching anew",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
                 }
                 Err(e) => {
                     log::warn!("cannot adopt {}: {e}; attaching anew", path.display());
@@ -272,6 +281,22 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Forgets `iface`'s attachment so that the next [`Dataplane::attach`]
+    /// takes it again: pinned links that are still fine are adopted (our
+    /// program swapped in), missing or detached ones made anew. Unpinned
+    /// attachments are detached first.
+    pub fn reattach(&mut self, iface: &str) {
+        let pinned = self
+            .attachments
+            .get(iface)
+            .is_some_and(|a| matches!(a.held, Held::Pinned { .. }));
+        if pinned {
+            self.attachments.remove(iface);
+        } else if let Err(e) = self.detach_from(iface) {
+            log::warn!("detaching from {iface} to attach again: {e}");
+        }
+    }
+
     /// Removes the link pins of every interface not in `keep`: after the
     /// first reconcile of a restarted agent, what it no longer serves.
     pub fn prune_links(&mut self, keep: &[String]) -> Vec<String> {
@@ -293,6 +318,111 @@ impl Dataplane {
             }
         }
         removed
+    }
+}
+
+/// The program a pinned link runs and the interface index it is attached
+/// to (0 once its interface is gone), from `BPF_OBJ_GET_INFO_BY_FD`.
+fn link_target(path: &Path) -> std::io::Result<(u32, u32)> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags, path_fd.
+    let mut attr = [0u64; 4];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: the attr buffer is larger than the kernel's struct for this
+    // command and zeroed past the fields set; the path outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: a file descriptor the kernel just gave us; closed on drop.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // struct bpf_link_info: type, id, prog_id, then (8-byte aligned) the
+    // union whose xdp and tcx members start with the ifindex.
+    let mut info = [0u32; 64];
+    let mut attr = [0u64; 2];
+    attr[0] = u64::from(u32::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(0))
+        | (u64::try_from(size_of_val(&info)).unwrap_or(0) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: info is a zeroed buffer of the size we pass; fd is a link.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((info[2], info[4]))
+}
+
+impl Dataplane {
+    /// Checks that every pinned attachment is still there: both pins exist,
+    /// and each link runs this agent's program on the interface it was made
+    /// for. Whoever removed a pin (which detaches its link) or swapped a
+    /// program, the NIC is reported for reattaching.
+    pub(super) fn check_links(&self) -> Vec<super::Drift> {
+        let mut out = Vec::new();
+        let ids: std::collections::BTreeMap<&str, u32> =
+            [PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS]
+                .into_iter()
+                .filter_map(|p| Some((p, self.ebpf.program(p)?.info().ok()?.id())))
+                .collect();
+        for (name, a) in &self.attachments {
+            let Held::Pinned { rx, tx } = &a.held else {
+                continue;
+            };
+            for path in [rx, tx] {
+                let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+                let kind = if file.ends_with(Kind::TcEgress.suffix()) {
+                    Kind::TcEgress
+                } else if file.ends_with(Kind::TcIngress.suffix()) {
+                    Kind::TcIngress
+                } else {
+                    Kind::Xdp
+                };
+                let problem = match link_target(path) {
+                    Err(e) => Some(format!("link pin {}: {e}", path.display())),
+                    Ok((prog, ifindex)) => {
+                        if ids.get(kind.program()) != Some(&prog) {
+                            Some(format!(
+                                "link {} runs program {prog}, not this agent's",
+                                path.display()
+                            ))
+                        } else if ifindex != a.ifindex {
+                            Some(format!(
+                                "link {} is attached to index {ifindex}, not {}",
+                                path.display(),
+                                a.ifindex
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(what) = problem {
+                    out.push(super::Drift {
+                        nic: Some(name.clone()),
+                        what,
+                        repair: super::verify::Repair::Reattach,
+                    });
+                }
+            }
+        }
+        out
     }
 }
 

@@ -1,0 +1,331 @@
+//! What the kernel will do with one packet, worked out from the maps it
+//! holds (not the agent's copy of them) by the same lookups the programs
+//! make (`sg-ebpf` `decide.rs`): the interface's entry, the own-address
+//! and platform tries, the settings, the table header, the address tries'
+//! longest matches, the rule bits and the port bounds' binary search. For
+//! `sg-agent trace`: if the maps drifted from the policy, the trace shows
+//! the maps.
+
+use std::net::IpAddr;
+
+use aya::maps::{
+    Array, HashMap,
+    lpm_trie::{Key, LpmTrie},
+};
+use sg_common::{
+    maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
+    policy::{
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
+        INTERVAL_SEARCH_STEPS, IfaceConfig, MAX_INTERVALS, NO_RANK, OWN_KEY_PREFIX_BITS,
+        OwnAddrKey, PROTO_OTHER, PortBounds, RuleBits, Settings, TableMeta, WORDS, bits_kind,
+        iface_flags, own_key_nic, settings_flags, table_tag, verdict,
+    },
+    reason,
+};
+
+use super::{Dataplane, Error, mapio::map_err};
+use crate::{
+    compile::mapped,
+    policy::{Direction, Packet},
+};
+
+/// The kernel's decision for a packet, from its maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelDecision {
+    /// `sg_common::policy::verdict`.
+    pub verdict: u32,
+    /// `sg_common::reason`.
+    pub reason: u32,
+    /// The deciding rank, or [`NO_RANK`].
+    pub rank: u32,
+    /// The interface entry it was decided with (`None`: the interface has
+    /// none, so it passes untouched).
+    pub config: Option<IfaceConfig>,
+}
+
+impl KernelDecision {
+    fn of(config: IfaceConfig, verdict: u32, reason: u32) -> Self {
+        Self {
+            verdict,
+            reason,
+            rank: NO_RANK,
+            config: Some(config),
+        }
+    }
+}
+
+fn found<V>(r: Result<V, aya::maps::MapError>, name: &'static str) -> Result<Option<V>, Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if super::mapio::not_found(&e) => Ok(None),
+        Err(e) => Err(Error::Map {
+            map: name,
+            source: e,
+        }),
+    }
+}
+
+impl Dataplane {
+    fn map_ref(&self, name: &'static str) -> Result<&aya::maps::Map, Error> {
+        self.ebpf.map(name).ok_or(Error::MissingMap(name))
+    }
+
+    /// Decides `p`, the first packet of a flow (no session, not a later
+    /// fragment), crossing interface `ifindex` in the workload's
+    /// `direction`, the way the programs would with what the maps hold now.
+    pub fn explain(
+        &self,
+        ifindex: u32,
+        direction: Direction,
+        p: &Packet,
+    ) -> Result<KernelDecision, Error> {
+        let ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_ref(IFACES)?)
+            .map_err(map_err(IFACES))?;
+        let Some(cfg) = found(ifaces.get(&ifindex, 0), IFACES)? else {
+            return Ok(KernelDecision {
+                verdict: verdict::ACCEPT,
+                reason: reason::UNBOUND,
+                rank: NO_RANK,
+                config: None,
+            });
+        };
+        let dir = if direction == Direction::Ingress {
+            DIR_INGRESS
+        } else {
+            DIR_EGRESS
+        };
+        if let Some(d) = self.before_rules(&cfg, dir, p)? {
+            return Ok(d);
+        }
+        let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
+        let meta: TableMeta = Array::<_, TableMeta>::try_from(self.map_ref(TABLES)?)
+            .map_err(map_err(TABLES))?
+            .get(&tag, 0)
+            .map_err(map_err(TABLES))?;
+        let (peer, local) = if dir == DIR_INGRESS {
+            (p.src, p.dst)
+        } else {
+            (p.dst, p.src)
+        };
+        let rank = self.classify(tag, &meta, peer, local, p)?;
+        let mut d = KernelDecision::of(cfg, meta.default_verdict, meta.default_reason);
+        if rank == NO_RANK {
+            return Ok(d);
+        }
+        d.rank = rank;
+        if rank >= meta.n_rules {
+            d.verdict = verdict::ACCEPT;
+            d.reason = reason::DEFAULT_INTRA_GROUP;
+        } else {
+            let w = (rank / 64) as usize % WORDS;
+            d.verdict = if meta.accept.words[w] >> (rank % 64) & 1 != 0 {
+                verdict::ACCEPT
+            } else {
+                verdict::DROP
+            };
+            d.reason = reason::RULE;
+        }
+        Ok(d)
+    }
+
+    /// Steps 0 to 3, as `decide::before_sessions` takes them.
+    fn before_rules(
+        &self,
+        cfg: &IfaceConfig,
+        dir: u32,
+        p: &Packet,
+    ) -> Result<Option<KernelDecision>, Error> {
+        let v4 = p.src.is_ipv4();
+        let accept = |r| Some(KernelDecision::of(*cfg, verdict::ACCEPT, r));
+        let drop = |r| Some(KernelDecision::of(*cfg, verdict::DROP, r));
+        if v4 != p.dst.is_ipv4() {
+            return Ok(drop(reason::MALFORMED));
+        }
+        let icmp6 = !v4 && p.protocol == 58;
+        let nd = icmp6 && (133..=137).contains(&p.icmp_type);
+        if dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0 {
+            if icmp6 && p.icmp_type == 136 {
+                let owned = match p.nd_target {
+                    Some(t) => self.owns(cfg, IpAddr::V6(t))?,
+                    None => false,
+                };
+                if !owned {
+                    return Ok(drop(reason::SPOOF_ND_TARGET));
+                }
+            }
+            if !self.owns(cfg, p.src)? && !spoof_exempt(p, nd) {
+                return Ok(drop(reason::SPOOF_SOURCE));
+            }
+        }
+        if nd {
+            return Ok(accept(reason::NEIGHBOUR_DISCOVERY));
+        }
+        let path_mtu = (v4 && p.protocol == 1 && p.icmp_type == 3 && p.icmp_code == 4)
+            || (icmp6 && p.icmp_type == 2);
+        if path_mtu {
+            return Ok(accept(reason::PATH_MTU));
+        }
+        let settings: Settings = Array::<_, Settings>::try_from(self.map_ref(SETTINGS)?)
+            .map_err(map_err(SETTINGS))?
+            .get(&0, 0)
+            .map_err(map_err(SETTINGS))?;
+        let peer = if dir == DIR_INGRESS { p.src } else { p.dst };
+        if settings.flags & settings_flags::PLATFORM_ADDRESSES != 0 && self.platform(peer)? {
+            return Ok(accept(reason::PLATFORM_ADDRESS));
+        }
+        if dir == DIR_EGRESS
+            && p.protocol == 6
+            && p.dst_port == 25
+            && settings.flags & settings_flags::BLOCK_PORT_25 != 0
+        {
+            return Ok(drop(reason::PORT_25));
+        }
+        Ok(None)
+    }
+
+    fn owns(&self, cfg: &IfaceConfig, addr: IpAddr) -> Result<bool, Error> {
+        let trie =
+            LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_ref(OWN)?).map_err(map_err(OWN))?;
+        let key = OwnAddrKey {
+            nic: own_key_nic(cfg.nic, cfg.slot & 1),
+            family: if addr.is_ipv4() { 4 } else { 6 },
+            addr: mapped(addr),
+        };
+        Ok(found(trie.get(&Key::new(OWN_KEY_PREFIX_BITS + 128, key), 0), OWN)?.is_some())
+    }
+
+    fn platform(&self, addr: IpAddr) -> Result<bool, Error> {
+        Ok(match addr {
+            IpAddr::V4(a) => {
+                let t = LpmTrie::<_, [u8; 4], u32>::try_from(self.map_ref(PLAT4)?)
+                    .map_err(map_err(PLAT4))?;
+                found(t.get(&Key::new(32, a.octets()), 0), PLAT4)?.is_some()
+            }
+            IpAddr::V6(a) => {
+                let t = LpmTrie::<_, [u8; 16], u32>::try_from(self.map_ref(PLAT6)?)
+                    .map_err(map_err(PLAT6))?;
+                found(t.get(&Key::new(128, a.octets()), 0), PLAT6)?.is_some()
+            }
+        })
+    }
+
+    /// `decide::classify` over the maps.
+    fn classify(
+        &self,
+        tag: u32,
+        meta: &TableMeta,
+        peer: IpAddr,
+        local: IpAddr,
+        p: &Packet,
+    ) -> Result<u32, Error> {
+        let Some(peer) = self.addr_bits(tag, FIELD_PEER, peer)? else {
+            return Ok(NO_RANK);
+        };
+        let Some(local) = self.addr_bits(tag, FIELD_LOCAL, local)? else {
+            return Ok(NO_RANK);
+        };
+        let proto = match self.bits(tag, bits_kind::PROTO, u16::from(p.protocol))? {
+            Some(b) => b,
+            None => match self.bits(tag, bits_kind::PROTO, PROTO_OTHER)? {
+                Some(b) => b,
+                None => return Ok(NO_RANK),
+            },
+        };
+        let has_ports = matches!(p.protocol, 6 | 17);
+        let Some(dport) = self.port_bits(tag, has_ports, 0, p.dst_port)? else {
+            return Ok(NO_RANK);
+        };
+        let Some(sport) = self.port_bits(tag, has_ports, 1, p.src_port)? else {
+            return Ok(NO_RANK);
+        };
+        let words = (meta.words as usize).min(WORDS);
+        for w in 0..words {
+            let x =
+                peer.words[w] & local.words[w] & proto.words[w] & dport.words[w] & sport.words[w];
+            if x != 0 {
+                return Ok(u32::try_from(w * 64).expect("< MAX_RANKS") + x.trailing_zeros());
+            }
+        }
+        Ok(NO_RANK)
+    }
+
+    fn addr_bits(&self, tag: u32, field: u32, addr: IpAddr) -> Result<Option<RuleBits>, Error> {
+        let key_tag = (tag * 2 + field).to_be_bytes();
+        match addr {
+            IpAddr::V4(a) => {
+                let t = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_ref(ADDR4)?)
+                    .map_err(map_err(ADDR4))?;
+                let key = AddrKeyV4 {
+                    key_tag,
+                    addr: a.octets(),
+                };
+                found(t.get(&Key::new(64, key), 0), ADDR4)
+            }
+            IpAddr::V6(a) => {
+                let t = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_ref(ADDR6)?)
+                    .map_err(map_err(ADDR6))?;
+                let key = AddrKeyV6 {
+                    key_tag,
+                    addr: a.octets(),
+                };
+                found(t.get(&Key::new(160, key), 0), ADDR6)
+            }
+        }
+    }
+
+    fn bits(&self, tag: u32, kind: u16, index: u16) -> Result<Option<RuleBits>, Error> {
+        let m = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_ref(BITS)?)
+            .map_err(map_err(BITS))?;
+        found(m.get(&BitsKey { tag, kind, index }, 0), BITS)
+    }
+
+    fn port_bits(
+        &self,
+        tag: u32,
+        has_ports: bool,
+        field: u32,
+        port: u16,
+    ) -> Result<Option<RuleBits>, Error> {
+        let (kind, none) = if field == 0 {
+            (bits_kind::DPORT, bits_kind::DPORT_NONE)
+        } else {
+            (bits_kind::SPORT, bits_kind::SPORT_NONE)
+        };
+        if !has_ports {
+            return self.bits(tag, none, 0);
+        }
+        let m = HashMap::<_, u32, PortBounds>::try_from(self.map_ref(BOUNDS)?)
+            .map_err(map_err(BOUNDS))?;
+        let Some(b) = found(m.get(&(tag * 2 + field), 0), BOUNDS)? else {
+            return Ok(None);
+        };
+        let (mut lo, mut hi) = (0u32, b.n);
+        for _ in 0..INTERVAL_SEARCH_STEPS {
+            if hi <= lo + 1 {
+                break;
+            }
+            let mid = u32::midpoint(lo, hi);
+            if b.bounds[(mid & (MAX_INTERVALS - 1)) as usize] <= port {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        match u16::try_from(lo) {
+            Ok(i) => self.bits(tag, kind, i),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// SPEC §3 step 0's exemptions, as `decide::spoof_exempt` has them.
+fn spoof_exempt(p: &Packet, nd: bool) -> bool {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src, p.dst) else {
+        return false;
+    };
+    let link_local = |a: std::net::Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+    if link_local(src) && (nd || link_local(dst) || dst.is_multicast()) {
+        return true;
+    }
+    nd && p.icmp_type == 135 && src.is_unspecified()
+}
