@@ -310,11 +310,16 @@ pub enum Request {
 
     // --- whole state ----------------------------------------------------------
     /// Sets the whole desired state from a YAML or JSON document, all or
-    /// nothing; with `dry_run`, only says what would change.
+    /// nothing; with `dry_run`, only says what would change. A document
+    /// without content is refused (the empty state is `{}`), and so is one
+    /// that would unbind every NIC or delete every group, unless
+    /// `allow_delete_all`.
     Apply {
         document: String,
         #[serde(default)]
         dry_run: bool,
+        #[serde(default)]
+        allow_delete_all: bool,
     },
     /// The whole state as an `apply` document (JSON).
     Export,

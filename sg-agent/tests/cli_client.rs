@@ -964,6 +964,7 @@ fn apply_reads_the_document_from_stdin_and_prints_the_changes() {
         vec![Request::Apply {
             document: document.into(),
             dry_run: true,
+            allow_delete_all: false,
         }]
     );
     assert_eq!(
@@ -977,6 +978,47 @@ fn apply_reads_the_document_from_stdin_and_prints_the_changes() {
         None,
     );
     assert_eq!(stdout(&out), "no changes\n");
+}
+
+#[test]
+fn apply_sends_allow_delete_all_and_a_dry_run_sweep_says_it_needs_it() {
+    let document = "{}";
+    let sweep =
+        "! unbinds every NIC (an unbound NIC passes every packet): eth0 (needs allow_delete_all)";
+    let answer = ok(&json!({
+        "applied": false,
+        "changes": [sweep, "- nic eth0: local; addresses 10.0.0.2; groups sg-1"],
+        "warnings": [sweep],
+    }));
+    let (requests, out) = exchange_with(&answer, "apply -f - --dry-run", Some(document), None);
+    assert_eq!(
+        requests,
+        vec![Request::Apply {
+            document: document.into(),
+            dry_run: true,
+            allow_delete_all: false,
+        }]
+    );
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{sweep}\n- nic eth0: local; addresses 10.0.0.2; groups sg-1\n(dry run: nothing changed)\n(applying this needs --allow-delete-all)\n"
+        )
+    );
+    let (requests, _) = exchange_with(
+        &ok(&json!({"applied": true, "changes": [sweep], "warnings": [sweep]})),
+        "apply -f - --allow-delete-all",
+        Some(document),
+        None,
+    );
+    assert_eq!(
+        requests,
+        vec![Request::Apply {
+            document: document.into(),
+            dry_run: false,
+            allow_delete_all: true,
+        }]
+    );
 }
 
 #[test]

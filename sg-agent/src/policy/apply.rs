@@ -9,7 +9,9 @@
 //! # The document
 //!
 //! The same structure in YAML and JSON ([`parse`]); an unknown field anywhere
-//! is an error. Every text field is read with the model's own parsers
+//! is an error. A document without content (blank, only comments, only
+//! `---`, a YAML null) is refused: the empty state is only ever the explicit
+//! `{}`. Every text field is read with the model's own parsers
 //! ([`Protocol::parse`], [`parse_port_spec`], [`Peer::parse`], [`Cidr::parse`],
 //! [`parse_priority`] …), so normalisation and messages are the API's, and
 //! every error names its place in the document (`groups[1].rules[3].port_range`).
@@ -60,6 +62,13 @@
 //!   (NICs of one type, enterprise restrictions). The API's single operations
 //!   offer no such change because they have no way to change the NICs and the
 //!   rules around it at the same time.
+//!
+//! # Sweeps
+//!
+//! An apply whose result binds no NIC while the current state binds one, or
+//! holds no group while the current state holds one, is a [`Sweep`]: the
+//! daemon shows its `!` lines ([`Sweep::lines`]) at the top of the diff and
+//! refuses it ([`check_sweep`]) unless the request says `allow_delete_all`.
 //!
 //! # Changes
 //!
@@ -376,25 +385,40 @@ fn unknown_key(given: &Value, known: &Value, path: &str) -> Option<String> {
 
 /// Reads a document: JSON when its first non-blank character is `{`, YAML
 /// otherwise. Only the shape is checked here; [`desired`] checks the values.
+///
+/// A document that says nothing — blank, only comments, only `---`, or a
+/// YAML null (`null`, `~`) — is refused: read as a state it would be the
+/// empty one, and applying it would delete everything. The empty state is
+/// only ever the explicit `{}`.
 pub fn parse(text: &str) -> Result<Document, PolicyError> {
     let body = text.trim_start_matches('\u{feff}').trim_start();
     if body.starts_with('{') {
-        serde_json::from_str(body).map_err(|e| PolicyError::Document {
+        return serde_json::from_str(body).map_err(|e| PolicyError::Document {
             format: "JSON",
             reason: e.to_string(),
-        })
-    } else if body.is_empty() {
-        Err(PolicyError::Document {
-            format: "YAML",
-            reason: "the document is empty (an empty state is written {})".to_owned(),
-        })
+        });
+    }
+    // YAML reads a document without content as null: `Option` tells it
+    // apart from a mapping, `{}` included.
+    let doc: Option<Document> = if body.is_empty() {
+        None
     } else {
         serde_norway::from_str(body).map_err(|e| PolicyError::Document {
             format: "YAML",
             reason: e.to_string(),
-        })
-    }
+        })?
+    };
+    doc.ok_or_else(|| PolicyError::Document {
+        format: "YAML",
+        reason: EMPTY_DOCUMENT.to_owned(),
+    })
 }
+
+/// Why a document without content is refused, and what to write instead.
+pub const EMPTY_DOCUMENT: &str = "the document is empty (nothing but blanks, comments, `---` \
+     or null), so nothing was applied; an empty state (no groups, lists or NICs) is written \
+     `{}`, and applying it over a state that binds NICs or holds groups also needs \
+     allow_delete_all (`sg-agent apply --allow-delete-all`)";
 
 // ---- from a state -------------------------------------------------------------
 
@@ -1383,6 +1407,101 @@ pub fn diff(old: &State, new: &State) -> Vec<Change> {
         Some(Change::new(op, Kind::Nic, &n.name, detail))
     });
     out
+}
+
+// ---- sweeping changes --------------------------------------------------------------
+
+/// At most this many names in a [`Sweep`]'s text; the others are counted.
+const SWEEP_NAMES: usize = 10;
+
+/// What an apply would take away wholesale: every NIC binding (the current
+/// state binds at least one, the result none) or every security group
+/// (likewise). A NIC left unbound is no longer enforced: it passes every
+/// packet. [`check_sweep`] refuses such an apply unless it is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// The NICs the current state binds, when the result binds none.
+    pub unbound: Vec<String>,
+    /// The current groups as `id (name)`, when the result has none.
+    pub deleted: Vec<String>,
+}
+
+impl Sweep {
+    /// The sweep from `old` to `new`, `None` when nothing is swept away.
+    pub fn of(old: &State, new: &State) -> Option<Self> {
+        let mut sweep = Self::default();
+        if !old.nics.is_empty() && new.nics.is_empty() {
+            sweep.unbound = old.nics.keys().cloned().collect();
+        }
+        if !old.groups.is_empty() && new.groups.is_empty() {
+            sweep.deleted = old
+                .groups
+                .values()
+                .map(|g| format!("{} ({})", g.id, g.name))
+                .collect();
+        }
+        (sweep != Self::default()).then_some(sweep)
+    }
+
+    /// One line per kind swept away, each starting with `!`: what a diff
+    /// shows first.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.unbound.is_empty() {
+            out.push(format!(
+                "! unbinds every NIC (an unbound NIC passes every packet): {} (needs allow_delete_all)",
+                few(&self.unbound)
+            ));
+        }
+        if !self.deleted.is_empty() {
+            out.push(format!(
+                "! deletes every security group: {} (needs allow_delete_all)",
+                few(&self.deleted)
+            ));
+        }
+        out
+    }
+
+    fn what(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.unbound.is_empty() {
+            parts.push(format!(
+                "it would unbind every NIC ({}), which would then pass every packet",
+                few(&self.unbound)
+            ));
+        }
+        if !self.deleted.is_empty() {
+            parts.push(format!(
+                "it would delete every security group ({})",
+                few(&self.deleted)
+            ));
+        }
+        parts.join(" and ")
+    }
+}
+
+/// The first [`SWEEP_NAMES`] items, joined, and how many more there are.
+fn few(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(SWEEP_NAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SWEEP_NAMES {
+        let _ = write!(text, " and {} more", items.len() - SWEEP_NAMES);
+    }
+    text
+}
+
+/// Refuses going from `old` to `new` when it sweeps away every NIC binding
+/// or every group, unless `allow` (`allow_delete_all`) says it is meant.
+/// Returns the sweep when allowed, for the diff to show.
+pub fn check_sweep(old: &State, new: &State, allow: bool) -> Result<Option<Sweep>, PolicyError> {
+    match Sweep::of(old, new) {
+        Some(sweep) if !allow => Err(PolicyError::Sweeping { what: sweep.what() }),
+        sweep => Ok(sweep),
+    }
 }
 
 /// Runs `line` over the union of two maps' keys: `(Add, None, new)`,

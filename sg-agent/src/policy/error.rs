@@ -94,6 +94,12 @@ pub enum PolicyError {
         group: String,
         existing: String,
     },
+    /// An apply would unbind every NIC or delete every security group, and
+    /// was not told that this is meant.
+    #[error(
+        "apply refused, nothing changed: {what}; if that is meant, apply again with allow_delete_all (sg-agent apply --allow-delete-all)"
+    )]
+    Sweeping { what: String },
     /// An import or export document is not readable as a whole.
     #[error("{format} document: {reason}")]
     Document {
