@@ -615,6 +615,10 @@ fn bad_values_name_their_field() {
             "groups[0].inner_access_policy",
         ),
         (
+            "groups:\n  - {name: web, type: enterprise, inner_access_policy: Drop}\n",
+            "groups[0].inner_access_policy",
+        ),
+        (
             "groups:\n  - name: web\n    rules:\n      - {direction: sideways, protocol: ALL, peer: 0.0.0.0/0}\n",
             "groups[0].rules[0].direction",
         ),
@@ -1379,4 +1383,22 @@ proptest! {
         from_ids.ids = expect.ids.clone();
         prop_assert_eq!(changes.is_empty(), from_ids == expect);
     }
+}
+
+#[test]
+fn an_enterprise_group_in_a_document_refuses_inner_policy_drop_and_exports_none() {
+    let e = refused(
+        &state(),
+        "groups:\n  - {name: iso, type: enterprise, inner_access_policy: Drop}\n",
+    );
+    assert_eq!(field(&e), "groups[0].inner_access_policy");
+    assert!(e.to_string().contains("only basic groups"), "{e}");
+    let s = applied(&state(), "groups:\n  - {name: iso, type: enterprise}\n");
+    let exported = document_of(&s);
+    assert_eq!(exported.groups[0].inner_access_policy, None);
+    assert_eq!(
+        desired(&s, &exported).unwrap(),
+        s,
+        "the export applies as is"
+    );
 }

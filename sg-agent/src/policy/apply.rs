@@ -26,7 +26,7 @@
 //! groups:
 //!   - name: web
 //!     type: basic                      # basic (default) | enterprise | advanced
-//!     inner_access_policy: Accept      # default: Accept (basic), Drop (enterprise)
+//!     inner_access_policy: Accept      # basic groups only; default Accept
 //!     deletion_protection: false
 //!     tags: {env: prod}
 //!     rules:
@@ -122,6 +122,7 @@ use super::{
         PortListEntry, PortRange, PortSpec, PrefixList, PrefixListEntry, Protocol, Rule, RuleSpec,
         SecurityGroup, Settings, State, parse_port_spec, parse_priority,
     },
+    ops::ENTERPRISE_INNER_POLICY,
     validate::validate_state,
 };
 
@@ -213,8 +214,9 @@ pub struct GroupDoc {
     /// `basic` (the default), `enterprise` or `advanced`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// `Accept` or `Drop`; absent: `Accept` for basic groups, `Drop` for
-    /// enterprise ones.
+    /// `Accept` or `Drop`, basic groups only; absent: `Accept`. An
+    /// enterprise group has none (it always isolates its members): giving
+    /// one is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner_access_policy: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -486,7 +488,10 @@ fn group_doc(g: &SecurityGroup) -> GroupDoc {
         name: g.name.clone(),
         description: g.description.clone(),
         kind: Some(g.kind.to_string()),
-        inner_access_policy: Some(inner_text(g.inner_policy).to_owned()),
+        // Enterprise groups have none (SPEC §1): a document giving one is
+        // refused, so the export leaves it out.
+        inner_access_policy: (g.kind == GroupType::Basic)
+            .then(|| inner_text(g.inner_policy).to_owned()),
         deletion_protection: g.deletion_protection,
         tags: g.tags.clone(),
         rules: g
@@ -1056,17 +1061,17 @@ fn groups(
         let inner_policy = match (kind, &g.inner_access_policy) {
             (GroupType::Basic, None) => InnerPolicy::Accept,
             (GroupType::Enterprise, None) => InnerPolicy::Drop,
-            (kind, Some(text)) => match (kind, Action::parse(&inner_field, text)?) {
-                (_, Action::Drop) => InnerPolicy::Drop,
-                (GroupType::Basic, Action::Accept) => InnerPolicy::Accept,
-                (GroupType::Enterprise, Action::Accept) => {
-                    return Err(PolicyError::Enterprise {
-                        field: inner_field,
-                        value: text.clone(),
-                        reason: "enterprise groups always isolate their members",
-                    });
-                }
+            (GroupType::Basic, Some(text)) => match Action::parse(&inner_field, text)? {
+                Action::Drop => InnerPolicy::Drop,
+                Action::Accept => InnerPolicy::Accept,
             },
+            (GroupType::Enterprise, Some(text)) => {
+                return Err(PolicyError::Enterprise {
+                    field: inner_field,
+                    value: text.clone(),
+                    reason: ENTERPRISE_INNER_POLICY,
+                });
+            }
         };
         let now = current.groups.get(id);
         // The current rules no id in the document claims, by spec, in order:

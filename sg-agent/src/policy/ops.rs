@@ -18,6 +18,10 @@ use super::{
     validate::{PRIORITY_MAX, check_rule, validate_state},
 };
 
+/// Why an enterprise group takes no intra-group policy (SPEC §1).
+pub(crate) const ENTERPRISE_INNER_POLICY: &str = "only basic groups have an intra-group policy; \
+     an enterprise group always isolates its members (leave the policy out)";
+
 /// What a new group looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSpec {
@@ -138,14 +142,17 @@ impl State {
     /// Creates a group; returns its new id.
     pub fn create_group(&mut self, spec: GroupSpec) -> Result<GroupId, PolicyError> {
         self.transact(|s| {
+            // SPEC §1: only basic groups have an intra-group policy. An
+            // enterprise group given one, even `Drop`, is refused: the
+            // request means something this group cannot have.
             let inner_policy = match (spec.kind, spec.inner_policy) {
                 (GroupType::Basic, p) => p.unwrap_or(InnerPolicy::Accept),
-                (GroupType::Enterprise, None | Some(InnerPolicy::Drop)) => InnerPolicy::Drop,
-                (GroupType::Enterprise, Some(InnerPolicy::Accept)) => {
+                (GroupType::Enterprise, None) => InnerPolicy::Drop,
+                (GroupType::Enterprise, Some(p)) => {
                     return Err(PolicyError::Enterprise {
                         field: "group.inner_policy".to_owned(),
-                        value: "Accept".to_owned(),
-                        reason: "enterprise groups always isolate their members",
+                        value: format!("{p:?}"),
+                        reason: ENTERPRISE_INNER_POLICY,
                     });
                 }
             };
@@ -247,7 +254,7 @@ impl State {
                 return Err(PolicyError::Enterprise {
                     field: format!("groups[{id}].inner_policy"),
                     value: format!("{policy:?}"),
-                    reason: "the intra-group policy of an enterprise group cannot be changed",
+                    reason: ENTERPRISE_INNER_POLICY,
                 });
             }
             g.inner_policy = policy;
