@@ -1402,3 +1402,29 @@ fn an_enterprise_group_in_a_document_refuses_inner_policy_drop_and_exports_none(
         "the export applies as is"
     );
 }
+
+#[test]
+fn malformed_ids_in_a_document_are_refused_naming_the_field() {
+    for (text, path) in [
+        ("groups:\n  - {id: sg-Bad, name: web}\n", "groups[0].id"),
+        (
+            "groups:\n  - name: web\n    rules:\n      - {id: sgr-zz!, direction: ingress, protocol: ALL, peer: 0.0.0.0/0}\n",
+            "groups[0].rules[0].id",
+        ),
+        (
+            "groups:\n  - name: web\n    rules:\n      - {id: sg-abc, direction: ingress, protocol: ALL, peer: 0.0.0.0/0}\n",
+            "groups[0].rules[0].id",
+        ),
+        (
+            "prefix_lists:\n  - {id: prl-1, name: o, family: ipv4, max_entries: 1}\n",
+            "prefix_lists[0].id",
+        ),
+        (
+            "port_lists:\n  - {id: prl-, name: p, max_entries: 1}\n",
+            "port_lists[0].id",
+        ),
+    ] {
+        let e = refused(&state(), text);
+        assert_eq!(field(&e), path, "{text}: {e}");
+    }
+}

@@ -100,6 +100,15 @@ pub enum PolicyError {
         "apply refused, nothing changed: {what}; if that is meant, apply again with allow_delete_all (sg-agent apply --allow-delete-all)"
     )]
     Sweeping { what: String },
+    /// A field of an imported record is none of the documents' fields.
+    #[error(
+        "{field}: unknown field {name:?} (a misspelt field would be read as absent); the fields are {expected}"
+    )]
+    UnknownField {
+        field: String,
+        name: String,
+        expected: String,
+    },
     /// An import or export document is not readable as a whole.
     #[error("{format} document: {reason}")]
     Document {
