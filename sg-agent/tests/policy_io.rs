@@ -33,7 +33,9 @@ fn rich() -> (State, GroupId) {
     let g = basic(&mut s, "g");
     let rules = vec![
         rule("ingress", "Accept", "1", "TCP", "22/22", "192.168.1.10")
-            .with_description("ssh, \"admin\"\nline two"),
+            // Quotes and commas, which CSV must quote; not a newline,
+            // which free text refuses.
+            .with_description("ssh, \"admin\"; été"),
         rule("ingress", "Drop", "100", "ALL", "-1/-1", "::/0"),
         rule("ingress", "Accept", "5", "UDP", prl.as_str(), peer.as_str()),
         rule("ingress", "Accept", "5", "ICMPv6", "-1/-1", pl.as_str()),

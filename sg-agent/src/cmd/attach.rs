@@ -92,7 +92,8 @@ fn load_policy(path: &Path) -> anyhow::Result<State> {
     if let Some(field) = sg_agent::api::unknown_field(&given, &known) {
         anyhow::bail!("parsing {}: unknown field `{field}`", path.display());
     }
-    sg_agent::policy::validate_state(&state)
+    // A file the user gives is all new input: every check of a change.
+    sg_agent::policy::validate::validate_new(&state)
         .with_context(|| format!("validating {}", path.display()))?;
     Ok(state)
 }

@@ -56,7 +56,7 @@
 //! - Refused: any difference to a `managed` group (its absence included: the
 //!   document has no `managed` field, so managed groups come only from the
 //!   current state); deleting a group whose deletion protection is on in the
-//!   current state; everything [`validate_state`] refuses.
+//!   current state; everything [`validate_change`](super::validate::validate_change) refuses.
 //! - **Decided**: a group's type, and a rule's direction, may change: the
 //!   document says what should be, and validation checks the result as a whole
 //!   (NICs of one type, enterprise restrictions). The API's single operations
@@ -115,7 +115,7 @@ use serde_json::Value;
 
 use super::{
     addr::{Cidr, Family},
-    error::{DeleteBlocker, PolicyError},
+    error::{DeleteBlocker, Labels, PolicyError},
     ids::{GroupId, IdGen, PortListId, PrefixListId, RuleId},
     model::{
         Action, BindingMode, Direction, GroupType, InnerPolicy, NicBinding, Peer, PortList,
@@ -123,7 +123,7 @@ use super::{
         SecurityGroup, Settings, State, parse_port_spec, parse_priority,
     },
     ops::ENTERPRISE_INNER_POLICY,
-    validate::validate_state,
+    validate::validate_change,
 };
 
 // ---- the document -----------------------------------------------------------
@@ -804,7 +804,7 @@ impl Refs {
 
 /// The state the document describes, computed from `current` (which is not
 /// touched): see the module documentation for identity and refusals. The
-/// result passes [`validate_state`]; its id generator is advanced past every
+/// result passes [`validate_change`] from `current`; its id generator is advanced past every
 /// id handed out.
 pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
     let mut fresh = Fresh::new(current);
@@ -829,7 +829,8 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         ),
     };
     let groups = groups(current, doc, &ids, &refs, &mut fresh)?;
-    check_refusals(current, &groups)?;
+    let labels = labels(current, doc, &ids, &groups);
+    check_refusals(current, &groups).map_err(|e| labels.apply(e))?;
     let nics = nics(doc, &refs)?;
 
     let next = State {
@@ -843,7 +844,7 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         nics,
         ids: fresh.gen_,
     };
-    validate_state(&next).map_err(|e| reroot(e, doc, &ids))?;
+    validate_change(current, &next).map_err(|e| labels.apply(e))?;
     Ok(next)
 }
 
@@ -1205,52 +1206,45 @@ fn nics(doc: &Document, refs: &Refs) -> Result<BTreeMap<String, NicBinding>, Pol
     Ok(out)
 }
 
-/// Turns the state paths of a validation error (`groups[sg-…].rules[3]`) into
-/// the document's (`groups[1].rules[3]`).
-fn reroot(mut err: PolicyError, doc: &Document, ids: &Identities) -> PolicyError {
-    let (PolicyError::Invalid { field, .. }
-    | PolicyError::OutOfRange { field, .. }
-    | PolicyError::LimitExceeded { field, .. }
-    | PolicyError::NotFound { field, .. }
-    | PolicyError::AlreadyExists { field, .. }
-    | PolicyError::Enterprise { field, .. }
-    | PolicyError::DuplicateRule { field, .. }) = &mut err
-    else {
-        return err;
-    };
-    let mut prefixes: Vec<(String, String)> = Vec::new();
-    prefixes.extend(
-        ids.groups
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("groups[{id}]"), format!("groups[{i}]"))),
-    );
-    prefixes.extend(
-        ids.prefix_lists
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("prefix_lists[{id}]"), format!("prefix_lists[{i}]"))),
-    );
-    prefixes.extend(
-        ids.port_lists
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("port_lists[{id}]"), format!("port_lists[{i}]"))),
-    );
-    prefixes.extend(
-        doc.nics
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (format!("nics[{}]", n.name), format!("nics[{i}]"))),
-    );
-    if let Some((from, to)) = prefixes
-        .iter()
-        .filter(|(from, _)| field.starts_with(from.as_str()))
-        .max_by_key(|(from, _)| from.len())
-    {
-        *field = format!("{to}{}", &field[from.len()..]);
+/// How errors name the document's objects: state paths (`groups[sg-…].rules[3]`)
+/// become the document's (`groups[1].rules[3]`), and the ids this apply
+/// made, which the user never saw, become places in the document
+/// (`groups[1] (web)`, `groups[1].rules[0]`). Ids of the current state stay:
+/// the user can look them up.
+fn labels(
+    current: &State,
+    doc: &Document,
+    ids: &Identities,
+    groups: &BTreeMap<GroupId, SecurityGroup>,
+) -> Labels {
+    let mut l = Labels::default();
+    for (i, (id, g)) in ids.groups.iter().zip(&doc.groups).enumerate() {
+        l.path(format!("groups[{id}]"), format!("groups[{i}]"));
+        if !current.groups.contains_key(id) {
+            l.id(id, format!("groups[{i}] ({})", g.name));
+        }
+        for (j, r) in groups.get(id).iter().flat_map(|g| &g.rules).enumerate() {
+            if current.find_rule(&r.id).is_none() {
+                l.id(&r.id, format!("groups[{i}].rules[{j}]"));
+            }
+        }
     }
-    err
+    for (i, (id, p)) in ids.prefix_lists.iter().zip(&doc.prefix_lists).enumerate() {
+        l.path(format!("prefix_lists[{id}]"), format!("prefix_lists[{i}]"));
+        if !current.prefix_lists.contains_key(id) {
+            l.id(id, format!("prefix_lists[{i}] ({})", p.name));
+        }
+    }
+    for (i, (id, p)) in ids.port_lists.iter().zip(&doc.port_lists).enumerate() {
+        l.path(format!("port_lists[{id}]"), format!("port_lists[{i}]"));
+        if !current.port_lists.contains_key(id) {
+            l.id(id, format!("port_lists[{i}] ({})", p.name));
+        }
+    }
+    for (i, n) in doc.nics.iter().enumerate() {
+        l.path(format!("nics[{}]", n.name), format!("nics[{i}]"));
+    }
+    l
 }
 
 // ---- diff ----------------------------------------------------------------------------

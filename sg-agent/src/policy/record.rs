@@ -16,13 +16,13 @@
 
 use super::{
     addr::{Cidr, Family},
-    error::PolicyError,
+    error::{Labels, PolicyError},
     ids::{GroupId, PortListId, PrefixListId, RuleId},
     model::{
         Action, Direction, Peer, PortRange, PortSpec, Protocol, Rule, RuleSpec, State,
         parse_port_spec, parse_priority,
     },
-    validate::MAX_IMPORT_RULES,
+    validate::{MAX_IMPORT_RULES, check_text},
 };
 
 /// The record's fields, in export order.
@@ -217,6 +217,8 @@ impl RuleRecord {
             v => Some(PortRange::parse(&f("SourcePortRange"), v)?),
         };
         let (peer, local) = self.addresses(prefix, direction, target)?;
+        let description = self.get("Description");
+        check_text(&f("Description"), description)?;
         // A malformed id is refused, as the API refuses it: replacing it by
         // a fresh one without a word would lose the document's identity of
         // the rule (a well-formed id that is taken still gets a fresh one,
@@ -236,7 +238,7 @@ impl RuleRecord {
                 peer,
                 source_ports,
                 local,
-                description: self.get("Description").to_owned(),
+                description: description.to_owned(),
             },
         ))
     }
@@ -413,6 +415,9 @@ pub fn import_records(
         });
     }
     let mut report = ImportReport::default();
+    // A rule imported earlier in this document is named by its place in it
+    // (`Permissions[0]`), not by the id it was just given.
+    let mut labels = Labels::default();
     for (index, (prefix, record)) in records.into_iter().enumerate() {
         let rule_id = record
             .as_ref()
@@ -420,16 +425,17 @@ pub fn import_records(
             .unwrap_or_default();
         let outcome = record
             .and_then(|r| r.to_rule(&prefix, group))
-            .and_then(|(id, spec)| state.insert_rules(group, vec![(id, spec)], &prefix));
+            .and_then(|(id, spec)| state.insert_rules(group, vec![(id, spec)], &prefix, true));
         match outcome {
-            Ok(mut ids) => report.imported.push(ImportedRule {
-                index,
-                id: ids.remove(0),
-            }),
+            Ok(mut ids) => {
+                let id = ids.remove(0);
+                labels.id(&id, format!("{prefix} of this import"));
+                report.imported.push(ImportedRule { index, id });
+            }
             Err(reason) => report.skipped.push(SkippedRule {
                 index,
                 rule_id,
-                reason,
+                reason: labels.apply(reason),
             }),
         }
     }
