@@ -38,7 +38,10 @@ fn bad_input_through_the_cli_is_refused_naming_the_field() {
         "--description",
         "ssh\u{202e}gnp.exe",
     ]);
-    assert!(e.contains("rules[0].description") && e.contains("U+202E"), "{e}");
+    assert!(
+        e.contains("rules[0].description") && e.contains("U+202E"),
+        "{e}"
+    );
 
     let e = d.fails(&[
         "group",
@@ -49,7 +52,10 @@ fn bad_input_through_the_cli_is_refused_naming_the_field() {
         "--inner-policy",
         "Drop",
     ]);
-    assert!(e.contains("group.inner_policy") && e.contains("only basic groups"), "{e}");
+    assert!(
+        e.contains("group.inner_policy") && e.contains("only basic groups"),
+        "{e}"
+    );
 
     let e = d.fails(&["settings", "set", "--platform-address", "0.0.0.0/0"]);
     assert!(
@@ -66,7 +72,10 @@ fn bad_input_through_the_cli_is_refused_naming_the_field() {
     let report = d.json(&["rule", "import", &g, "-f", file.to_str().unwrap()]);
     assert_eq!(report["imported"], serde_json::json!([]), "{report}");
     let reason = report["skipped"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("Permissions[0].SecurityGroupRuleId"), "{reason}");
+    assert!(
+        reason.contains("Permissions[0].SecurityGroupRuleId"),
+        "{reason}"
+    );
 
     assert_eq!(d.ok(&["export"]), before, "nothing changed");
 }

@@ -255,8 +255,11 @@ fn a_store_an_older_agent_wrote_with_control_characters_still_loads() {
     let dir = TempDir::new("older");
     let mut s = State::with_seed(1);
     let g = s.create_group(GroupSpec::basic("web")).unwrap();
-    s.authorize(&g, rule("ingress", "Accept", "1", "TCP", "22/22", "10.0.0.0/8"))
-        .unwrap();
+    s.authorize(
+        &g,
+        rule("ingress", "Accept", "1", "TCP", "22/22", "10.0.0.0/8"),
+    )
+    .unwrap();
     let group = s.groups.get_mut(&g).unwrap();
     "red\u{1b}[31m".clone_into(&mut group.description);
     "line\nbreak \u{202e}".clone_into(&mut group.rules[0].spec.description);
