@@ -2,8 +2,9 @@
 //! [`State`].
 //!
 //! Every operation is a transaction: it works on a copy, runs
-//! [`validate_state`] on the result, and only then replaces the state. A refused
-//! operation leaves the state exactly as it was.
+//! [`validate_change`] from the state before on the result, and only then
+//! replaces the state. A refused operation leaves the state exactly as it
+//! was. Its errors name what the request gave, not ids it made ([`Labels`]).
 
 use std::{collections::BTreeMap, net::IpAddr};
 

@@ -1,9 +1,12 @@
 //! Validation: every limit of SPEC §2 and every shape rule of SPEC §1.
 //!
-//! Two entry points: [`check_rule`] checks one requested rule against the state it
-//! would join (field names like `rule.priority`), and [`validate_state`] checks a
-//! whole state, which every operation runs on its result before committing, so a
-//! state that was accepted once re-validates after any round trip.
+//! Entry points: [`check_rule`] checks one requested rule against the state it
+//! would join (field names like `rule.priority`); [`validate_state`] checks a
+//! whole state, what a stored state must be to load, so a state that was
+//! accepted once re-validates after any round trip; [`validate_change`] is
+//! what every operation runs on its result before committing: the whole
+//! state, the platform-address limit and the free text that is new
+//! ([`check_text`]); [`validate_new`] is that for a state that is all new.
 
 use std::collections::{BTreeMap, BTreeSet};
 
