@@ -58,6 +58,7 @@ pub struct RuleText {
 
 /// Which sessions a `sessions` request means.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SessionFilter {
     #[serde(default)]
     pub nic: Option<String>,
@@ -71,6 +72,7 @@ pub struct SessionFilter {
 
 /// One packet to explain (`sg-agent trace`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceText {
     pub nic: String,
     /// The workload's direction: `ingress` or `egress`.
@@ -90,8 +92,19 @@ pub struct TraceText {
 }
 
 /// Everything the API offers (SPEC §5, plus the operator's extras of §6).
+///
+/// Every field of every request is known: an unknown one (a misspelt
+/// option would otherwise be read as absent and take its default) refuses
+/// the request, naming it. serde's `deny_unknown_fields` covers the
+/// variants with fields; the [`Deserialize`] impl below covers the rest
+/// (variants without fields, which serde lets take any).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "op",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    remote = "Self"
+)]
 pub enum Request {
     /// The daemon's own state: versions, programs, NICs attached, store.
     Status,
@@ -310,11 +323,16 @@ pub enum Request {
 
     // --- whole state ----------------------------------------------------------
     /// Sets the whole desired state from a YAML or JSON document, all or
-    /// nothing; with `dry_run`, only says what would change.
+    /// nothing; with `dry_run`, only says what would change. A document
+    /// without content is refused (the empty state is `{}`), and so is one
+    /// that would unbind every NIC or delete every group, unless
+    /// `allow_delete_all`.
     Apply {
         document: String,
         #[serde(default)]
         dry_run: bool,
+        #[serde(default)]
+        allow_delete_all: bool,
     },
     /// The whole state as an `apply` document (JSON).
     Export,
@@ -357,6 +375,66 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The derived form (`remote = "Self"` makes it an inherent function).
+        Request::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let given = serde_json::Value::deserialize(deserializer)?;
+        // The derived form; its errors name the field (`unknown field `x`,
+        // expected `id``).
+        let request = Request::deserialize(&given).map_err(D::Error::custom)?;
+        // Internally tagged variants without fields accept any: every field
+        // of a request serialises, so a key the request does not give back
+        // is one it did not read.
+        let known = serde_json::to_value(&request).map_err(D::Error::custom)?;
+        match unknown_field(&given, &known) {
+            Some(path) => Err(D::Error::custom(format!(
+                "unknown field `{path}` (op {:?} takes no such field)",
+                known
+                    .get("op")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?")
+            ))),
+            None => Ok(request),
+        }
+    }
+}
+
+/// The first key of `given` that `known` lacks, as a dotted path (array
+/// elements by index), looking into objects and arrays alike: for input
+/// whose parsed form serialises every field it read.
+pub fn unknown_field(given: &serde_json::Value, known: &serde_json::Value) -> Option<String> {
+    fn walk(given: &serde_json::Value, known: &serde_json::Value, path: &str) -> Option<String> {
+        use serde_json::Value;
+        match (given, known) {
+            (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(key, v)| {
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match k.get(key) {
+                    None => Some(p),
+                    Some(kv) => walk(v, kv, &p),
+                }
+            }),
+            (Value::Array(g), Value::Array(k)) => g
+                .iter()
+                .zip(k)
+                .enumerate()
+                .find_map(|(i, (v, kv))| walk(v, kv, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    walk(given, known, "")
 }
 
 /// One answer on the wire.

@@ -85,7 +85,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sg-agent: {e:#}");
+            // The daemon's messages quote what the user gave.
+            eprintln!("sg-agent: {}", cmd::client::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@
 //! group's rules at once and is itself a change, snapshotted like any other.
 
 use crate::{
-    policy::{GroupId, PolicyError, State, validate_state},
+    policy::{GroupId, PolicyError, State, validate::check_platform_addresses, validate_state},
     store::{Snapshot, StoreError},
 };
 
@@ -83,7 +83,11 @@ pub fn restore(state: &mut State, snapshot: &Snapshot) -> Result<(), PolicyError
         });
     }
     group.rules.clone_from(&snapshot.rules);
+    // A snapshot holds rules this agent (or an older one) stored: their
+    // descriptions are not new input, so not checked again as text
+    // (`validate_change`); everything else of a change is.
     validate_state(&next)?;
+    check_platform_addresses(&next.settings)?;
     *state = next;
     Ok(())
 }

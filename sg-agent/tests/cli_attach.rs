@@ -85,3 +85,25 @@ fn unknown_interface_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("attaching to nosuch0"), "{err}");
 }
+
+#[test]
+fn a_policy_file_with_an_unknown_field_is_refused_naming_it() {
+    let pair = Pair::new().expect("topology");
+    let mut state = serde_json::to_value(sg_agent::policy::State::with_seed(1)).unwrap();
+    state["settings"]["block_port_52"] = serde_json::json!(false);
+    let file = std::env::temp_dir().join(format!("sg-attach-policy-{}.json", std::process::id()));
+    std::fs::write(&file, state.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sg-agent"))
+        .args(["attach", "--policy"])
+        .arg(&file)
+        .args(["--netns", pair.b.ns.name()])
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&file);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `settings.block_port_52`"),
+        "{err}"
+    );
+}

@@ -793,6 +793,61 @@ fn daemon_refusal_is_printed_verbatim_with_exit_1() {
 }
 
 #[test]
+fn tables_escape_terminal_control_characters_whatever_the_daemon_sent() {
+    // A group an older agent stored (or a daemon that does not check):
+    // an ANSI colour, a clear screen, a right-to-left override, a newline.
+    let mut g = group_json("sg-web", "web\u{1b}[31m", &[]);
+    g["description"] = json!("ok\u{1b}[2J\u{202e}txt.exe\nline\u{85}");
+    g["tags"] = json!({"k\u{7}": "v\u{2066}"});
+    let answer = json!([g]);
+    let (_, out) = exchange(&ok(&answer), "group list");
+    let text = stdout(&out);
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{2069}').contains(&c))),
+        "{text:?}"
+    );
+    for want in [
+        "web\\u{1b}[31m",
+        "ok\\u{1b}[2J\\u{202e}txt.exe\\u{a}line\\u{85}",
+        "k\\u{7}=v\\u{2066}",
+    ] {
+        assert!(text.contains(want), "{text} lacks {want}");
+    }
+    assert_eq!(text.lines().count(), 2, "one line per group: {text}");
+    // key: value lines too.
+    let answer = json!({"group": g, "members": ["eth0"]});
+    let (_, out) = exchange(&ok(&answer), "group show sg-web");
+    let text = stdout(&out);
+    assert!(
+        text.contains("web\\u{1b}[31m") && !text.contains('\u{1b}'),
+        "{text:?}"
+    );
+    // --json: the same JSON, the characters written as JSON escapes.
+    let (_, out) = exchange(&ok(&json!([g])), "group list --json");
+    let text = stdout(&out);
+    assert!(
+        text.contains("\\u001b[31m") && text.contains("\\u202e"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+    let back: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, json!([g]), "the same document");
+    // And an error that quotes what was sent.
+    let answer = json!({ "error": "nic: NIC binding e\u{1b}]0;pwned\u{7} does not exist" });
+    let (_, out) = exchange(&answer.to_string(), "nic show x");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("e\\u{1b}]0;pwned\\u{7}") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn missing_socket_says_cannot_reach() {
     let socket = temp_path("absent.sock");
     let out = sg_agent(&socket, "group list", None, None);
@@ -964,6 +1019,7 @@ fn apply_reads_the_document_from_stdin_and_prints_the_changes() {
         vec![Request::Apply {
             document: document.into(),
             dry_run: true,
+            allow_delete_all: false,
         }]
     );
     assert_eq!(
@@ -977,6 +1033,47 @@ fn apply_reads_the_document_from_stdin_and_prints_the_changes() {
         None,
     );
     assert_eq!(stdout(&out), "no changes\n");
+}
+
+#[test]
+fn apply_sends_allow_delete_all_and_a_dry_run_sweep_says_it_needs_it() {
+    let document = "{}";
+    let sweep =
+        "! unbinds every NIC (an unbound NIC passes every packet): eth0 (needs allow_delete_all)";
+    let answer = ok(&json!({
+        "applied": false,
+        "changes": [sweep, "- nic eth0: local; addresses 10.0.0.2; groups sg-1"],
+        "warnings": [sweep],
+    }));
+    let (requests, out) = exchange_with(&answer, "apply -f - --dry-run", Some(document), None);
+    assert_eq!(
+        requests,
+        vec![Request::Apply {
+            document: document.into(),
+            dry_run: true,
+            allow_delete_all: false,
+        }]
+    );
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{sweep}\n- nic eth0: local; addresses 10.0.0.2; groups sg-1\n(dry run: nothing changed)\n(applying this needs --allow-delete-all)\n"
+        )
+    );
+    let (requests, _) = exchange_with(
+        &ok(&json!({"applied": true, "changes": [sweep], "warnings": [sweep]})),
+        "apply -f - --allow-delete-all",
+        Some(document),
+        None,
+    );
+    assert_eq!(
+        requests,
+        vec![Request::Apply {
+            document: document.into(),
+            dry_run: false,
+            allow_delete_all: true,
+        }]
+    );
 }
 
 #[test]

@@ -180,6 +180,114 @@ fn empty_and_malformed_documents_are_refused() {
     assert_eq!(doc("{}"), Document::default());
 }
 
+#[test]
+fn a_comment_only_document_is_refused_like_a_blank_one() {
+    for text in [
+        "",
+        "   \n",
+        "# only a comment\n",
+        "# one\n\n  # two\n",
+        "---\n",
+        "---\n# a comment\n",
+        "--- # a comment\n",
+        "null\n",
+        "~\n",
+        "--- ~\n",
+        "\u{feff}# a comment after a byte order mark\n",
+    ] {
+        let e = parse(text).expect_err(text);
+        let PolicyError::Document { format, reason } = &e else {
+            panic!("{text:?}: {e:?}");
+        };
+        assert_eq!(*format, "YAML", "{text:?}");
+        assert!(reason.contains("the document is empty"), "{text:?}: {e}");
+        assert!(
+            reason.contains("{}") && reason.contains("allow_delete_all"),
+            "{text:?}: says how to ask for the empty state: {e}"
+        );
+    }
+    // Only the explicit `{}` is the empty state, in JSON and in YAML.
+    for text in ["{}", " {}\n", "--- {}\n", "# empty on purpose\n{}\n"] {
+        assert_eq!(doc(text), Document::default(), "{text:?}");
+    }
+}
+
+#[test]
+fn an_apply_that_unbinds_every_nic_or_deletes_every_group_needs_allow_delete_all() {
+    use sg_agent::policy::apply::{Sweep, check_sweep};
+    let s = applied(&state(), YAML);
+    let empty = applied(&s, "{}");
+    assert!(empty.groups.is_empty() && empty.nics.is_empty());
+
+    let e = check_sweep(&s, &empty, false).expect_err("refused without the flag");
+    assert!(matches!(e, PolicyError::Sweeping { .. }), "{e:?}");
+    let text = e.to_string();
+    for want in [
+        "nothing changed",
+        "unbind every NIC (veth0)",
+        "delete every security group",
+        "(web)",
+        "(admin)",
+        "allow_delete_all",
+        "--allow-delete-all",
+    ] {
+        assert!(text.contains(want), "{text} lacks {want:?}");
+    }
+    let sweep = check_sweep(&s, &empty, true)
+        .expect("allowed with the flag")
+        .expect("still a sweep");
+    let lines = sweep.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("! unbinds every NIC") && lines[0].contains("veth0"));
+    assert!(lines[1].starts_with("! deletes every security group"));
+
+    // Every NIC unbound, the groups kept: only the NICs are named.
+    let mut no_nics = document_of(&s);
+    no_nics.nics.clear();
+    let kept = desired(&s, &no_nics).unwrap();
+    let sweep = Sweep::of(&s, &kept).expect("a sweep");
+    assert_eq!(sweep.unbound, vec!["veth0".to_owned()]);
+    assert_eq!(sweep.deleted, Vec::<String>::new());
+    assert!(check_sweep(&s, &kept, false).is_err());
+
+    // Every group deleted where no NIC was bound: refused too.
+    let mut unbound = s.clone();
+    unbound.unbind_nic("veth0").unwrap();
+    let e = check_sweep(&unbound, &empty, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("every security group") && !e.contains("NIC"),
+        "{e}"
+    );
+
+    // Not a sweep: one NIC of two unbound; an empty state kept empty.
+    let mut two = document_of(&s);
+    let mut second = two.nics[0].clone();
+    second.name = "veth1".to_owned();
+    second.addresses = vec!["10.0.0.3".to_owned()];
+    two.nics.push(second);
+    let two = desired(&s, &two).unwrap();
+    let one = desired(&two, &document_of(&s)).unwrap();
+    assert_eq!(Sweep::of(&two, &one), None);
+    assert_eq!(check_sweep(&two, &one, false), Ok(None));
+    assert_eq!(Sweep::of(&state(), &applied(&state(), "{}")), None);
+}
+
+#[test]
+fn a_sweep_names_at_most_ten_objects_and_counts_the_rest() {
+    use sg_agent::policy::apply::Sweep;
+    let sweep = Sweep {
+        unbound: (0..12).map(|i| format!("veth{i}")).collect(),
+        deleted: Vec::new(),
+    };
+    let line = &sweep.lines()[0];
+    assert!(
+        line.contains("veth9 and 2 more") && !line.contains("veth10"),
+        "{line}"
+    );
+}
+
 // ---- desired -------------------------------------------------------------------
 
 #[test]
@@ -504,6 +612,10 @@ fn bad_values_name_their_field() {
         ),
         (
             "groups:\n  - {name: web, type: enterprise, inner_access_policy: Accept}\n",
+            "groups[0].inner_access_policy",
+        ),
+        (
+            "groups:\n  - {name: web, type: enterprise, inner_access_policy: Drop}\n",
             "groups[0].inner_access_policy",
         ),
         (
@@ -1270,5 +1382,49 @@ proptest! {
         let mut from_ids = from.clone();
         from_ids.ids = expect.ids.clone();
         prop_assert_eq!(changes.is_empty(), from_ids == expect);
+    }
+}
+
+#[test]
+fn an_enterprise_group_in_a_document_refuses_inner_policy_drop_and_exports_none() {
+    let e = refused(
+        &state(),
+        "groups:\n  - {name: iso, type: enterprise, inner_access_policy: Drop}\n",
+    );
+    assert_eq!(field(&e), "groups[0].inner_access_policy");
+    assert!(e.to_string().contains("only basic groups"), "{e}");
+    let s = applied(&state(), "groups:\n  - {name: iso, type: enterprise}\n");
+    let exported = document_of(&s);
+    assert_eq!(exported.groups[0].inner_access_policy, None);
+    assert_eq!(
+        desired(&s, &exported).unwrap(),
+        s,
+        "the export applies as is"
+    );
+}
+
+#[test]
+fn malformed_ids_in_a_document_are_refused_naming_the_field() {
+    for (text, path) in [
+        ("groups:\n  - {id: sg-Bad, name: web}\n", "groups[0].id"),
+        (
+            "groups:\n  - name: web\n    rules:\n      - {id: sgr-zz!, direction: ingress, protocol: ALL, peer: 0.0.0.0/0}\n",
+            "groups[0].rules[0].id",
+        ),
+        (
+            "groups:\n  - name: web\n    rules:\n      - {id: sg-abc, direction: ingress, protocol: ALL, peer: 0.0.0.0/0}\n",
+            "groups[0].rules[0].id",
+        ),
+        (
+            "prefix_lists:\n  - {id: prl-1, name: o, family: ipv4, max_entries: 1}\n",
+            "prefix_lists[0].id",
+        ),
+        (
+            "port_lists:\n  - {id: prl-, name: p, max_entries: 1}\n",
+            "port_lists[0].id",
+        ),
+    ] {
+        let e = refused(&state(), text);
+        assert_eq!(field(&e), path, "{text}: {e}");
     }
 }

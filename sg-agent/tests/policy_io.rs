@@ -33,7 +33,9 @@ fn rich() -> (State, GroupId) {
     let g = basic(&mut s, "g");
     let rules = vec![
         rule("ingress", "Accept", "1", "TCP", "22/22", "192.168.1.10")
-            .with_description("ssh, \"admin\"\nline two"),
+            // Quotes and commas, which CSV must quote; not a newline,
+            // which free text refuses.
+            .with_description("ssh, \"admin\"; été"),
         rule("ingress", "Drop", "100", "ALL", "-1/-1", "::/0"),
         rule("ingress", "Accept", "5", "UDP", prl.as_str(), peer.as_str()),
         rule("ingress", "Accept", "5", "ICMPv6", "-1/-1", pl.as_str()),
@@ -242,10 +244,10 @@ fn import_of_more_than_200_rules_is_refused_whole() {
 }
 
 #[test]
-fn csv_import_finds_columns_by_name_and_ignores_unknown_ones() {
+fn csv_import_finds_columns_by_name() {
     let mut s = state();
     let g = basic(&mut s, "g");
-    let csv = "Note,IpProtocol,PortRange,Direction,SourceCidrIp,Priority,Policy\n\
+    let csv = "CreateTime,IpProtocol,PortRange,Direction,SourceCidrIp,Priority,Policy\n\
                x,TCP,443/443,ingress,0.0.0.0/0,2,Accept\n\
                y,UDP,53/53,ingress,::/0,101,Accept\n";
     let report = import_csv(&mut s, &g, csv).unwrap();
@@ -286,4 +288,141 @@ fn unreadable_documents_are_refused_as_a_whole() {
         import_json(&mut s, &g, "42"),
         Err(PolicyError::Document { .. })
     ));
+}
+
+/// Imports `doc` (JSON) into a fresh group: the report and the group's rules.
+fn import_one(doc: &str) -> (sg_agent::policy::ImportReport, usize) {
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let report = import_json(&mut s, &g, doc).unwrap();
+    let rules = s.describe_group(&g).unwrap().rules.len();
+    (report, rules)
+}
+
+#[test]
+fn a_malformed_imported_rule_id_is_refused_naming_the_row_and_field() {
+    for id in ["sgr-ZZ", "sgr-", "rule-1", "sgr-a b", "sg-abc", "sgr-zz!"] {
+        let doc = format!(
+            r#"{{"Permissions": [
+              {{"Direction": "ingress", "IpProtocol": "TCP", "PortRange": "22/22", "SourceCidrIp": "10.0.0.0/8"}},
+              {{"SecurityGroupRuleId": "{id}", "Direction": "ingress", "IpProtocol": "TCP", "PortRange": "80/80", "SourceCidrIp": "10.0.0.0/8"}}
+            ]}}"#
+        );
+        let (report, rules) = import_one(&doc);
+        assert_eq!(rules, 1, "{id}: only the first rule is imported");
+        assert_eq!(report.skipped.len(), 1, "{id}: {report:?}");
+        let reason = report.skipped[0].reason.to_string();
+        assert!(
+            reason.contains("Permissions[1].SecurityGroupRuleId") && reason.contains(id),
+            "{id}: {reason}"
+        );
+        assert_eq!(report.skipped[0].rule_id, id);
+    }
+    // CSV names the row.
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let csv = "SecurityGroupRuleId,Direction,IpProtocol,PortRange,SourceCidrIp\n\
+               sgr-OOPS,ingress,TCP,22/22,10.0.0.0/8\n";
+    let report = import_csv(&mut s, &g, csv).unwrap();
+    assert_eq!(report.imported.len(), 0);
+    assert!(
+        report.skipped[0]
+            .reason
+            .to_string()
+            .contains("rows[0].SecurityGroupRuleId"),
+        "{report:?}"
+    );
+    // Well-formed ids are kept as before, the seeds' spelling included
+    // (lowercase letters and digits after the prefix).
+    let (report, _) = import_one(
+        r#"[{"SecurityGroupRuleId": "sgr-zz", "Direction": "ingress", "IpProtocol": "TCP", "PortRange": "22/22", "SourceCidrIp": "10.0.0.0/8"},
+            {"SecurityGroupRuleId": "sgr-bp67acfmxazb4p", "Direction": "ingress", "IpProtocol": "TCP", "PortRange": "23/23", "SourceCidrIp": "10.0.0.0/8"}]"#,
+    );
+    let ids: Vec<&str> = report.imported.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["sgr-zz", "sgr-bp67acfmxazb4p"]);
+}
+
+#[test]
+fn a_misspelt_import_field_is_refused_not_read_as_absent() {
+    // Read as absent, "Polcy": "Drop" would have imported an Accept.
+    let (report, rules) = import_one(
+        r#"[{"Direction": "ingress", "Polcy": "Drop", "IpProtocol": "TCP", "PortRange": "22/22", "SourceCidrIp": "0.0.0.0/0"}]"#,
+    );
+    assert_eq!(rules, 0, "{report:?}");
+    let reason = &report.skipped[0].reason;
+    assert!(
+        matches!(reason, PolicyError::UnknownField { field, name, .. }
+            if field == "Permissions[0]" && name == "Polcy"),
+        "{reason:?}"
+    );
+    assert!(
+        reason.to_string().contains("Policy"),
+        "lists the fields: {reason}"
+    );
+    // CSV: the column refuses the whole document.
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let e = import_csv(
+        &mut s,
+        &g,
+        "Direction,Polcy,IpProtocol,PortRange,SourceCidrIp\ningress,Drop,TCP,22/22,0.0.0.0/0\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::Document { format: "CSV", .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("\"Polcy\""), "{e}");
+    let e = import_csv(
+        &mut s,
+        &g,
+        "Direction,Policy,Policy,IpProtocol,PortRange,SourceCidrIp\ningress,Drop,Accept,TCP,22/22,0.0.0.0/0\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    assert_eq!(s.describe_group(&g).unwrap().rules, vec![]);
+    // A JSON document's own fields are SecurityGroupId and Permissions.
+    let e = import_json(
+        &mut s,
+        &g,
+        r#"{"Permissions": [], "InnerAccessPolicy": "Drop"}"#,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::Document { format: "JSON", .. })
+            && e.to_string().contains("InnerAccessPolicy"),
+        "{e}"
+    );
+}
+
+#[test]
+fn fields_the_documents_api_adds_are_accepted_only_when_they_ask_for_nothing() {
+    let rule = |extra: &str| {
+        format!(
+            r#"[{{"Direction": "ingress", "IpProtocol": "TCP", "PortRange": "22/22", "SourceGroupId": "sg-g", {extra}}}]"#
+        )
+    };
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let doc = rule(r#""CreateTime": "2020-01-20T00:00:00Z", "NicType": "intranet", "SourceGroupName": "g", "SourceGroupOwnerAccount": """#)
+        .replace("sg-g", g.as_str());
+    let report = import_json(&mut s, &g, &doc).unwrap();
+    assert_eq!(report.imported.len(), 1, "{report:?}");
+    for (extra, field, why) in [
+        (
+            r#""NicType": "internet""#,
+            "Permissions[0].NicType",
+            "intranet",
+        ),
+        (
+            r#""SourceGroupOwnerAccount": "1609982""#,
+            "Permissions[0].SourceGroupOwnerAccount",
+            "cross-account",
+        ),
+    ] {
+        let (report, rules) = import_one(&rule(extra));
+        assert_eq!(rules, 0, "{extra}");
+        let reason = report.skipped[0].reason.to_string();
+        assert!(reason.contains(field) && reason.contains(why), "{reason}");
+    }
 }

@@ -253,9 +253,33 @@ fn enterprise_groups_have_no_intra_group_policy() {
     let mut s = state();
     let mut spec = GroupSpec::enterprise("e");
     spec.inner_policy = Some(InnerPolicy::Accept);
-    assert!(err_text(s.create_group(spec)).contains("always isolate"));
+    assert!(err_text(s.create_group(spec)).contains("always isolates"));
     let e = s.create_group(GroupSpec::enterprise("e")).unwrap();
     assert!(err_text(s.set_inner_policy(&e, InnerPolicy::Accept)).contains("enterprise"));
+}
+
+#[test]
+fn an_enterprise_group_refuses_inner_policy_drop_too() {
+    let mut s = state();
+    let before = s.clone();
+    let mut spec = GroupSpec::enterprise("e");
+    spec.inner_policy = Some(InnerPolicy::Drop);
+    let msg = err_text(s.create_group(spec));
+    assert!(
+        msg.contains("group.inner_policy")
+            && msg.contains("Drop")
+            && msg.contains("only basic groups have an intra-group policy"),
+        "{msg}"
+    );
+    assert_eq!(s, before);
+    let e = s.create_group(GroupSpec::enterprise("e")).unwrap();
+    let before = s.clone();
+    let msg = err_text(s.set_inner_policy(&e, InnerPolicy::Drop));
+    assert!(
+        msg.contains("inner_policy") && msg.contains("only basic groups"),
+        "{msg}"
+    );
+    assert_eq!(s, before);
 }
 
 #[test]

@@ -246,6 +246,31 @@ fn an_empty_state_is_a_committed_state() {
     assert_eq!(load_fresh(&dir.db()), Some(s));
 }
 
+/// An older agent took control characters and broad platform addresses;
+/// the changes of this one refuse them (`validate_change`), but a store
+/// holding them still loads: refusing to start over a description would
+/// leave the pinned data plane without an agent to fix it (issue 12 item 13).
+#[test]
+fn a_store_an_older_agent_wrote_with_control_characters_still_loads() {
+    let dir = TempDir::new("older");
+    let mut s = State::with_seed(1);
+    let g = s.create_group(GroupSpec::basic("web")).unwrap();
+    s.authorize(
+        &g,
+        rule("ingress", "Accept", "1", "TCP", "22/22", "10.0.0.0/8"),
+    )
+    .unwrap();
+    let group = s.groups.get_mut(&g).unwrap();
+    "red\u{1b}[31m".clone_into(&mut group.description);
+    "line\nbreak \u{202e}".clone_into(&mut group.rules[0].spec.description);
+    s.settings.platform_addresses = vec![cidr("0.0.0.0/0")];
+    SqliteStore::open(&dir.db())
+        .unwrap()
+        .commit(&s, &[])
+        .unwrap();
+    assert_eq!(load_fresh(&dir.db()), Some(s));
+}
+
 /// Every step of a long edit session, committed by one long-lived store (which
 /// writes only what changed), reads back from a fresh connection.
 #[test]

@@ -130,6 +130,22 @@ fn port(rng: &mut Rng) -> u16 {
     }
 }
 
+/// A platform address: no broader than the policy takes (a /8 for IPv4, a
+/// /32 for IPv6, `validate::PLATFORM_MIN_PREFIX_V4`/`_V6`).
+fn platform_cidr(rng: &mut Rng, v4: bool) -> Cidr {
+    let min = if v4 {
+        sg_agent::policy::validate::PLATFORM_MIN_PREFIX_V4
+    } else {
+        sg_agent::policy::validate::PLATFORM_MIN_PREFIX_V6
+    };
+    loop {
+        let c = cidr(rng, v4);
+        if c.len() >= min {
+            return c;
+        }
+    }
+}
+
 fn port_range(rng: &mut Rng) -> PortRange {
     let a = port(rng);
     let b = if rng.chance(50) {
@@ -153,10 +169,10 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
     let mut s = State::with_seed(seed);
     let mut platform_addresses = Vec::new();
     if rng.chance(30) {
-        platform_addresses.push(cidr(rng, true));
+        platform_addresses.push(platform_cidr(rng, true));
     }
     if rng.chance(20) {
-        platform_addresses.push(cidr(rng, false));
+        platform_addresses.push(platform_cidr(rng, false));
     }
     let settings = Settings {
         platform_addresses,

@@ -1,11 +1,13 @@
 //! End to end, with real traffic between two namespaces: with the programs
 //! attached to one end of a veth pair, TCP, UDP and ping pass both ways over
 //! IPv4 and IPv6; the counters match, counter by counter, an independent
-//! capture on the other end; after detach nothing of ours remains.
+//! capture on the other end; after detach nothing of ours remains (what
+//! other agents on the host attached and pinned is theirs, and not looked at).
 
 use std::{
     collections::HashSet,
     net::{IpAddr, SocketAddr},
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     time::{Duration, Instant},
 };
 
@@ -99,8 +101,9 @@ fn check_traffic(mode: AttachMode) {
 
     // Detach: nothing of ours may remain on the interface or in the kernel.
     let ids = our_program_ids(&mut dp);
+    let maps = our_map_ids(&mut dp);
     dp.detach().expect("detach");
-    assert_nothing_attached(&pair.b, &ids);
+    assert_nothing_attached(&pair.b, &ids, &maps);
     drop(dp);
     assert!(
         sg_tests::eventually(Duration::from_secs(5), || !sg_tests::any_loaded(&ids)),
@@ -122,8 +125,12 @@ fn quiet_baseline(dp: &Dataplane, capture: &mut Capture) -> Counters {
     counted
 }
 
-/// No XDP program, no clsact qdisc and no BPF link of ours on `host`.
-fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
+/// No XDP program, no clsact qdisc and no BPF link of ours on `host`, and
+/// nothing of ours pinned: neither the pin directory of `host`'s namespace
+/// nor a pin anywhere in bpffs that holds one of our programs (`ids`), one
+/// of their maps (`maps`) or a link to one of our programs. Scoped to what
+/// this test made: other agents may run on the host, with pins of their own.
+fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>, maps: &HashSet<u32>) {
     let link = host.link_details().expect("ip link");
     assert!(!link.contains("xdp"), "XDP still attached: {link}");
     let qdiscs = host.qdiscs().expect("tc qdisc");
@@ -133,27 +140,115 @@ fn assert_nothing_attached(host: &Host, ids: &HashSet<u32>) {
         sg_tests::eventually(Duration::from_secs(5), || sg_tests::links_of(ids) == 0),
         "links of our programs remain"
     );
-    let pins = bpffs_entries();
+    let inode = std::fs::metadata(host.ns.path()).expect("netns").ino();
+    let root = sg_agent::dataplane::pin_root(inode);
     assert!(
-        pins.iter().all(|p| !p.to_lowercase().contains("sg")),
-        "pins left: {pins:?}"
+        !root.exists(),
+        "pins of our namespace left: {}",
+        root.display()
     );
+    let ours: Vec<String> = bpffs_pins()
+        .into_iter()
+        .filter_map(|path| {
+            let held = pinned(&path)?;
+            let mine = match held {
+                Pinned::Program(id) | Pinned::Link { program: id } => ids.contains(&id),
+                Pinned::Map(id) => maps.contains(&id),
+            };
+            mine.then(|| format!("{} ({held:?})", path.display()))
+        })
+        .collect();
+    assert!(ours.is_empty(), "pins of ours left: {ours:?}");
 }
 
-/// Every path under /sys/fs/bpf (an agent pins its session maps while it
-/// runs, under `/sys/fs/bpf/sg`, and removes them when it exits).
-fn bpffs_entries() -> Vec<String> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+/// The map ids of our programs.
+fn our_map_ids(dp: &mut Dataplane) -> HashSet<u32> {
+    let infos = [
+        dp.xdp().unwrap().info().unwrap(),
+        dp.tc_egress().unwrap().info().unwrap(),
+        dp.tc_ingress().unwrap().info().unwrap(),
+    ];
+    infos
+        .iter()
+        .flat_map(|i| i.map_ids().unwrap().unwrap_or_default())
+        .collect()
+}
+
+/// Every file under /sys/fs/bpf (an agent pins its maps and links there,
+/// under `/sys/fs/bpf/sg/ns-<inode>`, for as long as it enforces).
+fn bpffs_pins() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            out.push(e.path().display().to_string());
-            if e.path().is_dir() {
-                walk(&e.path(), out);
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
             }
         }
     }
     let mut out = Vec::new();
     walk(std::path::Path::new("/sys/fs/bpf"), &mut out);
     out
+}
+
+/// What a pin holds, by the kernel's ids.
+#[derive(Debug, Clone, Copy)]
+enum Pinned {
+    Program(u32),
+    Map(u32),
+    Link { program: u32 },
+}
+
+/// Opens the pin at `path` (`BPF_OBJ_GET`, which changes nothing) and reads
+/// what it holds from the fd's `/proc/self/fdinfo`: a link shows `link_id`
+/// and its `prog_id`, a program `prog_id`, a map `map_id`. `None` when it
+/// cannot be opened (gone meanwhile, not a BPF object).
+fn pinned(path: &std::path::Path) -> Option<Pinned> {
+    /// `union bpf_attr` for `BPF_OBJ_GET`, padding explicit and zeroed (the
+    /// kernel refuses non-zero bytes past the fields it knows).
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let attr = ObjGet {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        pad: 0,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix for BPF_OBJ_GET, and
+    // `name` outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const attr,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"));
+    // SAFETY: `fd` is ours, opened just above, and closed once.
+    unsafe { libc::close(fd) };
+    let info = info.ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u32>().ok())
+    };
+    match (field("link_id:"), field("prog_id:"), field("map_id:")) {
+        (Some(_), Some(program), _) => Some(Pinned::Link { program }),
+        (None, Some(id), _) => Some(Pinned::Program(id)),
+        (None, None, Some(id)) => Some(Pinned::Map(id)),
+        _ => None,
+    }
 }
 
 #[test]
@@ -178,6 +273,7 @@ fn dropping_the_dataplane_detaches_everything() {
         let mut dp = Dataplane::load().expect("load");
         attach(&mut dp, &pair.b, mode);
         let ids = our_program_ids(&mut dp);
+        let maps = our_map_ids(&mut dp);
         // Auto on a veth means TC ingress (see `AttachMode::Auto`).
         let xdp = mode == AttachMode::Native;
         assert_eq!(
@@ -191,7 +287,7 @@ fn dropping_the_dataplane_detaches_everything() {
             "{mode:?}: expected two links (XDP or tcx ingress, and tcx egress)"
         );
         drop(dp);
-        assert_nothing_attached(&pair.b, &ids);
+        assert_nothing_attached(&pair.b, &ids, &maps);
     }
 }
 

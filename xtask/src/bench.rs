@@ -412,6 +412,7 @@ fn through_api(ns: &Netns) -> anyhow::Result<String> {
             client.call(&sg_agent::api::Request::Apply {
                 document,
                 dry_run: false,
+                allow_delete_all: false,
             })?;
             took.push(start.elapsed().as_secs_f64() * 1000.0);
         }

@@ -16,29 +16,41 @@ pub struct Args {
     /// Only say what would change; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Allow an apply that unbinds every NIC or deletes every security
+    /// group (refused without it: an unbound NIC passes every packet).
+    #[arg(long)]
+    allow_delete_all: bool,
     #[command(flatten)]
     out: Output,
 }
 
 #[derive(Deserialize)]
-struct Applied {
+struct ApplyAnswer {
     applied: bool,
     changes: Vec<String>,
+    /// The sweep lines (also the first of `changes`); absent from older
+    /// daemons.
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let request = Request::Apply {
         document: client::read_input(&args.file)?,
         dry_run: args.dry_run,
+        allow_delete_all: args.allow_delete_all,
     };
     let answer = client::request(socket, &request)?;
-    args.out.show(answer, |r: Applied| {
+    args.out.show(answer, |r: ApplyAnswer| {
         if r.changes.is_empty() {
             return "no changes\n".to_owned();
         }
         let mut text = client::lines(&r.changes);
         if !r.applied {
             text.push_str("(dry run: nothing changed)\n");
+            if !r.warnings.is_empty() {
+                text.push_str("(applying this needs --allow-delete-all)\n");
+            }
         }
         text
     })

@@ -90,9 +90,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 fn load_policy(path: &Path) -> anyhow::Result<State> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let state: State =
+    let given: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    sg_agent::policy::validate_state(&state)
+    let state: State = serde_json::from_value(given.clone())
+        .with_context(|| format!("parsing {}", path.display()))?;
+    // Every field of a state serialises: a key that does not come back is
+    // one the state did not read (a misspelt field, taken as absent).
+    let known = serde_json::to_value(&state)?;
+    if let Some(field) = sg_agent::api::unknown_field(&given, &known) {
+        anyhow::bail!("parsing {}: unknown field `{field}`", path.display());
+    }
+    // A file the user gives is all new input: every check of a change.
+    sg_agent::policy::validate::validate_new(&state)
         .with_context(|| format!("validating {}", path.display()))?;
     Ok(state)
 }

@@ -6,6 +6,7 @@
 //! field in its errors, which reach the user verbatim.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fmt::Write as _,
     io::Read as _,
@@ -15,7 +16,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
-use sg_agent::api::{self, Request};
+use sg_agent::{
+    api::{self, Request},
+    policy::validate::forbidden_char,
+};
 
 /// Names the socket when `--socket` is not given.
 pub const SOCKET_ENV: &str = "SG_AGENT_SOCKET";
@@ -69,15 +73,57 @@ impl Output {
         if self.json {
             return print_json(&value);
         }
-        print!("{}", text(decode(value)?));
+        print!("{}", printable(&text(decode(value)?)));
         Ok(())
     }
 }
 
-/// Prints `value` as pretty JSON.
+/// Prints `value` as pretty JSON, every character a terminal would act on
+/// written as a JSON escape (the same JSON, safe to show).
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", json_printable(&serde_json::to_string_pretty(value)?));
     Ok(())
+}
+
+/// `text` with every character free text may not hold
+/// ([`forbidden_char`]: control characters, bidirectional formatting, line
+/// separators) written as `\u{…}`, whatever the daemon sent: a description
+/// stored by an older agent, or a daemon that does not check, cannot move
+/// the cursor, recolour the terminal or reorder what it shows. Idempotent.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    escape(text, |c, out| {
+        let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+    })
+}
+
+/// [`printable`] for JSON text: the escapes are JSON's (`\u202e`), so the
+/// document means the same. Every such character is inside a string.
+pub fn json_printable(text: &str) -> Cow<'_, str> {
+    escape(text, |c, out| {
+        let _ = write!(out, "\\u{:04x}", u32::from(c));
+    })
+}
+
+fn escape(text: &str, write: impl Fn(char, &mut String)) -> Cow<'_, str> {
+    if !text.chars().any(keep_out) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if keep_out(c) {
+            write(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// What a terminal must not receive raw; the line breaks of our own output
+/// are not text from the daemon and pass (cells and values never hold one:
+/// [`Table`] and [`fields`] escape them before joining lines).
+fn keep_out(c: char) -> bool {
+    c != '\n' && forbidden_char(c).is_some()
 }
 
 /// Reads the daemon's result as a `T`.
@@ -113,8 +159,12 @@ impl Table {
         }
     }
 
-    /// Adds a row; missing cells are blank, extra cells are dropped.
+    /// Adds a row; missing cells are blank, extra cells are dropped. A cell
+    /// is printed as [`cell_text`] makes it: no control characters.
     pub fn row(&mut self, mut cells: Vec<String>) {
+        for c in &mut cells {
+            *c = cell_text(c);
+        }
         cells.resize(self.header.len(), String::new());
         self.rows.push(cells);
     }
@@ -168,16 +218,27 @@ fn is_number(text: &str) -> bool {
         && digits.bytes().filter(|&b| b == b'.').count() <= 1
 }
 
-/// `key: value` lines with the values aligned.
+/// A table cell or a value of [`fields`]: [`printable`], and a line break
+/// escaped too, so that one cell stays on one line.
+pub fn cell_text(text: &str) -> String {
+    printable(text).replace('\n', "\\u{a}")
+}
+
+/// `key: value` lines with the values aligned; keys and values printed as
+/// [`cell_text`] makes them.
 pub fn fields<K: AsRef<str>>(pairs: &[(K, String)]) -> String {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (cell_text(k.as_ref()), cell_text(v)))
+        .collect();
     let width = pairs
         .iter()
-        .map(|(k, _)| k.as_ref().chars().count())
+        .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
-    for (k, v) in pairs {
-        let k = format!("{}:", k.as_ref());
+    for (k, v) in &pairs {
+        let k = format!("{k}:");
         let _ = writeln!(out, "{}", format!("{k:<w$} {v}", w = width + 1).trim_end());
     }
     out
@@ -230,11 +291,11 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// Each item on a line of its own.
+/// Each item on a line of its own (as [`cell_text`] makes it).
 pub fn lines<T: AsRef<str>>(items: &[T]) -> String {
     let mut out = String::new();
     for item in items {
-        out.push_str(item.as_ref());
+        out.push_str(&cell_text(item.as_ref()));
         out.push('\n');
     }
     out

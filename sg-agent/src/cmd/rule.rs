@@ -340,7 +340,9 @@ fn write_export(export: &Exported, output: Option<&Path>, save: bool) -> anyhow:
             name.to_owned()
         }
         (None, false) => {
-            print!("{}", export.text);
+            // To a terminal, maybe: what a terminal would act on is escaped
+            // (`--output` and `--save` write the exact text).
+            print!("{}", client::printable(&export.text));
             return Ok(());
         }
     };

@@ -859,24 +859,46 @@ impl Service {
                 self.change(|st| st.set_settings(s))?;
                 Ok(to_value(&self.state.settings))
             }
-            Request::Apply { document, dry_run } => {
+            Request::Apply {
+                document,
+                dry_run,
+                allow_delete_all,
+            } => {
                 let started = Instant::now();
                 let doc = policy::apply::parse(&document).map_err(err)?;
                 let parsed = started.elapsed();
                 let next = policy::apply::desired(&self.state, &doc).map_err(err)?;
                 let built = started.elapsed();
-                let changes: Vec<String> = policy::apply::diff(&self.state, &next)
+                let diff = policy::apply::diff(&self.state, &next);
+                // A sweep (every NIC unbound, every group deleted) heads the
+                // diff, dry run or not, and is refused without the flag.
+                let sweep = policy::apply::Sweep::of(&self.state, &next);
+                let warnings = sweep
+                    .as_ref()
+                    .map(policy::apply::Sweep::lines)
+                    .unwrap_or_default();
+                let changes: Vec<String> = warnings
                     .iter()
-                    .map(ToString::to_string)
+                    .cloned()
+                    .chain(diff.iter().map(ToString::to_string))
                     .collect();
                 log::debug!(
                     "apply: parsed {parsed:?}, desired state {built:?}, diff {:?}",
                     started.elapsed()
                 );
                 if !dry_run {
+                    policy::apply::check_sweep(&self.state, &next, allow_delete_all)
+                        .map_err(err)?;
+                    if let Some(s) = &sweep {
+                        log::warn!("apply with allow_delete_all: {}", s.lines().join("; "));
+                    }
                     self.commit(next)?;
                 }
-                Ok(json!({ "applied": !dry_run && !changes.is_empty(), "changes": changes }))
+                Ok(json!({
+                    "applied": !dry_run && !diff.is_empty(),
+                    "changes": changes,
+                    "warnings": warnings,
+                }))
             }
             Request::Export => Ok(to_value(&policy::apply::document_of(&self.state))),
             Request::SnapshotList { group } => {

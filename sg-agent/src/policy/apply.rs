@@ -9,7 +9,9 @@
 //! # The document
 //!
 //! The same structure in YAML and JSON ([`parse`]); an unknown field anywhere
-//! is an error. Every text field is read with the model's own parsers
+//! is an error. A document without content (blank, only comments, only
+//! `---`, a YAML null) is refused: the empty state is only ever the explicit
+//! `{}`. Every text field is read with the model's own parsers
 //! ([`Protocol::parse`], [`parse_port_spec`], [`Peer::parse`], [`Cidr::parse`],
 //! [`parse_priority`] …), so normalisation and messages are the API's, and
 //! every error names its place in the document (`groups[1].rules[3].port_range`).
@@ -24,7 +26,7 @@
 //! groups:
 //!   - name: web
 //!     type: basic                      # basic (default) | enterprise | advanced
-//!     inner_access_policy: Accept      # default: Accept (basic), Drop (enterprise)
+//!     inner_access_policy: Accept      # basic groups only; default Accept
 //!     deletion_protection: false
 //!     tags: {env: prod}
 //!     rules:
@@ -54,12 +56,19 @@
 //! - Refused: any difference to a `managed` group (its absence included: the
 //!   document has no `managed` field, so managed groups come only from the
 //!   current state); deleting a group whose deletion protection is on in the
-//!   current state; everything [`validate_state`] refuses.
+//!   current state; everything [`validate_change`](super::validate::validate_change) refuses.
 //! - **Decided**: a group's type, and a rule's direction, may change: the
 //!   document says what should be, and validation checks the result as a whole
 //!   (NICs of one type, enterprise restrictions). The API's single operations
 //!   offer no such change because they have no way to change the NICs and the
 //!   rules around it at the same time.
+//!
+//! # Sweeps
+//!
+//! An apply whose result binds no NIC while the current state binds one, or
+//! holds no group while the current state holds one, is a [`Sweep`]: the
+//! daemon shows its `!` lines ([`Sweep::lines`]) at the top of the diff and
+//! refuses it ([`check_sweep`]) unless the request says `allow_delete_all`.
 //!
 //! # Changes
 //!
@@ -106,14 +115,15 @@ use serde_json::Value;
 
 use super::{
     addr::{Cidr, Family},
-    error::{DeleteBlocker, PolicyError},
+    error::{DeleteBlocker, Labels, PolicyError},
     ids::{GroupId, IdGen, PortListId, PrefixListId, RuleId},
     model::{
         Action, BindingMode, Direction, GroupType, InnerPolicy, NicBinding, Peer, PortList,
         PortListEntry, PortRange, PortSpec, PrefixList, PrefixListEntry, Protocol, Rule, RuleSpec,
         SecurityGroup, Settings, State, parse_port_spec, parse_priority,
     },
-    validate::validate_state,
+    ops::ENTERPRISE_INNER_POLICY,
+    validate::validate_change,
 };
 
 // ---- the document -----------------------------------------------------------
@@ -204,8 +214,9 @@ pub struct GroupDoc {
     /// `basic` (the default), `enterprise` or `advanced`.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// `Accept` or `Drop`; absent: `Accept` for basic groups, `Drop` for
-    /// enterprise ones.
+    /// `Accept` or `Drop`, basic groups only; absent: `Accept`. An
+    /// enterprise group has none (it always isolates its members): giving
+    /// one is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner_access_policy: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -376,25 +387,40 @@ fn unknown_key(given: &Value, known: &Value, path: &str) -> Option<String> {
 
 /// Reads a document: JSON when its first non-blank character is `{`, YAML
 /// otherwise. Only the shape is checked here; [`desired`] checks the values.
+///
+/// A document that says nothing — blank, only comments, only `---`, or a
+/// YAML null (`null`, `~`) — is refused: read as a state it would be the
+/// empty one, and applying it would delete everything. The empty state is
+/// only ever the explicit `{}`.
 pub fn parse(text: &str) -> Result<Document, PolicyError> {
     let body = text.trim_start_matches('\u{feff}').trim_start();
     if body.starts_with('{') {
-        serde_json::from_str(body).map_err(|e| PolicyError::Document {
+        return serde_json::from_str(body).map_err(|e| PolicyError::Document {
             format: "JSON",
             reason: e.to_string(),
-        })
-    } else if body.is_empty() {
-        Err(PolicyError::Document {
-            format: "YAML",
-            reason: "the document is empty (an empty state is written {})".to_owned(),
-        })
+        });
+    }
+    // YAML reads a document without content as null: `Option` tells it
+    // apart from a mapping, `{}` included.
+    let doc: Option<Document> = if body.is_empty() {
+        None
     } else {
         serde_norway::from_str(body).map_err(|e| PolicyError::Document {
             format: "YAML",
             reason: e.to_string(),
-        })
-    }
+        })?
+    };
+    doc.ok_or_else(|| PolicyError::Document {
+        format: "YAML",
+        reason: EMPTY_DOCUMENT.to_owned(),
+    })
 }
+
+/// Why a document without content is refused, and what to write instead.
+pub const EMPTY_DOCUMENT: &str = "the document is empty (nothing but blanks, comments, `---` \
+     or null), so nothing was applied; an empty state (no groups, lists or NICs) is written \
+     `{}`, and applying it over a state that binds NICs or holds groups also needs \
+     allow_delete_all (`sg-agent apply --allow-delete-all`)";
 
 // ---- from a state -------------------------------------------------------------
 
@@ -462,7 +488,10 @@ fn group_doc(g: &SecurityGroup) -> GroupDoc {
         name: g.name.clone(),
         description: g.description.clone(),
         kind: Some(g.kind.to_string()),
-        inner_access_policy: Some(inner_text(g.inner_policy).to_owned()),
+        // Enterprise groups have none (SPEC §1): a document giving one is
+        // refused, so the export leaves it out.
+        inner_access_policy: (g.kind == GroupType::Basic)
+            .then(|| inner_text(g.inner_policy).to_owned()),
         deletion_protection: g.deletion_protection,
         tags: g.tags.clone(),
         rules: g
@@ -775,7 +804,7 @@ impl Refs {
 
 /// The state the document describes, computed from `current` (which is not
 /// touched): see the module documentation for identity and refusals. The
-/// result passes [`validate_state`]; its id generator is advanced past every
+/// result passes [`validate_change`] from `current`; its id generator is advanced past every
 /// id handed out.
 pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
     let mut fresh = Fresh::new(current);
@@ -800,7 +829,8 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         ),
     };
     let groups = groups(current, doc, &ids, &refs, &mut fresh)?;
-    check_refusals(current, &groups)?;
+    let labels = labels(current, doc, &ids, &groups);
+    check_refusals(current, &groups).map_err(|e| labels.apply(e))?;
     let nics = nics(doc, &refs)?;
 
     let next = State {
@@ -814,7 +844,7 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         nics,
         ids: fresh.gen_,
     };
-    validate_state(&next).map_err(|e| reroot(e, doc, &ids))?;
+    validate_change(current, &next).map_err(|e| labels.apply(e))?;
     Ok(next)
 }
 
@@ -1032,17 +1062,17 @@ fn groups(
         let inner_policy = match (kind, &g.inner_access_policy) {
             (GroupType::Basic, None) => InnerPolicy::Accept,
             (GroupType::Enterprise, None) => InnerPolicy::Drop,
-            (kind, Some(text)) => match (kind, Action::parse(&inner_field, text)?) {
-                (_, Action::Drop) => InnerPolicy::Drop,
-                (GroupType::Basic, Action::Accept) => InnerPolicy::Accept,
-                (GroupType::Enterprise, Action::Accept) => {
-                    return Err(PolicyError::Enterprise {
-                        field: inner_field,
-                        value: text.clone(),
-                        reason: "enterprise groups always isolate their members",
-                    });
-                }
+            (GroupType::Basic, Some(text)) => match Action::parse(&inner_field, text)? {
+                Action::Drop => InnerPolicy::Drop,
+                Action::Accept => InnerPolicy::Accept,
             },
+            (GroupType::Enterprise, Some(text)) => {
+                return Err(PolicyError::Enterprise {
+                    field: inner_field,
+                    value: text.clone(),
+                    reason: ENTERPRISE_INNER_POLICY,
+                });
+            }
         };
         let now = current.groups.get(id);
         // The current rules no id in the document claims, by spec, in order:
@@ -1176,52 +1206,45 @@ fn nics(doc: &Document, refs: &Refs) -> Result<BTreeMap<String, NicBinding>, Pol
     Ok(out)
 }
 
-/// Turns the state paths of a validation error (`groups[sg-…].rules[3]`) into
-/// the document's (`groups[1].rules[3]`).
-fn reroot(mut err: PolicyError, doc: &Document, ids: &Identities) -> PolicyError {
-    let (PolicyError::Invalid { field, .. }
-    | PolicyError::OutOfRange { field, .. }
-    | PolicyError::LimitExceeded { field, .. }
-    | PolicyError::NotFound { field, .. }
-    | PolicyError::AlreadyExists { field, .. }
-    | PolicyError::Enterprise { field, .. }
-    | PolicyError::DuplicateRule { field, .. }) = &mut err
-    else {
-        return err;
-    };
-    let mut prefixes: Vec<(String, String)> = Vec::new();
-    prefixes.extend(
-        ids.groups
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("groups[{id}]"), format!("groups[{i}]"))),
-    );
-    prefixes.extend(
-        ids.prefix_lists
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("prefix_lists[{id}]"), format!("prefix_lists[{i}]"))),
-    );
-    prefixes.extend(
-        ids.port_lists
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (format!("port_lists[{id}]"), format!("port_lists[{i}]"))),
-    );
-    prefixes.extend(
-        doc.nics
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (format!("nics[{}]", n.name), format!("nics[{i}]"))),
-    );
-    if let Some((from, to)) = prefixes
-        .iter()
-        .filter(|(from, _)| field.starts_with(from.as_str()))
-        .max_by_key(|(from, _)| from.len())
-    {
-        *field = format!("{to}{}", &field[from.len()..]);
+/// How errors name the document's objects: state paths (`groups[sg-…].rules[3]`)
+/// become the document's (`groups[1].rules[3]`), and the ids this apply
+/// made, which the user never saw, become places in the document
+/// (`groups[1] (web)`, `groups[1].rules[0]`). Ids of the current state stay:
+/// the user can look them up.
+fn labels(
+    current: &State,
+    doc: &Document,
+    ids: &Identities,
+    groups: &BTreeMap<GroupId, SecurityGroup>,
+) -> Labels {
+    let mut l = Labels::default();
+    for (i, (id, g)) in ids.groups.iter().zip(&doc.groups).enumerate() {
+        l.path(format!("groups[{id}]"), format!("groups[{i}]"));
+        if !current.groups.contains_key(id) {
+            l.id(id, format!("groups[{i}] ({})", g.name));
+        }
+        for (j, r) in groups.get(id).iter().flat_map(|g| &g.rules).enumerate() {
+            if current.find_rule(&r.id).is_none() {
+                l.id(&r.id, format!("groups[{i}].rules[{j}]"));
+            }
+        }
     }
-    err
+    for (i, (id, p)) in ids.prefix_lists.iter().zip(&doc.prefix_lists).enumerate() {
+        l.path(format!("prefix_lists[{id}]"), format!("prefix_lists[{i}]"));
+        if !current.prefix_lists.contains_key(id) {
+            l.id(id, format!("prefix_lists[{i}] ({})", p.name));
+        }
+    }
+    for (i, (id, p)) in ids.port_lists.iter().zip(&doc.port_lists).enumerate() {
+        l.path(format!("port_lists[{id}]"), format!("port_lists[{i}]"));
+        if !current.port_lists.contains_key(id) {
+            l.id(id, format!("port_lists[{i}] ({})", p.name));
+        }
+    }
+    for (i, n) in doc.nics.iter().enumerate() {
+        l.path(format!("nics[{}]", n.name), format!("nics[{i}]"));
+    }
+    l
 }
 
 // ---- diff ----------------------------------------------------------------------------
@@ -1383,6 +1406,101 @@ pub fn diff(old: &State, new: &State) -> Vec<Change> {
         Some(Change::new(op, Kind::Nic, &n.name, detail))
     });
     out
+}
+
+// ---- sweeping changes --------------------------------------------------------------
+
+/// At most this many names in a [`Sweep`]'s text; the others are counted.
+const SWEEP_NAMES: usize = 10;
+
+/// What an apply would take away wholesale: every NIC binding (the current
+/// state binds at least one, the result none) or every security group
+/// (likewise). A NIC left unbound is no longer enforced: it passes every
+/// packet. [`check_sweep`] refuses such an apply unless it is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// The NICs the current state binds, when the result binds none.
+    pub unbound: Vec<String>,
+    /// The current groups as `id (name)`, when the result has none.
+    pub deleted: Vec<String>,
+}
+
+impl Sweep {
+    /// The sweep from `old` to `new`, `None` when nothing is swept away.
+    pub fn of(old: &State, new: &State) -> Option<Self> {
+        let mut sweep = Self::default();
+        if !old.nics.is_empty() && new.nics.is_empty() {
+            sweep.unbound = old.nics.keys().cloned().collect();
+        }
+        if !old.groups.is_empty() && new.groups.is_empty() {
+            sweep.deleted = old
+                .groups
+                .values()
+                .map(|g| format!("{} ({})", g.id, g.name))
+                .collect();
+        }
+        (sweep != Self::default()).then_some(sweep)
+    }
+
+    /// One line per kind swept away, each starting with `!`: what a diff
+    /// shows first.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.unbound.is_empty() {
+            out.push(format!(
+                "! unbinds every NIC (an unbound NIC passes every packet): {} (needs allow_delete_all)",
+                few(&self.unbound)
+            ));
+        }
+        if !self.deleted.is_empty() {
+            out.push(format!(
+                "! deletes every security group: {} (needs allow_delete_all)",
+                few(&self.deleted)
+            ));
+        }
+        out
+    }
+
+    fn what(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.unbound.is_empty() {
+            parts.push(format!(
+                "it would unbind every NIC ({}), which would then pass every packet",
+                few(&self.unbound)
+            ));
+        }
+        if !self.deleted.is_empty() {
+            parts.push(format!(
+                "it would delete every security group ({})",
+                few(&self.deleted)
+            ));
+        }
+        parts.join(" and ")
+    }
+}
+
+/// The first [`SWEEP_NAMES`] items, joined, and how many more there are.
+fn few(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(SWEEP_NAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SWEEP_NAMES {
+        let _ = write!(text, " and {} more", items.len() - SWEEP_NAMES);
+    }
+    text
+}
+
+/// Refuses going from `old` to `new` when it sweeps away every NIC binding
+/// or every group, unless `allow` (`allow_delete_all`) says it is meant.
+/// Returns the sweep when allowed, for the diff to show.
+pub fn check_sweep(old: &State, new: &State, allow: bool) -> Result<Option<Sweep>, PolicyError> {
+    match Sweep::of(old, new) {
+        Some(sweep) if !allow => Err(PolicyError::Sweeping { what: sweep.what() }),
+        sweep => Ok(sweep),
+    }
 }
 
 /// Runs `line` over the union of two maps' keys: `(Add, None, new)`,

@@ -94,6 +94,32 @@ pub enum PolicyError {
         group: String,
         existing: String,
     },
+    /// An apply would unbind every NIC or delete every security group, and
+    /// was not told that this is meant.
+    #[error(
+        "apply refused, nothing changed: {what}; if that is meant, apply again with allow_delete_all (sg-agent apply --allow-delete-all)"
+    )]
+    Sweeping { what: String },
+    /// A field of an imported record is none of the documents' fields.
+    #[error(
+        "{field}: unknown field {name:?} (a misspelt field would be read as absent); the fields are {expected}"
+    )]
+    UnknownField {
+        field: String,
+        name: String,
+        expected: String,
+    },
+    /// Free text holds a character that would change what a terminal
+    /// shows (SPEC §6: bad input gets a clear error).
+    #[error(
+        "{field}: {class} U+{code:04X} at character {position} is not allowed (free text takes no control, bidirectional formatting or line separator characters)"
+    )]
+    ForbiddenCharacter {
+        field: String,
+        code: u32,
+        position: usize,
+        class: &'static str,
+    },
     /// An import or export document is not readable as a whole.
     #[error("{format} document: {reason}")]
     Document {
@@ -171,5 +197,109 @@ impl PolicyError {
             kind,
             id: id.to_string(),
         }
+    }
+}
+
+/// How a request names what it makes. Ids the system gives new objects
+/// inside a request (a new group, its rules, a clone, an import's rules, an
+/// apply document's objects) were never seen by the user: an error of that
+/// request names instead what the user gave (`group`, `rules[2]`,
+/// `Permissions[0]`, `groups[1]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    /// Field paths rooted at an object (`groups[sg-…]`) and what replaces
+    /// that root (`group`).
+    paths: Vec<(String, String)>,
+    /// Ids (`sg-…`, `sgr-…`) and how an error mentions them instead.
+    ids: Vec<(String, String)>,
+}
+
+impl Labels {
+    /// Paths under `root` (`groups[sg-…]`) start with `label` instead.
+    pub fn path(&mut self, root: String, label: impl Into<String>) {
+        self.paths.push((root, label.into()));
+    }
+
+    /// An error that mentions `id` mentions `label` instead.
+    pub fn id(&mut self, id: impl fmt::Display, label: impl Into<String>) {
+        self.ids.push((id.to_string(), label.into()));
+    }
+
+    /// Whether no label was given.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.ids.is_empty()
+    }
+
+    /// `err` naming what the user gave instead of the ids of this request.
+    pub fn apply(&self, mut err: PolicyError) -> PolicyError {
+        if self.is_empty() {
+            return err;
+        }
+        let path = |field: &mut String| {
+            if let Some((from, to)) = self
+                .paths
+                .iter()
+                .filter(|(from, _)| {
+                    field.starts_with(from.as_str())
+                        && matches!(field.as_bytes().get(from.len()), None | Some(b'.' | b' '))
+                })
+                .max_by_key(|(from, _)| from.len())
+            {
+                *field = format!("{to}{}", &field[from.len()..]);
+            }
+        };
+        let id = |text: &mut String| {
+            if let Some((_, to)) = self.ids.iter().find(|(from, _)| from == text) {
+                text.clone_from(to);
+            }
+        };
+        match &mut err {
+            PolicyError::Invalid { field, value, .. }
+            | PolicyError::OutOfRange { field, value, .. }
+            | PolicyError::Enterprise { field, value, .. } => {
+                path(field);
+                id(value);
+            }
+            PolicyError::LimitExceeded { field, .. }
+            | PolicyError::UnknownField { field, .. }
+            | PolicyError::ForbiddenCharacter { field, .. } => path(field),
+            PolicyError::NotFound { field, id: x, .. }
+            | PolicyError::AlreadyExists { field, id: x, .. } => {
+                path(field);
+                id(x);
+            }
+            PolicyError::DuplicateRule {
+                field,
+                group,
+                existing,
+            } => {
+                path(field);
+                id(group);
+                id(existing);
+            }
+            PolicyError::MixedGroupTypes { first, other, .. } => {
+                id(first);
+                id(other);
+            }
+            PolicyError::Managed { group, .. } => id(group),
+            PolicyError::DeleteRefused { group, blockers } => {
+                id(group);
+                for b in blockers {
+                    if let DeleteBlocker::ReferencedByRule { group, rule } = b {
+                        id(group);
+                        id(rule);
+                    }
+                }
+            }
+            PolicyError::InUse {
+                id: x, group, rule, ..
+            } => {
+                id(x);
+                id(group);
+                id(rule);
+            }
+            PolicyError::Sweeping { .. } | PolicyError::Document { .. } => {}
+        }
+        err
     }
 }

@@ -6,7 +6,8 @@ use super::{
     ids::GroupId,
     model::State,
     record::{
-        FIELDS, ImportReport, RULE_FIELDS, RuleRecord, check_region, export_records, import_records,
+        EXTRA_FIELDS, FIELDS, ImportReport, RULE_FIELDS, RuleRecord, check_extra_field,
+        check_region, export_records, import_records, unknown_field,
     },
 };
 
@@ -63,7 +64,8 @@ pub fn export_csv(state: &State, group: &GroupId) -> Result<String, PolicyError>
 }
 
 /// Imports CSV into `group`. Columns are found by header name, in any order;
-/// unknown columns are ignored. Each row is imported or skipped on its own.
+/// an unknown column refuses the document. Each row is imported or skipped
+/// on its own.
 pub fn import_csv(
     state: &mut State,
     group: &GroupId,
@@ -87,6 +89,25 @@ pub fn import_csv(
             ),
         });
     }
+    // A column that is none of the fields would be read as absent: refuse
+    // the document, naming it (see `record.rs`). A column given twice
+    // would leave one of its values unread.
+    for (i, h) in headers.iter().enumerate() {
+        let known =
+            FIELDS[..RULE_FIELDS].contains(&h.as_str()) || EXTRA_FIELDS.contains(&h.as_str());
+        if !known {
+            return Err(PolicyError::Document {
+                format: "CSV",
+                reason: unknown_field("the header row", h).to_string(),
+            });
+        }
+        if headers[..i].contains(h) {
+            return Err(PolicyError::Document {
+                format: "CSV",
+                reason: format!("the header row has the column {h:?} twice"),
+            });
+        }
+    }
     let records = reader
         .records()
         .enumerate()
@@ -94,12 +115,16 @@ pub fn import_csv(
             let prefix = format!("rows[{i}]");
             let record = row
                 .map_err(|e| PolicyError::invalid(prefix.clone(), "", e.to_string()))
-                .map(|row| {
+                .and_then(|row| {
                     let mut r = RuleRecord::default();
                     for (name, value) in headers.iter().zip(row.iter()) {
-                        r.set(name, value.to_owned());
+                        if FIELDS[..RULE_FIELDS].contains(&name.as_str()) {
+                            r.set(name, value.to_owned());
+                        } else {
+                            check_extra_field(&prefix, name, value)?;
+                        }
                     }
-                    r
+                    Ok(r)
                 });
             (prefix, record)
         })

@@ -8,7 +8,8 @@ use super::{
     ids::GroupId,
     model::State,
     record::{
-        FIELDS, ImportReport, RULE_FIELDS, RuleRecord, check_region, export_records, import_records,
+        FIELDS, ImportReport, RULE_FIELDS, RuleRecord, check_extra_field, check_region,
+        export_records, import_records,
     },
 };
 
@@ -61,6 +62,17 @@ pub fn import_json(
     let (source_group, permissions) = match doc {
         Value::Array(v) => (String::new(), v),
         Value::Object(mut m) => {
+            if let Some(key) = m
+                .keys()
+                .find(|k| !matches!(k.as_str(), "SecurityGroupId" | "Permissions"))
+            {
+                return Err(PolicyError::Document {
+                    format: "JSON",
+                    reason: format!(
+                        "unknown field {key:?}: a document holds \"SecurityGroupId\" and \"Permissions\""
+                    ),
+                });
+            }
             let source = match m.get("SecurityGroupId") {
                 Some(Value::String(s)) => s.clone(),
                 _ => String::new(),
@@ -104,18 +116,25 @@ fn to_record(prefix: &str, source_group: &str, value: Value) -> Result<RuleRecor
     };
     let mut r = RuleRecord::default();
     r.set("SecurityGroupId", source_group.to_owned());
-    for name in &FIELDS[..RULE_FIELDS] {
-        match m.get(*name) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => r.set(name, s.clone()),
-            Some(Value::Number(n)) => r.set(name, n.to_string()),
-            Some(other) => {
+    for (name, value) in &m {
+        let text = match value {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
                 return Err(PolicyError::invalid(
                     format!("{prefix}.{name}"),
                     other,
                     "expected a string or a number",
                 ));
             }
+        };
+        if FIELDS[..RULE_FIELDS].contains(&name.as_str()) {
+            if !text.is_empty() {
+                r.set(name, text);
+            }
+        } else {
+            check_extra_field(prefix, name, &text)?;
         }
     }
     Ok(r)

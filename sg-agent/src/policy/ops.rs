@@ -2,21 +2,26 @@
 //! [`State`].
 //!
 //! Every operation is a transaction: it works on a copy, runs
-//! [`validate_state`] on the result, and only then replaces the state. A refused
-//! operation leaves the state exactly as it was.
+//! [`validate_change`] from the state before on the result, and only then
+//! replaces the state. A refused operation leaves the state exactly as it
+//! was. Its errors name what the request gave, not ids it made ([`Labels`]).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{
     addr::{Cidr, Family},
-    error::{DeleteBlocker, PolicyError},
+    error::{DeleteBlocker, Labels, PolicyError},
     ids::{GroupId, PortListId, PrefixListId, RuleId},
     model::{
         GroupType, InnerPolicy, NicBinding, Peer, PortList, PortListEntry, PortSpec, PrefixList,
         PrefixListEntry, Rule, RuleSpec, SecurityGroup, Settings, State,
     },
-    validate::{PRIORITY_MAX, check_rule, validate_state},
+    validate::{PRIORITY_MAX, check_rule, check_text, validate_change},
 };
+
+/// Why an enterprise group takes no intra-group policy (SPEC §1).
+pub(crate) const ENTERPRISE_INNER_POLICY: &str = "only basic groups have an intra-group policy; \
+     an enterprise group always isolates its members (leave the policy out)";
 
 /// What a new group looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +105,20 @@ impl State {
         &mut self,
         change: impl FnOnce(&mut State) -> Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
+        self.transact_labelled(|s, _| change(s))
+    }
+
+    /// [`State::transact`] for a change that makes objects: `change` labels
+    /// their new ids with what the request gave (see [`Labels`]), and every
+    /// error, its own and validation's, names those instead.
+    pub(crate) fn transact_labelled<T>(
+        &mut self,
+        change: impl FnOnce(&mut State, &mut Labels) -> Result<T, PolicyError>,
+    ) -> Result<T, PolicyError> {
         let mut next = self.clone();
-        let out = change(&mut next)?;
-        validate_state(&next)?;
+        let mut labels = Labels::default();
+        let out = change(&mut next, &mut labels).map_err(|e| labels.apply(e))?;
+        validate_change(self, &next).map_err(|e| labels.apply(e))?;
         *self = next;
         Ok(out)
     }
@@ -137,35 +153,48 @@ impl State {
 
     /// Creates a group; returns its new id.
     pub fn create_group(&mut self, spec: GroupSpec) -> Result<GroupId, PolicyError> {
-        self.transact(|s| {
-            let inner_policy = match (spec.kind, spec.inner_policy) {
-                (GroupType::Basic, p) => p.unwrap_or(InnerPolicy::Accept),
-                (GroupType::Enterprise, None | Some(InnerPolicy::Drop)) => InnerPolicy::Drop,
-                (GroupType::Enterprise, Some(InnerPolicy::Accept)) => {
-                    return Err(PolicyError::Enterprise {
-                        field: "group.inner_policy".to_owned(),
-                        value: "Accept".to_owned(),
-                        reason: "enterprise groups always isolate their members",
-                    });
-                }
-            };
-            let id = s.fresh_group_id();
-            s.groups.insert(
-                id.clone(),
-                SecurityGroup {
-                    id: id.clone(),
-                    name: spec.name,
-                    description: spec.description,
-                    kind: spec.kind,
-                    inner_policy,
-                    deletion_protection: spec.deletion_protection,
-                    managed: spec.managed,
-                    tags: spec.tags,
-                    rules: Vec::new(),
-                },
-            );
-            Ok(id)
-        })
+        self.transact_labelled(|s, labels| s.new_group(spec, labels))
+    }
+
+    /// Adds a group (the body of [`State::create_group`]), its id labelled
+    /// `group`; not validated.
+    pub(crate) fn new_group(
+        &mut self,
+        spec: GroupSpec,
+        labels: &mut Labels,
+    ) -> Result<GroupId, PolicyError> {
+        // SPEC §1: only basic groups have an intra-group policy. An
+        // enterprise group given one, even `Drop`, is refused: the
+        // request means something this group cannot have.
+        let inner_policy = match (spec.kind, spec.inner_policy) {
+            (GroupType::Basic, p) => p.unwrap_or(InnerPolicy::Accept),
+            (GroupType::Enterprise, None) => InnerPolicy::Drop,
+            (GroupType::Enterprise, Some(p)) => {
+                return Err(PolicyError::Enterprise {
+                    field: "group.inner_policy".to_owned(),
+                    value: format!("{p:?}"),
+                    reason: ENTERPRISE_INNER_POLICY,
+                });
+            }
+        };
+        let id = self.fresh_group_id();
+        labels.path(format!("groups[{id}]"), "group");
+        labels.id(&id, format!("the new group {:?}", spec.name));
+        self.groups.insert(
+            id.clone(),
+            SecurityGroup {
+                id: id.clone(),
+                name: spec.name,
+                description: spec.description,
+                kind: spec.kind,
+                inner_policy,
+                deletion_protection: spec.deletion_protection,
+                managed: spec.managed,
+                tags: spec.tags,
+                rules: Vec::new(),
+            },
+        );
+        Ok(id)
     }
 
     /// The group with id `id`.
@@ -247,7 +276,7 @@ impl State {
                 return Err(PolicyError::Enterprise {
                     field: format!("groups[{id}].inner_policy"),
                     value: format!("{policy:?}"),
-                    reason: "the intra-group policy of an enterprise group cannot be changed",
+                    reason: ENTERPRISE_INNER_POLICY,
                 });
             }
             g.inner_policy = policy;
@@ -263,20 +292,24 @@ impl State {
         options: &CloneOptions,
     ) -> Result<GroupId, PolicyError> {
         let source = self.group("group", id)?.clone();
-        self.transact(|s| {
+        self.transact_labelled(|s, labels| {
             let new_id = s.fresh_group_id();
+            labels.path(format!("groups[{new_id}]"), "clone");
+            labels.id(&new_id, format!("the clone of {id}"));
             let mut rules = Vec::new();
             if options.keep_rules {
-                for rule in &source.rules {
+                for (i, rule) in source.rules.iter().enumerate() {
                     let mut spec = rule.spec.clone();
                     spec.priority = spec.priority.min(PRIORITY_MAX);
                     if spec.peer == Peer::Group(id.clone()) {
                         spec.peer = Peer::Group(new_id.clone());
                     }
-                    rules.push(Rule {
-                        id: s.fresh_rule_id(),
-                        spec,
-                    });
+                    let rule_id = s.fresh_rule_id();
+                    labels.id(
+                        &rule_id,
+                        format!("clone.rules[{i}] (a copy of {})", rule.id),
+                    );
+                    rules.push(Rule { id: rule_id, spec });
                 }
             }
             s.groups.insert(
@@ -303,52 +336,72 @@ impl State {
 
     // ---- rules -----------------------------------------------------------
 
-    /// Adds rules to a group, with given ids where `Some` (import), atomically.
+    /// Adds rules to a group, with given ids where `Some` (import),
+    /// atomically. `field` names the rules in errors: `rule` for one rule
+    /// (`single`), else `{field}[i]`.
     pub(crate) fn insert_rules(
         &mut self,
         group: &GroupId,
         rules: Vec<(Option<RuleId>, RuleSpec)>,
         field: &str,
+        single: bool,
     ) -> Result<Vec<RuleId>, PolicyError> {
-        let single = rules.len() == 1;
-        self.transact(|s| {
-            let mut ids = Vec::new();
-            for (i, (wanted, spec)) in rules.into_iter().enumerate() {
-                let f = if single {
-                    field.to_owned()
-                } else {
-                    format!("{field}[{i}]")
-                };
-                let owner = s.writable_group(group, "authorize rule")?.clone();
-                check_rule(s, &owner, &f, &spec)?;
-                if let Some(dup) = owner.rules.iter().find(|r| r.spec.same_match(&spec)) {
-                    return Err(PolicyError::DuplicateRule {
-                        field: f,
-                        group: group.to_string(),
-                        existing: dup.id.to_string(),
-                    });
-                }
-                let id = match wanted {
-                    Some(id) if s.find_rule(&id).is_none() => id,
-                    _ => s.fresh_rule_id(),
-                };
-                s.writable_group(group, "authorize rule")?.rules.push(Rule {
-                    id: id.clone(),
-                    spec,
+        self.transact_labelled(|s, labels| s.add_rules(group, rules, field, single, labels))
+    }
+
+    /// The body of [`State::insert_rules`]: each rule's id labelled with its
+    /// place in the request, so that a later rule duplicating it names
+    /// `rules[0]`, not an id the user never saw; not validated.
+    pub(crate) fn add_rules(
+        &mut self,
+        group: &GroupId,
+        rules: Vec<(Option<RuleId>, RuleSpec)>,
+        field: &str,
+        single: bool,
+        labels: &mut Labels,
+    ) -> Result<Vec<RuleId>, PolicyError> {
+        let s = self;
+        let mut ids = Vec::new();
+        for (i, (wanted, spec)) in rules.into_iter().enumerate() {
+            let f = if single {
+                field.to_owned()
+            } else {
+                format!("{field}[{i}]")
+            };
+            let owner = s.writable_group(group, "authorize rule")?.clone();
+            check_rule(s, &owner, &f, &spec)?;
+            // New text, named by its place in the request (validation
+            // would name its place in the group).
+            check_text(&format!("{f}.description"), &spec.description)?;
+            if let Some(dup) = owner.rules.iter().find(|r| r.spec.same_match(&spec)) {
+                return Err(PolicyError::DuplicateRule {
+                    field: f,
+                    group: group.to_string(),
+                    existing: dup.id.to_string(),
                 });
-                ids.push(id);
             }
-            Ok(ids)
-        })
+            let id = match wanted {
+                Some(id) if s.find_rule(&id).is_none() => id,
+                _ => s.fresh_rule_id(),
+            };
+            labels.id(&id, format!("{f} of this request"));
+            s.writable_group(group, "authorize rule")?.rules.push(Rule {
+                id: id.clone(),
+                spec,
+            });
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// Adds one rule (`AuthorizeSecurityGroup` / `AuthorizeSecurityGroupEgress`).
     pub fn authorize(&mut self, group: &GroupId, spec: RuleSpec) -> Result<RuleId, PolicyError> {
-        self.insert_rules(group, vec![(None, spec)], "rule")
+        self.insert_rules(group, vec![(None, spec)], "rule", true)
             .map(|mut v| v.remove(0))
     }
 
-    /// Adds several rules at once: all or none.
+    /// Adds several rules at once: all or none. Errors name each rule by
+    /// its place in `specs` (`rules[2]`).
     pub fn authorize_all(
         &mut self,
         group: &GroupId,
@@ -358,6 +411,7 @@ impl State {
             group,
             specs.into_iter().map(|s| (None, s)).collect(),
             "rules",
+            false,
         )
     }
 
@@ -401,6 +455,9 @@ impl State {
                 ));
             }
             check_rule(s, &owner, "rule", &spec)?;
+            if current.spec.description != spec.description {
+                check_text("rule.description", &spec.description)?;
+            }
             if let Some(dup) = owner
                 .rules
                 .iter()
@@ -521,8 +578,10 @@ impl State {
         &mut self,
         spec: PrefixListSpec,
     ) -> Result<PrefixListId, PolicyError> {
-        self.transact(|s| {
+        self.transact_labelled(|s, labels| {
             let id = s.fresh_prefix_list_id();
+            labels.path(format!("prefix_lists[{id}]"), "prefix_list");
+            labels.id(&id, format!("the new prefix list {:?}", spec.name));
             s.prefix_lists.insert(
                 id.clone(),
                 PrefixList {
@@ -581,8 +640,10 @@ impl State {
 
     /// Creates a port list (`CreatePortRangeList`).
     pub fn create_port_list(&mut self, spec: PortListSpec) -> Result<PortListId, PolicyError> {
-        self.transact(|s| {
+        self.transact_labelled(|s, labels| {
             let id = s.fresh_port_list_id();
+            labels.path(format!("port_lists[{id}]"), "port_list");
+            labels.id(&id, format!("the new port list {:?}", spec.name));
             s.port_lists.insert(
                 id.clone(),
                 PortList {

@@ -8,18 +8,21 @@
 //! - local address (quintuple): `DestCidrIp`/`Ipv6DestCidrIp` / `SourceCidrIp`/`Ipv6SourceCidrIp`;
 //! - `PortRange` (`a/b` or `-1/-1`) or `PortRangeListId`; `SourcePortRange`.
 //!
-//! An empty field is an absent one. Unknown fields are ignored (exports of the
-//! documents' API carry more, such as `CreateTime`).
+//! An empty field is an absent one. An unknown field is refused, naming it: a
+//! misspelt field read as absent would change the rule (`"Polcy": "Drop"`
+//! would import an `Accept`, `"Prority": 100` a priority of 1). The few
+//! fields the documents' API returns beside the rule ([`EXTRA_FIELDS`]) are
+//! accepted when they ask for nothing sg would have to enforce.
 
 use super::{
     addr::{Cidr, Family},
-    error::PolicyError,
+    error::{Labels, PolicyError},
     ids::{GroupId, PortListId, PrefixListId, RuleId},
     model::{
         Action, Direction, Peer, PortRange, PortSpec, Protocol, Rule, RuleSpec, State,
         parse_port_spec, parse_priority,
     },
-    validate::MAX_IMPORT_RULES,
+    validate::{MAX_IMPORT_RULES, check_text},
 };
 
 /// The record's fields, in export order.
@@ -49,6 +52,64 @@ pub const FIELDS: [&str; 19] = [
 
 /// The number of per-rule fields (all of [`FIELDS`] but `Permissions`).
 pub const RULE_FIELDS: usize = FIELDS.len() - 1;
+
+/// Fields the documents' API returns with a rule that sg does not enforce:
+/// accepted on import while they say nothing sg would have to enforce
+/// ([`check_extra_field`]), and not kept.
+pub const EXTRA_FIELDS: [&str; 8] = [
+    "CreateTime",
+    "SourceGroupName",
+    "DestGroupName",
+    "NicType",
+    "SourceGroupOwnerAccount",
+    "DestGroupOwnerAccount",
+    "SourceGroupOwnerId",
+    "DestGroupOwnerId",
+];
+
+/// Checks a field of an imported rule that is not one of [`FIELDS`]:
+/// `CreateTime` and the group names are information only; `NicType` must be
+/// empty or `intranet` (sg enforces the private, VPC, rules); the owner
+/// fields must be empty (cross-account peers are not supported). Anything
+/// else is an unknown field. `prefix` names the record (`Permissions[3]`).
+pub fn check_extra_field(prefix: &str, name: &str, value: &str) -> Result<(), PolicyError> {
+    let v = value.trim();
+    match name {
+        "CreateTime" | "SourceGroupName" | "DestGroupName" => Ok(()),
+        "NicType" if v.is_empty() || v.eq_ignore_ascii_case("intranet") => Ok(()),
+        "NicType" => Err(PolicyError::invalid(
+            format!("{prefix}.{name}"),
+            value,
+            "sg enforces intranet (VPC) rules only",
+        )),
+        "SourceGroupOwnerAccount"
+        | "DestGroupOwnerAccount"
+        | "SourceGroupOwnerId"
+        | "DestGroupOwnerId"
+            if v.is_empty() =>
+        {
+            Ok(())
+        }
+        "SourceGroupOwnerAccount"
+        | "DestGroupOwnerAccount"
+        | "SourceGroupOwnerId"
+        | "DestGroupOwnerId" => Err(PolicyError::invalid(
+            format!("{prefix}.{name}"),
+            value,
+            "cross-account group references are not supported",
+        )),
+        _ => Err(unknown_field(prefix, name)),
+    }
+}
+
+/// A field that is neither one of [`FIELDS`] nor one of [`EXTRA_FIELDS`].
+pub fn unknown_field(prefix: &str, name: &str) -> PolicyError {
+    PolicyError::UnknownField {
+        field: prefix.to_owned(),
+        name: name.to_owned(),
+        expected: FIELDS[..RULE_FIELDS].join(", "),
+    }
+}
 
 /// One rule as text fields, indexed like [`FIELDS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,9 +217,15 @@ impl RuleRecord {
             v => Some(PortRange::parse(&f("SourcePortRange"), v)?),
         };
         let (peer, local) = self.addresses(prefix, direction, target)?;
+        let description = self.get("Description");
+        check_text(&f("Description"), description)?;
+        // A malformed id is refused, as the API refuses it: replacing it by
+        // a fresh one without a word would lose the document's identity of
+        // the rule (a well-formed id that is taken still gets a fresh one,
+        // reported with the rule).
         let id = match self.get("SecurityGroupRuleId").trim() {
             "" => None,
-            v => RuleId::parse(&f("SecurityGroupRuleId"), v).ok(),
+            v => Some(RuleId::parse(&f("SecurityGroupRuleId"), v)?),
         };
         Ok((
             id,
@@ -171,7 +238,7 @@ impl RuleRecord {
                 peer,
                 source_ports,
                 local,
-                description: self.get("Description").to_owned(),
+                description: description.to_owned(),
             },
         ))
     }
@@ -348,6 +415,9 @@ pub fn import_records(
         });
     }
     let mut report = ImportReport::default();
+    // A rule imported earlier in this document is named by its place in it
+    // (`Permissions[0]`), not by the id it was just given.
+    let mut labels = Labels::default();
     for (index, (prefix, record)) in records.into_iter().enumerate() {
         let rule_id = record
             .as_ref()
@@ -355,16 +425,17 @@ pub fn import_records(
             .unwrap_or_default();
         let outcome = record
             .and_then(|r| r.to_rule(&prefix, group))
-            .and_then(|(id, spec)| state.insert_rules(group, vec![(id, spec)], &prefix));
+            .and_then(|(id, spec)| state.insert_rules(group, vec![(id, spec)], &prefix, true));
         match outcome {
-            Ok(mut ids) => report.imported.push(ImportedRule {
-                index,
-                id: ids.remove(0),
-            }),
+            Ok(mut ids) => {
+                let id = ids.remove(0);
+                labels.id(&id, format!("{prefix} of this import"));
+                report.imported.push(ImportedRule { index, id });
+            }
             Err(reason) => report.skipped.push(SkippedRule {
                 index,
                 rule_id,
-                reason,
+                reason: labels.apply(reason),
             }),
         }
     }

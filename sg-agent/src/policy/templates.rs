@@ -128,10 +128,13 @@ impl State {
         template: Template,
         name: Option<&str>,
     ) -> Result<GroupId, PolicyError> {
-        let mut next = self.clone();
-        let id = next.create_group(GroupSpec::basic(name.unwrap_or(template.name())))?;
-        next.authorize_all(&id, template.rules(&id))?;
-        *self = next;
-        Ok(id)
+        // One transaction, so that an error names the new group `group`
+        // and the template's rules by their place, never their new ids.
+        self.transact_labelled(|s, labels| {
+            let id = s.new_group(GroupSpec::basic(name.unwrap_or(template.name())), labels)?;
+            let rules = template.rules(&id).into_iter().map(|r| (None, r)).collect();
+            s.add_rules(&id, rules, "template.rules", false, labels)?;
+            Ok(id)
+        })
     }
 }

@@ -1,9 +1,12 @@
 //! Validation: every limit of SPEC §2 and every shape rule of SPEC §1.
 //!
-//! Two entry points: [`check_rule`] checks one requested rule against the state it
-//! would join (field names like `rule.priority`), and [`validate_state`] checks a
-//! whole state, which every operation runs on its result before committing, so a
-//! state that was accepted once re-validates after any round trip.
+//! Entry points: [`check_rule`] checks one requested rule against the state it
+//! would join (field names like `rule.priority`); [`validate_state`] checks a
+//! whole state, what a stored state must be to load, so a state that was
+//! accepted once re-validates after any round trip; [`validate_change`] is
+//! what every operation runs on its result before committing: the whole
+//! state, the platform-address limit and the free text that is new
+//! ([`check_text`]); [`validate_new`] is that for a state that is all new.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +55,13 @@ pub const SNAPSHOT_RETENTION_MIN_DAYS: u32 = 1;
 /// Snapshots are kept at most 30 days (seed 000, SPEC §5).
 pub const SNAPSHOT_RETENTION_MAX_DAYS: u32 = 30;
 
+/// **Decided**: a platform address (exempt from every rule, SPEC §3 step 2)
+/// is an IPv4 prefix of at least /8; broader ones are refused. The seeds'
+/// health-check range, `100.64.0.0/10`, fits.
+pub const PLATFORM_MIN_PREFIX_V4: u8 = 8;
+/// **Decided**: a platform address is an IPv6 prefix of at least /32.
+pub const PLATFORM_MIN_PREFIX_V6: u8 = 32;
+
 /// Checks a name: 1..=128 characters, no control characters.
 pub fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
     let n = name.chars().count();
@@ -62,14 +72,52 @@ pub fn check_name(field: &str, name: &str) -> Result<(), PolicyError> {
             format!("1..={MAX_NAME_CHARS} characters"),
         ));
     }
-    if name.chars().any(char::is_control) {
-        return Err(PolicyError::invalid(
-            field,
-            name,
-            "control characters are not allowed",
-        ));
+    // Names never took control characters, so a stored state holds none;
+    // the full check of free text (`check_text`) applies to what changes.
+    if let Some((position, c)) = name.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(forbidden(field, position, c, "control character"));
     }
     Ok(())
+}
+
+/// Why `c` may not appear in free text, if it may not: a control character
+/// (C0 with tab and newline, DEL, C1), a bidirectional embedding, override
+/// or isolate (U+202A–U+202E, U+2066–U+2069: they reorder what a terminal
+/// shows, "Trojan Source"), or a line or paragraph separator (U+2028,
+/// U+2029). Bidirectional marks (U+200E, U+200F, U+061C) and joiners stay
+/// allowed: they reorder no strong characters and some scripts need them.
+pub fn forbidden_char(c: char) -> Option<&'static str> {
+    match c {
+        c if c.is_control() => Some("control character"),
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            Some("bidirectional formatting character")
+        }
+        '\u{2028}' | '\u{2029}' => Some("line separator"),
+        _ => None,
+    }
+}
+
+fn forbidden(field: &str, position: usize, c: char, class: &'static str) -> PolicyError {
+    PolicyError::ForbiddenCharacter {
+        field: field.to_owned(),
+        code: u32::from(c),
+        position: position + 1,
+        class,
+    }
+}
+
+/// Checks free text a user gives (names, descriptions, tags): no character
+/// that [`forbidden_char`] refuses. The error names the field, the
+/// character as `U+XXXX` and its position (counting characters from 1).
+pub fn check_text(field: &str, text: &str) -> Result<(), PolicyError> {
+    match text
+        .chars()
+        .enumerate()
+        .find_map(|(i, c)| forbidden_char(c).map(|class| (i, c, class)))
+    {
+        Some((i, c, class)) => Err(forbidden(field, i, c, class)),
+        None => Ok(()),
+    }
 }
 
 /// Checks a free-text description against a length limit.
@@ -544,6 +592,171 @@ pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
         ));
     }
     Ok(())
+}
+
+/// Checks the platform addresses: each at least
+/// [`PLATFORM_MIN_PREFIX_V4`] / [`PLATFORM_MIN_PREFIX_V6`] long. A platform
+/// address exempts every packet to or from it from every rule, so
+/// `0.0.0.0/0` there would turn enforcement off without a word.
+pub fn check_platform_addresses(settings: &Settings) -> Result<(), PolicyError> {
+    for (i, c) in settings.platform_addresses.iter().enumerate() {
+        let min = match c.family() {
+            Family::Ipv4 => PLATFORM_MIN_PREFIX_V4,
+            Family::Ipv6 => PLATFORM_MIN_PREFIX_V6,
+        };
+        if c.len() < min {
+            return Err(PolicyError::invalid(
+                format!("settings.platform_addresses[{i}]"),
+                c.to_cidr_string(),
+                format!(
+                    "a platform address is exempt from every rule, so it is at most a /{min} \
+                     for {} (this is a /{}); list the platform's own addresses",
+                    c.family(),
+                    c.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks going from `old` to `new`, the check of every change: `new`
+/// passes [`validate_state`], its platform addresses
+/// [`check_platform_addresses`] (all of them: a state that holds a broader
+/// one from an older agent takes no change but the one that narrows it),
+/// and every free-text field that is new or changed passes [`check_text`].
+///
+/// **Decided**: text that `old` holds unchanged is not checked again, so a
+/// store written by an older agent (which took control characters in
+/// descriptions) still loads and takes changes; the CLI escapes such text
+/// when it prints it.
+pub fn validate_change(old: &State, new: &State) -> Result<(), PolicyError> {
+    validate_state(new)?;
+    check_platform_addresses(&new.settings)?;
+    // Only text with a character to refuse is looked up in `old`: the
+    // common case costs one scan of each text.
+    let suspect: Vec<FreeText<'_>> = all_texts(new)
+        .into_iter()
+        .filter(|t| t.text.chars().any(|c| forbidden_char(c).is_some()))
+        .collect();
+    if suspect.is_empty() {
+        return Ok(());
+    }
+    let known = texts(old);
+    for t in suspect {
+        if known.get(&t.key) != Some(&t.text) {
+            check_text(&t.field(), t.text)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`validate_change`] for a state that is all new (a file given by the
+/// user): every text field is checked.
+pub fn validate_new(state: &State) -> Result<(), PolicyError> {
+    validate_change(&State::with_seed(0), state)
+}
+
+/// What a free-text field belongs to, to find it again in another state.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum TextKey<'a> {
+    GroupName(&'a GroupId),
+    GroupDescription(&'a GroupId),
+    TagKey(&'a GroupId, &'a str),
+    TagValue(&'a GroupId, &'a str),
+    RuleDescription(&'a super::ids::RuleId),
+    PrefixListName(&'a PrefixListId),
+    PrefixListDescription(&'a PrefixListId),
+    PrefixEntry(&'a PrefixListId, Cidr),
+    PortListName(&'a PortListId),
+    PortListDescription(&'a PortListId),
+    PortEntry(&'a PortListId, super::model::PortRange),
+}
+
+/// One free-text field of a state: what it belongs to, its text, and (for
+/// the path in errors, made only when one is needed) the group of a rule
+/// and the position of a rule or list entry.
+struct FreeText<'a> {
+    key: TextKey<'a>,
+    group: Option<&'a GroupId>,
+    position: usize,
+    text: &'a str,
+}
+
+impl FreeText<'_> {
+    /// The field's path, as [`validate_state`]'s errors write it.
+    fn field(&self) -> String {
+        let i = self.position;
+        match &self.key {
+            TextKey::GroupName(g) => format!("groups[{g}].name"),
+            TextKey::GroupDescription(g) => format!("groups[{g}].description"),
+            TextKey::TagKey(g, k) => format!("groups[{g}].tags[{k:?}] key"),
+            TextKey::TagValue(g, k) => format!("groups[{g}].tags[{k:?}] value"),
+            TextKey::RuleDescription(_) => match self.group {
+                Some(g) => format!("groups[{g}].rules[{i}].description"),
+                None => format!("rules[{i}].description"),
+            },
+            TextKey::PrefixListName(l) => format!("prefix_lists[{l}].name"),
+            TextKey::PrefixListDescription(l) => format!("prefix_lists[{l}].description"),
+            TextKey::PrefixEntry(l, _) => format!("prefix_lists[{l}].entries[{i}].description"),
+            TextKey::PortListName(l) => format!("port_lists[{l}].name"),
+            TextKey::PortListDescription(l) => format!("port_lists[{l}].description"),
+            TextKey::PortEntry(l, _) => format!("port_lists[{l}].entries[{i}].description"),
+        }
+    }
+}
+
+/// Every free-text field of `state` by what it belongs to.
+fn texts(state: &State) -> std::collections::HashMap<TextKey<'_>, &str> {
+    all_texts(state)
+        .into_iter()
+        .map(|t| (t.key, t.text))
+        .collect()
+}
+
+/// Every free-text field of `state`: group names, descriptions and tags,
+/// rule descriptions, list names, descriptions and entry descriptions.
+fn all_texts(state: &State) -> Vec<FreeText<'_>> {
+    let mut out = Vec::new();
+    let mut push = |key, group, position, text| {
+        out.push(FreeText {
+            key,
+            group,
+            position,
+            text,
+        });
+    };
+    for (id, g) in &state.groups {
+        push(TextKey::GroupName(id), None, 0, g.name.as_str());
+        push(TextKey::GroupDescription(id), None, 0, &g.description);
+        for (k, v) in &g.tags {
+            push(TextKey::TagKey(id, k), None, 0, k);
+            push(TextKey::TagValue(id, k), None, 0, v);
+        }
+        for (i, r) in g.rules.iter().enumerate() {
+            push(
+                TextKey::RuleDescription(&r.id),
+                Some(id),
+                i,
+                &r.spec.description,
+            );
+        }
+    }
+    for (id, l) in &state.prefix_lists {
+        push(TextKey::PrefixListName(id), None, 0, &l.name);
+        push(TextKey::PrefixListDescription(id), None, 0, &l.description);
+        for (j, e) in l.entries.iter().enumerate() {
+            push(TextKey::PrefixEntry(id, e.cidr), None, j, &e.description);
+        }
+    }
+    for (id, l) in &state.port_lists {
+        push(TextKey::PortListName(id), None, 0, &l.name);
+        push(TextKey::PortListDescription(id), None, 0, &l.description);
+        for (j, e) in l.entries.iter().enumerate() {
+            push(TextKey::PortEntry(id, e.range), None, j, &e.description);
+        }
+    }
+    out
 }
 
 /// Checks a whole state: every object, every reference, every limit.
