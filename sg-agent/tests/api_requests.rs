@@ -56,12 +56,13 @@ fn op(r: &Request) -> &'static str {
         Request::SnapshotRestore { .. } => "snapshot_restore",
         Request::Trace(..) => "trace",
         Request::Stats { .. } => "stats",
+        Request::Verify { .. } => "verify",
         Request::SessionList { .. } => "session_list",
         Request::SessionFlush { .. } => "session_flush",
     }
 }
 
-const OPS: usize = 44;
+const OPS: usize = 45;
 
 fn rule_text() -> RuleText {
     RuleText {
@@ -241,6 +242,7 @@ fn samples() -> Vec<Request> {
             icmp_code: None,
         }),
         Request::Stats { nic: None },
+        Request::Verify { no_repair: true },
         Request::SessionList { filter: filter() },
         Request::SessionFlush {
             filter: filter(),
