@@ -5,6 +5,7 @@
 //! an interface that appears after the agent started.
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -358,4 +359,119 @@ fn recreate(pair: &Pair) {
             .unwrap();
         h.ns.ip(&["link", "set", &h.ifname, "up"]).unwrap();
     }
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn three_hundred_clients_listing_groups_hold_up_neither_status_nor_memory_nor_interfaces() {
+    // Issue 12 item 11: 300 clients listing groups made `status` wait 18 s
+    // and left the agent at 600 MB.
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let d = enforcing(&pair, &servers);
+    // A state worth listing: 200 groups of 20 rules.
+    let mut doc = String::from("groups:\n");
+    for g in 0..200 {
+        let _ = writeln!(doc, "  - name: g{g}\n    rules:");
+        for r in 0..20 {
+            let _ = writeln!(
+                doc,
+                "      - {{direction: ingress, protocol: TCP, port_range: {0}/{0}, peer: 10.{g}.{r}.0/24, description: \"rule {r} of group {g}, a description long enough to weigh something\"}}",
+                1000 + r
+            );
+        }
+    }
+    let existing: serde_json::Value = serde_json::from_str(&d.ok(&["export"])).unwrap();
+    let mut full: serde_json::Value = serde_norway::from_str(&doc).unwrap();
+    for key in ["groups", "nics", "prefix_lists", "port_lists", "settings"] {
+        if let Some(v) = existing.get(key) {
+            if key == "groups" {
+                let mut all = v.as_array().unwrap().clone();
+                all.extend(full["groups"].as_array().unwrap().iter().cloned());
+                full["groups"] = serde_json::Value::Array(all);
+            } else {
+                full[key] = v.clone();
+            }
+        }
+    }
+    let file = d.dir.join("many.json");
+    std::fs::write(&file, serde_json::to_string(&full).unwrap()).unwrap();
+    d.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let pid = pid_of(&d);
+    let before = rss_kib(pid);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (worst_status, listed) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..300)
+            .map(|_| {
+                s.spawn(|| {
+                    // Raw lines, not parsed: the clients should load the
+                    // agent, not this test's own two cores.
+                    use std::io::{BufRead as _, Write as _};
+                    let mut n = 0u64;
+                    let mut answer = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(mut c) = std::os::unix::net::UnixStream::connect(&d.socket) else {
+                            continue;
+                        };
+                        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                            && c.write_all(b"{\"op\":\"group_list\"}\n").is_ok()
+                            && r.read_until(b'\n', &mut answer).is_ok_and(|k| k > 0)
+                        {
+                            answer.clear();
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        let mut worst = Duration::ZERO;
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            let s = sg_agent::api::call(&d.socket, &sg_agent::api::Request::Status).unwrap();
+            worst = worst.max(t.elapsed());
+            assert_eq!(s["pid"].as_u64(), Some(pid));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // An interface event in the flood is still handled promptly.
+        pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
+        let t = std::time::Instant::now();
+        assert!(sg_tests::eventually(Duration::from_secs(5), || {
+            d.json(&["nic", "show", &pair.b.ifname])["attached"] == false
+        }));
+        let noticed = t.elapsed();
+        recreate(&pair);
+        assert!(sg_tests::eventually(Duration::from_secs(5), || {
+            d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
+        }));
+        assert!(
+            noticed < Duration::from_secs(3),
+            "the interface event waited {noticed:?}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let listed: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+        (worst, listed)
+    });
+    let after = rss_kib(pid);
+    assert!(listed > 300, "the clients listed only {listed} times");
+    assert!(
+        worst_status < Duration::from_secs(1),
+        "status waited {worst_status:?} behind the listings"
+    );
+    assert!(
+        after < before + 150 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+    assert!(enforced(&pair, &servers));
 }

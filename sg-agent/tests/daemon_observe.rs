@@ -14,20 +14,25 @@ fn bin() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
 }
 
-/// GET /metrics from inside the daemon's namespace (its loopback).
-fn scrape(pair: &Pair, port: u16) -> String {
-    pair.b
-        .ns
-        .exec(move || {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
+/// GET /metrics on loopback in the agent's own namespace (this process's),
+/// where the endpoint listens: not in the namespace it serves.
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A loopback port free now (so tests pass beside another agent's endpoint).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -35,12 +40,23 @@ fn metrics_endpoint_and_drop_log() {
     let pair = Pair::new().unwrap();
     let (client, b) = (&pair.a, &pair.b);
     let servers = probe::Servers::start(&b.ns).unwrap();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
     let d = Daemon::start(
         bin(),
         b.ns.name(),
-        &["--metrics", "127.0.0.1:9469", "--drop-log", "100/100"],
+        &["--metrics", &metrics, "--drop-log", "100/100"],
     )
     .unwrap();
+    // Issue 12 item 13: the endpoint opened inside the served (workload)
+    // namespace, where any local user could read rule ids and counters.
+    let inside =
+        b.ns.exec(move || TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .unwrap();
+    assert!(
+        !inside,
+        "the metrics endpoint answers inside the workload's namespace"
+    );
     let g = d.group("web");
     d.allow_tcp(&g, servers.tcp_port);
     let deny = d.json(&[
@@ -86,7 +102,7 @@ fn metrics_endpoint_and_drop_log() {
     );
 
     // The endpoint serves the same counters as `stats`.
-    let page = scrape(&pair, 9469);
+    let page = scrape(port);
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     let hits = page
         .lines()

@@ -84,15 +84,25 @@ fn parse_rate(text: &str) -> Result<DropLogRate, String> {
 
 /// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600).
 pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    // The metrics endpoint listens in the agent's own namespace, not in the
+    // workload's it serves (where any local user could read the counters):
+    // bound before entering that one.
+    let metrics = match args.metrics {
+        Some(addr) => {
+            sg_agent::metrics::check_listen_addr(addr, args.metrics_any_address)
+                .map_err(|e| anyhow::anyhow!("--metrics: {e}"))?;
+            Some(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+            )
+        }
+        None => None,
+    };
     // Enter the namespace before any thread exists, so the runtime's threads
     // (netlink, interface lookups, pins) all live in it.
     if let Some(ns) = &args.netns {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
-    }
-    if let Some(addr) = args.metrics {
-        sg_agent::metrics::check_listen_addr(addr, args.metrics_any_address)
-            .map_err(|e| anyhow::anyhow!("--metrics: {e}"))?;
     }
     if let Some(dir) = args.store.parent()
         && !dir.as_os_str().is_empty()
@@ -107,12 +117,15 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
             nics: args.max_nics,
         },
         mode: AttachMode::from(args.xdp_mode),
-        metrics: args.metrics,
+        metrics,
         drop_log: args.drop_log,
         replace_enforced_policy: args.replace_enforced_policy,
         self_check: (args.self_check > 0).then(|| std::time::Duration::from_secs(args.self_check)),
     };
-    tokio::runtime::Builder::new_current_thread()
+    // Two workers: connections answer reads and sessions while the task that
+    // owns the data plane handles a change or an interface event.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?
         .block_on(daemon::run(config))

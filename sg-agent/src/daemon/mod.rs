@@ -8,6 +8,7 @@
 //! One task owns the [`Service`]; connection tasks hand it requests over a
 //! channel, so requests are handled one at a time, in arrival order.
 
+pub mod reads;
 pub mod service;
 
 use std::{
@@ -40,15 +41,15 @@ use crate::{
 };
 
 /// How the daemon runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Config {
     pub socket: PathBuf,
     pub store: PathBuf,
     pub limits: Limits,
     pub mode: AttachMode,
-    /// Serve Prometheus text on this address (`--metrics`); checked by
-    /// `metrics::check_listen_addr` before the daemon starts.
-    pub metrics: Option<std::net::SocketAddr>,
+    /// Serve Prometheus text on this listener (`--metrics`): bound, in the
+    /// agent's own network namespace, before it entered the one it serves.
+    pub metrics: Option<std::net::TcpListener>,
     /// Log dropped packets at this rate (`--drop-log`).
     pub drop_log: Option<DropLogRate>,
     /// Put the store's policy in force even though the pinned data plane
@@ -92,63 +93,175 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Reads request lines from one client and answers each.
-async fn connection(stream: UnixStream, jobs: mpsc::Sender<Job>) {
+/// API connections served at once; more wait in the listen backlog, so a
+/// flood of clients costs the agent a bounded amount of memory.
+const MAX_CONNECTIONS: usize = 1024;
+/// Beyond this many open connections, each is closed after one answer, so
+/// that busy clients take turns with new ones (a `status` never waits for a
+/// flood of listings to end).
+const SHARED_CONNECTIONS: usize = 32;
+/// A connection that sends nothing for this long is closed.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a connection needs: the owner's queue for changes, the published
+/// view for reads, the session table.
+#[derive(Clone)]
+struct Ends {
+    jobs: mpsc::Sender<Job>,
+    views: tokio::sync::watch::Receiver<std::sync::Arc<reads::View>>,
+    sessions: std::sync::Arc<std::sync::Mutex<crate::dataplane::sessions::SessionTable>>,
+}
+
+fn encode(reply: &Reply) -> std::sync::Arc<Vec<u8>> {
+    let mut out = serde_json::to_vec(reply).unwrap_or_default();
+    out.push(b'\n');
+    std::sync::Arc::new(out)
+}
+
+/// The answer line to one request: reads from the published view and
+/// session requests on a blocking thread of the connection's own, changes
+/// (and whatever needs the data plane) through the owner task.
+async fn answer(ends: &Ends, req: Request) -> Option<std::sync::Arc<Vec<u8>>> {
+    if reads::is_read(&req) {
+        let view = ends.views.borrow().clone();
+        return tokio::task::spawn_blocking(move || reads::line(&view, &req))
+            .await
+            .ok();
+    }
+    if reads::is_sessions(&req) {
+        let view = ends.views.borrow().clone();
+        let table = std::sync::Arc::clone(&ends.sessions);
+        return tokio::task::spawn_blocking(move || {
+            encode(&match reads::sessions(&view, &table, &req) {
+                Ok(v) => Reply::Ok(v),
+                Err(e) => Reply::Error(e),
+            })
+        })
+        .await
+        .ok();
+    }
+    let (tx, rx) = oneshot::channel();
+    ends.jobs.send((req, tx)).await.ok()?;
+    rx.await.ok().map(|r| encode(&r))
+}
+
+/// Reads request lines from one client and answers each; `open` counts
+/// the connections open now (this one included).
+async fn connection(stream: UnixStream, ends: Ends, open: &std::sync::atomic::AtomicUsize) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let mut line = Vec::new();
         let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
-        match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        let mut bounded = (&mut reader).take(limit);
+        match tokio::time::timeout(IDLE, bounded.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
         }
-        let reply = if line.len() > MAX_REQUEST_BYTES {
-            Reply::Error(format!(
+        let out = if line.len() > MAX_REQUEST_BYTES {
+            encode(&Reply::Error(format!(
                 "request: longer than the limit of {MAX_REQUEST_BYTES} bytes"
-            ))
+            )))
         } else {
             match serde_json::from_slice::<Request>(&line) {
-                Err(e) => Reply::Error(format!("request: {e}")),
-                Ok(req) => {
-                    let (tx, rx) = oneshot::channel();
-                    if jobs.send((req, tx)).await.is_err() {
-                        return;
-                    }
-                    match rx.await {
-                        Ok(r) => r,
-                        Err(_) => return,
-                    }
-                }
+                Err(e) => encode(&Reply::Error(format!("request: {e}"))),
+                Ok(req) => match answer(&ends, req).await {
+                    Some(out) => out,
+                    None => return,
+                },
             }
         };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
-        out.push(b'\n');
-        if write.write_all(&out).await.is_err() {
-            return;
-        }
-        if line.len() > MAX_REQUEST_BYTES {
+        if write.write_all(&out).await.is_err()
+            || line.len() > MAX_REQUEST_BYTES
+            || open.load(std::sync::atomic::Ordering::Relaxed) > SHARED_CONNECTIONS
+        {
             return;
         }
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
-/// threads are in the network namespace to serve.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Accepts API connections, at most [`MAX_CONNECTIONS`] at once, each
+/// served by a task of its own.
+async fn accept(listener: UnixListener, ends: Ends) {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let Ok(permit) = std::sync::Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let ends = ends.clone();
+                let open = std::sync::Arc::clone(&open);
+                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(async move {
+                    connection(stream, ends, &open).await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                log::warn!("accepting an API connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// How long a rendered metrics text is served again before it is rendered
+/// anew: scrapes, however many, cost the owner task one render a second.
+const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A started daemon: its service, the interface watcher, the drop log's
+/// reader and the metrics endpoint's questions.
+struct Started {
+    service: Service,
+    watcher: Option<LinkWatcher>,
+    drops: Option<AsyncFd<DropLogReader>>,
+    metrics: mpsc::Receiver<oneshot::Sender<String>>,
+    /// Requests for the owner task, from the connections.
+    jobs: mpsc::Receiver<Job>,
+}
+
+/// Takes the namespace, checks the store against what the kernel enforces,
+/// puts the policy in force and starts serving the API.
+fn start(config: &mut Config) -> anyhow::Result<Started> {
+    crate::dataplane::faults::arm();
     // One agent per namespace: held until the process ends (see `lock.rs`).
     let root = crate::dataplane::pin_root(crate::netns::current_inode()?);
-    let lock = NamespaceLock::acquire(&root)?;
-    let enforced = crate::dataplane::inspect(&root).context("reading the pinned data plane")?;
-    let (store, state) = open_store(&config, enforced.as_ref())?;
-    let mut service = start_service(&config, lock, store, state)?;
-    let mut watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
-    let mut drops = start_drop_log(&mut service, config.drop_log)?;
-    let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(8);
-    if let Some(addr) = config.metrics {
-        start_metrics(addr, metrics_tx).await?;
+    let mut lock = NamespaceLock::acquire(&root)?;
+    let mut enforced = crate::dataplane::inspect(&root).context("reading the pinned data plane")?;
+    if enforced.as_ref().is_some_and(Enforced::is_stale) {
+        // Pins of a namespace that is gone, whose inode this one got: they
+        // enforce nothing here (their interfaces went with it).
+        log::warn!(
+            "the pins at {} belong to a network namespace that no longer exists (its inode was reused): removing them",
+            root.display()
+        );
+        crate::dataplane::cleanup(&lock).context("removing the stale pins")?;
+        // The directory went with them: lock the one made anew.
+        drop(lock);
+        lock = NamespaceLock::acquire(&root)?;
+        enforced = None;
+    }
+    let (store, state) = open_store(config, enforced.as_ref())?;
+    let mut service = start_service(config, lock, store, state)?;
+    let watcher = Some(LinkWatcher::new().context("watching interfaces over netlink")?);
+    let drops = start_drop_log(&mut service, config.drop_log)?;
+    let (metrics_tx, metrics) = mpsc::channel::<oneshot::Sender<String>>(8);
+    if let Some(listener) = config.metrics.take() {
+        start_metrics(listener, metrics_tx)?;
     }
     let listener = bind_socket(&config.socket)?;
+    let (jobs_tx, jobs) = mpsc::channel::<Job>(64);
+    tokio::spawn(accept(
+        listener,
+        Ends {
+            jobs: jobs_tx,
+            views: service.views(),
+            sessions: service.session_table(),
+        },
+    ));
     log::info!(
         "serving the API on {} (program ids: {})",
         config.socket.display(),
@@ -161,30 +274,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(64);
+    Ok(Started {
+        service,
+        watcher,
+        drops,
+        metrics,
+        jobs,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
+/// threads are in the network namespace to serve.
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let Started {
+        mut service,
+        mut watcher,
+        mut drops,
+        metrics: mut metrics_rx,
+        mut jobs,
+    } = start(&mut config)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     let mut check = self_check_timer(config.self_check).await;
-    crate::dataplane::faults::arm();
+    let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut metrics: Option<(std::time::Instant, String)> = None;
     loop {
+        // Biased: signals, then interface events (an interface that appears
+        // must be enforced before anything else), then requests.
         tokio::select! {
+            biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
-            _ = prune.tick() => service.prune_snapshots(),
-            _ = check.tick(), if config.self_check.is_some() => {
-                if let Ok(drift) = service.self_check(true)
-                    && !drift.is_empty()
-                {
-                    log::error!("self-check: {} differences between the maps and the policy, repaired where possible", drift.len());
+            events = async { watcher.as_mut().expect("guarded").next().await }, if watcher.is_some() => match events {
+                Ok(events) => interfaces_changed(&mut service, &events),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("netlink: {e}; watching again, and reconciling every second meanwhile");
+                    watcher = None;
                 }
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(stream, jobs_tx.clone())); }
-                Err(e) => log::warn!("accepting an API connection: {e}"),
             },
+            _ = retry.tick(), if watcher.is_none() => {
+                match LinkWatcher::new() {
+                    Ok(w) => {
+                        watcher = Some(w);
+                        log::info!("watching interfaces over netlink again");
+                    }
+                    Err(e) => log::error!("netlink: watching interfaces: {e}"),
+                }
+                reconcile(&mut service, "netlink resync");
+            }
             Some((request, reply)) = jobs.recv() => {
                 let answer = match service.handle(request) {
                     Ok(v) => Reply::Ok(v),
@@ -192,37 +332,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 };
                 let _ = reply.send(answer);
             }
-            Some(reply) = metrics_rx.recv() => {
-                let _ = reply.send(service.metrics());
-            }
-            ready = async { drops.as_mut().expect("guarded").readable_mut().await }, if drops.is_some() => {
-                let mut guard = ready?;
-                let mut events = Vec::new();
-                guard.get_inner_mut().drain(&mut events);
-                guard.clear_ready();
-                for line in service.drop_lines(&events) {
-                    log::warn!("{line}");
+            _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
+            _ = check.tick(), if config.self_check.is_some() => {
+                if let Ok(drift) = service.self_check(true)
+                    && !drift.is_empty()
+                {
+                    log::error!("self-check: {} differences between the maps and the policy, repaired where possible", drift.len());
                 }
             }
-            events = watcher.next() => match events {
-                Ok(events) => {
-                    let bound = |n: &str| service.state().nics.contains_key(n);
-                    let relevant: Vec<String> = events.iter().filter_map(|e| match e {
-                        LinkEvent::Added { name, .. } | LinkEvent::Removed { name, .. } if bound(name) => Some(name.clone()),
-                        LinkEvent::Resync => Some("(resync)".to_owned()),
-                        _ => None,
-                    }).collect();
-                    if !relevant.is_empty() {
-                        reconcile(&mut service, &format!("interfaces changed: {}", relevant.join(", ")));
+            Some(reply) = metrics_rx.recv() => {
+                let text = match &metrics {
+                    Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
+                    _ => {
+                        let text = service.metrics();
+                        metrics = Some((std::time::Instant::now(), text.clone()));
+                        text
+                    }
+                };
+                let _ = reply.send(text);
+            }
+            ready = async { drops.as_mut().expect("guarded").readable_mut().await }, if drops.is_some() => match ready {
+                Ok(mut guard) => {
+                    let mut events = Vec::new();
+                    guard.get_inner_mut().drain(&mut events);
+                    guard.clear_ready();
+                    for line in service.drop_lines(&events) {
+                        log::warn!("{line}");
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::error!("netlink: {e}; watching again");
-                    watcher = LinkWatcher::new().context("watching interfaces over netlink")?;
-                    reconcile(&mut service, "netlink resync");
+                    log::error!("the drop log stopped: {e}; dropped packets are no longer logged (their counters go on)");
+                    drops = None;
                 }
             },
+            _ = prune.tick() => service.prune_snapshots(),
         }
     }
     let _ = std::fs::remove_file(&config.socket);
@@ -231,6 +374,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         service.info().pins.display()
     );
     Ok(())
+}
+
+/// Reconciles when a batch of interface events concerns a bound NIC.
+fn interfaces_changed(service: &mut Service, events: &[LinkEvent]) {
+    let bound = |n: &str| service.state().nics.contains_key(n);
+    let relevant: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            LinkEvent::Added { name, .. } | LinkEvent::Removed { name, .. } if bound(name) => {
+                Some(name.clone())
+            }
+            LinkEvent::Resync => Some("(resync)".to_owned()),
+            _ => None,
+        })
+        .collect();
+    if !relevant.is_empty() {
+        reconcile(
+            service,
+            &format!("interfaces changed: {}", relevant.join(", ")),
+        );
+    }
 }
 
 /// The timer of the periodic self-check, its first tick taken (a year
@@ -252,6 +416,7 @@ fn start_service(
     let root = lock.root().to_path_buf();
     let adopting = root.join("maps").exists();
     let dp = Dataplane::load_pinned(config.limits, lock).context("loading the data plane")?;
+    crate::dataplane::faults::point("start.loaded");
     log::info!(
         "{} the data plane pinned at {}",
         if adopting { "adopted" } else { "created" },
@@ -263,7 +428,9 @@ fn start_service(
         store: config.store.clone(),
         pins: root.clone(),
     };
-    let mut service = Service::new(state, Box::new(store), enforcer, info);
+    let sessions = crate::dataplane::sessions::SessionTable::open(&root)
+        .context("opening the pinned session table")?;
+    let mut service = Service::new(state, Box::new(store), enforcer, info, sessions);
     match service.reconcile() {
         Ok(report) => log::info!("policy in force: {report:?}"),
         // The maps keep what was in force; say so loudly and go on serving,
@@ -274,6 +441,7 @@ fn start_service(
     for pin in service.enforcer().dataplane().prune_links(&keep) {
         log::info!("removed the pinned link {pin}: no bound NIC uses it");
     }
+    crate::dataplane::faults::point("start.reconciled");
     service.record_in_kernel();
     Ok(service)
 }
@@ -407,15 +575,15 @@ fn start_drop_log(
     }))
 }
 
-/// Serves Prometheus text on `addr`. The endpoint renders on the blocking
-/// pool: it asks the task that owns the data plane (over `ask`) and waits.
-async fn start_metrics(
-    addr: std::net::SocketAddr,
+/// Serves Prometheus text on `listener`. The endpoint renders on the
+/// blocking pool: it asks the task that owns the data plane (over `ask`)
+/// and waits.
+fn start_metrics(
+    listener: std::net::TcpListener,
     ask: mpsc::Sender<oneshot::Sender<String>>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     log::info!(
         "serving Prometheus text on http://{}/metrics",
         listener.local_addr()?

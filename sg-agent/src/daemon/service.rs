@@ -12,11 +12,12 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Instant};
 
 use serde_json::{Value, json};
 
+use super::reads;
 use crate::{
-    api::{Request, RuleText, SessionFilter, TraceText},
-    clock::{self, unix_now},
+    api::{Request, RuleText, TraceText},
+    clock::unix_now,
     compile::Rank,
-    dataplane::{Counters, sessions::Filter},
+    dataplane::{Counters, sessions::SessionTable},
     enforce::Enforcer,
     policy::{
         self, BindingMode, Cidr, CloneOptions, Direction, Family, GroupChange, GroupId, GroupSpec,
@@ -43,6 +44,11 @@ pub struct Service {
     info: Info,
     started: Instant,
     checks: SelfChecks,
+    /// What the reads answer from.
+    views: tokio::sync::watch::Sender<std::sync::Arc<reads::View>>,
+    /// The session table, opened apart from the data plane so connections
+    /// can list and flush on their own threads.
+    sessions: std::sync::Arc<std::sync::Mutex<SessionTable>>,
 }
 
 /// What the periodic self-check (and `verify`) found so far.
@@ -213,15 +219,31 @@ const DIRS: [&str; 2] = ["ingress", "egress"];
 impl Service {
     /// A service over `state` (as loaded from `store`), enforcing through
     /// `enforcer`. The caller applies the state once before serving.
-    pub fn new(state: State, store: Box<dyn Store>, enforcer: Enforcer, info: Info) -> Self {
-        Self {
+    pub fn new(
+        state: State,
+        store: Box<dyn Store>,
+        enforcer: Enforcer,
+        info: Info,
+        sessions: SessionTable,
+    ) -> Self {
+        let mut service = Self {
             state,
             store,
             enforcer,
             info,
             started: Instant::now(),
             checks: SelfChecks::default(),
-        }
+            sessions: std::sync::Arc::new(std::sync::Mutex::new(sessions)),
+            views: tokio::sync::watch::Sender::new(std::sync::Arc::new(reads::View::new(
+                State::new(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                Value::Null,
+                Instant::now(),
+            ))),
+        };
+        service.publish();
+        service
     }
 
     /// Reads every map back, compares it with the policy, and repairs what
@@ -235,6 +257,7 @@ impl Service {
         };
         self.checks.runs += 1;
         self.checks.last_at = unix_now();
+        let found = found.inspect(|_| self.publish());
         match found {
             Ok(drift) => {
                 self.checks.drift_total += drift.len() as u64;
@@ -270,7 +293,9 @@ impl Service {
     /// Puts the state in force again: at start, and when interfaces come
     /// and go. Returns the report for the log.
     pub fn reconcile(&mut self) -> Result<crate::enforce::ApplyReport, String> {
-        self.enforcer.apply(&self.state).map_err(err)
+        let r = self.enforcer.apply(&self.state).map_err(err);
+        self.publish();
+        r
     }
 
     /// Runs `f` on a copy of the state and makes the result the state: in
@@ -301,6 +326,7 @@ impl Service {
             return Err(format!("{e}; {}", self.put_back("a refused change")));
         }
         let in_force = started.elapsed();
+        crate::dataplane::faults::point("change.in-force");
         if let Err(e) = self.store.commit(&next, &snaps) {
             return Err(format!("store: {e}; {}", self.put_back("a failed commit")));
         }
@@ -308,6 +334,7 @@ impl Service {
             "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
             started.elapsed()
         );
+        crate::dataplane::faults::point("change.durable");
         self.state = next;
         self.record_in_kernel();
         self.prune_snapshots();
@@ -336,6 +363,7 @@ impl Service {
         let record = sg_common::agent::AgentRecord {
             generation: position.generation,
             store_id: position.id.0,
+            netns_cookie: crate::dataplane::netns_cookie().unwrap_or(0),
         };
         if let Err(e) = self.enforcer.dataplane().set_record(&record) {
             log::error!("recording the store's generation in the kernel: {e}");
@@ -356,67 +384,90 @@ impl Service {
         }
     }
 
-    /// Answers one request.
+    /// Answers one request; then publishes what changed for the reads
+    /// (`reads.rs`), which connections answer themselves.
     pub fn handle(&mut self, request: Request) -> Answer {
-        match request {
-            r @ (Request::GroupCreate { .. }
-            | Request::GroupList
+        let answer = match request {
+            r @ (Request::GroupList
             | Request::GroupShow { .. }
+            | Request::GroupHealth { .. }
+            | Request::RuleList { .. }
+            | Request::RuleExport { .. }
+            | Request::NicList
+            | Request::NicShow { .. }
+            | Request::PrefixListList
+            | Request::PrefixListShow { .. }
+            | Request::PortListList
+            | Request::PortListShow { .. }
+            | Request::SettingsShow
+            | Request::Export
+            | Request::Status) => return reads::answer(&self.views.borrow(), &r),
+            r @ (Request::GroupCreate { .. }
             | Request::GroupModify { .. }
             | Request::GroupSetInnerPolicy { .. }
             | Request::GroupDelete { .. }
-            | Request::GroupClone { .. }
-            | Request::GroupHealth { .. }) => self.group_request(r),
+            | Request::GroupClone { .. }) => self.group_request(r),
             r @ (Request::RuleAuthorize { .. }
             | Request::RuleRevoke { .. }
             | Request::RuleModify { .. }
-            | Request::RuleList { .. }
-            | Request::RuleImport { .. }
-            | Request::RuleExport { .. }) => self.rule_request(r),
+            | Request::RuleImport { .. }) => self.rule_request(r),
             r @ (Request::NicBind { .. }
             | Request::NicUnbind { .. }
             | Request::NicJoin { .. }
             | Request::NicLeave { .. }
             | Request::NicSetGroups { .. }
-            | Request::NicSetAddresses { .. }
-            | Request::NicList
-            | Request::NicShow { .. }) => self.nic_request(r),
+            | Request::NicSetAddresses { .. }) => self.nic_request(r),
             r @ (Request::PrefixListCreate { .. }
             | Request::PrefixListModify { .. }
-            | Request::PrefixListDelete { .. }
-            | Request::PrefixListList
-            | Request::PrefixListShow { .. }) => self.prefix_list_request(r),
+            | Request::PrefixListDelete { .. }) => self.prefix_list_request(r),
             r @ (Request::PortListCreate { .. }
             | Request::PortListModify { .. }
-            | Request::PortListDelete { .. }
-            | Request::PortListList
-            | Request::PortListShow { .. }) => self.port_list_request(r),
-            r @ (Request::SettingsShow
-            | Request::SettingsSet { .. }
+            | Request::PortListDelete { .. }) => self.port_list_request(r),
+            r @ (Request::SettingsSet { .. }
             | Request::Apply { .. }
-            | Request::Export
             | Request::SnapshotList { .. }
             | Request::SnapshotShow { .. }
             | Request::SnapshotRestore { .. }) => self.state_request(r),
-            r @ (Request::Status
-            | Request::Verify { .. }
+            r @ (Request::Verify { .. }
             | Request::Trace(..)
             | Request::Stats { .. }
             | Request::SessionList { .. }
             | Request::SessionFlush { .. }) => self.observe_request(r),
-        }
+        };
+        self.publish();
+        answer
+    }
+
+    /// The session table, for connections to list and flush with.
+    pub fn session_table(&self) -> std::sync::Arc<std::sync::Mutex<SessionTable>> {
+        std::sync::Arc::clone(&self.sessions)
+    }
+
+    /// A receiver of the views this service publishes.
+    pub fn views(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<reads::View>> {
+        self.views.subscribe()
+    }
+
+    /// Publishes the state and status as they are now for the reads.
+    pub fn publish(&mut self) {
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let nics = names
+            .iter()
+            .map(|n| (n.clone(), self.nic_view(n)))
+            .collect();
+        let status = self.status();
+        let dp = self.enforcer.dataplane();
+        let ids = names
+            .iter()
+            .filter_map(|n| dp.nic_id(n).map(|id| (n.clone(), id)))
+            .collect();
+        let view = reads::View::new(self.state.clone(), nics, ids, status, self.started);
+        self.views.send_replace(std::sync::Arc::new(view));
     }
 
     fn group_request(&mut self, request: Request) -> Answer {
         match request {
             r @ Request::GroupCreate { .. } => self.create_group(r),
-            Request::GroupList => Ok(to_value(&self.state.groups.values().collect::<Vec<_>>())),
-            Request::GroupShow { id } => {
-                let id = group_id("group", &id).map_err(err)?;
-                let g = self.state.group("group", &id).map_err(err)?;
-                let members: Vec<&str> = self.state.members(&id).map(|n| n.name.as_str()).collect();
-                Ok(json!({ "group": g, "members": members }))
-            }
             Request::GroupModify {
                 id,
                 name,
@@ -459,19 +510,6 @@ impl Service {
                 };
                 let new = self.change(|s| s.clone_group(&gid, &options))?;
                 Ok(json!({ "id": new }))
-            }
-            Request::GroupHealth { id } => {
-                let ids: Vec<GroupId> = match id {
-                    Some(id) => vec![group_id("group", &id).map_err(err)?],
-                    None => self.state.groups.keys().cloned().collect(),
-                };
-                let mut out = Vec::new();
-                for g in ids {
-                    for r in policy::health_check(&self.state, &g).map_err(err)? {
-                        out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
-                    }
-                }
-                Ok(Value::Array(out))
             }
             _ => unreachable!("handle dispatches only these here"),
         }
@@ -558,7 +596,6 @@ impl Service {
                 self.change(|s| s.modify_rule(&gid, &rid, spec))?;
                 Ok(json!({ "id": rid }))
             }
-            Request::RuleList { group, nic } => self.rule_list(group, nic),
             Request::RuleImport {
                 group,
                 format,
@@ -590,37 +627,6 @@ impl Service {
                     .map(|s| json!({ "index": s.index, "rule_id": s.rule_id, "reason": s.reason.to_string() }))
                     .collect();
                 Ok(json!({ "imported": imported, "skipped": skipped }))
-            }
-            Request::RuleExport {
-                group,
-                format,
-                region,
-            } => {
-                let gid = group_id("group", &group).map_err(err)?;
-                let region = region.unwrap_or_else(|| "local".to_owned());
-                let (file_name, text) = match format.to_ascii_lowercase().as_str() {
-                    "json" => (
-                        policy::json_file_name(&region, &gid).map_err(err)?,
-                        policy::export_json(&self.state, &gid).map_err(err)?,
-                    ),
-                    "csv" => (
-                        policy::csv_file_name(
-                            &gid,
-                            &region,
-                            &clock::utc_date(i64::try_from(unix_now()).unwrap_or(0)),
-                        )
-                        .map_err(err)?,
-                        policy::export_csv(&self.state, &gid).map_err(err)?,
-                    ),
-                    _ => {
-                        return Err(err(PolicyError::invalid(
-                            "format",
-                            &format,
-                            "must be json or csv",
-                        )));
-                    }
-                };
-                Ok(json!({ "file_name": file_name, "text": text }))
             }
             _ => unreachable!("handle dispatches only these here"),
         }
@@ -675,16 +681,6 @@ impl Service {
                 let e = cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?;
                 self.change(|s| s.set_nic_addresses(&name, a, e))?;
                 Ok(json!({ "nic": name }))
-            }
-            Request::NicList => {
-                let names: Vec<String> = self.state.nics.keys().cloned().collect();
-                Ok(Value::Array(
-                    names.iter().map(|n| self.nic_view(n)).collect(),
-                ))
-            }
-            Request::NicShow { name } => {
-                self.state.nic(&name).map_err(err)?;
-                Ok(self.nic_view(&name))
             }
             _ => unreachable!("handle dispatches only these here"),
         }
@@ -742,23 +738,6 @@ impl Service {
                 self.change(|s| s.delete_prefix_list(&pid))?;
                 Ok(json!({ "deleted": pid }))
             }
-            Request::PrefixListList => Ok(to_value(
-                &self.state.prefix_lists.values().collect::<Vec<_>>(),
-            )),
-            Request::PrefixListShow { id } => {
-                let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
-                self.state
-                    .prefix_lists
-                    .get(&pid)
-                    .map(to_value)
-                    .ok_or_else(|| {
-                        err(PolicyError::not_found(
-                            "prefix_list",
-                            PrefixListId::KIND,
-                            &pid,
-                        ))
-                    })
-            }
             _ => unreachable!("handle dispatches only these here"),
         }
     }
@@ -808,24 +787,12 @@ impl Service {
                 self.change(|s| s.delete_port_list(&pid))?;
                 Ok(json!({ "deleted": pid }))
             }
-            Request::PortListList => Ok(to_value(
-                &self.state.port_lists.values().collect::<Vec<_>>(),
-            )),
-            Request::PortListShow { id } => {
-                let pid = PortListId::parse("port_list", &id).map_err(err)?;
-                self.state
-                    .port_lists
-                    .get(&pid)
-                    .map(to_value)
-                    .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
-            }
             _ => unreachable!("handle dispatches only these here"),
         }
     }
 
     fn state_request(&mut self, request: Request) -> Answer {
         match request {
-            Request::SettingsShow => Ok(to_value(&self.state.settings)),
             Request::SettingsSet {
                 block_port_25,
                 platform_addresses,
@@ -900,7 +867,6 @@ impl Service {
                     "warnings": warnings,
                 }))
             }
-            Request::Export => Ok(to_value(&policy::apply::document_of(&self.state))),
             Request::SnapshotList { group } => {
                 let gid = group
                     .as_deref()
@@ -928,7 +894,6 @@ impl Service {
 
     fn observe_request(&mut self, request: Request) -> Answer {
         match request {
-            Request::Status => Ok(self.status()),
             Request::Verify { no_repair } => {
                 let drift = self.self_check(!no_repair)?;
                 Ok(json!({
@@ -939,38 +904,9 @@ impl Service {
             }
             Request::Trace(t) => self.trace(&t),
             Request::Stats { nic } => self.stats(nic.as_deref()),
-            Request::SessionList { filter } => {
-                let f = self.session_filter(&filter)?;
-                let names = self.nic_names();
-                let rows = self.enforcer.dataplane().sessions(&f).map_err(err)?;
-                Ok(Value::Array(
-                    rows.iter()
-                        .filter(|s| s.live)
-                        .map(|s| {
-                            json!({
-                                "nic": names.get(&s.nic).cloned().unwrap_or_else(|| s.nic.to_string()),
-                                "protocol": protocol_name(s.protocol),
-                                "family": if s.initiator.address.is_ipv4() { 4 } else { 6 },
-                                "a": s.initiator.address, "a_port": s.initiator.port,
-                                "b": s.responder.address, "b_port": s.responder.port,
-                                "direction": s.direction, "state": s.state,
-                                "age_secs": s.age.as_secs_f64(), "idle_secs": s.idle.as_secs_f64(),
-                                "version": s.policy_version,
-                            })
-                        })
-                        .collect(),
-                ))
-            }
-            Request::SessionFlush { filter, all } => {
-                if filter == SessionFilter::default() && !all {
-                    return Err(
-                        "sessions flush: give a filter (nic, protocol, address, port) or all"
-                            .to_owned(),
-                    );
-                }
-                let f = self.session_filter(&filter)?;
-                let n = self.enforcer.dataplane().flush_sessions(&f).map_err(err)?;
-                Ok(json!({ "flushed": n }))
+            r @ (Request::SessionList { .. } | Request::SessionFlush { .. }) => {
+                let table = std::sync::Arc::clone(&self.sessions);
+                reads::sessions(&self.views.borrow(), &table, &r)
             }
             _ => unreachable!("handle dispatches only these here"),
         }
@@ -984,44 +920,6 @@ impl Service {
             .into_iter()
             .filter_map(|n| dp.nic_id(&n).map(|id| (id, n)))
             .collect()
-    }
-
-    fn session_filter(&mut self, f: &SessionFilter) -> Result<Filter, String> {
-        let nic = match &f.nic {
-            Some(n) => {
-                self.state.nic(n).map_err(err)?;
-                Some(
-                    self.enforcer
-                        .dataplane()
-                        .nic_id(n)
-                        .ok_or_else(|| format!("nic: {n} is bound but its interface is absent"))?,
-                )
-            }
-            None => None,
-        };
-        let protocol = f
-            .protocol
-            .as_deref()
-            .map(|p| {
-                Protocol::parse("protocol", p).and_then(|p| {
-                    p.number()
-                        .ok_or_else(|| PolicyError::invalid("protocol", "ALL", "name one protocol"))
-                })
-            })
-            .transpose()
-            .map_err(err)?;
-        let address = f
-            .address
-            .as_deref()
-            .map(|a| Cidr::parse("address", a))
-            .transpose()
-            .map_err(err)?;
-        Ok(Filter {
-            nic,
-            protocol,
-            address,
-            port: f.port,
-        })
     }
 
     fn nic_view(&mut self, name: &str) -> Value {
@@ -1081,40 +979,6 @@ impl Service {
                 "last_at": c.last_at,
             },
         })
-    }
-
-    fn rule_list(&self, group: Option<String>, nic: Option<String>) -> Answer {
-        match (group, nic) {
-            (Some(g), None) => {
-                let gid = group_id("group", &g).map_err(err)?;
-                Ok(to_value(
-                    &self.state.group("group", &gid).map_err(err)?.rules,
-                ))
-            }
-            (None, Some(n)) => {
-                let mut out = Vec::new();
-                for dir in [Direction::Ingress, Direction::Egress] {
-                    for r in policy::merged_rules(&self.state, &n, dir).map_err(err)? {
-                        let (_, rule) = self.state.find_rule(&r.id).ok_or("rule vanished")?;
-                        let s = &rule.spec;
-                        out.push(json!({
-                            "direction": s.direction.to_string(),
-                            "priority": s.priority,
-                            "action": format!("{:?}", s.action),
-                            "group": r.group,
-                            "rule": r.id,
-                            "protocol": s.protocol.to_string(),
-                            "ports": port_text(&s.ports),
-                            "peer": s.peer.to_string(),
-                            "source_ports": s.source_ports.map(|p| p.to_string()),
-                            "local": s.local.map(|c| c.to_string()),
-                        }));
-                    }
-                }
-                Ok(Value::Array(out))
-            }
-            _ => Err("rule list: give exactly one of group or nic".to_owned()),
-        }
     }
 
     /// Explains one packet from what the kernel holds: the interface's
@@ -1436,25 +1300,5 @@ fn reason_name(r: &policy::Reason) -> String {
         R::DefaultIngressDrop => "default_ingress_drop".to_owned(),
         R::DefaultEgressBasic => "default_egress_basic".to_owned(),
         R::DefaultEgressEnterprise => "default_egress_enterprise".to_owned(),
-    }
-}
-
-/// `tcp`, `udp`, `icmp`, `icmpv6`, `gre`, or the protocol number.
-fn protocol_name(p: u8) -> String {
-    match p {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        1 => "icmp".to_owned(),
-        58 => "icmpv6".to_owned(),
-        47 => "gre".to_owned(),
-        n => n.to_string(),
-    }
-}
-
-fn port_text(p: &policy::PortSpec) -> String {
-    match p {
-        policy::PortSpec::Any => "-1/-1".to_owned(),
-        policy::PortSpec::Range(r) => r.to_string(),
-        policy::PortSpec::List(l) => l.to_string(),
     }
 }

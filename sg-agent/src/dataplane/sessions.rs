@@ -227,3 +227,36 @@ impl Dataplane {
             .map_err(map_err(SETTINGS))
     }
 }
+
+/// The session table of a pinned data plane, opened on its own: so the
+/// daemon can list and flush sessions on another thread than the one that
+/// owns the data plane (a walk of a full table takes a while).
+pub struct SessionTable {
+    map: HashMap<MapData, SessionKey, SessionEntry>,
+    settings: Array<MapData, Settings>,
+}
+
+impl SessionTable {
+    /// Opens the session table and the settings pinned under `root`.
+    pub fn open(root: &std::path::Path) -> Result<Self, Error> {
+        let open = |name: &'static str| {
+            let data = MapData::from_pin(root.join("maps").join(name)).map_err(map_err(name))?;
+            aya::maps::Map::from_map_data(data).map_err(map_err(name))
+        };
+        Ok(Self {
+            map: HashMap::try_from(open(SESSIONS)?).map_err(map_err(SESSIONS))?,
+            settings: Array::try_from(open(SETTINGS)?).map_err(map_err(SETTINGS))?,
+        })
+    }
+
+    /// The sessions matching `filter`, newest first within each NIC.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
+        let settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
+        Ok(list_in(&self.map, &settings, filter))
+    }
+
+    /// Removes the sessions matching `filter`; returns how many went.
+    pub fn flush(&mut self, filter: &Filter) -> usize {
+        flush_in(&mut self.map, filter)
+    }
+}
