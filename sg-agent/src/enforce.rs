@@ -51,6 +51,8 @@ pub struct ApplyReport {
 
 /// The name [`ApplyReport::failed`] and [`Enforcer::degraded`] give the settings.
 pub const SETTINGS: &str = "(settings)";
+/// … and the pins (map pins, the pin directory).
+pub const PINS: &str = "(pins)";
 
 struct Installed {
     binding: Binding,
@@ -152,14 +154,17 @@ impl Enforcer {
             old.block_port_25 != state.settings.block_port_25
                 || old.platform_addresses != state.settings.platform_addresses
         });
-        match self.dp.set_settings(&state.settings) {
-            Ok(()) => {
-                self.degraded.remove(SETTINGS);
-                self.settings = Some(state.settings.clone());
-            }
-            Err(e) => {
-                self.settings = None;
-                self.fail(&mut report, SETTINGS, &e.to_string());
+        // Written only when they changed (or their last write failed).
+        if self.settings.as_ref() != Some(&state.settings) {
+            match self.dp.set_settings(&state.settings) {
+                Ok(()) => {
+                    self.degraded.remove(SETTINGS);
+                    self.settings = Some(state.settings.clone());
+                }
+                Err(e) => {
+                    self.settings = None;
+                    self.fail(&mut report, SETTINGS, &e.to_string());
+                }
             }
         }
         let present: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
@@ -345,6 +350,7 @@ impl Enforcer {
         let drift = self.verify(state)?;
         let mut unknown = false;
         let mut settings = false;
+        let mut repin = false;
         let mut nics: BTreeMap<String, Repair> = BTreeMap::new();
         for d in &drift {
             log::error!(
@@ -358,6 +364,7 @@ impl Enforcer {
             match (d.repair, &d.nic) {
                 (Repair::RemoveUnknown, _) => unknown = true,
                 (Repair::Settings, _) => settings = true,
+                (Repair::Repin, _) => repin = true,
                 (r, Some(n)) => {
                     let e = nics.entry(n.clone()).or_insert(r);
                     if r == Repair::Reinstall {
@@ -365,6 +372,20 @@ impl Enforcer {
                     }
                 }
                 (_, None) => {}
+            }
+        }
+        if repin {
+            match self.dp.repin() {
+                Ok(()) => {
+                    self.degraded.remove(PINS);
+                    // Every link pin went with a removed directory.
+                    for name in self.installed.keys().cloned().collect::<Vec<_>>() {
+                        nics.entry(name).or_insert(Repair::Reattach);
+                    }
+                }
+                Err(e) => {
+                    self.degraded.insert(PINS.to_owned(), e.to_string());
+                }
             }
         }
         if unknown && let Err(e) = self.dp.remove_unknown() {

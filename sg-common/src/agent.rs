@@ -14,6 +14,11 @@ pub struct AgentRecord {
     pub generation: u64,
     /// The store's identity, made with the store.
     pub store_id: [u8; 16],
+    /// The network namespace's cookie (`SO_NETNS_COOKIE`, never reused while
+    /// the host runs): pins are named after the namespace's inode, which the
+    /// kernel hands out again once a namespace is gone, so this tells the
+    /// pins of a dead namespace from the live one's.
+    pub netns_cookie: u64,
 }
 
-const _: () = assert!(size_of::<AgentRecord>() == 24);
+const _: () = assert!(size_of::<AgentRecord>() == 32);

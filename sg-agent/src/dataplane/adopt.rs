@@ -120,6 +120,7 @@ impl Dataplane {
     /// at zero: which rule each rank meant died with the earlier agent.
     pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
         let mut scan = self.scan()?;
+        super::faults::point("adopt.scanned");
         for (ifindex, config) in std::mem::take(&mut scan.ifaces) {
             let name = if_name(ifindex).filter(|_| config.nic < self.nics.limit);
             let Some(name) = name else {
@@ -138,6 +139,7 @@ impl Dataplane {
                 config.version
             );
             self.nics.by_name.insert(name, n);
+            super::faults::point("adopt.nic");
         }
         // What is left belongs to no adopted NIC.
         let ids: BTreeSet<u32> = scan

@@ -59,6 +59,10 @@ mod on {
         FAIL_AT.store(nth, Ordering::SeqCst);
     }
 
+    pub fn pending() -> bool {
+        FAIL_AT.load(Ordering::SeqCst) != 0
+    }
+
     pub fn map_write() -> Option<std::io::Error> {
         let at = FAIL_AT.load(Ordering::SeqCst);
         if at == 0 {
@@ -104,6 +108,16 @@ pub fn fail_map_write(nth: u64, errno: i32) {
     on::fail_map_write(nth, errno);
     #[cfg(not(debug_assertions))]
     let _ = (nth, errno);
+}
+
+/// Whether a map write failure asked for has not happened yet (cancel it
+/// with `fail_map_write(0, 0)`).
+#[inline]
+pub fn pending() -> bool {
+    #[cfg(debug_assertions)]
+    return on::pending();
+    #[cfg(not(debug_assertions))]
+    false
 }
 
 /// Called before every map write or delete of the writer: the injected

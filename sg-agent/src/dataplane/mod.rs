@@ -23,6 +23,6 @@ pub use image::{ImageCounts, table_image_counts};
 pub use loader::{AttachMode, Dataplane, Error, Limits, driver};
 pub use lock::{Holder, LockError, NamespaceLock};
 pub use pins::{CleanupReport, cleanup, pin_root};
-pub use record::{Enforced, inspect};
+pub use record::{Enforced, inspect, netns_cookie};
 pub use verify::{Drift, Expected, Repair};
 pub use writer::{Binding, RuleHits};

@@ -163,6 +163,7 @@ impl Dataplane {
             _ => (Kind::Xdp, Kind::TcIngress),
         };
         let tx = self.link_for(&dir, iface, ifindex, Kind::TcEgress, mode)?;
+        super::faults::point("attach.tx");
         let rx = match self.link_for(&dir, iface, ifindex, rx_kind, mode) {
             Ok(rx) => rx,
             Err(e) => {
@@ -173,6 +174,7 @@ impl Dataplane {
                 return Err(e);
             }
         };
+        super::faults::point("attach.rx");
         // The receive side moved to another kind of program (attach mode
         // changed): the new one runs already, the old one goes now.
         let old = link_path(&dir, iface, ifindex, other);
@@ -370,6 +372,96 @@ fn link_target(path: &Path) -> std::io::Result<(u32, u32)> {
 }
 
 impl Dataplane {
+    /// Checks that the pin directory is still the one this agent locked and
+    /// that every map pin in it names this agent's map: a pin removed (or a
+    /// directory removed by hand) would let the next agent start over fresh
+    /// maps, blind to what is enforced.
+    pub(super) fn check_map_pins(&self) -> Vec<super::Drift> {
+        let (Some(root), Some(lock)) = (&self.pins, &self.lock) else {
+            return Vec::new();
+        };
+        let drift = |what: String| super::Drift {
+            nic: None,
+            what,
+            repair: super::verify::Repair::Repin,
+        };
+        if !lock.still_holds() {
+            return vec![drift(format!(
+                "the pin directory {} was removed or replaced",
+                root.display()
+            ))];
+        }
+        let mut out = Vec::new();
+        for name in PINNED_MAPS {
+            let path = root.join("maps").join(name);
+            let ours = self
+                .ebpf
+                .map(name)
+                .and_then(|m| map_data(m).info().ok())
+                .map(|i| i.id());
+            let pinned = aya::maps::MapData::from_pin(&path)
+                .ok()
+                .and_then(|m| m.info().ok())
+                .map(|i| i.id());
+            if pinned.is_none() || pinned != ours {
+                out.push(drift(format!(
+                    "map pin {} {}",
+                    path.display(),
+                    if pinned.is_none() {
+                        "is missing"
+                    } else {
+                        "names another map"
+                    }
+                )));
+            }
+        }
+        out
+    }
+
+    /// Puts the pin directory and the map pins back: takes the namespace's
+    /// lock again if the directory was made anew, pins every map whose pin
+    /// is missing or names another map. Links are put back by reattaching
+    /// (`check_links`).
+    pub fn repin(&mut self) -> Result<(), Error> {
+        let Some(root) = self.pins.clone() else {
+            return Ok(());
+        };
+        if !self
+            .lock
+            .as_ref()
+            .is_some_and(super::NamespaceLock::still_holds)
+        {
+            let lock = super::NamespaceLock::acquire(&root).map_err(|e| Error::Link {
+                path: root.clone(),
+                reason: e.to_string(),
+            })?;
+            self.lock = Some(lock);
+        }
+        let dir = root.join("maps");
+        std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
+        for name in PINNED_MAPS {
+            let path = dir.join(name);
+            let Some(map) = self.ebpf.map(name) else {
+                continue;
+            };
+            let data = map_data(map);
+            let ours = data.info().ok().map(|i| i.id());
+            let pinned = aya::maps::MapData::from_pin(&path)
+                .ok()
+                .and_then(|m| m.info().ok())
+                .map(|i| i.id());
+            if pinned.is_some() && pinned == ours {
+                continue;
+            }
+            if pinned.is_some() {
+                std::fs::remove_file(&path).map_err(|e| pin_err(&path, e))?;
+            }
+            data.pin(&path).map_err(|e| pin_err(&path, e))?;
+            log::warn!("pinned {} again", path.display());
+        }
+        Ok(())
+    }
+
     /// Checks that every pinned attachment is still there: both pins exist,
     /// and each link runs this agent's program on the interface it was made
     /// for. Whoever removed a pin (which detaches its link) or swapped a
@@ -426,6 +518,28 @@ impl Dataplane {
     }
 }
 
+/// The map data of any kind of map.
+fn map_data(m: &aya::maps::Map) -> &aya::maps::MapData {
+    use aya::maps::Map;
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::RingBuf(d)
+        | Map::ProgramArray(d)
+        | Map::PerfEventArray(d)
+        | Map::Queue(d)
+        | Map::Stack(d)
+        | Map::BloomFilter(d)
+        | Map::Unsupported(d) => d,
+        _ => unreachable!("sg pins only the kinds above"),
+    }
+}
+
 /// Removes link pins of `iface` made for another interface index: that
 /// interface was deleted, and the kernel detached its links already.
 fn remove_stale_links(dir: &Path, iface: &str, ifindex: u32) {
@@ -471,6 +585,7 @@ pub fn cleanup(lock: &super::NamespaceLock) -> Result<CleanupReport, Error> {
         for e in entries.flatten() {
             std::fs::remove_file(e.path()).map_err(|err| pin_err(&e.path(), err))?;
             out.push(e.file_name().to_string_lossy().into_owned());
+            super::faults::point("cleanup.pin");
         }
         out.sort();
         if std::fs::remove_dir(&dir).is_ok() {

@@ -28,6 +28,43 @@ impl Enforced {
     pub fn is_empty(&self) -> bool {
         self.interfaces.is_empty() && self.record == AgentRecord::default()
     }
+
+    /// Whether the pins belong to another network namespace, gone, whose
+    /// inode the kernel gave to this one: nothing of them enforces anything
+    /// here.
+    pub fn is_stale(&self) -> bool {
+        self.record.netns_cookie != 0 && netns_cookie().is_ok_and(|c| c != self.record.netns_cookie)
+    }
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`).
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a plain socket call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just got and nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<u64>()).expect("8 fits");
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cookie)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn open(path: &Path, name: &'static str) -> Result<Option<Map>, Error> {

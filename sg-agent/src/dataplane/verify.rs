@@ -41,6 +41,8 @@ pub enum Repair {
     RemoveUnknown,
     /// Write the settings again.
     Settings,
+    /// Put the pin directory and the map pins back.
+    Repin,
 }
 
 /// One difference between what the kernel holds and what it should.
@@ -164,6 +166,7 @@ impl Dataplane {
             });
         }
         out.extend(self.verify_settings(settings)?);
+        out.extend(self.check_map_pins());
         out.extend(self.check_links());
         Ok(out)
     }
