@@ -27,8 +27,20 @@ impl AgentProcess {
         ready: &str,
         echo: bool,
     ) -> anyhow::Result<(Self, String)> {
+        Self::start_with_env(bin, args, &[], ready, echo)
+    }
+
+    /// [`AgentProcess::start`] with `env` added to its environment.
+    pub fn start_with_env(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+        echo: bool,
+    ) -> anyhow::Result<(Self, String)> {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,6 +81,11 @@ impl AgentProcess {
                 return Some(line);
             }
         }
+    }
+
+    /// Whether the process has exited (then it is reaped).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Sends `signal`, waits for the exit, and returns its status and stdout.

@@ -60,6 +60,11 @@ impl Daemon {
 
     /// [`Daemon::restart`] with `once` added to its arguments this time only.
     pub fn restart_with(&mut self, once: &[&str]) -> anyhow::Result<String> {
+        self.restart_env(once, &[])
+    }
+
+    /// [`Daemon::restart_with`], with `env` added to its environment.
+    pub fn restart_env(&mut self, once: &[&str], env: &[(&str, &str)]) -> anyhow::Result<String> {
         if self.process.is_some() {
             bail!("the daemon runs already");
         }
@@ -76,8 +81,8 @@ impl Daemon {
         args.extend(once.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let echo = std::env::var_os("SG_TEST_ECHO").is_some();
-        let (p, line) =
-            AgentProcess::start(&self.bin, &args, READY, echo).context("starting sg-agent run")?;
+        let (p, line) = AgentProcess::start_with_env(&self.bin, &args, env, READY, echo)
+            .context("starting sg-agent run")?;
         self.process = Some(p);
         Ok(line)
     }
@@ -122,6 +127,16 @@ impl Daemon {
             .take()
             .context("the daemon is not running")?
             .stop(signal)
+    }
+
+    /// Whether the daemon's process is gone (killed, or exited by itself);
+    /// a gone one is forgotten, so it can be started again.
+    pub fn gone(&mut self) -> bool {
+        let gone = self.process.as_mut().is_none_or(AgentProcess::exited);
+        if gone {
+            self.process = None;
+        }
+        gone
     }
 
     /// Kills the daemon with SIGKILL, as a crash would.

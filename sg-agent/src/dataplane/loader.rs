@@ -268,6 +268,14 @@ impl Dataplane {
         } else {
             dp.set_settings(&Settings::default())?;
         }
+        if pins.is_some() {
+            // Pinned maps of no adopted binding (a cleanup killed halfway
+            // left some, the interface map gone) hold entries nobody knows.
+            let removed = dp.remove_unknown()?;
+            if removed > 0 {
+                log::warn!("removed {removed} map entries of no binding from the pinned maps");
+            }
+        }
         Ok(dp)
     }
 
