@@ -475,3 +475,41 @@ fn three_hundred_clients_listing_groups_hold_up_neither_status_nor_memory_nor_in
     );
     assert!(enforced(&pair, &servers));
 }
+
+#[test]
+fn pins_removed_by_hand_are_put_back_by_the_self_check() {
+    // Issue 12 item 1: an agent whose links or pins were removed went on
+    // reporting `attached yes` with nothing enforced.
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let d = Daemon::start(bin(), pair.b.ns.name(), &["--self-check", "1"]).unwrap();
+    let g = d.group("web");
+    d.allow_tcp(&g, servers.tcp_port);
+    d.bind(&pair.b.ifname, &["10.77.0.2"], &g);
+    assert!(enforced(&pair, &servers));
+    let root = std::path::PathBuf::from(d.json(&["status"])["pins"].as_str().unwrap());
+    // Every link pin (which detaches the links) and a map pin.
+    for e in std::fs::read_dir(root.join("links")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    std::fs::remove_file(root.join("maps").join(sg_common::maps::IFACES)).unwrap();
+    assert!(
+        sg_tests::eventually(Duration::from_secs(10), || {
+            d.json(&["status"])["self_check"]["drift_total"]
+                .as_u64()
+                .unwrap()
+                > 0
+        }),
+        "the self-check found nothing missing"
+    );
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), || enforced(&pair, &servers)),
+        "the self-check did not put the links back"
+    );
+    assert!(root.join("maps").join(sg_common::maps::IFACES).exists());
+    assert!(
+        std::fs::read_dir(root.join("links")).unwrap().count() >= 2,
+        "link pins not made again"
+    );
+    d.ok(&["verify", "--no-repair"]);
+}
