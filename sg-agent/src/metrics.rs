@@ -59,6 +59,23 @@ pub struct MetricsInput {
     pub drop_log: Option<DropLogStats>,
     /// Policy version in force per NIC: `(NIC name, version)`.
     pub policy_version: Vec<(String, u32)>,
+    /// What is not brought to the policy: `(NIC name or a part such as
+    /// `(settings)`, why)`.
+    pub degraded: Vec<(String, String)>,
+    /// The self-check's counts, once the daemon has one.
+    pub self_check: Option<SelfCheckCounts>,
+}
+
+/// The drift check's counts (`sg-agent verify` and the periodic self-check).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelfCheckCounts {
+    pub runs: u64,
+    /// Differences found, over all runs.
+    pub drift_total: u64,
+    /// Differences the last run found.
+    pub last_drift: u64,
+    /// Runs that could not read the maps.
+    pub errors: u64,
 }
 
 /// The `Content-Type` of text exposition format 0.0.4.
@@ -206,6 +223,7 @@ pub fn render(input: &MetricsInput) -> String {
                 .map(|(outcome, n)| ([("outcome", outcome.to_owned())], n))
         }),
     );
+    render_health(input, &mut out);
     Family {
         name: "sg_policy_version",
         help: "Policy version in force on each NIC (changes on every policy switch).",
@@ -219,6 +237,71 @@ pub fn render(input: &MetricsInput) -> String {
             .map(|(nic, v)| ([("nic", nic.clone())], *v)),
     );
     out
+}
+
+/// The families that say whether the agent is healthy: degraded NICs and
+/// the drift check's counts.
+fn render_health(input: &MetricsInput, out: &mut String) {
+    Family {
+        name: "sg_healthy",
+        help: "1 if every NIC is brought to the policy and the last self-check found the kernel holding exactly it, else 0.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input.self_check.map(|c| {
+            let healthy = input.degraded.is_empty() && c.last_drift == 0;
+            ([] as [(&'static str, String); 0], u8::from(healthy))
+        }),
+    );
+    Family {
+        name: "sg_degraded",
+        help: "1 for each NIC (or part of the data plane) whose policy is not in force, with the reason.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input.degraded.iter().map(|(what, why)| {
+            (
+                [("nic", what.clone()), ("reason", why.clone())],
+                1,
+            )
+        }),
+    );
+    for (name, help, kind, value) in [
+        (
+            "sg_self_checks_total",
+            "Drift checks run (the periodic self-check and sg-agent verify).",
+            "counter",
+            (|c: &SelfCheckCounts| c.runs) as fn(&SelfCheckCounts) -> u64,
+        ),
+        (
+            "sg_drift_found_total",
+            "Differences between the kernel's maps and the policy the drift checks found (and repaired where they could).",
+            "counter",
+            |c| c.drift_total,
+        ),
+        (
+            "sg_drift_last",
+            "Differences the last drift check found.",
+            "gauge",
+            |c| c.last_drift,
+        ),
+        (
+            "sg_self_check_errors_total",
+            "Drift checks that could not read the maps.",
+            "counter",
+            |c| c.errors,
+        ),
+    ] {
+        Family { name, help, kind }.write(
+            out,
+            input
+                .self_check
+                .iter()
+                .map(|c| ([] as [(&'static str, String); 0], value(c))),
+        );
+    }
 }
 
 /// Refuses a listen address that is not loopback unless `allow_non_loopback`:

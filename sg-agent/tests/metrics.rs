@@ -56,6 +56,8 @@ fn input() -> MetricsInput {
             ringbuf_full: 0,
         }),
         policy_version: vec![("web-1".into(), 42)],
+        degraded: Vec::new(),
+        self_check: None,
     }
 }
 
@@ -458,4 +460,42 @@ async fn a_client_trickling_its_head_is_dropped_after_the_timeout() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn degraded_nics_and_the_self_checks_are_exported() {
+    // Issue 12 items 1 and 15: a degraded agent says so in its metrics.
+    let healthy = MetricsInput {
+        self_check: Some(sg_agent::metrics::SelfCheckCounts {
+            runs: 3,
+            drift_total: 0,
+            last_drift: 0,
+            errors: 0,
+        }),
+        ..MetricsInput::default()
+    };
+    let text = render(&healthy);
+    assert!(text.contains("sg_healthy 1\n"), "{text}");
+    assert!(text.contains("sg_self_checks_total 3\n"), "{text}");
+    assert!(!text.contains("sg_degraded{"), "{text}");
+    let sick = MetricsInput {
+        degraded: vec![("web-1".into(), "map SG_ADDR4: ENOMEM".into())],
+        self_check: Some(sg_agent::metrics::SelfCheckCounts {
+            runs: 4,
+            drift_total: 2,
+            last_drift: 2,
+            errors: 1,
+        }),
+        ..MetricsInput::default()
+    };
+    let text = render(&sick);
+    assert!(text.contains("sg_healthy 0\n"), "{text}");
+    assert!(
+        text.contains("sg_degraded{nic=\"web-1\",reason=\"map SG_ADDR4: ENOMEM\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("sg_drift_found_total 2\n"), "{text}");
+    assert!(text.contains("sg_drift_last 2\n"), "{text}");
+    assert!(text.contains("sg_self_check_errors_total 1\n"), "{text}");
+    parse(&text);
 }

@@ -59,6 +59,24 @@ fn at_most_10_groups_per_nic() {
 }
 
 #[test]
+fn a_nic_takes_at_most_64_addresses_and_extra_prefixes_what_the_kernel_holds() {
+    // Issue 12 item 10: nothing limited a NIC's addresses and extra
+    // prefixes to what the own-address table holds per NIC.
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let addrs: Vec<String> = (1..=65).map(|i| format!("10.0.0.{i}")).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    bind(&mut s, "eth0", &refs[..64], &[&g]);
+    let before = s.clone();
+    let e = err_text(s.set_nic_addresses("eth0", refs.iter().map(|a| ip(a)).collect(), Vec::new()));
+    assert!(
+        e.contains("nics[eth0].addresses") && e.contains("65") && e.contains("limit of 64"),
+        "{e}"
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
 fn a_nic_keeps_at_least_one_group() {
     let mut s = state();
     let g = basic(&mut s, "g");

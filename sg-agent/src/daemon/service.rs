@@ -1120,7 +1120,23 @@ impl Service {
                 .unwrap_or_default(),
             drop_log: dp.drop_log_stats().ok(),
             policy_version: Vec::new(),
+            degraded: Vec::new(),
+            self_check: None,
         };
+        input.degraded = self
+            .enforcer
+            .degraded()
+            .iter()
+            .map(|(n, why)| (n.clone(), why.clone()))
+            .collect();
+        let c = &self.checks;
+        input.self_check = Some(crate::metrics::SelfCheckCounts {
+            runs: c.runs,
+            drift_total: c.drift_total,
+            last_drift: c.last_drift.len() as u64,
+            errors: c.errors,
+        });
+        let dp = self.enforcer.dataplane();
         for nic in names {
             let Some(version) = dp.version(&nic) else {
                 continue;

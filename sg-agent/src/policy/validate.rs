@@ -22,6 +22,10 @@ use super::{
 
 /// At most 10 groups per NIC (SPEC §2).
 pub const MAX_GROUPS_PER_NIC: usize = 10;
+/// At most this many addresses and extra allowed prefixes per NIC, together:
+/// what the data plane's own-address table holds per NIC
+/// (`sg_common::maps::OWN_PER_NIC`).
+pub const MAX_OWN_PER_NIC: usize = sg_common::maps::OWN_PER_NIC as usize;
 /// At most 1,000 rules across all groups of a NIC, lists counted at their max (SPEC §2).
 pub const MAX_RULES_PER_NIC: usize = 1000;
 /// At most 20 rules naming a group as peer in one basic group (SPEC §2).
@@ -505,6 +509,15 @@ pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
         if !seen.insert(host) {
             return Err(PolicyError::invalid(af, a, "listed twice"));
         }
+    }
+    let own = nic.addresses.len() + nic.extra_allowed.len();
+    if own > MAX_OWN_PER_NIC {
+        return Err(PolicyError::LimitExceeded {
+            field: format!("{f}.addresses"),
+            value: own,
+            limit: MAX_OWN_PER_NIC,
+            what: "addresses and extra allowed prefixes per NIC",
+        });
     }
     let count = nic.groups.len();
     if count == 0 {
