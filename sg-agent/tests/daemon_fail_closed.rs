@@ -312,7 +312,7 @@ fn a_cold_attach_lets_no_denied_datagram_through() {
                 }
                 sent
             });
-            recreate(&pair);
+            pair.recreate().unwrap();
             let mut got = 0u64;
             let mut buf = [0u8; 64];
             rx.set_read_timeout(Some(Duration::from_millis(50)))
@@ -333,31 +333,6 @@ fn a_cold_attach_lets_no_denied_datagram_through() {
             "round {round}: denied datagrams reached the workload"
         );
         assert!(enforced(&pair, &servers), "round {round}");
-    }
-}
-
-/// Makes the veth pair of `pair` again, as before, after it was deleted:
-/// created, addressed, then up, each step a command of its own, as an
-/// orchestrator does it.
-fn recreate(pair: &Pair) {
-    let (a, b) = (&pair.a, &pair.b);
-    a.ns.ip(&[
-        "link",
-        "add",
-        &a.ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &b.ifname,
-        "netns",
-        b.ns.name(),
-    ])
-    .unwrap();
-    for h in [a, b] {
-        h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])
-            .unwrap();
-        h.ns.ip(&["link", "set", &h.ifname, "up"]).unwrap();
     }
 }
 
@@ -451,7 +426,7 @@ fn three_hundred_clients_listing_groups_hold_up_neither_status_nor_memory_nor_in
             d.json(&["nic", "show", &pair.b.ifname])["attached"] == false
         }));
         let noticed = t.elapsed();
-        recreate(&pair);
+        pair.recreate().unwrap();
         assert!(sg_tests::eventually(Duration::from_secs(5), || {
             d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
         }));

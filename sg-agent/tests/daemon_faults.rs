@@ -409,7 +409,7 @@ fn interfaces_renamed_deleted_and_made_again_during_changes_leave_the_kernel_as_
             // Deleted and made again.
             pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
             std::thread::sleep(Duration::from_millis(30));
-            recreate(&pair);
+            pair.recreate().unwrap();
             std::thread::sleep(Duration::from_millis(50));
         }
         stop.store(true, Ordering::Relaxed);
@@ -431,27 +431,4 @@ fn interfaces_renamed_deleted_and_made_again_during_changes_leave_the_kernel_as_
         )
         .allowed()
     );
-}
-
-/// Makes the veth pair of `pair` again, as before, after it was deleted.
-fn recreate(pair: &Pair) {
-    let (a, b) = (&pair.a, &pair.b);
-    a.ns.ip(&[
-        "link",
-        "add",
-        &a.ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &b.ifname,
-        "netns",
-        b.ns.name(),
-    ])
-    .unwrap();
-    for h in [a, b] {
-        h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])
-            .unwrap();
-        h.ns.ip(&["link", "set", &h.ifname, "up"]).unwrap();
-    }
 }

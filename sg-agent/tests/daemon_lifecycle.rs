@@ -13,29 +13,6 @@ fn bin() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
 }
 
-/// Makes the veth pair of `pair` again, as before, after it was deleted.
-fn recreate(pair: &Pair) {
-    let (a, b) = (&pair.a, &pair.b);
-    a.ns.ip(&[
-        "link",
-        "add",
-        &a.ifname,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &b.ifname,
-        "netns",
-        b.ns.name(),
-    ])
-    .unwrap();
-    for h in [a, b] {
-        h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])
-            .unwrap();
-        h.ns.ip(&["link", "set", &h.ifname, "up"]).unwrap();
-    }
-}
-
 fn enforced(pair: &Pair, servers: &probe::Servers) -> bool {
     let b = IpAddr::V4(pair.b.v4);
     probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed()
@@ -71,7 +48,7 @@ fn a_deleted_and_recreated_veth_is_attached_again() {
     assert!(sg_tests::eventually(Duration::from_secs(5), || {
         d.json(&["nic", "show", &pair.b.ifname])["attached"] == false
     }));
-    recreate(&pair);
+    pair.recreate().unwrap();
     assert!(
         sg_tests::eventually(Duration::from_secs(10), || {
             d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
@@ -94,7 +71,7 @@ fn a_nic_bound_before_its_interface_exists_is_enforced_when_it_appears() {
     let g = setup(&d, servers.tcp_port);
     d.bind(&pair.b.ifname, &["10.77.0.2"], &g);
     assert_eq!(d.json(&["nic", "show", &pair.b.ifname])["attached"], false);
-    recreate(&pair);
+    pair.recreate().unwrap();
     assert!(
         sg_tests::eventually(Duration::from_secs(10), || {
             d.json(&["nic", "show", &pair.b.ifname])["attached"] == true
@@ -122,7 +99,7 @@ fn an_interface_made_again_while_no_agent_runs_is_enforced_after_the_restart() {
     // While no agent runs: the interface goes (and its links with it), and
     // comes back with a new index: nothing filters it yet.
     pair.a.ns.ip(&["link", "del", &pair.a.ifname]).unwrap();
-    recreate(&pair);
+    pair.recreate().unwrap();
     assert!(sg_tests::eventually(Duration::from_secs(5), || open(
         &pair, &servers
     )));

@@ -60,3 +60,31 @@ pub fn receives(sock: &UdpSocket, want: &[u8]) -> bool {
 
 /// A read timeout for sockets whose silence is the point of the test.
 pub const SILENCE: Duration = TIMEOUT;
+
+/// Collects the sequence numbers (8-byte big-endian datagrams) received on
+/// `sock` until `stop`, counting them in `count` as they arrive.
+pub fn numbered_receiver(
+    sock: UdpSocket,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<std::collections::BTreeSet<u64>> {
+    use std::sync::atomic::Ordering;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("a read timeout");
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(8) => {
+                    seen.insert(u64::from_be_bytes(buf[..8].try_into().expect("8 bytes")));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                // A timeout: stop once asked to and nothing more is queued.
+                Err(_) if stop.load(Ordering::Relaxed) => break,
+                Ok(_) | Err(_) => {}
+            }
+        }
+        seen
+    })
+}

@@ -252,6 +252,30 @@ impl Pair {
         Ok(pair)
     }
 
+    /// Makes the veth pair again, with the same names and IPv4 addresses,
+    /// after it was deleted: created, addressed, then up, each step a
+    /// command of its own, as an orchestrator does it.
+    pub fn recreate(&self) -> anyhow::Result<()> {
+        let (a, b) = (&self.a, &self.b);
+        a.ns.ip(&[
+            "link",
+            "add",
+            &a.ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b.ifname,
+            "netns",
+            b.ns.name(),
+        ])?;
+        for h in [a, b] {
+            h.ns.ip(&["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])?;
+            h.ns.ip(&["link", "set", &h.ifname, "up"])?;
+        }
+        Ok(())
+    }
+
     /// Gives `a` one more address, `addr`, reachable from `b` over the link (a
     /// host route on `b`): for probes that must come from a given source.
     pub fn add_client_address(&self, addr: std::net::IpAddr) -> anyhow::Result<()> {

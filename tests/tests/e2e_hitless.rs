@@ -4,7 +4,6 @@
 //! rules, so every switch changes every table the kernel reads.
 
 use std::{
-    collections::BTreeSet,
     net::{SocketAddr, UdpSocket},
     sync::{
         Arc,
@@ -47,33 +46,6 @@ fn version(bench: &Bench, k: u32) -> State {
     s
 }
 
-/// Collects the sequence numbers received on `sock` until `stop`; `count`
-/// follows how many arrived.
-fn receiver(
-    sock: UdpSocket,
-    stop: Arc<AtomicBool>,
-    count: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<BTreeSet<u64>> {
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        let mut buf = [0u8; 64];
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(8) => {
-                    seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                // A timeout: stop once asked to and nothing more is queued.
-                Err(_) if stop.load(Ordering::Relaxed) => break,
-                Ok(_) | Err(_) => {}
-            }
-        }
-        seen
-    })
-}
-
 #[test]
 fn a_thousand_policy_switches_lose_no_allowed_packet_and_pass_no_denied_one() {
     let mut bench = Bench::new(&[], &[], &[]).unwrap();
@@ -106,8 +78,10 @@ fn a_thousand_policy_switches_lose_no_allowed_packet_and_pass_no_denied_one() {
     }
     let stop_rx = Arc::new(AtomicBool::new(false));
     let allowed_count = Arc::new(AtomicU64::new(0));
-    let allowed_seen = receiver(allowed_rx, stop_rx.clone(), allowed_count.clone());
-    let denied_seen = receiver(denied_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
+    let allowed_seen =
+        sg_tests::flow::numbered_receiver(allowed_rx, stop_rx.clone(), allowed_count.clone());
+    let denied_seen =
+        sg_tests::flow::numbered_receiver(denied_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
 
     // The sender in a: numbered datagrams to both ports until the updates end.
     let stop_tx = Arc::new(AtomicBool::new(false));

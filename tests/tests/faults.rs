@@ -74,30 +74,6 @@ struct Traffic {
     allowed_count: Arc<AtomicU64>,
 }
 
-fn receiver(
-    sock: UdpSocket,
-    stop: Arc<AtomicBool>,
-    count: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<BTreeSet<u64>> {
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        let mut buf = [0u8; 64];
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(8) => {
-                    seen.insert(u64::from_be_bytes(buf[..8].try_into().unwrap()));
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) if stop.load(Ordering::Relaxed) => break,
-                Ok(_) | Err(_) => {}
-            }
-        }
-        seen
-    })
-}
-
 impl Traffic {
     fn start(bench: &Bench) -> Self {
         let b = bench.pair.b.v4;
@@ -114,8 +90,10 @@ impl Traffic {
             .unwrap();
         let stop_rx = Arc::new(AtomicBool::new(false));
         let allowed_count = Arc::new(AtomicU64::new(0));
-        let allowed = receiver(a_rx, stop_rx.clone(), allowed_count.clone());
-        let denied = receiver(d_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
+        let allowed =
+            sg_tests::flow::numbered_receiver(a_rx, stop_rx.clone(), allowed_count.clone());
+        let denied =
+            sg_tests::flow::numbered_receiver(d_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
         let stop_tx = Arc::new(AtomicBool::new(false));
         let stop = stop_tx.clone();
         let sock = bench

@@ -197,10 +197,36 @@ pub(super) fn rank_name(r: &Rank) -> String {
     }
 }
 
-/// Makes trie `map` hold `want` for the keys `held` records (a superset of
-/// what it holds): deletes what is recorded but not wanted, then writes
-/// what is wanted, recording each key before its write and forgetting it
-/// only once deleted. `key` turns a recorded entry into the trie's key.
+/// Makes a map hold `want` for the keys `held` records (a superset of what
+/// it holds): deletes what is recorded but not wanted, then writes what is
+/// wanted, recording each key before its write and forgetting it only once
+/// deleted. `remove` and `insert` are the map's own operations.
+fn sync_entries<E: Ord + Copy, V>(
+    name: &'static str,
+    want: &BTreeMap<E, V>,
+    held: &mut BTreeSet<E>,
+    mut remove: impl FnMut(E) -> Result<(), aya::maps::MapError>,
+    mut insert: impl FnMut(E, &V) -> Result<(), aya::maps::MapError>,
+) -> Result<(), Error> {
+    let gone: Vec<E> = held
+        .iter()
+        .filter(|e| !want.contains_key(e))
+        .copied()
+        .collect();
+    for e in gone {
+        injected(name)?;
+        deleted(name, remove(e))?;
+        held.remove(&e);
+    }
+    for (e, v) in want {
+        held.insert(*e);
+        injected(name)?;
+        insert(*e, v).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// [`sync_entries`] on an LPM trie; `key` turns a recorded entry into its key.
 fn sync_trie<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     map: &mut aya::maps::Map,
     name: &'static str,
@@ -208,26 +234,19 @@ fn sync_trie<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     held: &mut BTreeSet<E>,
     key: impl Fn(E) -> Key<K>,
 ) -> Result<(), Error> {
-    let mut trie = LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
-    let gone: Vec<E> = held
-        .iter()
-        .filter(|e| !want.contains_key(e))
-        .copied()
-        .collect();
-    for e in gone {
-        injected(name)?;
-        deleted(name, trie.remove(&key(e)))?;
-        held.remove(&e);
-    }
-    for (e, v) in want {
-        held.insert(*e);
-        injected(name)?;
-        trie.insert(&key(*e), v, 0).map_err(map_err(name))?;
-    }
-    Ok(())
+    let trie = std::cell::RefCell::new(
+        LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?,
+    );
+    sync_entries(
+        name,
+        want,
+        held,
+        |e| trie.borrow_mut().remove(&key(e)),
+        |e, v| trie.borrow_mut().insert(&key(e), v, 0),
+    )
 }
 
-/// [`sync_trie`] for a hash map.
+/// [`sync_entries`] on a hash map.
 fn sync_hash<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     map: &mut aya::maps::Map,
     name: &'static str,
@@ -235,23 +254,16 @@ fn sync_hash<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     held: &mut BTreeSet<E>,
     key: impl Fn(E) -> K,
 ) -> Result<(), Error> {
-    let mut hash = HashMap::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?;
-    let gone: Vec<E> = held
-        .iter()
-        .filter(|e| !want.contains_key(e))
-        .copied()
-        .collect();
-    for e in gone {
-        injected(name)?;
-        deleted(name, hash.remove(&key(e)))?;
-        held.remove(&e);
-    }
-    for (e, v) in want {
-        held.insert(*e);
-        injected(name)?;
-        hash.insert(&key(*e), v, 0).map_err(map_err(name))?;
-    }
-    Ok(())
+    let hash = std::cell::RefCell::new(
+        HashMap::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?,
+    );
+    sync_entries(
+        name,
+        want,
+        held,
+        |e| hash.borrow_mut().remove(&key(e)),
+        |e, v| hash.borrow_mut().insert(&key(e), v, 0),
+    )
 }
 
 pub(super) fn addr4_key(tag: u32) -> impl Fn((u32, u32, [u8; 4])) -> Key<AddrKeyV4> {
