@@ -72,6 +72,10 @@ pub struct Enforcer {
     settings: Option<Settings>,
     /// NICs (and [`SETTINGS`]) not brought to the policy, and why.
     degraded: BTreeMap<String, String>,
+    /// The state `installed` was compiled from: an apply of the same state
+    /// (an interface came or went) reuses those tables instead of compiling
+    /// every NIC again.
+    compiled_from: Option<State>,
 }
 
 impl Enforcer {
@@ -82,6 +86,7 @@ impl Enforcer {
             installed: BTreeMap::new(),
             settings: None,
             degraded: BTreeMap::new(),
+            compiled_from: None,
         }
     }
 
@@ -122,7 +127,9 @@ impl Enforcer {
     fn apply_all(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
         let mut report = ApplyReport::default();
         // Compile every present NIC first: a policy the data plane cannot hold
-        // is refused before anything in the kernel changes.
+        // is refused before anything in the kernel changes. The same state
+        // compiles to the same tables: those of the last apply are reused.
+        let same_state = self.compiled_from.as_ref() == Some(state);
         let mut wanted = Vec::new();
         for (name, b) in &state.nics {
             let Some(ifindex) = ifindex(name) else {
@@ -135,8 +142,13 @@ impl Enforcer {
                 anti_spoof: b.anti_spoof_enabled(),
                 own: b.own_cidrs(),
             };
-            let ingress = compile(state, name, Direction::Ingress)?;
-            let egress = compile(state, name, Direction::Egress)?;
+            let (ingress, egress) = match self.installed.get(name).filter(|_| same_state) {
+                Some(i) => (i.ingress.clone(), i.egress.clone()),
+                None => (
+                    compile(state, name, Direction::Ingress)?,
+                    compile(state, name, Direction::Egress)?,
+                ),
+            };
             wanted.push((
                 name.clone(),
                 Installed {
@@ -147,6 +159,9 @@ impl Enforcer {
             ));
         }
         self.check_capacity(&wanted, state)?;
+        if !same_state {
+            self.compiled_from = Some(state.clone());
+        }
         // The platform addresses and the port-25 block decide packets before
         // sessions do, and so a session's first packet: when they change,
         // every NIC's sessions are checked again (timeouts decide nothing).
