@@ -10,8 +10,9 @@ use core::ptr::write_volatile;
 
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr};
 use sg_common::counter::{
-    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_L2, BAD_L4, FRAGMENT, GRE, ICMP, ICMPV6,
-    IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4, TCP, UDP, VLAN,
+    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
+    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4, TCP,
+    UDP, VLAN,
 };
 
 use crate::packet::Packet;
@@ -338,6 +339,7 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
     put_words(&mut s.dst, hi, lo);
     let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
+    let mut fragment_seen = false;
     // Walk at most MAX_IPV6_EXT extension headers (SPEC §3 item 9).
     for _ in 0..MAX_IPV6_EXT {
         if !is_ipv6_ext(next) {
@@ -358,6 +360,13 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
             return s.malformed(BAD_IPV6_EXT);
         }
         if next == IPPROTO_FRAGMENT {
+            // One datagram has one fragment header. A second one would make
+            // a first fragment look like a later fragment of another
+            // datagram and ride that datagram's verdict undecided.
+            if fragment_seen {
+                return s.malformed(BAD_IPV6_FRAG);
+            }
+            fragment_seen = true;
             let Some(frag) = pkt.read::<[u8; 8]>(off) else {
                 return s.malformed(BAD_IPV6_EXT);
             };
