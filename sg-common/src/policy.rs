@@ -183,6 +183,10 @@ pub struct Settings {
     /// Session idle timeouts in nanoseconds, by `session::timeout` class.
     /// Zero (never written) expires every session at once: stateless, never open.
     pub timeouts_ns: [u64; crate::session::timeout::COUNT],
+    /// How long a first fragment is remembered for its later fragments, in
+    /// nanoseconds, counted from when it was seen (SPEC §3 item 8). Zero
+    /// (never written) forgets it at once: every later fragment drops.
+    pub fragment_timeout_ns: u64,
 }
 
 pub mod settings_flags {
@@ -247,7 +251,7 @@ const _: () = assert!(size_of::<AddrKeyV6>() == 20);
 const _: () = assert!(size_of::<OwnAddrKey>() == 24);
 const _: () = assert!(size_of::<FragKey>() == 48);
 const _: () = assert!(size_of::<LastDecision>() == 24);
-const _: () = assert!(size_of::<Settings>() == 40);
+const _: () = assert!(size_of::<Settings>() == 48);
 const _: () = assert!(MAX_INTERVALS == 1 << INTERVAL_SEARCH_STEPS);
 const _: () = assert!(MAX_RANKS >= 1000 + 10);
 const _: () = assert!(MAX_RANKS as usize == WORDS * 64);

@@ -64,7 +64,7 @@ pub static SG_PLAT4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(PLATFORM_
 pub static SG_PLAT6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PLATFORM_ENTRIES, 0);
 
 /// Agent settings, index 0.
-#[map(name = "SG_SETTINGS_V2")]
+#[map(name = "SG_SETTINGS_V3")]
 pub static SG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// First fragments' verdicts, for the later fragments of their datagram.

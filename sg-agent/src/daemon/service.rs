@@ -763,6 +763,7 @@ impl Service {
                 tcp_established_secs,
                 tcp_closing_secs,
                 other_secs,
+                fragment_timeout_secs,
             } => {
                 let mut s = self.state.settings.clone();
                 if let Some(b) = block_port_25 {
@@ -773,6 +774,9 @@ impl Service {
                 }
                 if let Some(d) = snapshot_retention_days {
                     s.snapshot_retention_days = d;
+                }
+                if let Some(f) = fragment_timeout_secs {
+                    s.fragment_timeout_secs = f;
                 }
                 let t = &mut s.session_timeouts;
                 for (v, slot) in [

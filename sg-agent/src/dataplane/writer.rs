@@ -154,8 +154,8 @@ impl Dataplane {
         HashMap::try_from(self.map_mut(IFACES)?).map_err(map_err(IFACES))
     }
 
-    /// Writes the global settings: the port-25 block, platform addresses and
-    /// session timeouts.
+    /// Writes the global settings: the port-25 block, platform addresses,
+    /// session timeouts and the fragment timeout.
     pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
         let platform = &settings.platform_addresses;
         let mut flags = if settings.block_port_25 {
@@ -174,6 +174,7 @@ impl Dataplane {
                     flags,
                     pad: 0,
                     timeouts_ns: timeouts_ns(&settings.session_timeouts),
+                    fragment_timeout_ns: u64::from(settings.fragment_timeout_secs) * 1_000_000_000,
                 },
                 0,
             )
