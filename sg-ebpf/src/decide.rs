@@ -7,6 +7,8 @@
 //! (`sg_common::policy`); the AND of the vectors has the deciding rank as its
 //! lowest set bit.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     droplog::hook,
@@ -82,7 +84,12 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
         cfg.xdp_dir
     };
     let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
-    let d = decide_bound(&cfg, dir, tag, s);
+    decide_bound(&cfg, dir, tag, s);
+    let d = settled();
+    // The summary's fields are read again below (remembered, logged) through
+    // a pointer the compiler cannot see is the same one, so it does not keep
+    // what the steps loaded live across them (see `settle`).
+    let s = core::hint::black_box(s);
     // A truncated first fragment opens no datagram: its later fragments then
     // find no first and drop, as the first did.
     if s.frag == FRAG_FIRST && d.reason != reason::MALFORMED {
@@ -95,19 +102,57 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     d.verdict
 }
 
+/// Leaves decision `d` in this CPU's last-decision entry, where the steps
+/// after it read it back ([`settled`]). Every step settles its decision as
+/// soon as it is made, with volatile stores, rather than returning it: a
+/// value returned from deep inside the steps is one the compiler merges
+/// from every exit, setting its constants early on shared paths and keeping
+/// them live across the steps that follow; the verifier then sees paths that
+/// differ only in those constants and checks everything after them once per
+/// combination. Read back from map memory, a decision is one unknown value
+/// for every path.
 #[inline(always)]
-fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision {
+fn settle(d: Decision) {
+    if let Some(last) = SG_LAST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; stores to fields of a valid entry.
+        unsafe {
+            write_volatile(&raw mut (*last).verdict, d.verdict);
+            write_volatile(&raw mut (*last).reason, d.reason);
+            write_volatile(&raw mut (*last).rank, d.rank);
+        }
+    }
+}
+
+/// The decision [`settle`] left; a drop if there is none (never expected).
+#[inline(always)]
+fn settled() -> Decision {
+    let Some(last) = SG_LAST.get_ptr_mut(0) else {
+        return drop(reason::NONE);
+    };
+    // SAFETY: this CPU's slot; loads of fields of a valid entry.
+    unsafe {
+        Decision {
+            verdict: read_volatile(&raw const (*last).verdict),
+            reason: read_volatile(&raw const (*last).reason),
+            rank: read_volatile(&raw const (*last).rank),
+        }
+    }
+}
+
+/// SPEC §3 for a bound NIC, settled ([`settle`]).
+#[inline(always)]
+fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
     if let Some(d) = before_sessions(cfg, dir, s) {
-        return d;
+        return settle(d);
     }
     // Step 4.
     if let Some(d) = session::lookup(cfg, s) {
-        return d;
+        return settle(d);
     }
     let d = rules(tag, dir, s);
+    settle(d);
     // Step 7.
     session::start(cfg, dir, s, &d);
-    d
 }
 
 /// Steps 0 to 3 and the later-fragment step: everything that decides before
