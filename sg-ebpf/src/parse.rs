@@ -11,8 +11,8 @@ use core::ptr::write_volatile;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr};
 use sg_common::counter::{
     ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
-    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4, TCP,
-    UDP, VLAN,
+    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4,
+    TCP, UDP, VLAN,
 };
 
 use crate::packet::Packet;
@@ -166,6 +166,18 @@ pub fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
         p.write(hi);
         p.add(1).write(lo);
     }
+}
+
+/// Reads `field` of a summary (which lives in map memory) afresh, with a
+/// volatile load: the verifier then sees an unknown value rather than one an
+/// earlier branch on the same field pinned, so paths that branched on it
+/// join again instead of being checked twice over all that follows. For
+/// fields read on both sides of a long inlined step (see `decide` and
+/// `session`).
+#[inline(always)]
+pub fn fresh<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference to a valid, initialised field.
+    unsafe { core::ptr::read_volatile(field) }
 }
 
 /// The 16 bytes of `a` as two native-order words.

@@ -23,7 +23,7 @@ use crate::{
     maps::{SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
         FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
-        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, icmp4_error, icmp6_error,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, fresh, icmp4_error, icmp6_error,
         put_words,
     },
 };
@@ -211,37 +211,60 @@ fn advance(bits: u8, side: u8, initiator: u8, flags: u8) -> u8 {
     next
 }
 
+/// Whether `s` is an ICMP error of its own family (the kind that can be
+/// related to a session), read afresh (see `parse::fresh`).
+#[inline(always)]
+fn icmp_error(s: &Summary) -> bool {
+    let v4 = fresh(&s.l3) == L3_V4;
+    let ty = fresh(&s.icmp_type);
+    own_icmp(v4, fresh(&s.proto)) && ((v4 && icmp4_error(ty)) || (!v4 && icmp6_error(ty)))
+}
+
 /// Step 4: the decision for a packet of a live, allowed session, or for an
 /// ICMP error related to one; `None` to go on to the rules. Entries found
 /// expired or no longer allowed are removed on the way.
+///
+/// Both kinds go through one lookup and one revalidation (the costliest
+/// step for the verifier, being a whole decision), the kind read afresh
+/// where it matters.
 #[inline(always)]
 pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
-    let v4 = s.l3 == L3_V4;
-    if own_icmp(v4, s.proto)
-        && ((v4 && icmp4_error(s.icmp_type)) || (!v4 && icmp6_error(s.icmp_type)))
-    {
-        return related(cfg, v4, s);
-    }
-    let (k, side) = packet_key(cfg.nic, s)?;
+    let k = if icmp_error(s) {
+        related_key(cfg.nic, s)?
+    } else {
+        packet_key(cfg.nic, s)?.0
+    };
     let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
     // SAFETY: a value of the session map; other CPUs may write the same entry
     // (last writer wins on timestamps and TCP bits, which only cost timing).
     let e = unsafe { &mut *ptr };
     let now = now();
-    let bits = e.tcp;
-    let tcp_packet = s.proto == IPPROTO_TCP;
-    if expired(e, s.proto, now) {
+    if expired(e, k.proto, now) {
         return gone(&k, event::EXPIRED);
     }
     if !allowed(cfg, &k, e) {
         return gone(&k, event::REVOKED);
     }
-    if tcp_packet && tcp::closing(bits) && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+    // Related: an error neither refreshes nor advances the session.
+    if icmp_error(s) {
+        return Some(accept(reason::RELATED));
+    }
+    let bits = e.tcp;
+    let tcp_packet = fresh(&s.proto) == IPPROTO_TCP;
+    let flags = fresh(&s.tcp_flags);
+    if tcp_packet && tcp::closing(bits) && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return gone(&k, event::REOPENED);
     }
     e.last_seen = now;
     if tcp_packet {
-        let next = advance(bits, side, e.initiator, s.tcp_flags);
+        // Which endpoint sent it: TCP keys are sorted, `a` first, and `a` is
+        // the source when source and destination are the same.
+        let side = if words(&s.src) == k.a && fresh(&s.sport) == k.port_a {
+            SIDE_A
+        } else {
+            SIDE_B
+        };
+        let next = advance(bits, side, e.initiator, flags);
         if next != bits {
             e.tcp = next;
         }
@@ -249,26 +272,16 @@ pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
     Some(accept(reason::SESSION))
 }
 
-/// An ICMP error: related if it quotes a live, allowed session and goes to
-/// the quoted packet's sender. It neither refreshes nor advances the session.
+/// The key of the session an ICMP error relates to: the one its quote
+/// belongs to, if the error goes to the quoted packet's sender.
 #[inline(always)]
-fn related(cfg: &IfaceConfig, v4: bool, s: &Summary) -> Option<Decision> {
+fn related_key(nic: u32, s: &Summary) -> Option<SessionKey> {
     if !s.has_quote || words(&s.dst) != words(&s.q_src) {
         return None;
     }
-    let (k, _) = key(
-        cfg.nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport,
-    );
-    let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
-    // SAFETY: as in `lookup`.
-    let e = unsafe { &mut *ptr };
-    if expired(e, s.q_proto, now()) {
-        return gone(&k, event::EXPIRED);
-    }
-    if !allowed(cfg, &k, e) {
-        return gone(&k, event::REVOKED);
-    }
-    Some(accept(reason::RELATED))
+    let v4 = s.l3 == L3_V4;
+    let (k, _) = key(nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport);
+    Some(k)
 }
 
 #[inline(always)]
