@@ -366,6 +366,51 @@ fn step2_platform_addresses_are_empty_by_default_and_always_allowed_when_set() {
     );
 }
 
+#[test]
+fn ingress_to_a_platform_address_is_decided_by_the_rules() {
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    s.authorize_all(
+        &g,
+        vec![
+            rule("ingress", "Drop", "1", "ALL", "-1/-1", "198.51.100.7"),
+            rule("egress", "Drop", "1", "ALL", "-1/-1", "198.51.100.7"),
+        ],
+    )
+    .unwrap();
+    bind(&mut s, "eth0", &[ME], &[&g]);
+    s.set_settings(Settings {
+        platform_addresses: vec![Cidr::parse("x", "203.0.113.44").unwrap()],
+        ..Settings::default()
+    })
+    .unwrap();
+    // The exemption is for the peer: ingress from a platform address, egress
+    // to one. Addressing a packet to (or from) a platform address on the
+    // NIC's own side exempts nothing.
+    let to_platform = tcp("198.51.100.7", "203.0.113.44", 22);
+    assert!(matches!(
+        reason(&s, "eth0", Direction::Ingress, &to_platform),
+        Reason::Rule(_)
+    ));
+    assert_eq!(
+        verdict(&s, "eth0", Direction::Ingress, &to_platform),
+        Verdict::Drop
+    );
+    let from_platform = tcp("203.0.113.44", "198.51.100.7", 22);
+    assert!(matches!(
+        reason(&s, "eth0", Direction::Egress, &from_platform),
+        Reason::Rule(_)
+    ));
+    assert_eq!(
+        reason(&s, "eth0", Direction::Ingress, &from_platform),
+        Reason::AlwaysAllowed(AlwaysAllowed::PlatformAddress)
+    );
+    assert_eq!(
+        reason(&s, "eth0", Direction::Egress, &to_platform),
+        Reason::AlwaysAllowed(AlwaysAllowed::PlatformAddress)
+    );
+}
+
 // ---- step 3: platform policy -----------------------------------------------------
 
 #[test]

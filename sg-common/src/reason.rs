@@ -30,7 +30,7 @@ pub const NOT_IP: u32 = 11;
 pub const NEIGHBOUR_DISCOVERY: u32 = 12;
 /// Step 2: ICMP fragmentation needed / ICMPv6 packet too big.
 pub const PATH_MTU: u32 = 13;
-/// Step 2: to or from a platform address.
+/// Step 2: the peer (ingress: source; egress: destination) is a platform address.
 pub const PLATFORM_ADDRESS: u32 = 14;
 /// Step 3: egress TCP to port 25.
 pub const PORT_25: u32 = 15;

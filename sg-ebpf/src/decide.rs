@@ -201,9 +201,12 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
         return Some(accept(reason::PATH_MTU));
     }
     let settings = SG_SETTINGS.get(0).map_or(0, |st| st.flags);
-    if settings & settings_flags::PLATFORM_ADDRESSES != 0
-        && (platform(v4, &s.src) || platform(v4, &s.dst))
-    {
+    // The exemption is for traffic whose peer is a platform address: an
+    // ingress packet's source, an egress packet's destination. Never the
+    // NIC's own side, or anyone could reach a NIC past its rules by
+    // addressing it through a platform address.
+    let peer = if dir == DIR_INGRESS { &s.src } else { &s.dst };
+    if settings & settings_flags::PLATFORM_ADDRESSES != 0 && platform(v4, peer) {
         return Some(accept(reason::PLATFORM_ADDRESS));
     }
     // Step 8: a later fragment follows its first.

@@ -343,7 +343,8 @@ pub enum SpoofCheck {
 pub enum AlwaysAllowed {
     /// ICMP fragmentation needed / `ICMPv6` packet too big.
     PathMtu,
-    /// To or from a configured platform address.
+    /// The peer (ingress: the source; egress: the destination) is a configured
+    /// platform address.
     PlatformAddress,
 }
 
@@ -448,10 +449,17 @@ pub fn evaluate_before_sessions(
             AlwaysAllowed::PathMtu,
         ))));
     }
-    let platform = &state.settings.platform_addresses;
-    if platform
+    // The exemption is for traffic whose peer is a platform address, never for
+    // traffic merely addressed to one from the NIC's side.
+    let peer = match direction {
+        Direction::Ingress => &packet.src,
+        Direction::Egress => &packet.dst,
+    };
+    if state
+        .settings
+        .platform_addresses
         .iter()
-        .any(|c| c.contains(&packet.src) || c.contains(&packet.dst))
+        .any(|c| c.contains(peer))
     {
         return Ok(Some(Decision::accept(Reason::AlwaysAllowed(
             AlwaysAllowed::PlatformAddress,
