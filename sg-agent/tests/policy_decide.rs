@@ -938,6 +938,24 @@ fn step8_later_fragments_still_meet_anti_spoofing() {
     );
 }
 
+#[test]
+fn an_ipv4_mapped_ipv6_address_is_not_the_nics_ipv4_address() {
+    let (s, _) = port_host();
+    let mapped = Ipv4Addr::from([10, 0, 0, 10]).to_ipv6_mapped();
+    // `::ffff:10.0.0.10` is an IPv6 address: the NIC owns 10.0.0.10 (IPv4)
+    // and 2001:db8::10, not it.
+    let p = udp(&mapped.to_string(), "2001:db8:1::1", 53);
+    assert_eq!(
+        reason(&s, "vm0", Direction::Egress, &p),
+        Reason::AntiSpoof(SpoofCheck::SourceAddress)
+    );
+    let na = Packet::icmp(ip(ME6), ip("ff02::1"), 136, 0).with_nd_target(mapped);
+    assert_eq!(
+        reason(&s, "vm0", Direction::Egress, &na),
+        Reason::AntiSpoof(SpoofCheck::NdTarget)
+    );
+}
+
 // ---- step 9 and bad input ----------------------------------------------------------
 
 #[test]

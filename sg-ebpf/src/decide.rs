@@ -164,7 +164,7 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
     }
     let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
     if s.l3 == L3_ARP {
-        if guarded && !owns(cfg.nic, &s.src) {
+        if guarded && !owns(cfg.nic, 4, &s.src) {
             return Some(drop(reason::SPOOF_ARP));
         }
         return Some(accept(reason::NOT_IP));
@@ -177,15 +177,16 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
         });
     }
     let v4 = s.l3 == L3_V4;
+    let family = if v4 { 4 } else { 6 };
     let whole = s.frag != FRAG_LATER;
     let icmp6 = !v4 && s.proto == IPPROTO_ICMPV6 && whole;
     let nd = icmp6 && s.icmp_type >= 133 && s.icmp_type <= 137;
     // Step 0: anti-spoofing.
     if guarded {
-        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg.nic, &s.nd_target)) {
+        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg.nic, 6, &s.nd_target)) {
             return Some(drop(reason::SPOOF_ND_TARGET));
         }
-        if !owns(cfg.nic, &s.src) && !spoof_exempt(s, nd) {
+        if !owns(cfg.nic, family, &s.src) && !spoof_exempt(s, nd) {
             return Some(drop(reason::SPOOF_SOURCE));
         }
     }
@@ -273,13 +274,16 @@ fn spoof_exempt(s: &Summary, nd: bool) -> bool {
     nd && s.icmp_type == 135 && s.src == [0; 16]
 }
 
+/// Whether `addr`, an address of `family` (4 or 6: the packet's, never
+/// guessed from the bytes), is one of NIC `nic`'s own addresses or extra
+/// allowed prefixes. IPv4 is stored mapped (`::ffff:a.b.c.d`) with family 4,
+/// so an IPv6 packet from `::ffff:a.b.c.d` never owns the NIC's IPv4
+/// `a.b.c.d`. The one place the own-address key is formed.
 #[inline(always)]
-fn owns(nic: u32, addr: &[u8; 16]) -> bool {
-    // IPv4 is stored mapped (`::ffff:a.b.c.d`): the family tells them apart.
-    let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+fn owns(nic: u32, family: u32, addr: &[u8; 16]) -> bool {
     let key = OwnAddrKey {
         nic,
-        family: if v4 { 4 } else { 6 },
+        family,
         addr: *addr,
     };
     SG_OWN
