@@ -599,6 +599,81 @@ fn a_first_fragment_starts_a_session_and_later_fragments_touch_none() {
     assert_eq!(h.r(In, &udp(PEER, 53, ME, C), secs(6)), Reason::Session);
 }
 
+#[test]
+fn echo_request_from_the_responder_is_a_new_flow() {
+    let mut h = outbound_host();
+    assert_eq!(
+        h.r(Out, &Packet::echo_request(ip(ME), ip(PEER), 77), secs(0)),
+        Reason::DefaultEgressBasic
+    );
+    let session = h.only();
+    // The responder's echo request with the initiator's identifier is no
+    // part of the initiator's session: the rules decide it (ingress drops).
+    assert!(is_rule(&h.r(
+        In,
+        &Packet::echo_request(ip(PEER), ip(ME), 77),
+        secs(1)
+    )));
+    // It neither refreshed nor removed that session.
+    assert_eq!(h.only(), session);
+    assert_eq!(
+        h.r(In, &Packet::echo_reply(ip(PEER), ip(ME), 77), secs(2)),
+        Reason::Session
+    );
+    // Nor is the initiator's echo reply part of it: egress rules decide it.
+    assert_eq!(
+        h.r(Out, &Packet::echo_reply(ip(ME), ip(PEER), 77), secs(3)),
+        Reason::DefaultEgressBasic
+    );
+    // Accepted by the rules, the responder's request starts a session of its
+    // own beside the first, each admitting its own replies.
+    let g = h.s.groups.keys().next().unwrap().clone();
+    h.s.authorize(&g, rule("ingress", "Accept", "1", "ICMP", "-1/-1", PEER))
+        .unwrap();
+    assert!(is_rule(&h.r(
+        In,
+        &Packet::echo_request(ip(PEER), ip(ME), 77),
+        secs(4)
+    )));
+    assert_eq!(h.t.len(), 2);
+    assert_eq!(
+        h.r(Out, &Packet::echo_reply(ip(ME), ip(PEER), 77), secs(5)),
+        Reason::Session
+    );
+    assert_eq!(
+        h.r(In, &Packet::echo_reply(ip(PEER), ip(ME), 77), secs(5)),
+        Reason::Session
+    );
+}
+
+#[test]
+fn an_icmp_error_relates_to_the_echo_session_of_the_echo_it_quotes() {
+    let mut h = outbound_host();
+    h.go(
+        "eth0",
+        Out,
+        &Packet::echo_request(ip(ME), ip(PEER), 77),
+        secs(0),
+    );
+    let quoted = |src: &str, dst: &str, icmp_type: u8| Quoted {
+        src: ip(src),
+        dst: ip(dst),
+        protocol: 1,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type,
+        icmp_id: 77,
+    };
+    // About the initiator's request, back to the initiator: related.
+    let e = Packet::icmp_error(ip(OTHER), ip(ME), 11, 0, quoted(ME, PEER, 8));
+    assert_eq!(h.r(In, &e, secs(1)), Reason::Related);
+    // About the initiator's echo reply (to a request of the responder's
+    // with the same identifier), back to the initiator: that is the
+    // responder's flow, which has no session, so nothing relates.
+    let e = Packet::icmp_error(ip(OTHER), ip(ME), 11, 0, quoted(ME, PEER, 0));
+    assert_eq!(h.v(In, &e, secs(1)), Verdict::Drop);
+}
+
 // ---- related ICMP errors ---------------------------------------------------------
 
 fn quote_udp(src: &str, sport: u16, dst: &str, dport: u16) -> Quoted {

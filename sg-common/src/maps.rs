@@ -37,7 +37,7 @@ pub const RULE_STATS_LEN: u32 = MAX_TABLES * MAX_RANKS;
 pub const REASONS: &str = "SG_REASONS_V1";
 pub const REASONS_LEN: u32 = MAX_NICS * 2 * reason::SLOTS;
 pub const LAST: &str = "SG_LAST_V1";
-pub const SESSIONS: &str = "SG_SESSIONS_V1";
+pub const SESSIONS: &str = "SG_SESSIONS_V2";
 /// Sessions the table holds unless the agent is told otherwise (at load time).
 pub const SESSION_ENTRIES: u32 = 262_144;
 pub const SESSION_EVENTS: &str = "SG_SESSION_EVENTS_V1";

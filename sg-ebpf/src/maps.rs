@@ -88,7 +88,7 @@ pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1,
 /// Sessions (SPEC §4), shared by both programs. The agent sets the capacity
 /// at load time; LRU: when full, the least recently used session goes, and
 /// its next packet is decided by the rules again.
-#[map(name = "SG_SESSIONS_V1")]
+#[map(name = "SG_SESSIONS_V2")]
 pub static SG_SESSIONS: LruHashMap<SessionKey, SessionEntry> =
     LruHashMap::with_max_entries(SESSION_ENTRIES, 0);
 

@@ -89,6 +89,8 @@ pub struct Summary {
     pub q_sport: u16,
     pub q_dport: u16,
     pub q_proto: u8,
+    /// The quoted header's ICMP type (for a quoted echo: request or reply).
+    pub q_type: u8,
     /// An ICMP error's quoted header was read into the `q_*` fields: IP of
     /// the packet's family, first fragment, and (for TCP, UDP and echo) the
     /// port bytes present. ICMP errors quoting anything else relate to nothing.
@@ -252,6 +254,7 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
         write_volatile(&raw mut s.q_sport, 0);
         write_volatile(&raw mut s.q_dport, 0);
         write_volatile(&raw mut s.q_proto, 0);
+        write_volatile(&raw mut s.q_type, 0);
         write_volatile(&raw mut s.has_quote, false);
     }
     let Some(eth) = pkt.read::<EthHdr>(0) else {
@@ -520,6 +523,7 @@ fn quote(pkt: &Packet, v4: bool, off: usize, end: usize, s: &mut Summary) {
         let id = u16::from_be_bytes([h[4], h[5]]);
         s.q_sport = id;
         s.q_dport = id;
+        s.q_type = h[0];
     } else if l4 > end {
         return;
     }

@@ -40,8 +40,20 @@ fn words(a: &[u8; 16]) -> [u64; 2] {
     unsafe { [p.read(), p.add(1).read()] }
 }
 
-/// The normalised key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
+/// How a tuple's endpoints are ordered in its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The endpoint that sorts first is `a`: a packet and its reply meet.
+    Sorted,
+    /// The source is `a` (an echo request: its source is the initiator).
+    SrcFirst,
+    /// The destination is `a` (an echo reply: its destination is the initiator).
+    DstFirst,
+}
+
+/// The key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
 #[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a tuple, spelled out")]
 fn key(
     nic: u32,
     v4: bool,
@@ -50,10 +62,15 @@ fn key(
     sport: u16,
     dst: &[u8; 16],
     dport: u16,
+    order: Order,
 ) -> (SessionKey, u8) {
     let s = words(src);
     let d = words(dst);
-    let src_first = (s[0], s[1], sport) <= (d[0], d[1], dport);
+    let src_first = match order {
+        Order::Sorted => (s[0], s[1], sport) <= (d[0], d[1], dport),
+        Order::SrcFirst => true,
+        Order::DstFirst => false,
+    };
     let (a, port_a, b, port_b, side) = if src_first {
         (s, sport, d, dport, SIDE_A)
     } else {
@@ -73,22 +90,35 @@ fn key(
     (key, side)
 }
 
+/// How an echo message of type `icmp_type` orders its key: echo sessions
+/// are directed (SPEC §4: requests from the initiator, replies from the
+/// responder), so a request from the responder keys a session of its own.
+#[inline(always)]
+fn echo_order(v4: bool, icmp_type: u8) -> Order {
+    if icmp_type == echo_request(v4) {
+        Order::SrcFirst
+    } else {
+        Order::DstFirst
+    }
+}
+
 /// The session key of a packet (not a later fragment): ports for TCP and
-/// UDP, the identifier for echo, none for other ICMP, no ports otherwise.
+/// UDP, the identifier for echo (directed), none for other ICMP, no ports
+/// otherwise.
 #[inline(always)]
 fn packet_key(nic: u32, s: &Summary) -> Option<(SessionKey, u8)> {
     let v4 = s.l3 == L3_V4;
-    let (sport, dport) = match s.proto {
-        IPPROTO_TCP | IPPROTO_UDP => (s.sport, s.dport),
+    let (sport, dport, order) = match s.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (s.sport, s.dport, Order::Sorted),
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             if !own_icmp(v4, s.proto) || !echo(v4, s.icmp_type) {
                 return None;
             }
-            (s.icmp_id, s.icmp_id)
+            (s.icmp_id, s.icmp_id, echo_order(v4, s.icmp_type))
         }
-        _ => (0, 0),
+        _ => (0, 0, Order::Sorted),
     };
-    Some(key(nic, v4, s.proto, &s.src, sport, &s.dst, dport))
+    Some(key(nic, v4, s.proto, &s.src, sport, &s.dst, dport, order))
 }
 
 /// ICMP of the packet's own family (ICMP in IPv4, ICMPv6 in IPv6).
@@ -181,6 +211,7 @@ fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
         write_volatile(&raw mut f.frag, FRAG_NONE);
         write_volatile(&raw mut f.has_nd_target, false);
         write_volatile(&raw mut f.icmp_id, sport);
+        write_volatile(&raw mut f.q_type, 0);
         write_volatile(&raw mut f.has_quote, false);
         Some(&*core::hint::black_box(slot))
     }
@@ -273,14 +304,22 @@ pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
 }
 
 /// The key of the session an ICMP error relates to: the one its quote
-/// belongs to, if the error goes to the quoted packet's sender.
+/// belongs to, if the error goes to the quoted packet's sender. A quoted echo
+/// keys its session as the echo itself does (directed).
 #[inline(always)]
 fn related_key(nic: u32, s: &Summary) -> Option<SessionKey> {
     if !s.has_quote || words(&s.dst) != words(&s.q_src) {
         return None;
     }
     let v4 = s.l3 == L3_V4;
-    let (k, _) = key(nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport);
+    let order = if own_icmp(v4, s.q_proto) {
+        echo_order(v4, s.q_type)
+    } else {
+        Order::Sorted
+    };
+    let (k, _) = key(
+        nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport, order,
+    );
     Some(k)
 }
 

@@ -16,6 +16,12 @@
 //! protocol, from the initiator in the direction it was first seen), decided
 //! again by [`evaluate`], is accepted. The model re-checks on every packet; the
 //! kernel only after a policy change, which gives the same answers.
+//!
+//! An echo session is directed (SPEC §4): it admits echo requests from its
+//! initiator and echo replies from its responder. Its key says which endpoint
+//! is which, so an echo request from the responder with the same identifier
+//! is another flow, with a key (and, if the rules accept it, a session) of its
+//! own, and never touches the first.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -65,7 +71,9 @@ pub struct SessionView {
 }
 
 /// A session's key: the NIC, the protocol and the unordered pair of endpoints,
-/// stored in order (`low <= high`) so both directions find the same entry.
+/// stored in order (`low <= high`) so both directions find the same entry;
+/// for ICMP echo the ordered pair (`low` the initiator, `high` the responder),
+/// since an echo session is directed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Key {
     nic: String,
@@ -216,11 +224,18 @@ fn endpoints(p: &Packet) -> Option<(Endpoint, Endpoint)> {
 
 fn key_of(nic: &str, p: &Packet) -> Option<Key> {
     let (a, b) = endpoints(p)?;
+    let (low, high) = if p.is_echo_request() {
+        (a, b)
+    } else if p.is_echo_reply() {
+        (b, a)
+    } else {
+        (a.min(b), a.max(b))
+    };
     Some(Key {
         nic: nic.to_owned(),
         protocol: p.protocol,
-        low: a.min(b),
-        high: a.max(b),
+        low,
+        high,
     })
 }
 
