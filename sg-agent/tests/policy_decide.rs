@@ -956,6 +956,46 @@ fn an_ipv4_mapped_ipv6_address_is_not_the_nics_ipv4_address() {
     );
 }
 
+#[test]
+fn tagged_frames_cannot_leave_an_anti_spoofed_nic() {
+    let (s, _) = port_host();
+    let own_ip = Frame::Ip(udp(ME, "8.8.8.8", 53));
+    let own_arp = Frame::Arp {
+        sender: Ipv4Addr::from([10, 0, 0, 10]),
+    };
+    let tag = |f: &Frame| Frame::Tagged(Box::new(f.clone()));
+    for f in [&own_ip, &own_arp] {
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Egress, f)
+                .unwrap()
+                .verdict,
+            Verdict::Accept
+        );
+        // 802.1Q or 802.1ad, and QinQ.
+        for tagged in [tag(f), tag(&tag(f))] {
+            assert_eq!(
+                evaluate_frame(&s, "vm0", Direction::Egress, &tagged).unwrap(),
+                Decision {
+                    verdict: Verdict::Drop,
+                    reason: Reason::AntiSpoof(SpoofCheck::Tagged)
+                }
+            );
+        }
+        // Towards the workload the frame inside is decided.
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Ingress, &tag(f)).unwrap(),
+            evaluate_frame(&s, "vm0", Direction::Ingress, f).unwrap()
+        );
+        // More tags than the parser walks: malformed, either way.
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Ingress, &tag(&tag(&tag(f))))
+                .unwrap()
+                .reason,
+            Reason::Malformed
+        );
+    }
+}
+
 // ---- step 9 and bad input ----------------------------------------------------------
 
 #[test]

@@ -47,12 +47,15 @@ pub const NO_TABLE: u32 = 19;
 pub const SESSION: u32 = 20;
 /// Step 4: an ICMP error quoting a live session, towards its sender.
 pub const RELATED: u32 = 21;
+/// Step 0: a VLAN-tagged frame (802.1Q or 802.1ad, in the frame or offloaded
+/// beside it) leaving an anti-spoofed NIC.
+pub const SPOOF_TAGGED: u32 = 22;
 
 /// Slots per (NIC, direction) in the reason counters.
 pub const SLOTS: u32 = 32;
 
 /// Names, for the agent's tables (index = reason).
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     "none",
     "rule",
     "default_intra_group",
@@ -75,4 +78,8 @@ pub const NAMES: [&str; 22] = [
     "no_table",
     "session",
     "related",
+    "spoof_tagged",
 ];
+
+const _: () = assert!(NAMES.len() == SPOOF_TAGGED as usize + 1);
+const _: () = assert!(SPOOF_TAGGED < SLOTS);

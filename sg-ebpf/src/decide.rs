@@ -11,6 +11,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
+    counter::VLAN,
     droplog::hook,
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
@@ -163,6 +164,10 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
         return Some(drop(reason::MALFORMED));
     }
     let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
+    // Step 0: only untagged IPv4, IPv6 and ARP leave an anti-spoofed NIC.
+    if guarded && s.markers & (1 << VLAN) != 0 {
+        return Some(drop(reason::SPOOF_TAGGED));
+    }
     if s.l3 == L3_ARP {
         if guarded && !owns(cfg.nic, 4, &s.src) {
             return Some(drop(reason::SPOOF_ARP));

@@ -170,6 +170,21 @@ pub fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
     }
 }
 
+/// Marks `s` as VLAN-tagged when the hook knows of a tag beside the frame's
+/// bytes (TC: `skb->vlan_tci`, e.g. after the receive path untagged the
+/// frame, or from a VLAN device over a NIC with transmit offload): a tag all
+/// the same, though the data alone looks untagged. Done after [`classify`],
+/// not inside it: a flag live through the parser would have the verifier
+/// check every parser path twice.
+#[inline(always)]
+pub fn mark_tagged_beside(s: &mut Summary) {
+    // SAFETY: plain loads and stores of a field of a valid `&mut Summary`.
+    unsafe {
+        let m = core::ptr::read_volatile(&raw const s.markers);
+        write_volatile(&raw mut s.markers, m | 1 << VLAN);
+    }
+}
+
 /// Reads `field` of a summary (which lives in map memory) afresh, with a
 /// volatile load: the verifier then sees an unknown value rather than one an
 /// earlier branch on the same field pinned, so paths that branched on it

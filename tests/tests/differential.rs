@@ -55,6 +55,7 @@ fn want_of(d: &Decision) -> Want {
         Reason::AntiSpoof(SpoofCheck::ArpSender) => (reason::SPOOF_ARP, None),
         Reason::AntiSpoof(SpoofCheck::NdTarget) => (reason::SPOOF_ND_TARGET, None),
         Reason::AntiSpoof(SpoofCheck::Ethertype) => (reason::SPOOF_ETHERTYPE, None),
+        Reason::AntiSpoof(SpoofCheck::Tagged) => (reason::SPOOF_TAGGED, None),
         Reason::NotIp => (reason::NOT_IP, None),
         Reason::NeighbourDiscovery => (reason::NEIGHBOUR_DISCOVERY, None),
         Reason::AlwaysAllowed(AlwaysAllowed::PathMtu) => (reason::PATH_MTU, None),
@@ -308,9 +309,14 @@ fn ip_case(
     let p = p.unwrap_or_else(|| random_packet(rng, state));
     let vlan = rng.chance(10);
     let built = packet::build(&spec_of(&p, vlan, rng));
+    let frame = if vlan {
+        Frame::Tagged(Box::new(Frame::Ip(p.clone())))
+    } else {
+        Frame::Ip(p.clone())
+    };
     let d = model
         .sessions
-        .decide(state, nic, dir, &p, std::time::Duration::ZERO)
+        .decide_frame(state, nic, dir, &frame, std::time::Duration::ZERO)
         .ok()?;
     let mut want = want_of(&d);
     let key = (

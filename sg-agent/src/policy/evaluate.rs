@@ -292,8 +292,9 @@ impl Packet {
     }
 }
 
-/// What crossed the NIC: an IP packet, an ARP packet, another ethertype, or
-/// something the parser refused (truncated, an IPv6 extension chain longer than 8).
+/// What crossed the NIC: an IP packet, an ARP packet, another ethertype, a
+/// VLAN-tagged frame, or something the parser refused (truncated, an IPv6
+/// extension chain longer than 8 or with two fragment headers).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Frame {
     Ip(Packet),
@@ -305,8 +306,28 @@ pub enum Frame {
     Other {
         ethertype: u16,
     },
+    /// One 802.1Q or 802.1ad tag around the frame it carries: QinQ is a
+    /// tagged tagged frame. The parser reads at most two tags; a frame with
+    /// more is [`Frame::Malformed`] (and so treated here).
+    Tagged(Box<Frame>),
     /// Not parsable as what its headers claim (SPEC §3 step 9, §6).
     Malformed,
+}
+
+/// Tags walked before a frame counts as malformed (the data plane's parser).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+impl Frame {
+    /// The frame inside its VLAN tags, and how many tags there were.
+    pub fn untagged(&self) -> (&Frame, usize) {
+        let mut f = self;
+        let mut tags = 0;
+        while let Frame::Tagged(inner) = f {
+            f = inner;
+            tags += 1;
+        }
+        (f, tags)
+    }
 }
 
 /// Accept or drop.
@@ -336,6 +357,8 @@ pub enum SpoofCheck {
     NdTarget,
     /// Only IPv4, IPv6 and ARP may leave an anti-spoofed NIC.
     Ethertype,
+    /// … and only untagged: no 802.1Q or 802.1ad tag, whatever it carries.
+    Tagged,
 }
 
 /// Traffic that rules cannot block (SPEC §3 step 2).
@@ -508,11 +531,31 @@ pub fn evaluate_frame(
     direction: Direction,
     frame: &Frame,
 ) -> Result<Decision, PolicyError> {
+    match frame_before_ip(state, nic, direction, frame)? {
+        Ok(d) => Ok(d),
+        Err(p) => evaluate(state, nic, direction, p),
+    }
+}
+
+/// What decides a frame before its IP packet is looked at: too many tags
+/// (malformed), step 0 for tags, ARP and other ethertypes, step 1 for what is
+/// not IP. `Err` with the packet when it is an IP packet that gets that far.
+pub(crate) fn frame_before_ip<'f>(
+    state: &State,
+    nic: &str,
+    direction: Direction,
+    frame: &'f Frame,
+) -> Result<Result<Decision, &'f Packet>, PolicyError> {
     let binding = state.nic(nic)?;
     let guarded = direction == Direction::Egress && binding.anti_spoof_enabled();
-    match frame {
-        Frame::Ip(p) => evaluate(state, nic, direction, p),
+    let (inner, tags) = frame.untagged();
+    if tags > MAX_VLAN_TAGS {
+        return Ok(Ok(Decision::drop(Reason::Malformed)));
+    }
+    Ok(match inner {
         Frame::Malformed => Ok(Decision::drop(Reason::Malformed)),
+        _ if guarded && tags > 0 => Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::Tagged))),
+        Frame::Ip(p) => Err(p),
         Frame::Arp { sender } if guarded && !binding.owns(&IpAddr::V4(*sender)) => {
             Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::ArpSender)))
         }
@@ -520,7 +563,8 @@ pub fn evaluate_frame(
             Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::Ethertype)))
         }
         Frame::Arp { .. } | Frame::Other { .. } => Ok(Decision::accept(Reason::NotIp)),
-    }
+        Frame::Tagged(_) => unreachable!("untagged() unwraps every tag"),
+    })
 }
 
 /// SPEC §3 step 0 for an IP packet leaving the workload.

@@ -29,7 +29,7 @@ use super::{
     error::PolicyError,
     evaluate::{
         Decision, Fragment, Frame, Packet, Quoted, Reason, Verdict, evaluate,
-        evaluate_before_sessions, evaluate_frame, evaluate_rules, starts_session, tcp_flags,
+        evaluate_before_sessions, evaluate_rules, frame_before_ip, starts_session, tcp_flags,
     },
     model::{Direction, SessionTimeouts, State, proto},
 };
@@ -343,8 +343,9 @@ impl Sessions {
         Ok(d)
     }
 
-    /// Decides one frame: an IP packet through [`Sessions::decide`], anything else
-    /// through [`evaluate_frame`] without session effects.
+    /// Decides one frame: what decides before the IP packet (tags, ARP, other
+    /// ethertypes) without session effects, then an IP packet through
+    /// [`Sessions::decide`].
     pub fn decide_frame(
         &mut self,
         state: &State,
@@ -353,9 +354,9 @@ impl Sessions {
         frame: &Frame,
         now: Duration,
     ) -> Result<Decision, PolicyError> {
-        match frame {
-            Frame::Ip(p) => self.decide(state, nic, direction, p, now),
-            _ => evaluate_frame(state, nic, direction, frame),
+        match frame_before_ip(state, nic, direction, frame)? {
+            Ok(d) => Ok(d),
+            Err(p) => self.decide(state, nic, direction, p, now),
         }
     }
 
