@@ -10,7 +10,7 @@ use sg_agent::policy::{
     AlwaysAllowed, BindingMode, Cidr, Decision, Direction, Fragment, Frame, GroupSpec, InnerPolicy,
     NicBinding, Packet, PortListEntry, PortListSpec, PortMatch, PortRange, PrefixListEntry,
     PrefixListSpec, Reason, Settings, SpoofCheck, State, Verdict, evaluate, evaluate_frame,
-    later_fragment_verdict, merged_rules, starts_session,
+    merged_rules, starts_session,
 };
 use sg_agent::policy::{Family, GroupId};
 
@@ -908,10 +908,12 @@ fn step8_first_fragment_is_decided_and_later_fragments_defer_to_it() {
     )
     .unwrap();
     bind(&mut s, "eth0", &[ME], &[&g]);
-    let first = udp("1.1.1.1", ME, 53).with_fragment(Fragment::First);
+    let first = udp("1.1.1.1", ME, 53).with_fragment(Fragment::First { id: 7 });
     let first_decision = decide(&s, "eth0", Direction::Ingress, &first);
     assert_eq!(first_decision.verdict, Verdict::Accept);
-    let later = Packet::other(ip("1.1.1.1"), ip(ME), 17).with_fragment(Fragment::Later);
+    // Stateless, a later fragment is one whose first was never seen (the
+    // session model remembers first fragments: `policy_sessions.rs`).
+    let later = Packet::other(ip("1.1.1.1"), ip(ME), 17).with_fragment(Fragment::Later { id: 7 });
     let d = decide(&s, "eth0", Direction::Ingress, &later);
     assert_eq!(
         d,
@@ -920,18 +922,14 @@ fn step8_first_fragment_is_decided_and_later_fragments_defer_to_it() {
             reason: Reason::LaterFragment
         }
     );
-    assert_eq!(
-        later_fragment_verdict(Some(&first_decision)),
-        Verdict::Accept
-    );
-    assert_eq!(later_fragment_verdict(None), Verdict::Drop);
     assert!(!starts_session(&later, &first_decision));
 }
 
 #[test]
 fn step8_later_fragments_still_meet_anti_spoofing() {
     let (s, _) = port_host();
-    let later = Packet::other(ip("10.0.0.99"), ip("8.8.8.8"), 17).with_fragment(Fragment::Later);
+    let later =
+        Packet::other(ip("10.0.0.99"), ip("8.8.8.8"), 17).with_fragment(Fragment::Later { id: 1 });
     assert_eq!(
         reason(&s, "vm0", Direction::Egress, &later),
         Reason::AntiSpoof(SpoofCheck::SourceAddress)

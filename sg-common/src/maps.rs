@@ -30,7 +30,7 @@ pub const PLAT4: &str = "SG_PLAT4_V1";
 pub const PLAT6: &str = "SG_PLAT6_V1";
 pub const PLATFORM_ENTRIES: u32 = 1024;
 pub const SETTINGS: &str = "SG_SETTINGS_V3";
-pub const FRAGS: &str = "SG_FRAGS_V1";
+pub const FRAGS: &str = "SG_FRAGS_V2";
 pub const FRAG_ENTRIES: u32 = 65536;
 pub const RULE_STATS: &str = "SG_RULESTATS_V1";
 pub const RULE_STATS_LEN: u32 = MAX_TABLES * MAX_RANKS;
@@ -41,7 +41,7 @@ pub const SESSIONS: &str = "SG_SESSIONS_V2";
 /// Sessions the table holds unless the agent is told otherwise (at load time).
 pub const SESSION_ENTRIES: u32 = 262_144;
 pub const SESSION_EVENTS: &str = "SG_SESSION_EVENTS_V1";
-pub const SCRATCH: &str = "SG_SCRATCH_V2";
+pub const SCRATCH: &str = "SG_SCRATCH_V3";
 
 /// Program names as the ELF object exports them.
 pub const PROG_XDP: &str = "sg_xdp";

@@ -1,7 +1,7 @@
 //! `aya::Pod` for every layout the agent reads or writes.
 
 use crate::policy::{
-    AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, OwnAddrKey,
+    AddrKeyV4, AddrKeyV6, BitsKey, FragFirst, FragKey, IfaceConfig, LastDecision, OwnAddrKey,
     PortBounds, RuleBits, RuleStats, Settings, TableMeta,
 };
 use crate::session::{SessionEntry, SessionKey};
@@ -18,7 +18,7 @@ unsafe impl aya::Pod for AddrKeyV6 {}
 unsafe impl aya::Pod for OwnAddrKey {}
 unsafe impl aya::Pod for Settings {}
 unsafe impl aya::Pod for FragKey {}
-unsafe impl aya::Pod for FragVerdict {}
+unsafe impl aya::Pod for FragFirst {}
 unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for LastDecision {}
 unsafe impl aya::Pod for SessionKey {}

@@ -14,23 +14,23 @@ use sg_common::{
     counter::VLAN,
     droplog::hook,
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
-        FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
-        NO_RANK, OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS,
-        bits_kind, iface_flags, settings_flags, table_tag, verdict,
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
+        INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS, NO_RANK,
+        OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS, bits_kind,
+        iface_flags, settings_flags, table_tag, verdict,
     },
     reason,
 };
 
 use crate::{
-    droplog,
+    droplog, fragment,
     maps::{
-        SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_FRAGS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4,
-        SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
+        SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4, SG_PLAT6,
+        SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
     },
     parse::{
         FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_ARP,
-        L3_OTHER, L3_V4, Summary,
+        L3_OTHER, L3_V4, Summary, fresh,
     },
     session,
 };
@@ -93,8 +93,8 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     let s = core::hint::black_box(s);
     // A truncated first fragment opens no datagram: its later fragments then
     // find no first and drop, as the first did.
-    if s.frag == FRAG_FIRST && d.reason != reason::MALFORMED {
-        remember_first_fragment(cfg.nic, dir, s, d.verdict);
+    if fresh(&s.frag) == FRAG_FIRST && d.reason != reason::MALFORMED {
+        fragment::remember_first(cfg.nic, dir, s, d.verdict);
     }
     record(&cfg, dir, tag, &d, frame_len);
     if d.verdict != verdict::ACCEPT {
@@ -110,8 +110,8 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
 /// from every exit, setting its constants early on shared paths and keeping
 /// them live across the steps that follow; the verifier then sees paths that
 /// differ only in those constants and checks everything after them once per
-/// combination. Read back from map memory, a decision is one unknown value
-/// for every path.
+/// combination (which exceeded its budget). Read back from map memory, a
+/// decision is one unknown value for every path.
 #[inline(always)]
 fn settle(d: Decision) {
     if let Some(last) = SG_LAST.get_ptr_mut(0) {
@@ -140,9 +140,34 @@ fn settled() -> Decision {
     }
 }
 
-/// SPEC §3 for a bound NIC, settled ([`settle`]).
+/// SPEC §3 for a bound NIC, settled ([`settle`]). A later fragment goes
+/// through steps 0 to 2 on its own header; then its datagram's first
+/// fragment, as remembered, is decided again under the policy in force
+/// (step 8) by the same code as any whole packet, marked `again` so the
+/// decision changes no session.
 #[inline(always)]
 fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
+    let mut pkt = s;
+    if fresh(&s.frag) == FRAG_LATER {
+        let d = before_sessions(cfg, dir, s).unwrap_or(drop(reason::FRAGMENT_NO_FIRST));
+        if d.reason != reason::FRAGMENT_NO_FIRST {
+            return settle(d);
+        }
+        pkt = match fragment::first(cfg.nic, dir, s) {
+            Ok(first) => first,
+            Err(d) => return settle(d),
+        };
+    }
+    decide_whole(cfg, dir, tag, pkt);
+    if fresh(&pkt.again) {
+        settle(fragment::follows(&settled()));
+    }
+}
+
+/// Steps 0 to 7 for a packet with its upper-layer header (a whole datagram,
+/// a first fragment, or one rebuilt to be decided again), settled.
+#[inline(always)]
+fn decide_whole(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
     if let Some(d) = before_sessions(cfg, dir, s) {
         return settle(d);
     }
@@ -156,8 +181,15 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
     session::start(cfg, dir, s, &d);
 }
 
-/// Steps 0 to 3 and the later-fragment step: everything that decides before
-/// sessions are looked at. `None` if the packet gets that far undecided.
+/// Steps 0 to 3: everything that decides before sessions are looked at.
+/// `None` if the packet gets that far undecided. A later fragment that steps
+/// 0 to 2 leave undecided has no upper-layer header for the rest: it gets
+/// the decision of a later fragment whose first was never seen
+/// ([`reason::FRAGMENT_NO_FIRST`]), which `decide_bound` replaces by its
+/// first fragment's decided again. It is never `None`: a later fragment
+/// must not reach the session and rule steps, whose cost the verifier would
+/// otherwise pay once more for it (the summary is read from map memory, so
+/// the verifier cannot know that `decide_bound` only passes whole packets).
 #[inline(always)]
 pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decision> {
     if s.class == sg_common::counter::MALFORMED {
@@ -215,9 +247,8 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
     if settings & settings_flags::PLATFORM_ADDRESSES != 0 && platform(v4, peer) {
         return Some(accept(reason::PLATFORM_ADDRESS));
     }
-    // Step 8: a later fragment follows its first.
     if !whole {
-        return Some(later_fragment(cfg.nic, dir, s));
+        return Some(drop(reason::FRAGMENT_NO_FIRST));
     }
     // Step 3: platform policy.
     if dir == DIR_EGRESS
@@ -304,35 +335,6 @@ fn platform(v4: bool, addr: &[u8; 16]) -> bool {
             .is_some()
     } else {
         SG_PLAT6.get(&Key::new(128, *addr)).is_some()
-    }
-}
-
-#[inline(always)]
-fn frag_key(nic: u32, dir: u32, s: &Summary) -> FragKey {
-    FragKey {
-        nic,
-        dir,
-        src: s.src,
-        dst: s.dst,
-        id: s.frag_id,
-        proto: u32::from(s.proto),
-    }
-}
-
-#[inline(always)]
-fn remember_first_fragment(nic: u32, dir: u32, s: &Summary, v: u32) {
-    let value = FragVerdict { verdict: v, pad: 0 };
-    // Best effort: if this fails, the later fragments are dropped (safe).
-    let _ = SG_FRAGS.insert(&frag_key(nic, dir, s), &value, 0);
-}
-
-#[inline(always)]
-fn later_fragment(nic: u32, dir: u32, s: &Summary) -> Decision {
-    // SAFETY: read-only lookup.
-    match unsafe { SG_FRAGS.get(&frag_key(nic, dir, s)) } {
-        Some(first) if first.verdict == verdict::ACCEPT => accept(reason::FRAGMENT_FOLLOWS_FIRST),
-        Some(_) => drop(reason::FRAGMENT_FOLLOWS_FIRST),
-        None => drop(reason::FRAGMENT_NO_FIRST),
     }
 }
 

@@ -15,6 +15,7 @@
 mod counters;
 mod decide;
 mod droplog;
+mod fragment;
 mod maps;
 mod packet;
 mod parse;
@@ -133,7 +134,7 @@ fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
 /// per-CPU slot is missing, which the caller treats as a drop.
 #[inline(always)]
 fn parse_into_scratch(pkt: &Packet, tagged_beside: bool) -> Option<&'static parse::Summary> {
-    let slot = maps::SG_SCRATCH.get_ptr_mut(0)?;
+    let slot = maps::SG_SCRATCH.get_ptr_mut(maps::SCRATCH_PACKET)?;
     // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
     unsafe {
         parse::classify(pkt, &mut *slot);

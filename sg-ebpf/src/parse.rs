@@ -95,6 +95,12 @@ pub struct Summary {
     /// the packet's family, first fragment, and (for TCP, UDP and echo) the
     /// port bytes present. ICMP errors quoting anything else relate to nothing.
     pub has_quote: bool,
+    /// Not a packet that crossed: a later fragment's first fragment, rebuilt
+    /// to be decided again (`crate::fragment`). Its decision only looks: it
+    /// starts, refreshes, advances and removes no session. Read from map
+    /// memory, the verifier cannot tell the two kinds apart, and checks the
+    /// steps they share once.
+    pub again: bool,
 }
 
 pub const L3_OTHER: u8 = 0;
@@ -197,6 +203,20 @@ pub fn fresh<T: Copy>(field: &T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
+/// The 16 bytes of an 8-aligned address field (of [`Summary`], or of a map
+/// value laid out for it, such as `sg_common::policy::FragFirst`) as two
+/// native-order words, read as words.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "only called on 8-aligned address fields (see the doc)"
+)]
+pub fn aligned_words(a: &[u8; 16]) -> [u64; 2] {
+    let p = a.as_ptr().cast::<u64>();
+    // SAFETY: an 8-aligned field of 16 bytes (see the doc).
+    unsafe { [p.read(), p.add(1).read()] }
+}
+
 /// The 16 bytes of `a` as two native-order words.
 #[inline(always)]
 fn words(a: [u8; 16]) -> (u64, u64) {
@@ -271,6 +291,7 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
         write_volatile(&raw mut s.q_proto, 0);
         write_volatile(&raw mut s.q_type, 0);
         write_volatile(&raw mut s.has_quote, false);
+        write_volatile(&raw mut s.again, false);
     }
     let Some(eth) = pkt.read::<EthHdr>(0) else {
         return s.malformed(BAD_L2);

@@ -20,25 +20,13 @@ use sg_common::{
 
 use crate::{
     decide::{Decision, accept, before_sessions, rules},
-    maps::{SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
+    maps::{SCRATCH_SESSION_FIRST, SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
         FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
-        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, fresh, icmp4_error, icmp6_error,
-        put_words,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, aligned_words as words, echo, echo_request, fresh,
+        icmp4_error, icmp6_error, put_words,
     },
 };
-
-/// The 16 address bytes of a summary field as two native-order words.
-#[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "Summary is 8-byte aligned and its addresses sit at multiples of 16"
-)]
-fn words(a: &[u8; 16]) -> [u64; 2] {
-    let p = a.as_ptr().cast::<u64>();
-    // SAFETY: an address field of `Summary` (see its layout).
-    unsafe { [p.read(), p.add(1).read()] }
-}
 
 /// How a tuple's endpoints are ordered in its key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,7 +126,7 @@ fn count(ev: u32) {
 /// `CLOCK_MONOTONIC_COARSE`: a tick's resolution is plenty for timeouts of a
 /// second or more, and it is cheaper than the precise clock.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
@@ -178,7 +166,7 @@ fn allowed(cfg: &IfaceConfig, k: &SessionKey, e: &mut SessionEntry) -> bool {
 /// endpoint as source, a SYN for TCP, an echo request for ICMP.
 #[inline(always)]
 fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
-    let slot = SG_SCRATCH.get_ptr_mut(1)?;
+    let slot = SG_SCRATCH.get_ptr_mut(SCRATCH_SESSION_FIRST)?;
     let v4 = k.family == 4;
     let (src, sport, dst, dport) = if e.initiator == SIDE_A {
         (k.a, k.port_a, k.b, k.port_b)
@@ -213,6 +201,7 @@ fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
         write_volatile(&raw mut f.icmp_id, sport);
         write_volatile(&raw mut f.q_type, 0);
         write_volatile(&raw mut f.has_quote, false);
+        write_volatile(&raw mut f.again, false);
         Some(&*core::hint::black_box(slot))
     }
 }
@@ -253,7 +242,10 @@ fn icmp_error(s: &Summary) -> bool {
 
 /// Step 4: the decision for a packet of a live, allowed session, or for an
 /// ICMP error related to one; `None` to go on to the rules. Entries found
-/// expired or no longer allowed are removed on the way.
+/// expired or no longer allowed are removed on the way, unless the packet is
+/// a first fragment decided again for a later one (`Summary::again`): that
+/// only looks, and changes no session (neither refreshes, advances nor
+/// removes one).
 ///
 /// Both kinds go through one lookup and one revalidation (the costliest
 /// step for the verifier, being a whole decision), the kind read afresh
@@ -271,10 +263,10 @@ pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
     let e = unsafe { &mut *ptr };
     let now = now();
     if expired(e, k.proto, now) {
-        return gone(&k, event::EXPIRED);
+        return gone(&k, event::EXPIRED, s);
     }
     if !allowed(cfg, &k, e) {
-        return gone(&k, event::REVOKED);
+        return gone(&k, event::REVOKED, s);
     }
     // Related: an error neither refreshes nor advances the session.
     if icmp_error(s) {
@@ -284,20 +276,22 @@ pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
     let tcp_packet = fresh(&s.proto) == IPPROTO_TCP;
     let flags = fresh(&s.tcp_flags);
     if tcp_packet && tcp::closing(bits) && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return gone(&k, event::REOPENED);
+        return gone(&k, event::REOPENED, s);
     }
-    e.last_seen = now;
-    if tcp_packet {
-        // Which endpoint sent it: TCP keys are sorted, `a` first, and `a` is
-        // the source when source and destination are the same.
-        let side = if words(&s.src) == k.a && fresh(&s.sport) == k.port_a {
-            SIDE_A
-        } else {
-            SIDE_B
-        };
-        let next = advance(bits, side, e.initiator, flags);
-        if next != bits {
-            e.tcp = next;
+    if !fresh(&s.again) {
+        e.last_seen = now;
+        if tcp_packet {
+            // Which endpoint sent it: TCP keys are sorted, `a` first, and
+            // `a` is the source when source and destination are the same.
+            let side = if words(&s.src) == k.a && fresh(&s.sport) == k.port_a {
+                SIDE_A
+            } else {
+                SIDE_B
+            };
+            let next = advance(bits, side, e.initiator, flags);
+            if next != bits {
+                e.tcp = next;
+            }
         }
     }
     Some(accept(reason::SESSION))
@@ -323,19 +317,24 @@ fn related_key(nic: u32, s: &Summary) -> Option<SessionKey> {
     Some(k)
 }
 
+/// The session `k` is of no use to packet `s`: removed (and the event
+/// counted), unless `s` is decided again for a later fragment.
 #[inline(always)]
-fn gone(k: &SessionKey, ev: u32) -> Option<Decision> {
-    // Another CPU may have removed it first: either way it is gone.
-    let _ = SG_SESSIONS.remove(k);
-    count(ev);
+fn gone(k: &SessionKey, ev: u32, s: &Summary) -> Option<Decision> {
+    if !fresh(&s.again) {
+        // Another CPU may have removed it first: either way it is gone.
+        let _ = SG_SESSIONS.remove(k);
+        count(ev);
+    }
     None
 }
 
 /// Step 7: a packet the rules accepted starts a session if it is UDP, GRE or
-/// another non-TCP, non-ICMP protocol, a TCP SYN without ACK, or an echo request.
+/// another non-TCP, non-ICMP protocol, a TCP SYN without ACK, or an echo
+/// request; a first fragment decided again for a later one never does.
 #[inline(always)]
 pub fn start(cfg: &IfaceConfig, dir: u32, s: &Summary, d: &Decision) {
-    if d.verdict != verdict::ACCEPT {
+    if d.verdict != verdict::ACCEPT || fresh(&s.again) {
         return;
     }
     let v4 = s.l3 == L3_V4;

@@ -1,4 +1,4 @@
-//! The parser, through `BPF_PROG_TEST_RUN` on both programs: crafted frames,
+//! The parser, through `BPF_PROG_TEST_RUN` on every program: crafted frames,
 //! every truncation, and random mutations. Every frame must pass (the data
 //! plane enforces nothing yet) and land in exactly the counters the oracle in
 //! `sg_tests::classify` names.
@@ -15,7 +15,7 @@ use sg_tests::{
     testrun::{self, Hook, MIN_FRAME},
 };
 
-const HOOKS: [Hook; 2] = [Hook::Xdp, Hook::TcEgress];
+const HOOKS: [Hook; 3] = Hook::ALL;
 
 fn tcp() -> L4 {
     L4::Tcp {

@@ -6,10 +6,11 @@
 //!   packet that belongs to no session. [`super::session::Sessions`] adds step 4
 //!   between [`evaluate_before_sessions`] (steps 0–3) and [`evaluate_rules`]
 //!   (steps 5–6);
-//! - fragment tracking (step 8) is not faked: a later fragment gets
-//!   [`Reason::LaterFragment`], whose verdict (`Drop`) is the one for a later
-//!   fragment whose first was never seen; with a first fragment seen, its verdict
-//!   applies instead ([`later_fragment_verdict`]).
+//! - fragment tracking (step 8) is not faked: a later fragment that gets past
+//!   steps 0–2 gets [`Reason::LaterFragment`], whose verdict (`Drop`) is the one
+//!   for a later fragment whose first was never seen. [`super::session::Sessions`]
+//!   remembers first fragments and decides later ones by deciding their first
+//!   again.
 //!
 //! Direction: ingress = towards the NIC's workload (peer = source, local =
 //! destination); egress = from it (peer = destination, local = source).
@@ -52,17 +53,19 @@ pub mod icmp {
     pub const V6_ND_LAST: u8 = 137;
 }
 
-/// Where a packet stands among the fragments of its datagram.
+/// Where a packet stands among the fragments of its datagram. `id` is the
+/// datagram's identification: the IPv4 header's 16 bits, or the IPv6
+/// fragment header's 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fragment {
     /// Not fragmented.
     #[default]
     None,
     /// The first fragment (offset 0, more fragments): decided like any packet.
-    First,
+    First { id: u32 },
     /// A later fragment (offset > 0): carries no upper-layer header; its ports,
     /// ICMP type and TCP flags are meaningless and ignored.
-    Later,
+    Later { id: u32 },
 }
 
 /// An IP packet, as parsed (IPv6 extension headers already walked, SPEC §3 step 9).
@@ -218,8 +221,13 @@ impl Packet {
         self
     }
 
+    /// A later fragment (no upper-layer header).
+    pub fn is_later_fragment(&self) -> bool {
+        matches!(self.fragment, Fragment::Later { .. })
+    }
+
     fn is_icmp_kind(&self, v4_proto: u8) -> bool {
-        self.fragment != Fragment::Later
+        !self.is_later_fragment()
             && ((self.src.is_ipv4() && self.protocol == v4_proto)
                 || (self.src.is_ipv6() && self.protocol == proto::ICMPV6))
     }
@@ -228,13 +236,13 @@ impl Packet {
     pub fn is_neighbour_discovery(&self) -> bool {
         self.src.is_ipv6()
             && self.protocol == proto::ICMPV6
-            && self.fragment != Fragment::Later
+            && !self.is_later_fragment()
             && (icmp::V6_ND_FIRST..=icmp::V6_ND_LAST).contains(&self.icmp_type)
     }
 
     /// ICMP "fragmentation needed" or `ICMPv6` "packet too big".
     pub fn is_path_mtu(&self) -> bool {
-        if self.fragment == Fragment::Later {
+        if self.is_later_fragment() {
             return false;
         }
         match self.src {
@@ -288,7 +296,7 @@ impl Packet {
     }
 
     fn has_ports(&self) -> bool {
-        self.fragment != Fragment::Later && matches!(self.protocol, proto::TCP | proto::UDP)
+        !self.is_later_fragment() && matches!(self.protocol, proto::TCP | proto::UDP)
     }
 }
 
@@ -390,9 +398,15 @@ pub enum Reason {
     Session,
     /// Step 4: an ICMP error whose quoted header belongs to such a session.
     Related,
-    /// Step 8: a later fragment; decided by fragment tracking, see
-    /// [`later_fragment_verdict`].
+    /// Step 8: a later fragment whose first fragment was never seen (or is
+    /// forgotten); what the stateless evaluator says of every later fragment.
     LaterFragment,
+    /// Step 8: a later fragment whose first fragment was seen: accepted only if
+    /// the first was, and, decided again now, still is.
+    FragmentFollowsFirst,
+    /// Step 8: a later fragment whose first fragment was seen longer ago than
+    /// the fragment timeout.
+    FragmentExpired,
     /// Step 5: this rule matched first.
     Rule(RuleId),
     /// Step 6: ingress from a member of a shared basic group that accepts.
@@ -490,7 +504,7 @@ pub fn evaluate_before_sessions(
     }
     // Step 8, stated here: without an upper-layer header the remaining steps
     // cannot run; the datagram's first fragment decides.
-    if packet.fragment == Fragment::Later {
+    if packet.is_later_fragment() {
         return Ok(Some(Decision::drop(Reason::LaterFragment)));
     }
     // Step 3: platform policy.
@@ -569,7 +583,7 @@ pub(crate) fn frame_before_ip<'f>(
 
 /// SPEC §3 step 0 for an IP packet leaving the workload.
 fn spoofed(nic: &NicBinding, p: &Packet) -> Option<SpoofCheck> {
-    let whole = p.fragment != Fragment::Later;
+    let whole = !p.is_later_fragment();
     if whole
         && p.src.is_ipv6()
         && p.protocol == proto::ICMPV6
@@ -649,12 +663,6 @@ fn default_decision(
     })
 }
 
-/// SPEC §3 step 8: the verdict of a later fragment, given the decision of its
-/// datagram's first fragment if one was seen (dropped if none was).
-pub fn later_fragment_verdict(first: Option<&Decision>) -> Verdict {
-    first.map_or(Verdict::Drop, |d| d.verdict)
-}
-
 /// SPEC §3 step 7: whether an accepted packet starts a session. Only packets
 /// accepted by a rule or a default do; among them UDP, GRE and every other
 /// non-TCP, non-ICMP protocol, a TCP SYN without ACK, and an echo request.
@@ -667,7 +675,7 @@ pub fn starts_session(packet: &Packet, decision: &Decision) -> bool {
             | Reason::DefaultEgressEnterprise
             | Reason::DefaultIngressDrop
     );
-    if decision.verdict != Verdict::Accept || !by_policy || packet.fragment == Fragment::Later {
+    if decision.verdict != Verdict::Accept || !by_policy || packet.is_later_fragment() {
         return false;
     }
     match packet.protocol {
