@@ -48,8 +48,14 @@ pub const PROG_XDP: &str = "sg_xdp";
 pub const PROG_TC_EGRESS: &str = "sg_tc_egress";
 /// The receive side on TC instead of XDP (attach mode `tc`).
 pub const PROG_TC_INGRESS: &str = "sg_tc_ingress";
+/// TC ingress beside an XDP receive side: drops what XDP cannot see, frames
+/// with a VLAN tag beside their bytes leaving an anti-spoofed NIC.
+pub const PROG_TC_TAG_GUARD: &str = "sg_tc_tag_guard";
 /// An XDP program that only passes: the benchmark's floor, never attached.
 pub const PROG_BENCH_FLOOR: &str = "sg_bench_floor";
+/// A TC program that tags every packet out of band (VLAN 100), for tests;
+/// never attached by the agent.
+pub const PROG_TEST_VLAN_PUSH: &str = "sg_test_vlan_push";
 
 /// The drop log (`crate::droplog`): ring buffer of [`crate::droplog::DropRecord`]s.
 pub const DROPLOG: &str = "SG_DROPLOG_V1";

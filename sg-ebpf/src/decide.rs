@@ -103,6 +103,33 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     d.verdict
 }
 
+/// The tag guard (`sg_tc_tag_guard`): where XDP decides a NIC's receive
+/// side, the workload's egress in `port` mode, a VLAN tag the kernel keeps
+/// beside the frame (`skb->vlan_tci`) is invisible to it. TC ingress, after
+/// XDP passed the frame, sees it: a tagged frame leaving an anti-spoofed NIC
+/// drops there (counted as [`reason::SPOOF_TAGGED`]); everything else is
+/// left to the decision XDP made. Returns [`verdict::ACCEPT`] or
+/// [`verdict::DROP`].
+#[inline(always)]
+pub fn tag_guard(ifindex: u32, tagged_beside: bool) -> u32 {
+    if !tagged_beside {
+        return verdict::ACCEPT;
+    }
+    // SAFETY: read-only lookup (see `decide`).
+    let Some(cfg) = (unsafe { SG_IFACES.get(&ifindex) }) else {
+        return verdict::ACCEPT;
+    };
+    if cfg.xdp_dir != DIR_EGRESS || cfg.flags & iface_flags::ANTI_SPOOF == 0 {
+        return verdict::ACCEPT;
+    }
+    let idx = (cfg.nic * 2 + DIR_EGRESS) * reason::SLOTS + reason::SPOOF_TAGGED;
+    if let Some(c) = SG_REASONS.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot.
+        unsafe { *c += 1 };
+    }
+    verdict::DROP
+}
+
 /// Leaves decision `d` in this CPU's last-decision entry, where the steps
 /// after it read it back ([`settled`]). Every step settles its decision as
 /// soon as it is made, with volatile stores, rather than returning it: a

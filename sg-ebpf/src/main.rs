@@ -91,6 +91,50 @@ fn sg_bench_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// TC ingress beside XDP: drops a frame leaving an anti-spoofed NIC with a
+/// VLAN tag beside its bytes, which XDP cannot see (`decide::tag_guard`).
+/// Only for receive sides that XDP decides; where TC ingress decides
+/// (`sg_tc_ingress`), that program sees the tag itself.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_tc_tag_guard(ctx: TcContext) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: the context of a classifier is its __sk_buff.
+    let (tagged_beside, ifindex) = unsafe { ((*skb).vlan_present != 0, (*skb).ifindex) };
+    match decide::tag_guard(ifindex, tagged_beside) {
+        verdict::ACCEPT => TC_ACT_UNSPEC,
+        _ => TC_ACT_SHOT,
+    }
+}
+
+/// A TC program that gives every packet a VLAN tag (id 100) beside its
+/// bytes, as a VLAN device over a NIC with transmit offload does
+/// (`bpf_skb_vlan_push`): lets tests send such frames on kernels without
+/// VLAN devices. Never attached by the agent.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_test_vlan_push(ctx: TcContext) -> i32 {
+    // SAFETY: the context of a classifier is its __sk_buff; the helper
+    // takes it, a TPID in network order and a TCI.
+    let err = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_vlan_push(
+            ctx.as_ptr().cast(),
+            0x8100_u16.to_be(),
+            100,
+        )
+    };
+    if err != 0 {
+        return TC_ACT_SHOT;
+    }
+    TC_ACT_UNSPEC
+}
+
 /// A TC program's body: counted under `dir`, decided (and drops logged) as `hook`.
 #[inline(always)]
 fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
