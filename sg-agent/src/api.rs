@@ -319,6 +319,8 @@ pub enum Request {
         tcp_closing_secs: Option<u32>,
         #[serde(default)]
         other_secs: Option<u32>,
+        #[serde(default)]
+        fragment_timeout_secs: Option<u32>,
     },
 
     // --- whole state ----------------------------------------------------------

@@ -220,6 +220,7 @@ fn samples() -> Vec<Request> {
             tcp_established_secs: None,
             tcp_closing_secs: None,
             other_secs: None,
+            fragment_timeout_secs: Some(30),
         },
         Request::Apply {
             document: "{}".into(),

@@ -580,7 +580,7 @@ fn settings_export_and_snapshot_commands_send_their_requests() {
     check_requests(vec![
         ("settings show", Request::SettingsShow, settings.clone()),
         (
-            "settings set --block-port-25 false --platform-address 100.100.100.200 --tcp-established-secs 3600",
+            "settings set --block-port-25 false --platform-address 100.100.100.200 --tcp-established-secs 3600 --fragment-timeout-secs 45",
             Request::SettingsSet {
                 block_port_25: Some(false),
                 platform_addresses: Some(strings(&["100.100.100.200"])),
@@ -589,6 +589,7 @@ fn settings_export_and_snapshot_commands_send_their_requests() {
                 tcp_established_secs: Some(3600),
                 tcp_closing_secs: None,
                 other_secs: None,
+                fragment_timeout_secs: Some(45),
             },
             settings.clone(),
         ),

@@ -210,6 +210,14 @@ fn every_operation_of_the_api_through_the_cli() {
         e.contains("snapshot_retention_days") && e.contains("30"),
         "{e}"
     );
+    assert_eq!(s["fragment_timeout_secs"], 30);
+    let s = d.json(&["settings", "set", "--fragment-timeout-secs", "45"]);
+    assert_eq!(s["fragment_timeout_secs"], 45);
+    let e = d.fails(&["settings", "set", "--fragment-timeout-secs", "601"]);
+    assert!(
+        e.contains("settings.fragment_timeout_secs") && e.contains("1..=600"),
+        "{e}"
+    );
     assert_eq!(
         d.json(&["settings", "show"])["session_timeouts"]["other_secs"],
         120

@@ -10,7 +10,7 @@ use sg_agent::policy::{
     AlwaysAllowed, BindingMode, Cidr, Decision, Direction, Fragment, Frame, GroupSpec, InnerPolicy,
     NicBinding, Packet, PortListEntry, PortListSpec, PortMatch, PortRange, PrefixListEntry,
     PrefixListSpec, Reason, Settings, SpoofCheck, State, Verdict, evaluate, evaluate_frame,
-    later_fragment_verdict, merged_rules, starts_session,
+    merged_rules, starts_session,
 };
 use sg_agent::policy::{Family, GroupId};
 
@@ -363,6 +363,51 @@ fn step2_platform_addresses_are_empty_by_default_and_always_allowed_when_set() {
             &tcp(ME, "100.100.100.200", 25)
         ),
         Verdict::Accept
+    );
+}
+
+#[test]
+fn ingress_to_a_platform_address_is_decided_by_the_rules() {
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    s.authorize_all(
+        &g,
+        vec![
+            rule("ingress", "Drop", "1", "ALL", "-1/-1", "198.51.100.7"),
+            rule("egress", "Drop", "1", "ALL", "-1/-1", "198.51.100.7"),
+        ],
+    )
+    .unwrap();
+    bind(&mut s, "eth0", &[ME], &[&g]);
+    s.set_settings(Settings {
+        platform_addresses: vec![Cidr::parse("x", "203.0.113.44").unwrap()],
+        ..Settings::default()
+    })
+    .unwrap();
+    // The exemption is for the peer: ingress from a platform address, egress
+    // to one. Addressing a packet to (or from) a platform address on the
+    // NIC's own side exempts nothing.
+    let to_platform = tcp("198.51.100.7", "203.0.113.44", 22);
+    assert!(matches!(
+        reason(&s, "eth0", Direction::Ingress, &to_platform),
+        Reason::Rule(_)
+    ));
+    assert_eq!(
+        verdict(&s, "eth0", Direction::Ingress, &to_platform),
+        Verdict::Drop
+    );
+    let from_platform = tcp("203.0.113.44", "198.51.100.7", 22);
+    assert!(matches!(
+        reason(&s, "eth0", Direction::Egress, &from_platform),
+        Reason::Rule(_)
+    ));
+    assert_eq!(
+        reason(&s, "eth0", Direction::Ingress, &from_platform),
+        Reason::AlwaysAllowed(AlwaysAllowed::PlatformAddress)
+    );
+    assert_eq!(
+        reason(&s, "eth0", Direction::Egress, &to_platform),
+        Reason::AlwaysAllowed(AlwaysAllowed::PlatformAddress)
     );
 }
 
@@ -863,10 +908,12 @@ fn step8_first_fragment_is_decided_and_later_fragments_defer_to_it() {
     )
     .unwrap();
     bind(&mut s, "eth0", &[ME], &[&g]);
-    let first = udp("1.1.1.1", ME, 53).with_fragment(Fragment::First);
+    let first = udp("1.1.1.1", ME, 53).with_fragment(Fragment::First { id: 7 });
     let first_decision = decide(&s, "eth0", Direction::Ingress, &first);
     assert_eq!(first_decision.verdict, Verdict::Accept);
-    let later = Packet::other(ip("1.1.1.1"), ip(ME), 17).with_fragment(Fragment::Later);
+    // Stateless, a later fragment is one whose first was never seen (the
+    // session model remembers first fragments: `policy_sessions.rs`).
+    let later = Packet::other(ip("1.1.1.1"), ip(ME), 17).with_fragment(Fragment::Later { id: 7 });
     let d = decide(&s, "eth0", Direction::Ingress, &later);
     assert_eq!(
         d,
@@ -875,22 +922,76 @@ fn step8_first_fragment_is_decided_and_later_fragments_defer_to_it() {
             reason: Reason::LaterFragment
         }
     );
-    assert_eq!(
-        later_fragment_verdict(Some(&first_decision)),
-        Verdict::Accept
-    );
-    assert_eq!(later_fragment_verdict(None), Verdict::Drop);
     assert!(!starts_session(&later, &first_decision));
 }
 
 #[test]
 fn step8_later_fragments_still_meet_anti_spoofing() {
     let (s, _) = port_host();
-    let later = Packet::other(ip("10.0.0.99"), ip("8.8.8.8"), 17).with_fragment(Fragment::Later);
+    let later =
+        Packet::other(ip("10.0.0.99"), ip("8.8.8.8"), 17).with_fragment(Fragment::Later { id: 1 });
     assert_eq!(
         reason(&s, "vm0", Direction::Egress, &later),
         Reason::AntiSpoof(SpoofCheck::SourceAddress)
     );
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_address_is_not_the_nics_ipv4_address() {
+    let (s, _) = port_host();
+    let mapped = Ipv4Addr::from([10, 0, 0, 10]).to_ipv6_mapped();
+    // `::ffff:10.0.0.10` is an IPv6 address: the NIC owns 10.0.0.10 (IPv4)
+    // and 2001:db8::10, not it.
+    let p = udp(&mapped.to_string(), "2001:db8:1::1", 53);
+    assert_eq!(
+        reason(&s, "vm0", Direction::Egress, &p),
+        Reason::AntiSpoof(SpoofCheck::SourceAddress)
+    );
+    let na = Packet::icmp(ip(ME6), ip("ff02::1"), 136, 0).with_nd_target(mapped);
+    assert_eq!(
+        reason(&s, "vm0", Direction::Egress, &na),
+        Reason::AntiSpoof(SpoofCheck::NdTarget)
+    );
+}
+
+#[test]
+fn tagged_frames_cannot_leave_an_anti_spoofed_nic() {
+    let (s, _) = port_host();
+    let own_ip = Frame::Ip(udp(ME, "8.8.8.8", 53));
+    let own_arp = Frame::Arp {
+        sender: Ipv4Addr::from([10, 0, 0, 10]),
+    };
+    let tag = |f: &Frame| Frame::Tagged(Box::new(f.clone()));
+    for f in [&own_ip, &own_arp] {
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Egress, f)
+                .unwrap()
+                .verdict,
+            Verdict::Accept
+        );
+        // 802.1Q or 802.1ad, and QinQ.
+        for tagged in [tag(f), tag(&tag(f))] {
+            assert_eq!(
+                evaluate_frame(&s, "vm0", Direction::Egress, &tagged).unwrap(),
+                Decision {
+                    verdict: Verdict::Drop,
+                    reason: Reason::AntiSpoof(SpoofCheck::Tagged)
+                }
+            );
+        }
+        // Towards the workload the frame inside is decided.
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Ingress, &tag(f)).unwrap(),
+            evaluate_frame(&s, "vm0", Direction::Ingress, f).unwrap()
+        );
+        // More tags than the parser walks: malformed, either way.
+        assert_eq!(
+            evaluate_frame(&s, "vm0", Direction::Ingress, &tag(&tag(&tag(f))))
+                .unwrap()
+                .reason,
+            Reason::Malformed
+        );
+    }
 }
 
 // ---- step 9 and bad input ----------------------------------------------------------

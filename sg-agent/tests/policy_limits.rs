@@ -674,6 +674,38 @@ fn session_timeouts_are_1_second_to_1_week_each_and_errors_name_the_field() {
 }
 
 #[test]
+fn the_fragment_timeout_is_1_to_600_seconds_defaults_to_30_and_errors_name_the_field() {
+    assert_eq!(Settings::default().fragment_timeout_secs, 30);
+    // A store written before the setting existed loads with the default.
+    let old: Settings =
+        serde_json::from_str(r#"{"platform_addresses": [], "block_port_25": true}"#).unwrap();
+    assert_eq!(old.fragment_timeout_secs, 30);
+    let mut s = state();
+    for ok in [1, 600] {
+        let settings = Settings {
+            fragment_timeout_secs: ok,
+            ..Settings::default()
+        };
+        s.set_settings(settings.clone()).unwrap();
+        assert_eq!(s.settings, settings);
+    }
+    let before = s.clone();
+    for bad in [0, 601, u32::MAX] {
+        let e = s
+            .set_settings(Settings {
+                fragment_timeout_secs: bad,
+                ..Settings::default()
+            })
+            .expect_err("must be refused");
+        assert_eq!(
+            e.to_string(),
+            format!("settings.fragment_timeout_secs: {bad} is outside 1..=600 seconds")
+        );
+        assert_eq!(s, before);
+    }
+}
+
+#[test]
 fn a_stored_state_with_a_bad_session_timeout_does_not_validate() {
     let mut s = state();
     s.settings.session_timeouts.other_secs = 0;

@@ -589,14 +589,255 @@ fn a_first_fragment_starts_a_session_and_later_fragments_touch_none() {
     h.go(
         "eth0",
         Out,
-        &udp(ME, C, PEER, 53).with_fragment(Fragment::First),
+        &udp(ME, C, PEER, 53).with_fragment(Fragment::First { id: 5 }),
         secs(0),
     );
     assert_eq!(h.t.len(), 1);
-    let later = Packet::other(ip(PEER), ip(ME), 17).with_fragment(Fragment::Later);
+    assert_eq!(h.t.fragments(), 1);
+    // The other way is another datagram: no first seen.
+    let later = Packet::other(ip(PEER), ip(ME), 17).with_fragment(Fragment::Later { id: 5 });
     assert_eq!(h.r(In, &later, secs(5)), Reason::LaterFragment);
     assert_eq!(h.only().last_seen, secs(0));
     assert_eq!(h.r(In, &udp(PEER, 53, ME, C), secs(6)), Reason::Session);
+}
+
+#[test]
+fn echo_request_from_the_responder_is_a_new_flow() {
+    let mut h = outbound_host();
+    assert_eq!(
+        h.r(Out, &Packet::echo_request(ip(ME), ip(PEER), 77), secs(0)),
+        Reason::DefaultEgressBasic
+    );
+    let session = h.only();
+    // The responder's echo request with the initiator's identifier is no
+    // part of the initiator's session: the rules decide it (ingress drops).
+    assert!(is_rule(&h.r(
+        In,
+        &Packet::echo_request(ip(PEER), ip(ME), 77),
+        secs(1)
+    )));
+    // It neither refreshed nor removed that session.
+    assert_eq!(h.only(), session);
+    assert_eq!(
+        h.r(In, &Packet::echo_reply(ip(PEER), ip(ME), 77), secs(2)),
+        Reason::Session
+    );
+    // Nor is the initiator's echo reply part of it: egress rules decide it.
+    assert_eq!(
+        h.r(Out, &Packet::echo_reply(ip(ME), ip(PEER), 77), secs(3)),
+        Reason::DefaultEgressBasic
+    );
+    // Accepted by the rules, the responder's request starts a session of its
+    // own beside the first, each admitting its own replies.
+    let g = h.s.groups.keys().next().unwrap().clone();
+    h.s.authorize(&g, rule("ingress", "Accept", "1", "ICMP", "-1/-1", PEER))
+        .unwrap();
+    assert!(is_rule(&h.r(
+        In,
+        &Packet::echo_request(ip(PEER), ip(ME), 77),
+        secs(4)
+    )));
+    assert_eq!(h.t.len(), 2);
+    assert_eq!(
+        h.r(Out, &Packet::echo_reply(ip(ME), ip(PEER), 77), secs(5)),
+        Reason::Session
+    );
+    assert_eq!(
+        h.r(In, &Packet::echo_reply(ip(PEER), ip(ME), 77), secs(5)),
+        Reason::Session
+    );
+}
+
+#[test]
+fn an_icmp_error_relates_to_the_echo_session_of_the_echo_it_quotes() {
+    let mut h = outbound_host();
+    h.go(
+        "eth0",
+        Out,
+        &Packet::echo_request(ip(ME), ip(PEER), 77),
+        secs(0),
+    );
+    let quoted = |src: &str, dst: &str, icmp_type: u8| Quoted {
+        src: ip(src),
+        dst: ip(dst),
+        protocol: 1,
+        src_port: 0,
+        dst_port: 0,
+        icmp_type,
+        icmp_id: 77,
+    };
+    // About the initiator's request, back to the initiator: related.
+    let e = Packet::icmp_error(ip(OTHER), ip(ME), 11, 0, quoted(ME, PEER, 8));
+    assert_eq!(h.r(In, &e, secs(1)), Reason::Related);
+    // About the initiator's echo reply (to a request of the responder's
+    // with the same identifier), back to the initiator: that is the
+    // responder's flow, which has no session, so nothing relates.
+    let e = Packet::icmp_error(ip(OTHER), ip(ME), 11, 0, quoted(ME, PEER, 0));
+    assert_eq!(h.v(In, &e, secs(1)), Verdict::Drop);
+}
+
+// ---- later fragments: their first, decided again -------------------------------
+
+/// `eth0` (ME) whose ingress accepts DNS from anywhere (IPv4) by one rule;
+/// the host and the rule's group and id.
+fn dns_server() -> (Host, GroupId, RuleId) {
+    let mut s = state();
+    let g = enterprise_accepting(&mut s, "dns", "UDP", "53/53");
+    let r = s.describe_group(&g).unwrap().rules[0].id.clone();
+    bind(&mut s, "eth0", &[ME], &[&g]);
+    (Host::new(s), g, r)
+}
+
+fn accepted(reason: Reason) -> Decision {
+    Decision {
+        verdict: Verdict::Accept,
+        reason,
+    }
+}
+
+fn dropped(reason: Reason) -> Decision {
+    Decision {
+        verdict: Verdict::Drop,
+        reason,
+    }
+}
+
+fn first(p: Packet, id: u32) -> Packet {
+    p.with_fragment(Fragment::First { id })
+}
+
+fn later(src: &str, dst: &str, id: u32) -> Packet {
+    Packet::other(ip(src), ip(dst), 17).with_fragment(Fragment::Later { id })
+}
+
+#[test]
+fn a_later_fragment_drops_once_its_first_fragments_rule_is_revoked() {
+    let (mut h, g, r) = dns_server();
+    assert!(is_rule(&h.r(In, &first(udp(PEER, C, ME, 53), 9), secs(0))));
+    assert_eq!(
+        h.go("eth0", In, &later(PEER, ME, 9), secs(1)),
+        accepted(Reason::FragmentFollowsFirst)
+    );
+    h.s.revoke(&g, &r).unwrap();
+    assert_eq!(
+        h.go("eth0", In, &later(PEER, ME, 9), secs(2)),
+        dropped(Reason::FragmentFollowsFirst)
+    );
+    // A first that was dropped is never followed, whatever the policy says now.
+    assert_eq!(
+        h.v(In, &first(udp(PEER, C, ME, 53), 10), secs(3)),
+        Verdict::Drop
+    );
+    h.s.authorize(
+        &g,
+        rule("ingress", "Accept", "1", "UDP", "53/53", "0.0.0.0/0"),
+    )
+    .unwrap();
+    assert_eq!(
+        h.go("eth0", In, &later(PEER, ME, 10), secs(4)),
+        dropped(Reason::FragmentFollowsFirst)
+    );
+}
+
+#[test]
+fn later_fragments_drop_after_the_fragment_timeout() {
+    let (mut h, _, _) = dns_server();
+    assert_eq!(h.s.settings.fragment_timeout_secs, 30);
+    h.go("eth0", In, &first(udp(PEER, C, ME, 53), 9), secs(0));
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 9), ms(29_999)),
+        Reason::FragmentFollowsFirst
+    );
+    assert_eq!(
+        h.go("eth0", In, &later(PEER, ME, 9), secs(30)),
+        dropped(Reason::FragmentExpired)
+    );
+    // Forgotten once found expired.
+    assert_eq!(h.t.fragments(), 0);
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 9), secs(31)),
+        Reason::LaterFragment
+    );
+    // Configurable.
+    let mut settings = h.s.settings.clone();
+    settings.fragment_timeout_secs = 2;
+    h.s.set_settings(settings).unwrap();
+    h.go("eth0", In, &first(udp(PEER, C, ME, 53), 11), secs(40));
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 11), secs(41)),
+        Reason::FragmentFollowsFirst
+    );
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 11), secs(42)),
+        Reason::FragmentExpired
+    );
+}
+
+#[test]
+fn a_fragmented_reply_of_a_live_session_passes_across_an_unrelated_policy_change() {
+    let mut h = outbound_host();
+    h.go("eth0", Out, &udp(ME, C, PEER, 53), secs(0));
+    assert_eq!(
+        h.r(In, &first(udp(PEER, 53, ME, C), 3), secs(1)),
+        Reason::Session
+    );
+    let g = h.s.groups.keys().next().unwrap().clone();
+    h.s.authorize(
+        &g,
+        rule("ingress", "Accept", "1", "TCP", "8080/8080", "192.0.2.0/24"),
+    )
+    .unwrap();
+    assert_eq!(
+        h.go("eth0", In, &later(PEER, ME, 3), secs(2)),
+        accepted(Reason::FragmentFollowsFirst)
+    );
+}
+
+#[test]
+fn deciding_a_first_fragment_again_changes_no_session() {
+    let mut h = outbound_host();
+    h.go("eth0", Out, &udp(ME, C, PEER, 53), secs(0));
+    h.go("eth0", In, &first(udp(PEER, 53, ME, C), 3), secs(1));
+    let before = h.only();
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 3), secs(5)),
+        Reason::FragmentFollowsFirst
+    );
+    // Not refreshed by the later fragment.
+    assert_eq!(h.only(), before);
+    // The session no longer allowed: its fragments drop, and the entry stays
+    // until a packet of the session itself finds it revoked.
+    let g = h.s.groups.keys().next().unwrap().clone();
+    h.s.authorize(&g, rule("egress", "Drop", "1", "UDP", "53/53", "0.0.0.0/0"))
+        .unwrap();
+    assert_eq!(h.v(In, &later(PEER, ME, 3), secs(6)), Verdict::Drop);
+    assert_eq!(h.only(), before);
+    assert_eq!(h.v(In, &udp(PEER, 53, ME, C), secs(7)), Verdict::Drop);
+    assert!(h.t.is_empty());
+    // Nor does an accepted first decided again start one.
+    let (mut d, _, _) = dns_server();
+    d.go("eth0", In, &first(udp(PEER, C, ME, 53), 4), secs(0));
+    d.t.flush();
+    assert_eq!(
+        d.r(In, &later(PEER, ME, 4), secs(1)),
+        Reason::FragmentFollowsFirst
+    );
+    assert!(d.t.is_empty());
+}
+
+#[test]
+fn an_ipv6_later_fragment_between_mapped_addresses_does_not_follow_an_ipv4_first() {
+    let (mut h, _, _) = dns_server();
+    h.go("eth0", In, &first(udp(PEER, C, ME, 53), 9), secs(0));
+    let mapped = |a: &str| format!("::ffff:{a}");
+    assert_eq!(
+        h.r(In, &later(&mapped(PEER), &mapped(ME), 9), secs(1)),
+        Reason::LaterFragment
+    );
+    assert_eq!(
+        h.r(In, &later(PEER, ME, 9), secs(1)),
+        Reason::FragmentFollowsFirst
+    );
 }
 
 // ---- related ICMP errors ---------------------------------------------------------

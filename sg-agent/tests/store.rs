@@ -132,6 +132,7 @@ fn rich_state() -> Rich {
             other_secs: 600,
             ..SessionTimeouts::default()
         },
+        fragment_timeout_secs: 45,
         snapshot_retention_days: 7,
     })
     .unwrap();

@@ -58,6 +58,8 @@ pub const BAD_IPV6_EXT: u32 = 19;
 pub const BAD_L4: u32 = 20;
 /// ARP packet shorter than its fixed header.
 pub const BAD_ARP: u32 = 21;
+/// IPv6 extension chain with a second fragment header (SPEC §3 item 8).
+pub const BAD_IPV6_FRAG: u32 = 22;
 
 /// Slots reserved per hook direction; counters are numbered below this.
 pub const SLOTS: u32 = 32;
@@ -79,7 +81,7 @@ pub const fn index(dir: u32, counter: u32) -> u32 {
 }
 
 /// Human-readable names, for the agent's tables (index = counter number).
-pub const NAMES: [(u32, &str); 22] = [
+pub const NAMES: [(u32, &str); 23] = [
     (PACKETS, "packets"),
     (NON_IP, "non_ip"),
     (ARP, "arp"),
@@ -102,6 +104,7 @@ pub const NAMES: [(u32, &str); 22] = [
     (BAD_IPV6_EXT, "bad_ipv6_ext"),
     (BAD_L4, "bad_l4"),
     (BAD_ARP, "bad_arp"),
+    (BAD_IPV6_FRAG, "bad_ipv6_frag"),
 ];
 
-const _: () = assert!(BAD_ARP < SLOTS);
+const _: () = assert!(BAD_IPV6_FRAG < SLOTS);

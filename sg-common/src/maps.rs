@@ -32,19 +32,19 @@ pub const OWN_ADDR_ENTRIES: u32 = MAX_NICS * 2 * OWN_PER_NIC;
 pub const PLAT4: &str = "SG_PLAT4_V1";
 pub const PLAT6: &str = "SG_PLAT6_V1";
 pub const PLATFORM_ENTRIES: u32 = 1024;
-pub const SETTINGS: &str = "SG_SETTINGS_V2";
-pub const FRAGS: &str = "SG_FRAGS_V1";
+pub const SETTINGS: &str = "SG_SETTINGS_V3";
+pub const FRAGS: &str = "SG_FRAGS_V2";
 pub const FRAG_ENTRIES: u32 = 65536;
 pub const RULE_STATS: &str = "SG_RULESTATS_V1";
 pub const RULE_STATS_LEN: u32 = MAX_TABLES * MAX_RANKS;
 pub const REASONS: &str = "SG_REASONS_V1";
 pub const REASONS_LEN: u32 = MAX_NICS * 2 * reason::SLOTS;
 pub const LAST: &str = "SG_LAST_V1";
-pub const SESSIONS: &str = "SG_SESSIONS_V1";
+pub const SESSIONS: &str = "SG_SESSIONS_V2";
 /// Sessions the table holds unless the agent is told otherwise (at load time).
 pub const SESSION_ENTRIES: u32 = 262_144;
 pub const SESSION_EVENTS: &str = "SG_SESSION_EVENTS_V1";
-pub const SCRATCH: &str = "SG_SCRATCH_V2";
+pub const SCRATCH: &str = "SG_SCRATCH_V3";
 /// Which store's state the data plane enforces (`crate::agent::AgentRecord`).
 pub const AGENT: &str = "SG_AGENT_V1";
 
@@ -53,8 +53,14 @@ pub const PROG_XDP: &str = "sg_xdp";
 pub const PROG_TC_EGRESS: &str = "sg_tc_egress";
 /// The receive side on TC instead of XDP (attach mode `tc`).
 pub const PROG_TC_INGRESS: &str = "sg_tc_ingress";
+/// TC ingress beside an XDP receive side: drops what XDP cannot see, frames
+/// with a VLAN tag beside their bytes leaving an anti-spoofed NIC.
+pub const PROG_TC_TAG_GUARD: &str = "sg_tc_tag_guard";
 /// An XDP program that only passes: the benchmark's floor, never attached.
 pub const PROG_BENCH_FLOOR: &str = "sg_bench_floor";
+/// A TC program that tags every packet out of band (VLAN 100), for tests;
+/// never attached by the agent.
+pub const PROG_TEST_VLAN_PUSH: &str = "sg_test_vlan_push";
 
 /// The drop log (`crate::droplog`): ring buffer of [`crate::droplog::DropRecord`]s.
 pub const DROPLOG: &str = "SG_DROPLOG_V1";

@@ -2,7 +2,7 @@
 
 use crate::agent::AgentRecord;
 use crate::policy::{
-    AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, OwnAddrKey,
+    AddrKeyV4, AddrKeyV6, BitsKey, FragFirst, FragKey, IfaceConfig, LastDecision, OwnAddrKey,
     PortBounds, RuleBits, RuleStats, Settings, TableMeta,
 };
 use crate::session::{SessionEntry, SessionKey};
@@ -19,7 +19,7 @@ unsafe impl aya::Pod for AddrKeyV6 {}
 unsafe impl aya::Pod for OwnAddrKey {}
 unsafe impl aya::Pod for Settings {}
 unsafe impl aya::Pod for FragKey {}
-unsafe impl aya::Pod for FragVerdict {}
+unsafe impl aya::Pod for FragFirst {}
 unsafe impl aya::Pod for RuleStats {}
 unsafe impl aya::Pod for LastDecision {}
 unsafe impl aya::Pod for SessionKey {}

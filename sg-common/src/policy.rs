@@ -192,6 +192,10 @@ pub struct Settings {
     /// Session idle timeouts in nanoseconds, by `session::timeout` class.
     /// Zero (never written) expires every session at once: stateless, never open.
     pub timeouts_ns: [u64; crate::session::timeout::COUNT],
+    /// How long a first fragment is remembered for its later fragments, in
+    /// nanoseconds, counted from when it was seen (SPEC §3 item 8). Zero
+    /// (never written) forgets it at once: every later fragment drops.
+    pub fragment_timeout_ns: u64,
 }
 
 pub mod settings_flags {
@@ -202,6 +206,9 @@ pub mod settings_flags {
 }
 
 /// Key of the fragment table: a datagram seen on a NIC in a direction.
+/// Addresses as in the parser's summary (IPv4 as `::ffff:a.b.c.d`): the
+/// family keeps an IPv6 datagram between IPv4-mapped addresses apart from
+/// the IPv4 datagram with the same bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -209,17 +216,57 @@ pub struct FragKey {
     pub dir: u32,
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    /// IP identification (IPv4, 16 bits) or fragment header identification
+    /// (IPv6, 32 bits).
     pub id: u32,
-    pub proto: u32,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding: always zero (hash keys compare every byte).
+    pub pad: u16,
 }
 
-/// The decision of a datagram's first fragment.
-#[repr(C)]
+/// Flags of [`FragFirst::flags`].
+pub mod frag_flags {
+    /// The first fragment carried a VLAN tag.
+    pub const TAGGED: u8 = 1;
+    /// `nd_target` holds a neighbour advertisement's target.
+    pub const ND_TARGET: u8 = 2;
+    /// The `q_*` fields hold an ICMP error's quoted header.
+    pub const QUOTE: u8 = 4;
+}
+
+/// What is remembered of a datagram's first fragment: its verdict, when it
+/// was seen, and every field of its parsed header that a decision reads
+/// beyond the key (ports, flags, ICMP fields, a neighbour advertisement's
+/// target, an ICMP error's quote), so a later fragment can have the first
+/// decided again under the policy in force (SPEC §3 item 8).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragVerdict {
+pub struct FragFirst {
+    /// `bpf_ktime_get_coarse_ns` when the first fragment was decided.
+    pub seen_ns: u64,
+    /// 8-aligned, so the program copies each as two words.
+    pub nd_target: [u8; 16],
+    pub q_src: [u8; 16],
+    pub q_dst: [u8; 16],
+    /// The first fragment's verdict ([`verdict`]).
     pub verdict: u32,
+    /// Host order.
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_id: u16,
+    pub q_sport: u16,
+    pub q_dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub tcp_flags: u8,
+    pub q_proto: u8,
+    pub q_type: u8,
+    /// [`frag_flags`].
+    pub flags: u8,
     /// Explicit padding: always zero.
-    pub pad: u32,
+    pub pad: [u8; 4],
 }
 
 /// Per-rule counters (per CPU), index `tag * MAX_RANKS + rank`.
@@ -255,8 +302,12 @@ const _: () = assert!(size_of::<AddrKeyV4>() == 8);
 const _: () = assert!(size_of::<AddrKeyV6>() == 20);
 const _: () = assert!(size_of::<OwnAddrKey>() == 24);
 const _: () = assert!(size_of::<FragKey>() == 48);
+const _: () = assert!(size_of::<FragFirst>() == 80);
+const _: () = assert!(core::mem::offset_of!(FragFirst, nd_target).is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(FragFirst, q_src).is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(FragFirst, q_dst).is_multiple_of(8));
 const _: () = assert!(size_of::<LastDecision>() == 24);
-const _: () = assert!(size_of::<Settings>() == 40);
+const _: () = assert!(size_of::<Settings>() == 48);
 const _: () = assert!(MAX_INTERVALS == 1 << INTERVAL_SEARCH_STEPS);
 const _: () = assert!(MAX_RANKS >= 1000 + 10);
 const _: () = assert!(MAX_RANKS as usize == WORDS * 64);

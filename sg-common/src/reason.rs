@@ -30,11 +30,12 @@ pub const NOT_IP: u32 = 11;
 pub const NEIGHBOUR_DISCOVERY: u32 = 12;
 /// Step 2: ICMP fragmentation needed / ICMPv6 packet too big.
 pub const PATH_MTU: u32 = 13;
-/// Step 2: to or from a platform address.
+/// Step 2: the peer (ingress: source; egress: destination) is a platform address.
 pub const PLATFORM_ADDRESS: u32 = 14;
 /// Step 3: egress TCP to port 25.
 pub const PORT_25: u32 = 15;
-/// Step 8: a later fragment, given its first fragment's verdict.
+/// Step 8: a later fragment, given its first fragment's verdict, the first
+/// decided again under the policy in force.
 pub const FRAGMENT_FOLLOWS_FIRST: u32 = 16;
 /// Step 8: a later fragment whose first was never seen: dropped.
 pub const FRAGMENT_NO_FIRST: u32 = 17;
@@ -47,12 +48,18 @@ pub const NO_TABLE: u32 = 19;
 pub const SESSION: u32 = 20;
 /// Step 4: an ICMP error quoting a live session, towards its sender.
 pub const RELATED: u32 = 21;
+/// Step 0: a VLAN-tagged frame (802.1Q or 802.1ad, in the frame or offloaded
+/// beside it) leaving an anti-spoofed NIC.
+pub const SPOOF_TAGGED: u32 = 22;
+/// Step 8: a later fragment whose first fragment was seen longer ago than
+/// the fragment timeout: dropped.
+pub const FRAGMENT_EXPIRED: u32 = 23;
 
 /// Slots per (NIC, direction) in the reason counters.
 pub const SLOTS: u32 = 32;
 
 /// Names, for the agent's tables (index = reason).
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 24] = [
     "none",
     "rule",
     "default_intra_group",
@@ -75,4 +82,9 @@ pub const NAMES: [&str; 22] = [
     "no_table",
     "session",
     "related",
+    "spoof_tagged",
+    "fragment_expired",
 ];
+
+const _: () = assert!(NAMES.len() == FRAGMENT_EXPIRED as usize + 1);
+const _: () = assert!(FRAGMENT_EXPIRED < SLOTS);

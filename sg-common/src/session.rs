@@ -3,13 +3,19 @@
 //! A session is keyed by its NIC and its *normalised* 5-tuple: the two
 //! endpoints (address, port) are stored in a fixed order, so a packet and its
 //! reply find the same entry with one lookup. ICMP echo uses its identifier
-//! as both ports. The value says which endpoint sent the first packet and in
-//! which policy direction, which is all it takes to rebuild that first packet
-//! and decide it again after a policy change.
+//! as both ports, and its key is *directed* (SPEC §4: an echo session admits
+//! requests from its initiator and replies from its responder, nothing
+//! else): endpoint `a` is always the initiator, so an echo request and the
+//! reply to it find the entry, while a request from the responder with the
+//! same identifier keys a session of its own. The value says which endpoint
+//! sent the first packet and in which policy direction, which is all it
+//! takes to rebuild that first packet and decide it again after a policy
+//! change.
 
 /// Key: NIC and normalised tuple. Addresses are the 16 bytes of the packet
 /// summary (IPv4 as `::ffff:a.b.c.d`) as two native-order words, endpoint `a`
-/// being the one that sorts first by ([`SessionKey::a`], `port_a`).
+/// being the one that sorts first by ([`SessionKey::a`], `port_a`) — except
+/// for ICMP echo, where `a` is the initiator (the echo request's source).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionKey {

@@ -7,27 +7,30 @@
 //! (`sg_common::policy`); the AND of the vectors has the deciding rank as its
 //! lowest set bit.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
+    counter::VLAN,
     droplog::hook,
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER, FragKey,
-        FragVerdict, INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS,
-        NO_RANK, OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS,
-        bits_kind, iface_flags, own_key_nic, settings_flags, table_tag, verdict,
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
+        INTERVAL_SEARCH_STEPS, IfaceConfig, LastDecision, MAX_INTERVALS, MAX_RANKS, NO_RANK,
+        OWN_KEY_PREFIX_BITS, OwnAddrKey, PROTO_OTHER, RuleBits, TableMeta, WORDS, bits_kind,
+        iface_flags, own_key_nic, settings_flags, table_tag, verdict,
     },
     reason,
 };
 
 use crate::{
-    droplog,
+    droplog, fragment,
     maps::{
-        SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_FRAGS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4,
-        SG_PLAT6, SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
+        SG_ADDR4, SG_ADDR6, SG_BITS, SG_BOUNDS, SG_IFACES, SG_LAST, SG_OWN, SG_PLAT4, SG_PLAT6,
+        SG_REASONS, SG_RULE_STATS, SG_SETTINGS, SG_TABLES,
     },
     parse::{
         FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_ARP,
-        L3_OTHER, L3_V4, Summary,
+        L3_OTHER, L3_V4, Summary, fresh,
     },
     session,
 };
@@ -82,11 +85,16 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
         cfg.xdp_dir
     };
     let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
-    let d = decide_bound(&cfg, dir, tag, s);
+    decide_bound(&cfg, dir, tag, s);
+    let d = settled();
+    // The summary's fields are read again below (remembered, logged) through
+    // a pointer the compiler cannot see is the same one, so it does not keep
+    // what the steps loaded live across them (see `settle`).
+    let s = core::hint::black_box(s);
     // A truncated first fragment opens no datagram: its later fragments then
     // find no first and drop, as the first did.
-    if s.frag == FRAG_FIRST && d.reason != reason::MALFORMED {
-        remember_first_fragment(cfg.nic, dir, s, d.verdict);
+    if fresh(&s.frag) == FRAG_FIRST && d.reason != reason::MALFORMED {
+        fragment::remember_first(cfg.nic, dir, s, d.verdict);
     }
     record(&cfg, dir, tag, &d, frame_len);
     if d.verdict != verdict::ACCEPT {
@@ -95,31 +103,132 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     d.verdict
 }
 
+/// The tag guard (`sg_tc_tag_guard`): where XDP decides a NIC's receive
+/// side, the workload's egress in `port` mode, a VLAN tag the kernel keeps
+/// beside the frame (`skb->vlan_tci`) is invisible to it. TC ingress, after
+/// XDP passed the frame, sees it: a tagged frame leaving an anti-spoofed NIC
+/// drops there (counted as [`reason::SPOOF_TAGGED`]); everything else is
+/// left to the decision XDP made. Returns [`verdict::ACCEPT`] or
+/// [`verdict::DROP`].
 #[inline(always)]
-fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) -> Decision {
+pub fn tag_guard(ifindex: u32, tagged_beside: bool) -> u32 {
+    if !tagged_beside {
+        return verdict::ACCEPT;
+    }
+    // SAFETY: read-only lookup (see `decide`).
+    let Some(cfg) = (unsafe { SG_IFACES.get(&ifindex) }) else {
+        return verdict::ACCEPT;
+    };
+    if cfg.xdp_dir != DIR_EGRESS || cfg.flags & iface_flags::ANTI_SPOOF == 0 {
+        return verdict::ACCEPT;
+    }
+    let idx = (cfg.nic * 2 + DIR_EGRESS) * reason::SLOTS + reason::SPOOF_TAGGED;
+    if let Some(c) = SG_REASONS.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot.
+        unsafe { *c += 1 };
+    }
+    verdict::DROP
+}
+
+/// Leaves decision `d` in this CPU's last-decision entry, where the steps
+/// after it read it back ([`settled`]). Every step settles its decision as
+/// soon as it is made, with volatile stores, rather than returning it: a
+/// value returned from deep inside the steps is one the compiler merges
+/// from every exit, setting its constants early on shared paths and keeping
+/// them live across the steps that follow; the verifier then sees paths that
+/// differ only in those constants and checks everything after them once per
+/// combination (which exceeded its budget). Read back from map memory, a
+/// decision is one unknown value for every path.
+#[inline(always)]
+fn settle(d: Decision) {
+    if let Some(last) = SG_LAST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; stores to fields of a valid entry.
+        unsafe {
+            write_volatile(&raw mut (*last).verdict, d.verdict);
+            write_volatile(&raw mut (*last).reason, d.reason);
+            write_volatile(&raw mut (*last).rank, d.rank);
+        }
+    }
+}
+
+/// The decision [`settle`] left; a drop if there is none (never expected).
+#[inline(always)]
+fn settled() -> Decision {
+    let Some(last) = SG_LAST.get_ptr_mut(0) else {
+        return drop(reason::NONE);
+    };
+    // SAFETY: this CPU's slot; loads of fields of a valid entry.
+    unsafe {
+        Decision {
+            verdict: read_volatile(&raw const (*last).verdict),
+            reason: read_volatile(&raw const (*last).reason),
+            rank: read_volatile(&raw const (*last).rank),
+        }
+    }
+}
+
+/// SPEC §3 for a bound NIC, settled ([`settle`]). A later fragment goes
+/// through steps 0 to 2 on its own header; then its datagram's first
+/// fragment, as remembered, is decided again under the policy in force
+/// (step 8) by the same code as any whole packet, marked `again` so the
+/// decision changes no session.
+#[inline(always)]
+fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
+    let mut pkt = s;
+    if fresh(&s.frag) == FRAG_LATER {
+        let d = before_sessions(cfg, dir, s).unwrap_or(drop(reason::FRAGMENT_NO_FIRST));
+        if d.reason != reason::FRAGMENT_NO_FIRST {
+            return settle(d);
+        }
+        pkt = match fragment::first(cfg.nic, dir, s) {
+            Ok(first) => first,
+            Err(d) => return settle(d),
+        };
+    }
+    decide_whole(cfg, dir, tag, pkt);
+    if fresh(&pkt.again) {
+        settle(fragment::follows(&settled()));
+    }
+}
+
+/// Steps 0 to 7 for a packet with its upper-layer header (a whole datagram,
+/// a first fragment, or one rebuilt to be decided again), settled.
+#[inline(always)]
+fn decide_whole(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
     if let Some(d) = before_sessions(cfg, dir, s) {
-        return d;
+        return settle(d);
     }
     // Step 4.
     if let Some(d) = session::lookup(cfg, s) {
-        return d;
+        return settle(d);
     }
     let d = rules(tag, dir, s);
+    settle(d);
     // Step 7.
     session::start(cfg, dir, s, &d);
-    d
 }
 
-/// Steps 0 to 3 and the later-fragment step: everything that decides before
-/// sessions are looked at. `None` if the packet gets that far undecided.
+/// Steps 0 to 3: everything that decides before sessions are looked at.
+/// `None` if the packet gets that far undecided. A later fragment that steps
+/// 0 to 2 leave undecided has no upper-layer header for the rest: it gets
+/// the decision of a later fragment whose first was never seen
+/// ([`reason::FRAGMENT_NO_FIRST`]), which `decide_bound` replaces by its
+/// first fragment's decided again. It is never `None`: a later fragment
+/// must not reach the session and rule steps, whose cost the verifier would
+/// otherwise pay once more for it (the summary is read from map memory, so
+/// the verifier cannot know that `decide_bound` only passes whole packets).
 #[inline(always)]
 pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decision> {
     if s.class == sg_common::counter::MALFORMED {
         return Some(drop(reason::MALFORMED));
     }
     let guarded = dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0;
+    // Step 0: only untagged IPv4, IPv6 and ARP leave an anti-spoofed NIC.
+    if guarded && s.markers & (1 << VLAN) != 0 {
+        return Some(drop(reason::SPOOF_TAGGED));
+    }
     if s.l3 == L3_ARP {
-        if guarded && !owns(cfg, &s.src) {
+        if guarded && !owns(cfg, 4, &s.src) {
             return Some(drop(reason::SPOOF_ARP));
         }
         return Some(accept(reason::NOT_IP));
@@ -132,15 +241,16 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
         });
     }
     let v4 = s.l3 == L3_V4;
+    let family = if v4 { 4 } else { 6 };
     let whole = s.frag != FRAG_LATER;
     let icmp6 = !v4 && s.proto == IPPROTO_ICMPV6 && whole;
     let nd = icmp6 && s.icmp_type >= 133 && s.icmp_type <= 137;
     // Step 0: anti-spoofing.
     if guarded {
-        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg, &s.nd_target)) {
+        if icmp6 && s.icmp_type == 136 && !(s.has_nd_target && owns(cfg, 6, &s.nd_target)) {
             return Some(drop(reason::SPOOF_ND_TARGET));
         }
-        if !owns(cfg, &s.src) && !spoof_exempt(s, nd) {
+        if !owns(cfg, family, &s.src) && !spoof_exempt(s, nd) {
             return Some(drop(reason::SPOOF_SOURCE));
         }
     }
@@ -156,14 +266,16 @@ pub fn before_sessions(cfg: &IfaceConfig, dir: u32, s: &Summary) -> Option<Decis
         return Some(accept(reason::PATH_MTU));
     }
     let settings = SG_SETTINGS.get(0).map_or(0, |st| st.flags);
-    if settings & settings_flags::PLATFORM_ADDRESSES != 0
-        && (platform(v4, &s.src) || platform(v4, &s.dst))
-    {
+    // The exemption is for traffic whose peer is a platform address: an
+    // ingress packet's source, an egress packet's destination. Never the
+    // NIC's own side, or anyone could reach a NIC past its rules by
+    // addressing it through a platform address.
+    let peer = if dir == DIR_INGRESS { &s.src } else { &s.dst };
+    if settings & settings_flags::PLATFORM_ADDRESSES != 0 && platform(v4, peer) {
         return Some(accept(reason::PLATFORM_ADDRESS));
     }
-    // Step 8: a later fragment follows its first.
     if !whole {
-        return Some(later_fragment(cfg.nic, dir, s));
+        return Some(drop(reason::FRAGMENT_NO_FIRST));
     }
     // Step 3: platform policy.
     if dir == DIR_EGRESS
@@ -225,14 +337,17 @@ fn spoof_exempt(s: &Summary, nd: bool) -> bool {
     nd && s.icmp_type == 135 && s.src == [0; 16]
 }
 
-/// Whether `addr` is one of the NIC's own addresses in the slot in force.
+/// Whether `addr`, an address of `family` (4 or 6: the packet's, never
+/// guessed from the bytes), is one of the NIC's own addresses or extra
+/// allowed prefixes in the slot in force (own addresses switch with the
+/// tables). IPv4 is stored mapped (`::ffff:a.b.c.d`) with family 4, so an
+/// IPv6 packet from `::ffff:a.b.c.d` never owns the NIC's IPv4 `a.b.c.d`.
+/// The one place the own-address key is formed.
 #[inline(always)]
-fn owns(cfg: &IfaceConfig, addr: &[u8; 16]) -> bool {
-    // IPv4 is stored mapped (`::ffff:a.b.c.d`): the family tells them apart.
-    let v4 = addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+fn owns(cfg: &IfaceConfig, family: u32, addr: &[u8; 16]) -> bool {
     let key = OwnAddrKey {
         nic: own_key_nic(cfg.nic, cfg.slot & 1),
-        family: if v4 { 4 } else { 6 },
+        family,
         addr: *addr,
     };
     SG_OWN
@@ -248,35 +363,6 @@ fn platform(v4: bool, addr: &[u8; 16]) -> bool {
             .is_some()
     } else {
         SG_PLAT6.get(&Key::new(128, *addr)).is_some()
-    }
-}
-
-#[inline(always)]
-fn frag_key(nic: u32, dir: u32, s: &Summary) -> FragKey {
-    FragKey {
-        nic,
-        dir,
-        src: s.src,
-        dst: s.dst,
-        id: s.frag_id,
-        proto: u32::from(s.proto),
-    }
-}
-
-#[inline(always)]
-fn remember_first_fragment(nic: u32, dir: u32, s: &Summary, v: u32) {
-    let value = FragVerdict { verdict: v, pad: 0 };
-    // Best effort: if this fails, the later fragments are dropped (safe).
-    let _ = SG_FRAGS.insert(&frag_key(nic, dir, s), &value, 0);
-}
-
-#[inline(always)]
-fn later_fragment(nic: u32, dir: u32, s: &Summary) -> Decision {
-    // SAFETY: read-only lookup.
-    match unsafe { SG_FRAGS.get(&frag_key(nic, dir, s)) } {
-        Some(first) if first.verdict == verdict::ACCEPT => accept(reason::FRAGMENT_FOLLOWS_FIRST),
-        Some(_) => drop(reason::FRAGMENT_FOLLOWS_FIRST),
-        None => drop(reason::FRAGMENT_NO_FIRST),
     }
 }
 

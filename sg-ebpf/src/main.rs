@@ -15,6 +15,7 @@
 mod counters;
 mod decide;
 mod droplog;
+mod fragment;
 mod maps;
 mod packet;
 mod parse;
@@ -48,7 +49,9 @@ const TC_PULL_LEN: u32 = 256;
 fn sg_xdp(ctx: XdpContext) -> u32 {
     let len = ctx.data_end() - ctx.data();
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len);
-    let Some(summary) = parse_into_scratch(&pkt) else {
+    // XDP sees only the frame's bytes: a tag a driver keeps out of band is
+    // invisible here (see docs/dataplane.md, anti-spoofing and VLAN tags).
+    let Some(summary) = parse_into_scratch(&pkt, false) else {
         return xdp_action::XDP_DROP;
     };
     counters::record(DIR_INGRESS, summary);
@@ -88,6 +91,50 @@ fn sg_bench_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// TC ingress beside XDP: drops a frame leaving an anti-spoofed NIC with a
+/// VLAN tag beside its bytes, which XDP cannot see (`decide::tag_guard`).
+/// Only for receive sides that XDP decides; where TC ingress decides
+/// (`sg_tc_ingress`), that program sees the tag itself.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_tc_tag_guard(ctx: TcContext) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: the context of a classifier is its __sk_buff.
+    let (tagged_beside, ifindex) = unsafe { ((*skb).vlan_present != 0, (*skb).ifindex) };
+    match decide::tag_guard(ifindex, tagged_beside) {
+        verdict::ACCEPT => TC_ACT_UNSPEC,
+        _ => TC_ACT_SHOT,
+    }
+}
+
+/// A TC program that gives every packet a VLAN tag (id 100) beside its
+/// bytes, as a VLAN device over a NIC with transmit offload does
+/// (`bpf_skb_vlan_push`): lets tests send such frames on kernels without
+/// VLAN devices. Never attached by the agent.
+#[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's entry macros pass the context by value"
+)]
+fn sg_test_vlan_push(ctx: TcContext) -> i32 {
+    // SAFETY: the context of a classifier is its __sk_buff; the helper
+    // takes it, a TPID in network order and a TCI.
+    let err = unsafe {
+        aya_ebpf::helpers::generated::bpf_skb_vlan_push(
+            ctx.as_ptr().cast(),
+            0x8100_u16.to_be(),
+            100,
+        )
+    };
+    if err != 0 {
+        return TC_ACT_SHOT;
+    }
+    TC_ACT_UNSPEC
+}
+
 /// A TC program's body: counted under `dir`, decided (and drops logged) as `hook`.
 #[inline(always)]
 fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
@@ -107,12 +154,19 @@ fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
         warn!(ctx, "sg: bpf_skb_pull_data({}) failed: {}", want, err);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len as usize);
-    let Some(summary) = parse_into_scratch(&pkt) else {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // The receive path moves the outer tag out of the frame before TC
+    // ingress runs (`skb_vlan_untag`), and a VLAN device over a NIC with
+    // transmit offload hands TC egress an untagged frame with the tag beside
+    // it: either way the frame is tagged.
+    // SAFETY: the context of a classifier is its __sk_buff.
+    let tagged_beside = unsafe { (*skb).vlan_present } != 0;
+    let Some(summary) = parse_into_scratch(&pkt, tagged_beside) else {
         return TC_ACT_SHOT;
     };
     counters::record(dir, summary);
-    // SAFETY: the context of a classifier is its __sk_buff.
-    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+    // SAFETY: as above.
+    let ifindex = unsafe { (*skb).ifindex };
     match decide::decide(hook, ifindex, summary, u64::from(frame_len)) {
         verdict::ACCEPT => TC_ACT_UNSPEC,
         _ => TC_ACT_SHOT,
@@ -123,11 +177,14 @@ fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
 /// compiler cannot see through (see `maps::SG_SCRATCH`). `None` only if the
 /// per-CPU slot is missing, which the caller treats as a drop.
 #[inline(always)]
-fn parse_into_scratch(pkt: &Packet) -> Option<&'static parse::Summary> {
-    let slot = maps::SG_SCRATCH.get_ptr_mut(0)?;
+fn parse_into_scratch(pkt: &Packet, tagged_beside: bool) -> Option<&'static parse::Summary> {
+    let slot = maps::SG_SCRATCH.get_ptr_mut(maps::SCRATCH_PACKET)?;
     // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
     unsafe {
         parse::classify(pkt, &mut *slot);
+        if tagged_beside {
+            parse::mark_tagged_beside(&mut *slot);
+        }
         Some(&*core::hint::black_box(slot))
     }
 }

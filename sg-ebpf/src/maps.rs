@@ -13,7 +13,7 @@ use sg_common::{
         REASONS_LEN, RULE_STATS_LEN, SESSION_ENTRIES,
     },
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, FragKey, FragVerdict, IfaceConfig, LastDecision, MAX_NICS,
+        AddrKeyV4, AddrKeyV6, BitsKey, FragFirst, FragKey, IfaceConfig, LastDecision, MAX_NICS,
         MAX_TABLES, OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta,
     },
     session::{SessionEntry, SessionKey},
@@ -66,14 +66,15 @@ pub static SG_PLAT4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(PLATFORM_
 pub static SG_PLAT6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PLATFORM_ENTRIES, 0);
 
 /// Agent settings, index 0.
-#[map(name = "SG_SETTINGS_V2")]
+#[map(name = "SG_SETTINGS_V3")]
 pub static SG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
-/// First fragments' verdicts, for the later fragments of their datagram.
-/// LRU: a datagram whose entry was evicted has its later fragments dropped.
-#[map(name = "SG_FRAGS_V1")]
-pub static SG_FRAGS: LruHashMap<FragKey, FragVerdict> =
-    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+/// First fragments: verdict, time seen and the header fields a decision
+/// reads, for the later fragments of their datagram (which have the first
+/// decided again). Written by both programs. LRU: a datagram whose entry was
+/// evicted has its later fragments dropped.
+#[map(name = "SG_FRAGS_V2")]
+pub static SG_FRAGS: LruHashMap<FragKey, FragFirst> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Per-rule hits, index `tag * MAX_RANKS + rank`.
 #[map(name = "SG_RULESTATS_V1")]
@@ -90,7 +91,7 @@ pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1,
 /// Sessions (SPEC §4), shared by both programs. The agent sets the capacity
 /// at load time; LRU: when full, the least recently used session goes, and
 /// its next packet is decided by the rules again.
-#[map(name = "SG_SESSIONS_V1")]
+#[map(name = "SG_SESSIONS_V2")]
 pub static SG_SESSIONS: LruHashMap<SessionKey, SessionEntry> =
     LruHashMap::with_max_entries(SESSION_ENTRIES, 0);
 
@@ -99,13 +100,19 @@ pub static SG_SESSIONS: LruHashMap<SessionKey, SessionEntry> =
 pub static SG_SESSION_EVENTS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(sg_common::session::event::COUNT, 0);
 
-/// Scratch space for the parsed summary (index 0) and for a session's first
-/// packet rebuilt for revalidation (index 1). Going through map memory
-/// makes every parser path reach the decision with the same, imprecise
-/// verifier state, so the verifier checks the decision once rather than once
-/// per parser path (which exceeded its one-million-instruction budget).
-#[map(name = "SG_SCRATCH_V2")]
-pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(2, 0);
+/// Scratch space for the parsed summary ([`SCRATCH_PACKET`]), for a
+/// session's first packet rebuilt for revalidation ([`SCRATCH_SESSION_FIRST`])
+/// and for a later fragment's first fragment rebuilt to be decided again
+/// ([`SCRATCH_FRAGMENT_FIRST`]; the session revalidation that decision may
+/// run needs the slot before). Going through map memory makes every parser
+/// path reach the decision with the same, imprecise verifier state, so the
+/// verifier checks the decision once rather than once per parser path (which
+/// exceeded its one-million-instruction budget).
+#[map(name = "SG_SCRATCH_V3")]
+pub static SG_SCRATCH: PerCpuArray<crate::parse::Summary> = PerCpuArray::with_max_entries(3, 0);
+pub const SCRATCH_PACKET: u32 = 0;
+pub const SCRATCH_SESSION_FIRST: u32 = 1;
+pub const SCRATCH_FRAGMENT_FIRST: u32 = 2;
 
 /// The drop log's records (`sg_common::droplog::DropRecord`), read by the
 /// agent. Written only on the drop path, rate-limited; when full (nobody

@@ -10,8 +10,9 @@ use core::ptr::write_volatile;
 
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr};
 use sg_common::counter::{
-    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_L2, BAD_L4, FRAGMENT, GRE, ICMP, ICMPV6,
-    IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4, TCP, UDP, VLAN,
+    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
+    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4,
+    TCP, UDP, VLAN,
 };
 
 use crate::packet::Packet;
@@ -88,10 +89,18 @@ pub struct Summary {
     pub q_sport: u16,
     pub q_dport: u16,
     pub q_proto: u8,
+    /// The quoted header's ICMP type (for a quoted echo: request or reply).
+    pub q_type: u8,
     /// An ICMP error's quoted header was read into the `q_*` fields: IP of
     /// the packet's family, first fragment, and (for TCP, UDP and echo) the
     /// port bytes present. ICMP errors quoting anything else relate to nothing.
     pub has_quote: bool,
+    /// Not a packet that crossed: a later fragment's first fragment, rebuilt
+    /// to be decided again (`crate::fragment`). Its decision only looks: it
+    /// starts, refreshes, advances and removes no session. Read from map
+    /// memory, the verifier cannot tell the two kinds apart, and checks the
+    /// steps they share once.
+    pub again: bool,
 }
 
 pub const L3_OTHER: u8 = 0;
@@ -167,6 +176,47 @@ pub fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
     }
 }
 
+/// Marks `s` as VLAN-tagged when the hook knows of a tag beside the frame's
+/// bytes (TC: `skb->vlan_tci`, e.g. after the receive path untagged the
+/// frame, or from a VLAN device over a NIC with transmit offload): a tag all
+/// the same, though the data alone looks untagged. Done after [`classify`],
+/// not inside it: a flag live through the parser would have the verifier
+/// check every parser path twice.
+#[inline(always)]
+pub fn mark_tagged_beside(s: &mut Summary) {
+    // SAFETY: plain loads and stores of a field of a valid `&mut Summary`.
+    unsafe {
+        let m = core::ptr::read_volatile(&raw const s.markers);
+        write_volatile(&raw mut s.markers, m | 1 << VLAN);
+    }
+}
+
+/// Reads `field` of a summary (which lives in map memory) afresh, with a
+/// volatile load: the verifier then sees an unknown value rather than one an
+/// earlier branch on the same field pinned, so paths that branched on it
+/// join again instead of being checked twice over all that follows. For
+/// fields read on both sides of a long inlined step (see `decide` and
+/// `session`).
+#[inline(always)]
+pub fn fresh<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference to a valid, initialised field.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// The 16 bytes of an 8-aligned address field (of [`Summary`], or of a map
+/// value laid out for it, such as `sg_common::policy::FragFirst`) as two
+/// native-order words, read as words.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "only called on 8-aligned address fields (see the doc)"
+)]
+pub fn aligned_words(a: &[u8; 16]) -> [u64; 2] {
+    let p = a.as_ptr().cast::<u64>();
+    // SAFETY: an 8-aligned field of 16 bytes (see the doc).
+    unsafe { [p.read(), p.add(1).read()] }
+}
+
 /// The 16 bytes of `a` as two native-order words.
 #[inline(always)]
 fn words(a: [u8; 16]) -> (u64, u64) {
@@ -239,7 +289,9 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
         write_volatile(&raw mut s.q_sport, 0);
         write_volatile(&raw mut s.q_dport, 0);
         write_volatile(&raw mut s.q_proto, 0);
+        write_volatile(&raw mut s.q_type, 0);
         write_volatile(&raw mut s.has_quote, false);
+        write_volatile(&raw mut s.again, false);
     }
     let Some(eth) = pkt.read::<EthHdr>(0) else {
         return s.malformed(BAD_L2);
@@ -338,6 +390,7 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
     put_words(&mut s.dst, hi, lo);
     let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
+    let mut fragment_seen = false;
     // Walk at most MAX_IPV6_EXT extension headers (SPEC §3 item 9).
     for _ in 0..MAX_IPV6_EXT {
         if !is_ipv6_ext(next) {
@@ -358,6 +411,13 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
             return s.malformed(BAD_IPV6_EXT);
         }
         if next == IPPROTO_FRAGMENT {
+            // One datagram has one fragment header. A second one would make
+            // a first fragment look like a later fragment of another
+            // datagram and ride that datagram's verdict undecided.
+            if fragment_seen {
+                return s.malformed(BAD_IPV6_FRAG);
+            }
+            fragment_seen = true;
             let Some(frag) = pkt.read::<[u8; 8]>(off) else {
                 return s.malformed(BAD_IPV6_EXT);
             };
@@ -499,6 +559,7 @@ fn quote(pkt: &Packet, v4: bool, off: usize, end: usize, s: &mut Summary) {
         let id = u16::from_be_bytes([h[4], h[5]]);
         s.q_sport = id;
         s.q_dport = id;
+        s.q_type = h[0];
     } else if l4 > end {
         return;
     }

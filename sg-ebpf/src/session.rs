@@ -20,28 +20,28 @@ use sg_common::{
 
 use crate::{
     decide::{Decision, accept, before_sessions, rules},
-    maps::{SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
+    maps::{SCRATCH_SESSION_FIRST, SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
         FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
-        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, icmp4_error, icmp6_error,
-        put_words,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, aligned_words as words, echo, echo_request, fresh,
+        icmp4_error, icmp6_error, put_words,
     },
 };
 
-/// The 16 address bytes of a summary field as two native-order words.
-#[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "Summary is 8-byte aligned and its addresses sit at multiples of 16"
-)]
-fn words(a: &[u8; 16]) -> [u64; 2] {
-    let p = a.as_ptr().cast::<u64>();
-    // SAFETY: an address field of `Summary` (see its layout).
-    unsafe { [p.read(), p.add(1).read()] }
+/// How a tuple's endpoints are ordered in its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The endpoint that sorts first is `a`: a packet and its reply meet.
+    Sorted,
+    /// The source is `a` (an echo request: its source is the initiator).
+    SrcFirst,
+    /// The destination is `a` (an echo reply: its destination is the initiator).
+    DstFirst,
 }
 
-/// The normalised key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
+/// The key of a tuple, and which side (`SIDE_A`/`SIDE_B`) its source is.
 #[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a tuple, spelled out")]
 fn key(
     nic: u32,
     v4: bool,
@@ -50,10 +50,15 @@ fn key(
     sport: u16,
     dst: &[u8; 16],
     dport: u16,
+    order: Order,
 ) -> (SessionKey, u8) {
     let s = words(src);
     let d = words(dst);
-    let src_first = (s[0], s[1], sport) <= (d[0], d[1], dport);
+    let src_first = match order {
+        Order::Sorted => (s[0], s[1], sport) <= (d[0], d[1], dport),
+        Order::SrcFirst => true,
+        Order::DstFirst => false,
+    };
     let (a, port_a, b, port_b, side) = if src_first {
         (s, sport, d, dport, SIDE_A)
     } else {
@@ -73,22 +78,35 @@ fn key(
     (key, side)
 }
 
+/// How an echo message of type `icmp_type` orders its key: echo sessions
+/// are directed (SPEC §4: requests from the initiator, replies from the
+/// responder), so a request from the responder keys a session of its own.
+#[inline(always)]
+fn echo_order(v4: bool, icmp_type: u8) -> Order {
+    if icmp_type == echo_request(v4) {
+        Order::SrcFirst
+    } else {
+        Order::DstFirst
+    }
+}
+
 /// The session key of a packet (not a later fragment): ports for TCP and
-/// UDP, the identifier for echo, none for other ICMP, no ports otherwise.
+/// UDP, the identifier for echo (directed), none for other ICMP, no ports
+/// otherwise.
 #[inline(always)]
 fn packet_key(nic: u32, s: &Summary) -> Option<(SessionKey, u8)> {
     let v4 = s.l3 == L3_V4;
-    let (sport, dport) = match s.proto {
-        IPPROTO_TCP | IPPROTO_UDP => (s.sport, s.dport),
+    let (sport, dport, order) = match s.proto {
+        IPPROTO_TCP | IPPROTO_UDP => (s.sport, s.dport, Order::Sorted),
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             if !own_icmp(v4, s.proto) || !echo(v4, s.icmp_type) {
                 return None;
             }
-            (s.icmp_id, s.icmp_id)
+            (s.icmp_id, s.icmp_id, echo_order(v4, s.icmp_type))
         }
-        _ => (0, 0),
+        _ => (0, 0, Order::Sorted),
     };
-    Some(key(nic, v4, s.proto, &s.src, sport, &s.dst, dport))
+    Some(key(nic, v4, s.proto, &s.src, sport, &s.dst, dport, order))
 }
 
 /// ICMP of the packet's own family (ICMP in IPv4, ICMPv6 in IPv6).
@@ -108,7 +126,7 @@ fn count(ev: u32) {
 /// `CLOCK_MONOTONIC_COARSE`: a tick's resolution is plenty for timeouts of a
 /// second or more, and it is cheaper than the precise clock.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a helper without arguments.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
@@ -148,7 +166,7 @@ fn allowed(cfg: &IfaceConfig, k: &SessionKey, e: &mut SessionEntry) -> bool {
 /// endpoint as source, a SYN for TCP, an echo request for ICMP.
 #[inline(always)]
 fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
-    let slot = SG_SCRATCH.get_ptr_mut(1)?;
+    let slot = SG_SCRATCH.get_ptr_mut(SCRATCH_SESSION_FIRST)?;
     let v4 = k.family == 4;
     let (src, sport, dst, dport) = if e.initiator == SIDE_A {
         (k.a, k.port_a, k.b, k.port_b)
@@ -181,7 +199,9 @@ fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
         write_volatile(&raw mut f.frag, FRAG_NONE);
         write_volatile(&raw mut f.has_nd_target, false);
         write_volatile(&raw mut f.icmp_id, sport);
+        write_volatile(&raw mut f.q_type, 0);
         write_volatile(&raw mut f.has_quote, false);
+        write_volatile(&raw mut f.again, false);
         Some(&*core::hint::black_box(slot))
     }
 }
@@ -211,79 +231,110 @@ fn advance(bits: u8, side: u8, initiator: u8, flags: u8) -> u8 {
     next
 }
 
+/// Whether `s` is an ICMP error of its own family (the kind that can be
+/// related to a session), read afresh (see `parse::fresh`).
+#[inline(always)]
+fn icmp_error(s: &Summary) -> bool {
+    let v4 = fresh(&s.l3) == L3_V4;
+    let ty = fresh(&s.icmp_type);
+    own_icmp(v4, fresh(&s.proto)) && ((v4 && icmp4_error(ty)) || (!v4 && icmp6_error(ty)))
+}
+
 /// Step 4: the decision for a packet of a live, allowed session, or for an
 /// ICMP error related to one; `None` to go on to the rules. Entries found
-/// expired or no longer allowed are removed on the way.
+/// expired or no longer allowed are removed on the way, unless the packet is
+/// a first fragment decided again for a later one (`Summary::again`): that
+/// only looks, and changes no session (neither refreshes, advances nor
+/// removes one).
+///
+/// Both kinds go through one lookup and one revalidation (the costliest
+/// step for the verifier, being a whole decision), the kind read afresh
+/// where it matters.
 #[inline(always)]
 pub fn lookup(cfg: &IfaceConfig, s: &Summary) -> Option<Decision> {
-    let v4 = s.l3 == L3_V4;
-    if own_icmp(v4, s.proto)
-        && ((v4 && icmp4_error(s.icmp_type)) || (!v4 && icmp6_error(s.icmp_type)))
-    {
-        return related(cfg, v4, s);
-    }
-    let (k, side) = packet_key(cfg.nic, s)?;
+    let k = if icmp_error(s) {
+        related_key(cfg.nic, s)?
+    } else {
+        packet_key(cfg.nic, s)?.0
+    };
     let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
     // SAFETY: a value of the session map; other CPUs may write the same entry
     // (last writer wins on timestamps and TCP bits, which only cost timing).
     let e = unsafe { &mut *ptr };
     let now = now();
-    let bits = e.tcp;
-    let tcp_packet = s.proto == IPPROTO_TCP;
-    if expired(e, s.proto, now) {
-        return gone(&k, event::EXPIRED);
+    if expired(e, k.proto, now) {
+        return gone(&k, event::EXPIRED, s);
     }
     if !allowed(cfg, &k, e) {
-        return gone(&k, event::REVOKED);
+        return gone(&k, event::REVOKED, s);
     }
-    if tcp_packet && tcp::closing(bits) && s.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return gone(&k, event::REOPENED);
+    // Related: an error neither refreshes nor advances the session.
+    if icmp_error(s) {
+        return Some(accept(reason::RELATED));
     }
-    e.last_seen = now;
-    if tcp_packet {
-        let next = advance(bits, side, e.initiator, s.tcp_flags);
-        if next != bits {
-            e.tcp = next;
+    let bits = e.tcp;
+    let tcp_packet = fresh(&s.proto) == IPPROTO_TCP;
+    let flags = fresh(&s.tcp_flags);
+    if tcp_packet && tcp::closing(bits) && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return gone(&k, event::REOPENED, s);
+    }
+    if !fresh(&s.again) {
+        e.last_seen = now;
+        if tcp_packet {
+            // Which endpoint sent it: TCP keys are sorted, `a` first, and
+            // `a` is the source when source and destination are the same.
+            let side = if words(&s.src) == k.a && fresh(&s.sport) == k.port_a {
+                SIDE_A
+            } else {
+                SIDE_B
+            };
+            let next = advance(bits, side, e.initiator, flags);
+            if next != bits {
+                e.tcp = next;
+            }
         }
     }
     Some(accept(reason::SESSION))
 }
 
-/// An ICMP error: related if it quotes a live, allowed session and goes to
-/// the quoted packet's sender. It neither refreshes nor advances the session.
+/// The key of the session an ICMP error relates to: the one its quote
+/// belongs to, if the error goes to the quoted packet's sender. A quoted echo
+/// keys its session as the echo itself does (directed).
 #[inline(always)]
-fn related(cfg: &IfaceConfig, v4: bool, s: &Summary) -> Option<Decision> {
+fn related_key(nic: u32, s: &Summary) -> Option<SessionKey> {
     if !s.has_quote || words(&s.dst) != words(&s.q_src) {
         return None;
     }
+    let v4 = s.l3 == L3_V4;
+    let order = if own_icmp(v4, s.q_proto) {
+        echo_order(v4, s.q_type)
+    } else {
+        Order::Sorted
+    };
     let (k, _) = key(
-        cfg.nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport,
+        nic, v4, s.q_proto, &s.q_src, s.q_sport, &s.q_dst, s.q_dport, order,
     );
-    let ptr = SG_SESSIONS.get_ptr_mut(&k)?;
-    // SAFETY: as in `lookup`.
-    let e = unsafe { &mut *ptr };
-    if expired(e, s.q_proto, now()) {
-        return gone(&k, event::EXPIRED);
-    }
-    if !allowed(cfg, &k, e) {
-        return gone(&k, event::REVOKED);
-    }
-    Some(accept(reason::RELATED))
+    Some(k)
 }
 
+/// The session `k` is of no use to packet `s`: removed (and the event
+/// counted), unless `s` is decided again for a later fragment.
 #[inline(always)]
-fn gone(k: &SessionKey, ev: u32) -> Option<Decision> {
-    // Another CPU may have removed it first: either way it is gone.
-    let _ = SG_SESSIONS.remove(k);
-    count(ev);
+fn gone(k: &SessionKey, ev: u32, s: &Summary) -> Option<Decision> {
+    if !fresh(&s.again) {
+        // Another CPU may have removed it first: either way it is gone.
+        let _ = SG_SESSIONS.remove(k);
+        count(ev);
+    }
     None
 }
 
 /// Step 7: a packet the rules accepted starts a session if it is UDP, GRE or
-/// another non-TCP, non-ICMP protocol, a TCP SYN without ACK, or an echo request.
+/// another non-TCP, non-ICMP protocol, a TCP SYN without ACK, or an echo
+/// request; a first fragment decided again for a later one never does.
 #[inline(always)]
 pub fn start(cfg: &IfaceConfig, dir: u32, s: &Summary, d: &Decision) {
-    if d.verdict != verdict::ACCEPT {
+    if d.verdict != verdict::ACCEPT || fresh(&s.again) {
         return;
     }
     let v4 = s.l3 == L3_V4;

@@ -3,9 +3,9 @@
 //! independently of the eBPF parser.
 
 use sg_common::counter::{
-    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_L2, BAD_L4, FRAGMENT, GRE, ICMP, ICMPV6,
-    IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4, PACKETS, SLOTS,
-    TCP, UDP, VLAN,
+    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
+    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, MAX_IPV6_EXT, NON_IP, OTHER_L4,
+    PACKETS, SLOTS, TCP, UDP, VLAN,
 };
 
 /// Which counters one frame increments.
@@ -138,6 +138,7 @@ fn ipv6(mut f: Frame<'_>, off: usize) -> Expected {
     let mut next = h[6];
     let mut off = off + 40;
     let mut walked = 0;
+    let mut fragment_headers = 0;
     while matches!(next, 0 | 43 | 44 | 51 | 60) {
         if walked == MAX_IPV6_EXT {
             return f.bad(BAD_IPV6_EXT);
@@ -158,6 +159,11 @@ fn ipv6(mut f: Frame<'_>, off: usize) -> Expected {
             return f.bad(BAD_IPV6_EXT);
         }
         if next == 44 {
+            // One fragment header per datagram (SPEC §3 item 8).
+            fragment_headers += 1;
+            if fragment_headers > 1 {
+                return f.bad(BAD_IPV6_FRAG);
+            }
             let Some(word) = f.be16(off + 2) else {
                 return f.bad(BAD_IPV6_EXT);
             };

@@ -120,7 +120,8 @@ impl Ext {
         }
     }
 
-    fn bytes(self, next: u8) -> Vec<u8> {
+    /// The header's bytes; a fragment header carries identification `id`.
+    fn bytes(self, next: u8, id: u32) -> Vec<u8> {
         match self {
             Self::HopByHop { units } | Self::DestOpts { units } => {
                 let mut h = vec![0u8; (usize::from(units) + 1) * 8];
@@ -136,9 +137,10 @@ impl Ext {
                 vec![next, 0, 0, 0, 0, 0, 0, 0]
             }
             Self::Fragment { offset, more } => {
-                let mut h = vec![next, 0, 0, 0, 0, 0, 0x12, 0x34];
+                let mut h = vec![next, 0, 0, 0];
                 let word = (offset << 3) | u16::from(more);
                 h[2..4].copy_from_slice(&word.to_be_bytes());
+                h.extend_from_slice(&id.to_be_bytes());
                 h
             }
             Self::Ah { units } => {
@@ -210,7 +212,13 @@ pub struct Spec {
     pub tail: Vec<u8>,
     /// Filler payload bytes after that.
     pub payload: usize,
+    /// The datagram's identification: the IPv4 header's (low 16 bits) and
+    /// every IPv6 fragment header's.
+    pub ip_id: u32,
 }
+
+/// The identification [`Spec::new`] gives every datagram.
+pub const DEFAULT_IP_ID: u32 = 0x1234;
 
 impl Spec {
     pub fn new(l3: L3, l4: L4) -> Self {
@@ -220,6 +228,7 @@ impl Spec {
             l4: Some(l4),
             tail: Vec::new(),
             payload: 0,
+            ip_id: DEFAULT_IP_ID,
         }
     }
 }
@@ -275,7 +284,8 @@ pub fn build(spec: &Spec) -> Built {
             let mut h = vec![0u8; 20];
             h[0] = 0x40 | u8::try_from(ihl / 4).expect("IHL fits");
             h[2..4].copy_from_slice(&u16::try_from(total).expect("fits").to_be_bytes());
-            h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+            #[expect(clippy::cast_possible_truncation, reason = "IPv4 ids are 16 bits")]
+            h[4..6].copy_from_slice(&(spec.ip_id as u16).to_be_bytes());
             let frags = (u16::from(*more_fragments) << 13) | frag_offset;
             h[6..8].copy_from_slice(&frags.to_be_bytes());
             h[8] = 64;
@@ -292,7 +302,7 @@ pub fn build(spec: &Spec) -> Built {
             for (i, e) in ext.iter().enumerate() {
                 let next = ext.get(i + 1).map_or(proto, |n| n.number());
                 offs.push(chain.len());
-                chain.extend(e.bytes(next));
+                chain.extend(e.bytes(next, spec.ip_id));
             }
             let payload_len = chain.len() + l4.len() + payload.len();
             let mut h = vec![0u8; 40];

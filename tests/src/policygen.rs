@@ -10,7 +10,7 @@ use sg_agent::policy::{
     PrefixListSpec, Protocol, Quoted, RuleSpec, Settings, State,
 };
 
-use crate::packet::{L3, L4, Spec};
+use crate::packet::{DEFAULT_IP_ID, ETH_P_8021AD, ETH_P_8021Q, Ext, L3, L4, Spec};
 
 /// xorshift64*: small, seeded, reproducible.
 pub struct Rng(pub u64);
@@ -83,6 +83,38 @@ fn addr(rng: &mut Rng, v4: bool) -> IpAddr {
     } else {
         IpAddr::V6(pool_v6(rng))
     }
+}
+
+/// A random address inside `c`.
+pub fn within(rng: &mut Rng, c: &Cidr) -> IpAddr {
+    let host = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+    match c.addr() {
+        IpAddr::V4(a) => {
+            let free = 32 - u32::from(c.len());
+            let mask = if free == 0 {
+                0
+            } else {
+                u32::MAX >> (32 - free)
+            };
+            #[expect(clippy::cast_possible_truncation, reason = "the low 32 bits")]
+            let h = host as u32 & mask;
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) | h))
+        }
+        IpAddr::V6(a) => {
+            let free = 128 - u32::from(c.len());
+            let mask = if free == 0 {
+                0
+            } else {
+                u128::MAX >> (128 - free)
+            };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) | (host & mask)))
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d`: the IPv6 address whose bytes look like IPv4 `a`.
+pub fn v4_mapped(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V6(a.to_ipv6_mapped())
 }
 
 fn cidr(rng: &mut Rng, v4: bool) -> Cidr {
@@ -392,7 +424,16 @@ const ICMP_TYPES: [(u8, u8); 12] = [
     (136, 0),
 ];
 
-/// A random packet between addresses `state` knows of (or others).
+/// Fragment identifications packets are given: few, so later fragments meet
+/// first fragments of the same datagram now and then, and of others too.
+fn fragment_id(rng: &mut Rng) -> u32 {
+    DEFAULT_IP_ID + u32::try_from(rng.below(3)).expect("small")
+}
+
+/// A random packet between addresses `state` knows of (or others): NIC
+/// addresses, addresses inside the platform addresses (as source and as
+/// destination, so both sides of the exemption are tried), and in IPv6 the
+/// IPv4-mapped forms of the NICs' IPv4 addresses (which own nothing).
 pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
     let v4 = rng.chance(55);
     let nic_addrs: Vec<IpAddr> = state
@@ -401,9 +442,30 @@ pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
         .flat_map(|b| b.addresses.iter().copied())
         .filter(|a| a.is_ipv4() == v4)
         .collect();
+    let platform: Vec<Cidr> = state
+        .settings
+        .platform_addresses
+        .iter()
+        .filter(|c| c.addr().is_ipv4() == v4)
+        .copied()
+        .collect();
+    let mapped: Vec<IpAddr> = state
+        .nics
+        .values()
+        .flat_map(|b| b.addresses.iter().copied())
+        .filter_map(|a| match a {
+            IpAddr::V4(a) if !v4 => Some(v4_mapped(a)),
+            _ => None,
+        })
+        .collect();
     let pick_addr = |rng: &mut Rng| {
         if !nic_addrs.is_empty() && rng.chance(50) {
             *rng.pick(&nic_addrs)
+        } else if !platform.is_empty() && rng.chance(12) {
+            let c = *rng.pick(&platform);
+            within(rng, &c)
+        } else if !mapped.is_empty() && rng.chance(8) {
+            *rng.pick(&mapped)
         } else if !v4 && rng.chance(8) {
             // Link-local and multicast, for the anti-spoofing exemptions.
             IpAddr::V6(*rng.pick(&[
@@ -440,21 +502,51 @@ pub fn random_packet(rng: &mut Rng, state: &State) -> Packet {
         p = p.with_nd_target(t);
     }
     p.fragment = match rng.below(100) {
-        0..=7 => Fragment::First,
-        8..=15 => Fragment::Later,
+        0..=7 => Fragment::First {
+            id: fragment_id(rng),
+        },
+        8..=15 => Fragment::Later {
+            id: fragment_id(rng),
+        },
         _ => Fragment::None,
     };
     p
 }
 
-/// The frame the data plane will see for `p` (fragment id 0x1234, see
-/// `packet::build`), optionally VLAN-tagged, with random IPv4 options or IPv6
-/// extension headers now and then (the decision must not change).
-pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
-    let (frag_offset, more) = match p.fragment {
-        Fragment::None => (0, false),
-        Fragment::First => (0, true),
-        Fragment::Later => (64, true),
+/// VLAN tags for a frame now and then: one 802.1Q, one 802.1ad, or QinQ.
+pub fn random_vlans(rng: &mut Rng) -> Vec<u16> {
+    match rng.below(100) {
+        0..=5 => vec![ETH_P_8021Q],
+        6..=7 => vec![ETH_P_8021AD],
+        8..=9 => vec![ETH_P_8021AD, ETH_P_8021Q],
+        _ => Vec::new(),
+    }
+}
+
+/// `frame` as the evaluator sees it inside `tags` VLAN tags.
+pub fn tagged(frame: sg_agent::policy::Frame, tags: usize) -> sg_agent::policy::Frame {
+    (0..tags).fold(frame, |f, _| sg_agent::policy::Frame::Tagged(Box::new(f)))
+}
+
+/// A later fragment of first fragment `first`'s datagram (same addresses,
+/// protocol and identification).
+pub fn later_fragment_of(first: &Packet) -> Packet {
+    let id = match first.fragment {
+        Fragment::First { id } | Fragment::Later { id } => id,
+        Fragment::None => DEFAULT_IP_ID,
+    };
+    Packet::other(first.src, first.dst, first.protocol).with_fragment(Fragment::Later { id })
+}
+
+/// The frame the data plane will see for `p` (its fragment identification,
+/// else [`DEFAULT_IP_ID`]), inside the VLAN tags `vlans` (TPIDs, outermost
+/// first), with random IPv4 options or IPv6 extension headers now and then
+/// (the decision must not change).
+pub fn spec_of(p: &Packet, vlans: &[u16], rng: &mut Rng) -> Spec {
+    let (frag_offset, more, ip_id) = match p.fragment {
+        Fragment::None => (0, false, DEFAULT_IP_ID),
+        Fragment::First { id } => (0, true, id),
+        Fragment::Later { id } => (64, true, id),
     };
     let l4 = match p.protocol {
         6 => L4::Tcp {
@@ -496,7 +588,6 @@ pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
             }
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            use crate::packet::Ext;
             let mut ext = Vec::new();
             if rng.chance(15) {
                 for _ in 0..=rng.below(3) {
@@ -525,9 +616,8 @@ pub fn spec_of(p: &Packet, vlan: bool, rng: &mut Rng) -> Spec {
         _ => panic!("mixed families"),
     };
     let mut spec = Spec::new(l3, l4);
-    if vlan {
-        spec.vlans = vec![crate::packet::ETH_P_8021Q];
-    }
+    spec.vlans = vlans.to_vec();
+    spec.ip_id = ip_id;
     if let Some(t) = p.nd_target {
         spec.tail = t.octets().to_vec();
     }
@@ -549,7 +639,7 @@ pub fn quote_bytes(q: &Quoted) -> Vec<u8> {
         ..Packet::other(q.src, q.dst, q.protocol)
     };
     let mut quiet = Rng::new(1);
-    let mut spec = spec_of(&inner, false, &mut quiet);
+    let mut spec = spec_of(&inner, &[], &mut quiet);
     if let L3::V4 { options, .. } = &mut spec.l3 {
         options.clear();
     }
@@ -576,8 +666,10 @@ pub fn quoted_of(p: &Packet) -> Quoted {
 
 /// A packet that belongs with `p`, for session sequences, and whether it
 /// crosses the NIC the other way: a reply (ports swapped, TCP handshake,
-/// data, FIN and RST flags, an echo reply), more of the same direction, or an
-/// ICMP error about `p` sent back to its source (now and then to someone else).
+/// data, FIN and RST flags, an echo reply, now and then the responder's own
+/// echo request with the initiator's identifier, now and then a first
+/// fragment), more of the same direction, or an ICMP error about `p` sent
+/// back to its source (now and then to someone else).
 pub fn follow_up(rng: &mut Rng, p: &Packet, state: &State) -> (Packet, bool) {
     const TCP_FLAGS: [u8; 7] = [0x12, 0x10, 0x18, 0x11, 0x04, 0x02, 0x14];
     let mut next = p.clone();
@@ -590,11 +682,15 @@ pub fn follow_up(rng: &mut Rng, p: &Packet, state: &State) -> (Packet, bool) {
             std::mem::swap(&mut next.src, &mut next.dst);
             std::mem::swap(&mut next.src_port, &mut next.dst_port);
             next.tcp_flags = *rng.pick(&TCP_FLAGS);
-            if p.is_echo_request() {
+            // The responder's echo request with the same identifier is a new
+            // flow (SPEC §4), not part of the initiator's session.
+            if p.is_echo_request() && !rng.chance(30) {
                 next.icmp_type = if p.src.is_ipv4() { 0 } else { 129 };
             }
-            if rng.chance(5) {
-                next.fragment = Fragment::First;
+            if rng.chance(8) {
+                next.fragment = Fragment::First {
+                    id: fragment_id(rng),
+                };
             }
             (next, true)
         }

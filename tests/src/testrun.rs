@@ -17,6 +17,18 @@ pub struct Run {
 pub enum Hook {
     Xdp,
     TcEgress,
+    /// The receive side in attach mode `tc`.
+    TcIngress,
+}
+
+impl Hook {
+    /// Every program that decides packets.
+    pub const ALL: [Self; 3] = [Self::Xdp, Self::TcEgress, Self::TcIngress];
+
+    /// Whether the hook is an interface's receive side (XDP or TC ingress).
+    pub fn receives(self) -> bool {
+        self != Self::TcEgress
+    }
 }
 
 /// `XDP_PASS`.
@@ -57,7 +69,7 @@ pub fn run_on(
                 ctx[12..16].copy_from_slice(&idx.to_ne_bytes());
                 ctx
             }
-            Hook::TcEgress => {
+            Hook::TcEgress | Hook::TcIngress => {
                 let mut ctx = vec![0u8; 44];
                 ctx[40..44].copy_from_slice(&idx.to_ne_bytes());
                 ctx
@@ -75,6 +87,7 @@ pub fn run_on(
     let result = match hook {
         Hook::Xdp => dp.xdp()?.test_run(opts)?,
         Hook::TcEgress => dp.tc_egress()?.test_run(opts)?,
+        Hook::TcIngress => dp.tc_ingress()?.test_run(opts)?,
     };
     #[expect(
         clippy::cast_possible_wrap,
@@ -97,9 +110,10 @@ pub fn verdict(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<i
 pub fn counted(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<(i32, Vec<u64>)> {
     use sg_agent::dataplane::Counters;
     use sg_common::counter::{DIR_EGRESS, DIR_INGRESS, SLOTS};
-    let dir = match hook {
-        Hook::Xdp => DIR_INGRESS,
-        Hook::TcEgress => DIR_EGRESS,
+    let dir = if hook.receives() {
+        DIR_INGRESS
+    } else {
+        DIR_EGRESS
     };
     let before = Counters::read(dp)?;
     let verdict = verdict(dp, hook, frame)?;
@@ -111,7 +125,7 @@ pub fn counted(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<(
 pub fn pass_verdict(hook: Hook) -> i32 {
     match hook {
         Hook::Xdp => XDP_PASS,
-        Hook::TcEgress => TC_ACT_UNSPEC,
+        Hook::TcEgress | Hook::TcIngress => TC_ACT_UNSPEC,
     }
 }
 
@@ -127,8 +141,8 @@ pub fn kernel_runs(hook: Hook, frame: &[u8]) -> bool {
     }
     let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
     match (hook, ethertype) {
-        (Hook::TcEgress, 0x0800) => frame.len() >= MIN_FRAME + 20,
-        (Hook::TcEgress, 0x86DD) => frame.len() >= MIN_FRAME + 40,
+        (Hook::TcEgress | Hook::TcIngress, 0x0800) => frame.len() >= MIN_FRAME + 20,
+        (Hook::TcEgress | Hook::TcIngress, 0x86DD) => frame.len() >= MIN_FRAME + 40,
         _ => true,
     }
 }

@@ -1,12 +1,12 @@
-//! The parser, through `BPF_PROG_TEST_RUN` on both programs: crafted frames,
+//! The parser, through `BPF_PROG_TEST_RUN` on every program: crafted frames,
 //! every truncation, and random mutations. Every frame must pass (the data
 //! plane enforces nothing yet) and land in exactly the counters the oracle in
 //! `sg_tests::classify` names.
 
 use sg_agent::dataplane::Dataplane;
 use sg_common::counter::{
-    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_L2, BAD_L4, FRAGMENT, GRE, ICMP, ICMPV6,
-    IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, NON_IP, OTHER_L4, TCP, UDP, VLAN,
+    ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
+    ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, NON_IP, OTHER_L4, TCP, UDP, VLAN,
 };
 use sg_tests::{
     classify::{Expected, classify},
@@ -15,7 +15,7 @@ use sg_tests::{
     testrun::{self, Hook, MIN_FRAME},
 };
 
-const HOOKS: [Hook; 2] = [Hook::Xdp, Hook::TcEgress];
+const HOOKS: [Hook; 3] = Hook::ALL;
 
 fn tcp() -> L4 {
     L4::Tcp {
@@ -276,6 +276,61 @@ fn crafted_frames_land_in_their_counters() {
                 tcp(),
             ),
             expect(TCP, None, &[IPV6, IPV6_EXT]),
+        ),
+        // One fragment header per datagram: a second one, first or later,
+        // makes the chain malformed (it once hid a first fragment behind a
+        // later fragment header of another datagram).
+        (
+            "v6 first fragment then a later fragment header",
+            Spec::new(
+                v6_ext(vec![
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                    Ext::Fragment {
+                        offset: 100,
+                        more: true,
+                    },
+                ]),
+                udp.clone(),
+            ),
+            expect(MALFORMED, Some(BAD_IPV6_FRAG), &[IPV6, IPV6_EXT]),
+        ),
+        (
+            "v6 atomic fragment then a first fragment header",
+            Spec::new(
+                v6_ext(vec![
+                    Ext::Fragment {
+                        offset: 0,
+                        more: false,
+                    },
+                    hbh,
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                ]),
+                tcp(),
+            ),
+            expect(MALFORMED, Some(BAD_IPV6_FRAG), &[IPV6, IPV6_EXT]),
+        ),
+        (
+            "v6 later fragment: what follows is payload",
+            Spec::new(
+                v6_ext(vec![
+                    Ext::Fragment {
+                        offset: 100,
+                        more: true,
+                    },
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                ]),
+                udp.clone(),
+            ),
+            expect(FRAGMENT, None, &[IPV6, IPV6_EXT]),
         ),
         (
             "v6 eight headers",
@@ -592,6 +647,19 @@ fn random_mutations_never_crash_and_agree_with_the_oracle() {
             l4: None,
             ..Spec::new(L3::Arp, tcp())
         },
+        Spec::new(
+            v6_ext(vec![
+                Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                },
+                Ext::Fragment {
+                    offset: 64,
+                    more: true,
+                },
+            ]),
+            L4::Udp { sport: 1, dport: 2 },
+        ),
     ]
     .iter()
     .map(|s| packet::build(s).bytes)

@@ -96,19 +96,20 @@ fn policy(n: usize, deny: bool, dir: &str, nics: &[String]) -> anyhow::Result<St
 }
 
 /// The bench NIC's frames: TCP between the NIC (`10.1.0.1`, `fd00::1`) and a
-/// peer (`10.2.3.4`, `fd00::99`) towards port 80, in through XDP or out
-/// through TC, with `flags` and source port `sport`.
+/// peer (`10.2.3.4`, `fd00::99`) towards port 80, in through the receive
+/// side (XDP, TC ingress) or out through TC egress, with `flags` and source
+/// port `sport`.
 fn frame(hook: Hook, v6: bool, flags: u8, sport: u16) -> Vec<u8> {
     let l4 = L4::Tcp {
         sport,
         dport: 80,
         flags,
     };
-    let l3 = match (hook, v6) {
-        (Hook::Xdp, false) => L3::v4([10, 2, 3, 4], [10, 1, 0, 1]),
-        (Hook::Xdp, true) => L3::v6("fd00::99", "fd00::1"),
-        (Hook::TcEgress, false) => L3::v4([10, 1, 0, 1], [10, 2, 3, 4]),
-        (Hook::TcEgress, true) => L3::v6("fd00::1", "fd00::99"),
+    let l3 = match (hook.receives(), v6) {
+        (true, false) => L3::v4([10, 2, 3, 4], [10, 1, 0, 1]),
+        (true, true) => L3::v6("fd00::99", "fd00::1"),
+        (false, false) => L3::v4([10, 1, 0, 1], [10, 2, 3, 4]),
+        (false, true) => L3::v6("fd00::1", "fd00::99"),
     };
     packet::build(&Spec::new(l3, l4)).bytes
 }

@@ -1,5 +1,6 @@
 //! `sg-agent settings`: the agent settings that take part in decisions
-//! (platform addresses, port 25, session timeouts, snapshot retention).
+//! (platform addresses, port 25, session and fragment timeouts, snapshot
+//! retention).
 
 use std::path::Path;
 
@@ -52,6 +53,10 @@ enum Verb {
         /// Idle timeout of UDP, ICMP and every other session.
         #[arg(long, value_name = "SECS")]
         other_secs: Option<u32>,
+        /// How long a first fragment is remembered for its later fragments
+        /// (1..=600).
+        #[arg(long, value_name = "SECS")]
+        fragment_timeout_secs: Option<u32>,
     },
 }
 
@@ -67,6 +72,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             tcp_established_secs,
             tcp_closing_secs,
             other_secs,
+            fragment_timeout_secs,
         } => Request::SettingsSet {
             block_port_25: *block_port_25,
             platform_addresses: client::replacement(platform_addresses, *clear_platform_addresses),
@@ -75,6 +81,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             tcp_established_secs: *tcp_established_secs,
             tcp_closing_secs: *tcp_closing_secs,
             other_secs: *other_secs,
+            fragment_timeout_secs: *fragment_timeout_secs,
         },
     };
     let answer = client::request(socket, &request)?;

@@ -801,6 +801,7 @@ impl Service {
                 tcp_established_secs,
                 tcp_closing_secs,
                 other_secs,
+                fragment_timeout_secs,
             } => {
                 let mut s = self.state.settings.clone();
                 if let Some(b) = block_port_25 {
@@ -811,6 +812,9 @@ impl Service {
                 }
                 if let Some(d) = snapshot_retention_days {
                     s.snapshot_retention_days = d;
+                }
+                if let Some(f) = fragment_timeout_secs {
+                    s.fragment_timeout_secs = f;
                 }
                 let t = &mut s.session_timeouts;
                 for (v, slot) in [
@@ -1282,6 +1286,7 @@ fn kernel_reason(r: &policy::Reason) -> u32 {
         R::AntiSpoof(S::ArpSender) => k::SPOOF_ARP,
         R::AntiSpoof(S::NdTarget) => k::SPOOF_ND_TARGET,
         R::AntiSpoof(S::Ethertype) => k::SPOOF_ETHERTYPE,
+        R::AntiSpoof(S::Tagged) => k::SPOOF_TAGGED,
         R::NotIp => k::NOT_IP,
         R::NeighbourDiscovery => k::NEIGHBOUR_DISCOVERY,
         R::AlwaysAllowed(A::PathMtu) => k::PATH_MTU,
@@ -1289,7 +1294,9 @@ fn kernel_reason(r: &policy::Reason) -> u32 {
         R::PlatformPort25 => k::PORT_25,
         R::Session => k::SESSION,
         R::Related => k::RELATED,
-        R::LaterFragment => k::FRAGMENT_FOLLOWS_FIRST,
+        R::LaterFragment => k::FRAGMENT_NO_FIRST,
+        R::FragmentFollowsFirst => k::FRAGMENT_FOLLOWS_FIRST,
+        R::FragmentExpired => k::FRAGMENT_EXPIRED,
         R::Rule(_) => k::RULE,
         R::DefaultIngressIntraGroup(_) => k::DEFAULT_INTRA_GROUP,
         R::DefaultIngressDrop => k::DEFAULT_INGRESS_DROP,
@@ -1310,7 +1317,9 @@ fn reason_name(r: &policy::Reason) -> String {
         R::PlatformPort25 => "port_25".to_owned(),
         R::Session => "session".to_owned(),
         R::Related => "related".to_owned(),
-        R::LaterFragment => "fragment_follows_first".to_owned(),
+        R::LaterFragment => "fragment_no_first".to_owned(),
+        R::FragmentFollowsFirst => "fragment_follows_first".to_owned(),
+        R::FragmentExpired => "fragment_expired".to_owned(),
         R::Rule(_) => "rule".to_owned(),
         R::DefaultIngressIntraGroup(_) => "default_intra_group".to_owned(),
         R::DefaultIngressDrop => "default_ingress_drop".to_owned(),

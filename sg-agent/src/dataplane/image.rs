@@ -202,6 +202,7 @@ pub fn settings_image(settings: &policy::Settings) -> SettingsImage {
             flags,
             pad: 0,
             timeouts_ns: timeouts_ns(&settings.session_timeouts),
+            fragment_timeout_ns: u64::from(settings.fragment_timeout_secs) * 1_000_000_000,
         },
         plat4,
         plat6,

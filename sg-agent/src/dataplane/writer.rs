@@ -26,13 +26,13 @@ use aya::maps::{
 };
 use sg_common::{
     maps::{
-        ADDR4, ADDR6, BITS, BOUNDS, IFACES, LAST, OWN, PLAT4, PLAT6, REASONS, RULE_STATS, SETTINGS,
-        TABLES,
+        ADDR4, ADDR6, BITS, BOUNDS, FRAGS, IFACES, LAST, OWN, PLAT4, PLAT6, REASONS, RULE_STATS,
+        SETTINGS, TABLES,
     },
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, LastDecision,
-        MAX_RANKS, OwnAddrKey, PortBounds, RuleStats, Settings, TableMeta, iface_flags,
-        own_key_nic, table_tag,
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FragFirst, FragKey, IfaceConfig,
+        LastDecision, MAX_RANKS, OwnAddrKey, PortBounds, RuleStats, Settings, TableMeta,
+        iface_flags, own_key_nic, table_tag,
     },
     reason,
 };
@@ -313,8 +313,8 @@ impl Dataplane {
         HashMap::try_from(self.map_mut(IFACES)?).map_err(map_err(IFACES))
     }
 
-    /// Writes the global settings: the port-25 block, platform addresses and
-    /// session timeouts.
+    /// Writes the global settings: the port-25 block, platform addresses,
+    /// session timeouts and the fragment timeout.
     pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
         let image = settings_image(settings);
         // The tries first: the flag that makes programs look at them goes on
@@ -570,13 +570,28 @@ impl Dataplane {
         });
         // The slot in force just left service too.
         self.nics.grace.synchronize();
-        // Its id may go to another NIC: none of its sessions may carry over.
-        let flushed = self.flush_sessions(&super::sessions::Filter {
-            nic: Some(id),
-            ..Default::default()
-        });
+        // Its id may go to another NIC: none of its sessions, nor what it
+        // remembers of first fragments, may carry over.
+        let flushed = self
+            .flush_sessions(&super::sessions::Filter {
+                nic: Some(id),
+                ..Default::default()
+            })
+            .and_then(|_| self.flush_fragments(id));
         let cleaned = self.clean_leftovers();
         flushed.map(drop).and(cleaned)
+    }
+
+    /// Forgets the first fragments NIC id `id` remembered.
+    fn flush_fragments(&mut self, id: u32) -> Result<usize, Error> {
+        let mut frags = HashMap::<&mut MapData, FragKey, FragFirst>::try_from(self.map_mut(FRAGS)?)
+            .map_err(map_err(FRAGS))?;
+        let keys: Vec<FragKey> = frags
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.nic == id)
+            .collect();
+        Ok(keys.iter().filter(|k| frags.remove(k).is_ok()).count())
     }
 
     /// Removes what unbound NICs left in the maps, and interface entries of

@@ -6,10 +6,11 @@
 //!   packet that belongs to no session. [`super::session::Sessions`] adds step 4
 //!   between [`evaluate_before_sessions`] (steps 0–3) and [`evaluate_rules`]
 //!   (steps 5–6);
-//! - fragment tracking (step 8) is not faked: a later fragment gets
-//!   [`Reason::LaterFragment`], whose verdict (`Drop`) is the one for a later
-//!   fragment whose first was never seen; with a first fragment seen, its verdict
-//!   applies instead ([`later_fragment_verdict`]).
+//! - fragment tracking (step 8) is not faked: a later fragment that gets past
+//!   steps 0–2 gets [`Reason::LaterFragment`], whose verdict (`Drop`) is the one
+//!   for a later fragment whose first was never seen. [`super::session::Sessions`]
+//!   remembers first fragments and decides later ones by deciding their first
+//!   again.
 //!
 //! Direction: ingress = towards the NIC's workload (peer = source, local =
 //! destination); egress = from it (peer = destination, local = source).
@@ -52,17 +53,19 @@ pub mod icmp {
     pub const V6_ND_LAST: u8 = 137;
 }
 
-/// Where a packet stands among the fragments of its datagram.
+/// Where a packet stands among the fragments of its datagram. `id` is the
+/// datagram's identification: the IPv4 header's 16 bits, or the IPv6
+/// fragment header's 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fragment {
     /// Not fragmented.
     #[default]
     None,
     /// The first fragment (offset 0, more fragments): decided like any packet.
-    First,
+    First { id: u32 },
     /// A later fragment (offset > 0): carries no upper-layer header; its ports,
     /// ICMP type and TCP flags are meaningless and ignored.
-    Later,
+    Later { id: u32 },
 }
 
 /// An IP packet, as parsed (IPv6 extension headers already walked, SPEC §3 step 9).
@@ -218,8 +221,13 @@ impl Packet {
         self
     }
 
+    /// A later fragment (no upper-layer header).
+    pub fn is_later_fragment(&self) -> bool {
+        matches!(self.fragment, Fragment::Later { .. })
+    }
+
     fn is_icmp_kind(&self, v4_proto: u8) -> bool {
-        self.fragment != Fragment::Later
+        !self.is_later_fragment()
             && ((self.src.is_ipv4() && self.protocol == v4_proto)
                 || (self.src.is_ipv6() && self.protocol == proto::ICMPV6))
     }
@@ -228,13 +236,13 @@ impl Packet {
     pub fn is_neighbour_discovery(&self) -> bool {
         self.src.is_ipv6()
             && self.protocol == proto::ICMPV6
-            && self.fragment != Fragment::Later
+            && !self.is_later_fragment()
             && (icmp::V6_ND_FIRST..=icmp::V6_ND_LAST).contains(&self.icmp_type)
     }
 
     /// ICMP "fragmentation needed" or `ICMPv6` "packet too big".
     pub fn is_path_mtu(&self) -> bool {
-        if self.fragment == Fragment::Later {
+        if self.is_later_fragment() {
             return false;
         }
         match self.src {
@@ -288,12 +296,13 @@ impl Packet {
     }
 
     fn has_ports(&self) -> bool {
-        self.fragment != Fragment::Later && matches!(self.protocol, proto::TCP | proto::UDP)
+        !self.is_later_fragment() && matches!(self.protocol, proto::TCP | proto::UDP)
     }
 }
 
-/// What crossed the NIC: an IP packet, an ARP packet, another ethertype, or
-/// something the parser refused (truncated, an IPv6 extension chain longer than 8).
+/// What crossed the NIC: an IP packet, an ARP packet, another ethertype, a
+/// VLAN-tagged frame, or something the parser refused (truncated, an IPv6
+/// extension chain longer than 8 or with two fragment headers).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Frame {
     Ip(Packet),
@@ -305,8 +314,28 @@ pub enum Frame {
     Other {
         ethertype: u16,
     },
+    /// One 802.1Q or 802.1ad tag around the frame it carries: QinQ is a
+    /// tagged tagged frame. The parser reads at most two tags; a frame with
+    /// more is [`Frame::Malformed`] (and so treated here).
+    Tagged(Box<Frame>),
     /// Not parsable as what its headers claim (SPEC §3 step 9, §6).
     Malformed,
+}
+
+/// Tags walked before a frame counts as malformed (the data plane's parser).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+impl Frame {
+    /// The frame inside its VLAN tags, and how many tags there were.
+    pub fn untagged(&self) -> (&Frame, usize) {
+        let mut f = self;
+        let mut tags = 0;
+        while let Frame::Tagged(inner) = f {
+            f = inner;
+            tags += 1;
+        }
+        (f, tags)
+    }
 }
 
 /// Accept or drop.
@@ -336,6 +365,8 @@ pub enum SpoofCheck {
     NdTarget,
     /// Only IPv4, IPv6 and ARP may leave an anti-spoofed NIC.
     Ethertype,
+    /// … and only untagged: no 802.1Q or 802.1ad tag, whatever it carries.
+    Tagged,
 }
 
 /// Traffic that rules cannot block (SPEC §3 step 2).
@@ -343,7 +374,8 @@ pub enum SpoofCheck {
 pub enum AlwaysAllowed {
     /// ICMP fragmentation needed / `ICMPv6` packet too big.
     PathMtu,
-    /// To or from a configured platform address.
+    /// The peer (ingress: the source; egress: the destination) is a configured
+    /// platform address.
     PlatformAddress,
 }
 
@@ -366,9 +398,15 @@ pub enum Reason {
     Session,
     /// Step 4: an ICMP error whose quoted header belongs to such a session.
     Related,
-    /// Step 8: a later fragment; decided by fragment tracking, see
-    /// [`later_fragment_verdict`].
+    /// Step 8: a later fragment whose first fragment was never seen (or is
+    /// forgotten); what the stateless evaluator says of every later fragment.
     LaterFragment,
+    /// Step 8: a later fragment whose first fragment was seen: accepted only if
+    /// the first was, and, decided again now, still is.
+    FragmentFollowsFirst,
+    /// Step 8: a later fragment whose first fragment was seen longer ago than
+    /// the fragment timeout.
+    FragmentExpired,
     /// Step 5: this rule matched first.
     Rule(RuleId),
     /// Step 6: ingress from a member of a shared basic group that accepts.
@@ -448,10 +486,17 @@ pub fn evaluate_before_sessions(
             AlwaysAllowed::PathMtu,
         ))));
     }
-    let platform = &state.settings.platform_addresses;
-    if platform
+    // The exemption is for traffic whose peer is a platform address, never for
+    // traffic merely addressed to one from the NIC's side.
+    let peer = match direction {
+        Direction::Ingress => &packet.src,
+        Direction::Egress => &packet.dst,
+    };
+    if state
+        .settings
+        .platform_addresses
         .iter()
-        .any(|c| c.contains(&packet.src) || c.contains(&packet.dst))
+        .any(|c| c.contains(peer))
     {
         return Ok(Some(Decision::accept(Reason::AlwaysAllowed(
             AlwaysAllowed::PlatformAddress,
@@ -459,7 +504,7 @@ pub fn evaluate_before_sessions(
     }
     // Step 8, stated here: without an upper-layer header the remaining steps
     // cannot run; the datagram's first fragment decides.
-    if packet.fragment == Fragment::Later {
+    if packet.is_later_fragment() {
         return Ok(Some(Decision::drop(Reason::LaterFragment)));
     }
     // Step 3: platform policy.
@@ -500,11 +545,31 @@ pub fn evaluate_frame(
     direction: Direction,
     frame: &Frame,
 ) -> Result<Decision, PolicyError> {
+    match frame_before_ip(state, nic, direction, frame)? {
+        Ok(d) => Ok(d),
+        Err(p) => evaluate(state, nic, direction, p),
+    }
+}
+
+/// What decides a frame before its IP packet is looked at: too many tags
+/// (malformed), step 0 for tags, ARP and other ethertypes, step 1 for what is
+/// not IP. `Err` with the packet when it is an IP packet that gets that far.
+pub(crate) fn frame_before_ip<'f>(
+    state: &State,
+    nic: &str,
+    direction: Direction,
+    frame: &'f Frame,
+) -> Result<Result<Decision, &'f Packet>, PolicyError> {
     let binding = state.nic(nic)?;
     let guarded = direction == Direction::Egress && binding.anti_spoof_enabled();
-    match frame {
-        Frame::Ip(p) => evaluate(state, nic, direction, p),
+    let (inner, tags) = frame.untagged();
+    if tags > MAX_VLAN_TAGS {
+        return Ok(Ok(Decision::drop(Reason::Malformed)));
+    }
+    Ok(match inner {
         Frame::Malformed => Ok(Decision::drop(Reason::Malformed)),
+        _ if guarded && tags > 0 => Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::Tagged))),
+        Frame::Ip(p) => Err(p),
         Frame::Arp { sender } if guarded && !binding.owns(&IpAddr::V4(*sender)) => {
             Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::ArpSender)))
         }
@@ -512,12 +577,13 @@ pub fn evaluate_frame(
             Ok(Decision::drop(Reason::AntiSpoof(SpoofCheck::Ethertype)))
         }
         Frame::Arp { .. } | Frame::Other { .. } => Ok(Decision::accept(Reason::NotIp)),
-    }
+        Frame::Tagged(_) => unreachable!("untagged() unwraps every tag"),
+    })
 }
 
 /// SPEC §3 step 0 for an IP packet leaving the workload.
 fn spoofed(nic: &NicBinding, p: &Packet) -> Option<SpoofCheck> {
-    let whole = p.fragment != Fragment::Later;
+    let whole = !p.is_later_fragment();
     if whole
         && p.src.is_ipv6()
         && p.protocol == proto::ICMPV6
@@ -597,12 +663,6 @@ fn default_decision(
     })
 }
 
-/// SPEC §3 step 8: the verdict of a later fragment, given the decision of its
-/// datagram's first fragment if one was seen (dropped if none was).
-pub fn later_fragment_verdict(first: Option<&Decision>) -> Verdict {
-    first.map_or(Verdict::Drop, |d| d.verdict)
-}
-
 /// SPEC §3 step 7: whether an accepted packet starts a session. Only packets
 /// accepted by a rule or a default do; among them UDP, GRE and every other
 /// non-TCP, non-ICMP protocol, a TCP SYN without ACK, and an echo request.
@@ -615,7 +675,7 @@ pub fn starts_session(packet: &Packet, decision: &Decision) -> bool {
             | Reason::DefaultEgressEnterprise
             | Reason::DefaultIngressDrop
     );
-    if decision.verdict != Verdict::Accept || !by_policy || packet.fragment == Fragment::Later {
+    if decision.verdict != Verdict::Accept || !by_policy || packet.is_later_fragment() {
         return false;
     }
     match packet.protocol {

@@ -32,8 +32,7 @@ pub use addr::{Cidr, Family};
 pub use error::{DeleteBlocker, PolicyError};
 pub use evaluate::{
     AlwaysAllowed, Decision, Fragment, Frame, Packet, Quoted, Reason, SpoofCheck, Verdict,
-    evaluate, evaluate_before_sessions, evaluate_frame, evaluate_rules, later_fragment_verdict,
-    starts_session,
+    evaluate, evaluate_before_sessions, evaluate_frame, evaluate_rules, starts_session,
 };
 pub use health::{Redundancy, health_check};
 pub use ids::{GroupId, PortListId, PrefixListId, RuleId};

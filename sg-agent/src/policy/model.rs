@@ -641,6 +641,12 @@ pub struct Settings {
     /// Idle timeouts of sessions (SPEC §4).
     #[serde(default)]
     pub session_timeouts: SessionTimeouts,
+    /// How long a first fragment is remembered for the later fragments of
+    /// its datagram, in seconds from when it was seen (SPEC §3 item 8):
+    /// 1..=600, default 30 (the kernel's reassembly time). Later fragments
+    /// after that drop.
+    #[serde(default = "Settings::default_fragment_timeout_secs")]
+    pub fragment_timeout_secs: u32,
     /// How many days a security group snapshot is kept before it is deleted
     /// (SPEC §5, seed 000: 1..=30, default 1).
     #[serde(default = "Settings::default_snapshot_retention_days")]
@@ -655,6 +661,10 @@ impl Settings {
     fn default_snapshot_retention_days() -> u32 {
         1
     }
+
+    fn default_fragment_timeout_secs() -> u32 {
+        30
+    }
 }
 
 impl Default for Settings {
@@ -663,6 +673,7 @@ impl Default for Settings {
             platform_addresses: Vec::new(),
             block_port_25: true,
             session_timeouts: SessionTimeouts::default(),
+            fragment_timeout_secs: Self::default_fragment_timeout_secs(),
             snapshot_retention_days: Self::default_snapshot_retention_days(),
         }
     }

@@ -16,6 +16,21 @@
 //! protocol, from the initiator in the direction it was first seen), decided
 //! again by [`evaluate`], is accepted. The model re-checks on every packet; the
 //! kernel only after a policy change, which gives the same answers.
+//!
+//! An echo session is directed (SPEC §4): it admits echo requests from its
+//! initiator and echo replies from its responder. Its key says which endpoint
+//! is which, so an echo request from the responder with the same identifier
+//! is another flow, with a key (and, if the rules accept it, a session) of its
+//! own, and never touches the first.
+//!
+//! Fragments (SPEC §3 step 8) are remembered here too, as the kernel's fragment
+//! table does: a first fragment is decided like any packet and remembered with
+//! its verdict and the time it was seen; a later fragment of its datagram (same
+//! NIC, direction, addresses, protocol and identification) passes only if the
+//! first was accepted, was seen less than `settings.fragment_timeout_secs` ago
+//! (an expired entry is forgotten), and, decided again now by every step
+//! (sessions included), is still accepted. Deciding again only looks: it
+//! creates, refreshes, advances and removes no session.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -23,7 +38,7 @@ use super::{
     error::PolicyError,
     evaluate::{
         Decision, Fragment, Frame, Packet, Quoted, Reason, Verdict, evaluate,
-        evaluate_before_sessions, evaluate_frame, evaluate_rules, starts_session, tcp_flags,
+        evaluate_before_sessions, evaluate_rules, frame_before_ip, starts_session, tcp_flags,
     },
     model::{Direction, SessionTimeouts, State, proto},
 };
@@ -65,13 +80,61 @@ pub struct SessionView {
 }
 
 /// A session's key: the NIC, the protocol and the unordered pair of endpoints,
-/// stored in order (`low <= high`) so both directions find the same entry.
+/// stored in order (`low <= high`) so both directions find the same entry;
+/// for ICMP echo the ordered pair (`low` the initiator, `high` the responder),
+/// since an echo session is directed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Key {
     nic: String,
     protocol: u8,
     low: Endpoint,
     high: Endpoint,
+}
+
+/// A datagram in the fragment table: the NIC and direction it was seen in, its
+/// addresses (of its own family: an IPv6 datagram between IPv4-mapped
+/// addresses is not the IPv4 one), protocol and identification.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct FragKey {
+    nic: String,
+    direction: Direction,
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    id: u32,
+}
+
+impl FragKey {
+    fn of(nic: &str, direction: Direction, p: &Packet, id: u32) -> Self {
+        Self {
+            nic: nic.to_owned(),
+            direction,
+            src: p.src,
+            dst: p.dst,
+            protocol: p.protocol,
+            id,
+        }
+    }
+}
+
+/// What is remembered of a first fragment: the frame as it crossed (its tags
+/// included), whether it was accepted, and when.
+#[derive(Debug, Clone)]
+struct FirstFragment {
+    frame: Frame,
+    accepted: bool,
+    seen: Duration,
+}
+
+/// What step 4 found for a packet, before anything is changed.
+enum Step {
+    /// An ICMP error related to a live, allowed session.
+    Related,
+    /// A packet of this live, allowed session.
+    Session(Key),
+    /// Neither; these entries were found expired, no longer allowed, or a
+    /// closed TCP connection's port reused (a live decision removes them).
+    Miss(Vec<Key>),
 }
 
 /// What has been seen of a TCP session's flags.
@@ -203,7 +266,7 @@ fn is_icmp_of_family(protocol: u8, addr: IpAddr) -> bool {
 /// message never, a later fragment never, any other protocol by address alone.
 fn endpoints(p: &Packet) -> Option<(Endpoint, Endpoint)> {
     let ep = |addr, port| Endpoint { addr, port };
-    if p.fragment == Fragment::Later {
+    if p.is_later_fragment() {
         return None;
     }
     match p.protocol {
@@ -216,11 +279,18 @@ fn endpoints(p: &Packet) -> Option<(Endpoint, Endpoint)> {
 
 fn key_of(nic: &str, p: &Packet) -> Option<Key> {
     let (a, b) = endpoints(p)?;
+    let (low, high) = if p.is_echo_request() {
+        (a, b)
+    } else if p.is_echo_reply() {
+        (b, a)
+    } else {
+        (a.min(b), a.max(b))
+    };
     Some(Key {
         nic: nic.to_owned(),
         protocol: p.protocol,
-        low: a.min(b),
-        high: a.max(b),
+        low,
+        high,
     })
 }
 
@@ -247,10 +317,12 @@ fn related_key(nic: &str, p: &Packet) -> Option<Key> {
     key_of(nic, &quoted_packet(&q))
 }
 
-/// The session table and SPEC §3 with step 4 (see the module documentation).
+/// The session table, the fragment table, and SPEC §3 with steps 4 and 8 (see
+/// the module documentation).
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
     table: BTreeMap<Key, Entry>,
+    fragments: BTreeMap<FragKey, FirstFragment>,
 }
 
 impl Sessions {
@@ -260,7 +332,7 @@ impl Sessions {
     }
 
     /// Decides one IP packet crossing `nic` in `direction` at time `now`, with
-    /// sessions, and updates the table.
+    /// sessions and fragments, and updates the tables.
     pub fn decide(
         &mut self,
         state: &State,
@@ -269,30 +341,62 @@ impl Sessions {
         packet: &Packet,
         now: Duration,
     ) -> Result<Decision, PolicyError> {
-        // Steps 0–3 decide without touching sessions.
+        self.decide_frame(state, nic, direction, &Frame::Ip(packet.clone()), now)
+    }
+
+    /// Decides one frame crossing `nic` in `direction` at time `now`: what
+    /// decides before the IP packet (tags, ARP, other ethertypes), then the IP
+    /// packet with sessions and fragments; updates the tables. A first fragment
+    /// is remembered whatever its verdict, unless malformed.
+    pub fn decide_frame(
+        &mut self,
+        state: &State,
+        nic: &str,
+        direction: Direction,
+        frame: &Frame,
+        now: Duration,
+    ) -> Result<Decision, PolicyError> {
+        let d = match frame_before_ip(state, nic, direction, frame)? {
+            Ok(d) => d,
+            Err(p) => self.decide_packet(state, nic, direction, p, now)?,
+        };
+        if let (Frame::Ip(p), _) = frame.untagged()
+            && let Fragment::First { id } = p.fragment
+            && d.reason != Reason::Malformed
+        {
+            self.fragments.insert(
+                FragKey::of(nic, direction, p, id),
+                FirstFragment {
+                    frame: frame.clone(),
+                    accepted: d.verdict == Verdict::Accept,
+                    seen: now,
+                },
+            );
+        }
+        Ok(d)
+    }
+
+    fn decide_packet(
+        &mut self,
+        state: &State,
+        nic: &str,
+        direction: Direction,
+        packet: &Packet,
+        now: Duration,
+    ) -> Result<Decision, PolicyError> {
+        // Steps 0–3 decide without touching sessions; a later fragment that
+        // gets past steps 0–2 is decided by its first fragment (step 8).
         if let Some(d) = evaluate_before_sessions(state, nic, direction, packet)? {
+            if d.reason == Reason::LaterFragment {
+                return self.later_fragment(state, nic, direction, packet, now);
+            }
             return Ok(d);
         }
-        let timeouts = &state.settings.session_timeouts;
-        // Step 4, related: neither refreshes nor advances the session.
-        if let Some(key) = related_key(nic, packet)
-            && let Some(entry) = self.table.get(&key)
-        {
-            if entry.live(key.protocol, timeouts, now) && entry.allowed(state, &key)? {
-                return Ok(Decision::accept(Reason::Related));
-            }
-            self.table.remove(&key);
-        }
-        // Step 4, the packet's own session.
-        let key = key_of(nic, packet);
-        if let Some(key) = &key
-            && let Some(entry) = self.table.get(key)
-        {
-            let reopened = packet.protocol == proto::TCP
-                && packet.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-                && entry.tcp.closing();
-            if entry.live(key.protocol, timeouts, now) && entry.allowed(state, key)? && !reopened {
-                let entry = self.table.get_mut(key).expect("looked up above");
+        // Step 4.
+        let key = match self.session_step(state, nic, packet, now)? {
+            Step::Related => return Ok(Decision::accept(Reason::Related)),
+            Step::Session(key) => {
+                let entry = self.table.get_mut(&key).expect("found by session_step");
                 entry.last_seen = now;
                 if key.protocol == proto::TCP {
                     let from = Endpoint {
@@ -303,10 +407,15 @@ impl Sessions {
                 }
                 return Ok(Decision::accept(Reason::Session));
             }
-            // Expired, no longer allowed, or a closed connection's port reused:
-            // the packet is decided as if it had no session.
-            self.table.remove(key);
-        }
+            Step::Miss(gone) => {
+                // Expired, no longer allowed, or a closed connection's port
+                // reused: the packet is decided as if it had no session.
+                for k in gone {
+                    self.table.remove(&k);
+                }
+                key_of(nic, packet)
+            }
+        };
         // Steps 5–6, and step 7: what starts a session.
         let d = evaluate_rules(state, nic, direction, packet)?;
         if let Some(key) = key
@@ -328,20 +437,95 @@ impl Sessions {
         Ok(d)
     }
 
-    /// Decides one frame: an IP packet through [`Sessions::decide`], anything else
-    /// through [`evaluate_frame`] without session effects.
-    pub fn decide_frame(
+    /// Step 4 without changing anything: a related ICMP error, a packet of a
+    /// live session the policy still allows, or neither (with the entries a
+    /// live decision would remove).
+    fn session_step(
+        &self,
+        state: &State,
+        nic: &str,
+        packet: &Packet,
+        now: Duration,
+    ) -> Result<Step, PolicyError> {
+        let timeouts = &state.settings.session_timeouts;
+        let mut gone = Vec::new();
+        // Related: neither refreshes nor advances the session.
+        if let Some(key) = related_key(nic, packet)
+            && let Some(entry) = self.table.get(&key)
+        {
+            if entry.live(key.protocol, timeouts, now) && entry.allowed(state, &key)? {
+                return Ok(Step::Related);
+            }
+            gone.push(key);
+        }
+        if let Some(key) = key_of(nic, packet)
+            && let Some(entry) = self.table.get(&key)
+        {
+            let reopened = packet.protocol == proto::TCP
+                && packet.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+                && entry.tcp.closing();
+            if entry.live(key.protocol, timeouts, now) && entry.allowed(state, &key)? && !reopened {
+                return Ok(Step::Session(key));
+            }
+            gone.push(key);
+        }
+        Ok(Step::Miss(gone))
+    }
+
+    /// Step 8 for a later fragment that got past steps 0–2.
+    fn later_fragment(
         &mut self,
         state: &State,
         nic: &str,
         direction: Direction,
-        frame: &Frame,
+        packet: &Packet,
         now: Duration,
     ) -> Result<Decision, PolicyError> {
-        match frame {
-            Frame::Ip(p) => self.decide(state, nic, direction, p, now),
-            _ => evaluate_frame(state, nic, direction, frame),
+        let Fragment::Later { id } = packet.fragment else {
+            unreachable!("only later fragments get Reason::LaterFragment");
+        };
+        let key = FragKey::of(nic, direction, packet, id);
+        let Some(first) = self.fragments.get(&key) else {
+            return Ok(Decision::drop(Reason::LaterFragment));
+        };
+        let timeout = Duration::from_secs(u64::from(state.settings.fragment_timeout_secs));
+        if now.saturating_sub(first.seen) >= timeout {
+            self.fragments.remove(&key);
+            return Ok(Decision::drop(Reason::FragmentExpired));
         }
+        if !first.accepted {
+            return Ok(Decision::drop(Reason::FragmentFollowsFirst));
+        }
+        let again = self.decide_again(state, nic, direction, &first.frame, now)?;
+        Ok(if again.verdict == Verdict::Accept {
+            Decision::accept(Reason::FragmentFollowsFirst)
+        } else {
+            Decision::drop(Reason::FragmentFollowsFirst)
+        })
+    }
+
+    /// A remembered first fragment decided again under the policy in force,
+    /// changing nothing.
+    fn decide_again(
+        &self,
+        state: &State,
+        nic: &str,
+        direction: Direction,
+        first: &Frame,
+        now: Duration,
+    ) -> Result<Decision, PolicyError> {
+        let p = match frame_before_ip(state, nic, direction, first)? {
+            Ok(d) => return Ok(d),
+            Err(p) => p,
+        };
+        if let Some(d) = evaluate_before_sessions(state, nic, direction, p)? {
+            return Ok(d);
+        }
+        Ok(match self.session_step(state, nic, p, now)? {
+            Step::Related => Decision::accept(Reason::Related),
+            Step::Session(_) => Decision::accept(Reason::Session),
+            Step::Miss(_) => evaluate_rules(state, nic, direction, p)?,
+        })
     }
 
     /// How many entries the table holds, expired ones not yet removed included.
@@ -374,5 +558,16 @@ impl Sessions {
     /// Forgets the sessions of one NIC.
     pub fn flush_nic(&mut self, nic: &str) {
         self.table.retain(|k, _| k.nic != nic);
+    }
+
+    /// How many first fragments are remembered, expired ones not yet removed
+    /// included.
+    pub fn fragments(&self) -> usize {
+        self.fragments.len()
+    }
+
+    /// Forgets every first fragment.
+    pub fn flush_fragments(&mut self) {
+        self.fragments.clear();
     }
 }

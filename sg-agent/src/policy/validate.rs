@@ -54,6 +54,14 @@ pub const MAX_IFNAME_BYTES: usize = 15;
 pub const SESSION_TIMEOUT_MIN_SECS: u32 = 1;
 /// **Decided**: a session idle timeout is 1 s..=1 week.
 pub const SESSION_TIMEOUT_MAX_SECS: u32 = 604_800;
+/// **Decided**: a first fragment is remembered 1 s..=10 min for its later
+/// fragments (SPEC §3 item 8: configurable, by default the kernel's own
+/// reassembly time, 30 s). Below the reassembly time a slow datagram's last
+/// fragments can drop; above 10 minutes an id would be remembered long past
+/// any reassembly queue that could still hold the datagram.
+pub const FRAGMENT_TIMEOUT_MIN_SECS: u32 = 1;
+/// **Decided**: see [`FRAGMENT_TIMEOUT_MIN_SECS`].
+pub const FRAGMENT_TIMEOUT_MAX_SECS: u32 = 600;
 /// Snapshots are kept at least 1 day (seed 000, SPEC §5).
 pub const SNAPSHOT_RETENTION_MIN_DAYS: u32 = 1;
 /// Snapshots are kept at most 30 days (seed 000, SPEC §5).
@@ -573,7 +581,8 @@ pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
 }
 
 /// Checks the agent settings: each session timeout within
-/// `SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS`, the snapshot retention
+/// `SESSION_TIMEOUT_MIN_SECS..=SESSION_TIMEOUT_MAX_SECS`, the fragment timeout
+/// within `FRAGMENT_TIMEOUT_MIN_SECS..=FRAGMENT_TIMEOUT_MAX_SECS`, the snapshot retention
 /// within `SNAPSHOT_RETENTION_MIN_DAYS..=SNAPSHOT_RETENTION_MAX_DAYS`.
 pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
     let SessionTimeouts {
@@ -595,6 +604,14 @@ pub fn check_settings(settings: &Settings) -> Result<(), PolicyError> {
                 format!("{SESSION_TIMEOUT_MIN_SECS}..={SESSION_TIMEOUT_MAX_SECS} seconds"),
             ));
         }
+    }
+    let frag = settings.fragment_timeout_secs;
+    if !(FRAGMENT_TIMEOUT_MIN_SECS..=FRAGMENT_TIMEOUT_MAX_SECS).contains(&frag) {
+        return Err(PolicyError::out_of_range(
+            "settings.fragment_timeout_secs",
+            frag,
+            format!("{FRAGMENT_TIMEOUT_MIN_SECS}..={FRAGMENT_TIMEOUT_MAX_SECS} seconds"),
+        ));
     }
     let days = settings.snapshot_retention_days;
     if !(SNAPSHOT_RETENTION_MIN_DAYS..=SNAPSHOT_RETENTION_MAX_DAYS).contains(&days) {
