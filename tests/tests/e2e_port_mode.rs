@@ -11,11 +11,7 @@ use sg_agent::{
     dataplane::{AttachMode, Dataplane},
     policy::{BindingMode, GroupSpec, NicBinding, State},
 };
-use sg_common::{
-    maps::{PROG_TC_TAG_GUARD, PROG_TEST_VLAN_PUSH},
-    policy::DIR_EGRESS,
-    reason,
-};
+use sg_common::{maps::PROG_TEST_VLAN_PUSH, policy::DIR_EGRESS, reason};
 use sg_tests::{
     bench::{Bench, rule},
     probe,
@@ -111,30 +107,8 @@ fn tagged_frames_from_the_workload_do_not_leave(mode: AttachMode) {
     })
     .unwrap()
     .unwrap();
-    if mode != AttachMode::Tc {
-        // XDP cannot see a tag beside the frame: the tag guard on TC ingress
-        // does. (Attached here by hand: the loader does not attach it yet.)
-        let b_if = std::ffi::CString::new(bench.pair.b.ifname.clone()).unwrap();
-        let dp = bench.enforcer.dataplane();
-        let guard: &mut SchedClassifier = dp
-            .ebpf_mut()
-            .program_mut(PROG_TC_TAG_GUARD)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        guard.load().unwrap();
-        bench
-            .pair
-            .b
-            .ns
-            .exec(|| {
-                guard
-                    .attach(b_if.as_c_str(), TcAttachType::Ingress)
-                    .map(drop)
-            })
-            .unwrap()
-            .unwrap();
-    }
+    // Beside XDP the loader attaches the tag guard on TC ingress: XDP cannot
+    // see a tag the kernel keeps beside the frame.
     let name = b.ifname.clone();
     let tagged = |bench: &mut Bench| {
         let counts = bench.enforcer.dataplane().reason_counts(&name).unwrap();

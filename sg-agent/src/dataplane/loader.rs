@@ -22,8 +22,8 @@ use aya::{
 };
 use sg_common::{
     maps::{
-        BITS, BITS_PER_TABLE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, RULE_STATS,
-        SESSION_ENTRIES, SESSIONS,
+        BITS, BITS_PER_TABLE, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TAG_GUARD, PROG_XDP,
+        RULE_STATS, SESSION_ENTRIES, SESSIONS,
     },
     policy::{DEFAULT_NICS, MAX_NICS, MAX_RANKS},
 };
@@ -152,20 +152,20 @@ pub(super) enum Rx {
     Tc(SchedClassifierLinkId),
 }
 
-/// How an interface's two links are held.
+/// How an interface's links are held: receive side, transmit side, and
+/// beside an XDP receive side the tag guard (`sg_tc_tag_guard` on TC
+/// ingress: XDP cannot see a VLAN tag the kernel keeps beside the frame).
 pub(super) enum Held {
     /// By the programs: detached when we detach or drop.
     Owned {
         rx: Rx,
         tc: SchedClassifierLinkId,
+        guard: Option<SchedClassifierLinkId>,
         /// We added a clsact qdisc (kernel without tcx) and must remove it.
         own_clsact: bool,
     },
     /// By pins in bpffs: they outlive the agent; removing the pins detaches.
-    Pinned {
-        rx: std::path::PathBuf,
-        tx: std::path::PathBuf,
-    },
+    Pinned { links: Vec<std::path::PathBuf> },
 }
 
 pub(super) struct Attachment {
@@ -261,6 +261,7 @@ impl Dataplane {
         // loading one on first use (the verifier takes about a second) left
         // a cold attach's receive side open meanwhile.
         dp.tc_ingress()?;
+        dp.tc_tag_guard()?;
         if adopting {
             // The adopted maps hold the settings and bindings in force: keep
             // enforcing them until the caller installs its policy.
@@ -365,14 +366,38 @@ impl Dataplane {
                 }
             }
         });
+        let attached = attached.and_then(|(rx, tc)| {
+            if !matches!(rx, Rx::Xdp(_)) {
+                return Ok((rx, tc, None));
+            }
+            match self
+                .tc_tag_guard()?
+                .attach(name.as_c_str(), TcAttachType::Ingress)
+            {
+                Ok(guard) => Ok((rx, tc, Some(guard))),
+                Err(source) => {
+                    let _ = self.detach_rx(rx);
+                    let _ = self.tc_egress().map(|p| p.detach(tc));
+                    Err(Error::Program {
+                        prog: PROG_TC_TAG_GUARD,
+                        source,
+                    })
+                }
+            }
+        });
         match attached {
-            Ok((rx, tc)) => {
+            Ok((rx, tc, guard)) => {
                 self.attachments.insert(
                     iface.to_owned(),
                     Attachment {
                         iface: iface.to_owned(),
                         ifindex: crate::enforce::ifindex(iface).unwrap_or(0),
-                        held: Held::Owned { rx, tc, own_clsact },
+                        held: Held::Owned {
+                            rx,
+                            tc,
+                            guard,
+                            own_clsact,
+                        },
                     },
                 );
                 Ok(())
@@ -408,6 +433,7 @@ impl Dataplane {
             ("xdp", PROG_XDP),
             ("tc ingress", PROG_TC_INGRESS),
             ("tc egress", PROG_TC_EGRESS),
+            ("tc tag guard", PROG_TC_TAG_GUARD),
         ]
         .into_iter()
         .filter_map(|(role, name)| {
@@ -415,6 +441,27 @@ impl Dataplane {
             Some((role, info.id()))
         })
         .collect()
+    }
+
+    /// The tag guard (TC ingress beside an XDP receive side; loaded with the
+    /// others).
+    pub fn tc_tag_guard(&mut self) -> Result<&mut SchedClassifier, Error> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_TC_TAG_GUARD)
+            .ok_or(Error::MissingProgram(PROG_TC_TAG_GUARD))?
+            .try_into()
+            .map_err(|source| Error::Program {
+                prog: PROG_TC_TAG_GUARD,
+                source,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| Error::Program {
+                prog: PROG_TC_TAG_GUARD,
+                source,
+            })?;
+        }
+        Ok(prog)
     }
 
     /// The TC ingress program (attach mode `tc`; loaded with the others).
@@ -501,17 +548,33 @@ impl Dataplane {
         let Some(a) = self.attachments.remove(iface) else {
             return Ok(());
         };
-        let (rx, tc, own_clsact) = match a.held {
-            Held::Owned { rx, tc, own_clsact } => (rx, tc, own_clsact),
-            Held::Pinned { rx, tx } => return super::pins::unpin_links(&rx, &tx),
+        let (rx, tc, guard, own_clsact) = match a.held {
+            Held::Owned {
+                rx,
+                tc,
+                guard,
+                own_clsact,
+            } => (rx, tc, guard, own_clsact),
+            Held::Pinned { links } => return super::pins::unpin_links(&links),
         };
-        let tc_result = self
+        let mut tc_result = self
             .tc_egress()?
             .detach(tc)
             .map_err(|source| Error::Program {
                 prog: PROG_TC_EGRESS,
                 source,
             });
+        if let Some(g) = guard {
+            tc_result =
+                tc_result.and(
+                    self.tc_tag_guard()?
+                        .detach(g)
+                        .map_err(|source| Error::Program {
+                            prog: PROG_TC_TAG_GUARD,
+                            source,
+                        }),
+                );
+        }
         let xdp_result = self.detach_rx(rx);
         if own_clsact && let Ok(name) = CString::new(a.iface.clone()) {
             // Removing the qdisc removes any filter still on it.
@@ -524,11 +587,11 @@ impl Dataplane {
     /// whose links the kernel already detached. Pins left by it are removed.
     pub fn forget(&mut self, iface: &str) {
         if let Some(Attachment {
-            held: Held::Pinned { rx, tx },
+            held: Held::Pinned { links },
             ..
         }) = self.attachments.remove(iface)
         {
-            let _ = super::pins::unpin_links(&rx, &tx);
+            let _ = super::pins::unpin_links(&links);
         }
     }
 }

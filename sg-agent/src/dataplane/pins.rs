@@ -32,7 +32,8 @@ use aya::{
 };
 use sg_common::maps::{
     ADDR4, ADDR6, AGENT, BITS, BOUNDS, COUNTERS, FRAGS, IFACES, OWN, PLAT4, PLAT6, PROG_TC_EGRESS,
-    PROG_TC_INGRESS, PROG_XDP, REASONS, RULE_STATS, SESSION_EVENTS, SESSIONS, SETTINGS, TABLES,
+    PROG_TC_INGRESS, PROG_TC_TAG_GUARD, PROG_XDP, REASONS, RULE_STATS, SESSION_EVENTS, SESSIONS,
+    SETTINGS, TABLES,
 };
 
 use super::{
@@ -97,14 +98,19 @@ enum Kind {
     Xdp,
     TcIngress,
     TcEgress,
+    /// TC ingress beside XDP (`sg_tc_tag_guard`).
+    TagGuard,
 }
 
 impl Kind {
+    const ALL: [Self; 4] = [Self::Xdp, Self::TcIngress, Self::TcEgress, Self::TagGuard];
+
     fn suffix(self) -> &'static str {
         match self {
             Self::Xdp => "xdp",
             Self::TcIngress => "tc-ingress",
             Self::TcEgress => "tc-egress",
+            Self::TagGuard => "tc-tag-guard",
         }
     }
 
@@ -113,7 +119,15 @@ impl Kind {
             Self::Xdp => PROG_XDP,
             Self::TcIngress => PROG_TC_INGRESS,
             Self::TcEgress => PROG_TC_EGRESS,
+            Self::TagGuard => PROG_TC_TAG_GUARD,
         }
+    }
+
+    /// The kind of a link pin's file name.
+    fn of_file(file: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| file.ends_with(&format!(":{}", k.suffix())))
     }
 }
 
@@ -134,10 +148,10 @@ fn parse_link_name(file: &str) -> Option<(String, u32)> {
     Some((name, ifindex))
 }
 
-/// Removes an attachment's two pins, which detaches its links.
-pub(super) fn unpin_links(rx: &Path, tx: &Path) -> Result<(), Error> {
+/// Removes an attachment's pins, which detaches its links.
+pub(super) fn unpin_links(links: &[PathBuf]) -> Result<(), Error> {
     let mut result = Ok(());
-    for p in [rx, tx] {
+    for p in links {
         if let Err(e) = std::fs::remove_file(p)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -158,35 +172,40 @@ impl Dataplane {
             reason: format!("no interface {iface} in this network namespace"),
         })?;
         remove_stale_links(&dir, iface, ifindex);
-        let (rx_kind, other) = match mode {
-            AttachMode::Tc => (Kind::TcIngress, Kind::Xdp),
-            _ => (Kind::Xdp, Kind::TcIngress),
+        // The receive side, and beside XDP the tag guard; what the other
+        // attach mode had goes once these run.
+        let (wanted, others): (&[Kind], &[Kind]) = match mode {
+            AttachMode::Tc => (&[Kind::TcIngress], &[Kind::Xdp, Kind::TagGuard]),
+            _ => (&[Kind::Xdp, Kind::TagGuard], &[Kind::TcIngress]),
         };
         let tx = self.link_for(&dir, iface, ifindex, Kind::TcEgress, mode)?;
         super::faults::point("attach.tx");
-        let rx = match self.link_for(&dir, iface, ifindex, rx_kind, mode) {
-            Ok(rx) => rx,
-            Err(e) => {
-                // Leave nothing half-attached behind (if the egress link was
-                // adopted, this stops what an earlier agent left running on
-                // an interface we cannot fully serve).
-                let _ = std::fs::remove_file(&tx);
-                return Err(e);
+        let mut links = vec![tx];
+        for &kind in wanted {
+            match self.link_for(&dir, iface, ifindex, kind, mode) {
+                Ok(p) => links.push(p),
+                Err(e) => {
+                    // Leave nothing half-attached behind (if the egress link
+                    // was adopted, this stops what an earlier agent left
+                    // running on an interface we cannot fully serve).
+                    let _ = unpin_links(&links);
+                    return Err(e);
+                }
             }
-        };
+        }
         super::faults::point("attach.rx");
-        // The receive side moved to another kind of program (attach mode
-        // changed): the new one runs already, the old one goes now.
-        let old = link_path(&dir, iface, ifindex, other);
-        if old.exists() {
-            std::fs::remove_file(&old).map_err(|e| pin_err(&old, e))?;
+        for &kind in others {
+            let old = link_path(&dir, iface, ifindex, kind);
+            if old.exists() {
+                std::fs::remove_file(&old).map_err(|e| pin_err(&old, e))?;
+            }
         }
         self.attachments.insert(
             iface.to_owned(),
             Attachment {
                 iface: iface.to_owned(),
                 ifindex,
-                held: Held::Pinned { rx, tx },
+                held: Held::Pinned { links },
             },
         );
         Ok(())
@@ -237,11 +256,11 @@ impl Dataplane {
                     .try_into()
                     .map_err(|e: LinkError| pin_err(&path, e))?
             }
-            Kind::TcIngress | Kind::TcEgress => {
-                let (p, at) = if kind == Kind::TcIngress {
-                    (self.tc_ingress()?, TcAttachType::Ingress)
-                } else {
-                    (self.tc_egress()?, TcAttachType::Egress)
+            Kind::TcIngress | Kind::TcEgress | Kind::TagGuard => {
+                let (p, at) = match kind {
+                    Kind::TcIngress => (self.tc_ingress()?, TcAttachType::Ingress),
+                    Kind::TagGuard => (self.tc_tag_guard()?, TcAttachType::Ingress),
+                    _ => (self.tc_egress()?, TcAttachType::Egress),
                 };
                 let id = p.attach(name.as_c_str(), at).map_err(program)?;
                 p.take_link(id)
@@ -269,12 +288,12 @@ impl Dataplane {
                 let id = p.attach_to_link(link).map_err(program)?;
                 drop(p.take_link(id).map_err(program)?);
             }
-            Kind::TcIngress | Kind::TcEgress => {
+            Kind::TcIngress | Kind::TcEgress | Kind::TagGuard => {
                 let link = SchedClassifierLink::try_from(fd).map_err(|e| pin_err(path, e))?;
-                let p = if kind == Kind::TcIngress {
-                    self.tc_ingress()?
-                } else {
-                    self.tc_egress()?
+                let p = match kind {
+                    Kind::TcIngress => self.tc_ingress()?,
+                    Kind::TagGuard => self.tc_tag_guard()?,
+                    _ => self.tc_egress()?,
                 };
                 let id = p.attach_to_link(link).map_err(program)?;
                 drop(p.take_link(id).map_err(program)?);
@@ -474,18 +493,12 @@ impl Dataplane {
                 .filter_map(|p| Some((p, self.ebpf.program(p)?.info().ok()?.id())))
                 .collect();
         for (name, a) in &self.attachments {
-            let Held::Pinned { rx, tx } = &a.held else {
+            let Held::Pinned { links } = &a.held else {
                 continue;
             };
-            for path in [rx, tx] {
+            for path in links {
                 let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-                let kind = if file.ends_with(Kind::TcEgress.suffix()) {
-                    Kind::TcEgress
-                } else if file.ends_with(Kind::TcIngress.suffix()) {
-                    Kind::TcIngress
-                } else {
-                    Kind::Xdp
-                };
+                let kind = Kind::of_file(file).unwrap_or(Kind::Xdp);
                 let problem = match link_target(path) {
                     Err(e) => Some(format!("link pin {}: {e}", path.display())),
                     Ok((prog, ifindex)) => {
