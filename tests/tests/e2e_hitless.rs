@@ -13,7 +13,10 @@ use std::{
 };
 
 use sg_agent::policy::{GroupSpec, State};
-use sg_tests::bench::{Bench, rule};
+use sg_tests::{
+    bench::{Bench, rule},
+    flow::numbered_receiver,
+};
 
 const ALLOWED_PORT: u16 = 5000;
 const DENIED_PORT: u16 = 6000;
@@ -78,10 +81,8 @@ fn a_thousand_policy_switches_lose_no_allowed_packet_and_pass_no_denied_one() {
     }
     let stop_rx = Arc::new(AtomicBool::new(false));
     let allowed_count = Arc::new(AtomicU64::new(0));
-    let allowed_seen =
-        sg_tests::flow::numbered_receiver(allowed_rx, stop_rx.clone(), allowed_count.clone());
-    let denied_seen =
-        sg_tests::flow::numbered_receiver(denied_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
+    let allowed_seen = numbered_receiver(allowed_rx, stop_rx.clone(), allowed_count.clone());
+    let denied_seen = numbered_receiver(denied_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
 
     // The sender in a: numbered datagrams to both ports until the updates end.
     let stop_tx = Arc::new(AtomicBool::new(false));

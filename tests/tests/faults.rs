@@ -19,7 +19,10 @@ use sg_agent::{
     dataplane::faults,
     policy::{BindingMode, Cidr, GroupSpec, NicBinding, State},
 };
-use sg_tests::bench::{Bench, rule};
+use sg_tests::{
+    bench::{Bench, rule},
+    flow::numbered_receiver,
+};
 
 /// The fault injector is one per process: these tests take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -90,10 +93,8 @@ impl Traffic {
             .unwrap();
         let stop_rx = Arc::new(AtomicBool::new(false));
         let allowed_count = Arc::new(AtomicU64::new(0));
-        let allowed =
-            sg_tests::flow::numbered_receiver(a_rx, stop_rx.clone(), allowed_count.clone());
-        let denied =
-            sg_tests::flow::numbered_receiver(d_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
+        let allowed = numbered_receiver(a_rx, stop_rx.clone(), allowed_count.clone());
+        let denied = numbered_receiver(d_rx, stop_rx.clone(), Arc::new(AtomicU64::new(0)));
         let stop_tx = Arc::new(AtomicBool::new(false));
         let stop = stop_tx.clone();
         let sock = bench

@@ -332,17 +332,28 @@ impl Dataplane {
                  enforcement on it stops when the agent stops"
             );
         }
+        self.attach_owned(iface, &name, mode, own_clsact)
+    }
+
+    /// Attaches without pins: the links live as long as this data plane.
+    fn attach_owned(
+        &mut self,
+        iface: &str,
+        name: &std::ffi::CStr,
+        mode: AttachMode,
+        own_clsact: bool,
+    ) -> Result<(), Error> {
         let rx = match mode.xdp_mode() {
             Some(xdp_mode) => self
                 .xdp()?
-                .attach(name.as_c_str(), xdp_mode)
+                .attach(name, xdp_mode)
                 .map(Rx::Xdp)
                 .map_err(|source| Error::Program {
                     prog: PROG_XDP,
                     source,
                 }),
             None => self.tc_ingress().and_then(|p| {
-                p.attach(name.as_c_str(), TcAttachType::Ingress)
+                p.attach(name, TcAttachType::Ingress)
                     .map(Rx::Tc)
                     .map_err(|source| Error::Program {
                         prog: PROG_TC_INGRESS,
@@ -351,10 +362,7 @@ impl Dataplane {
             }),
         };
         let attached = rx.and_then(|rx| {
-            match self
-                .tc_egress()?
-                .attach(name.as_c_str(), TcAttachType::Egress)
-            {
+            match self.tc_egress()?.attach(name, TcAttachType::Egress) {
                 Ok(tc) => Ok((rx, tc)),
                 Err(source) => {
                     // Leave nothing half-attached behind.
@@ -370,10 +378,7 @@ impl Dataplane {
             if !matches!(rx, Rx::Xdp(_)) {
                 return Ok((rx, tc, None));
             }
-            match self
-                .tc_tag_guard()?
-                .attach(name.as_c_str(), TcAttachType::Ingress)
-            {
+            match self.tc_tag_guard()?.attach(name, TcAttachType::Ingress) {
                 Ok(guard) => Ok((rx, tc, Some(guard))),
                 Err(source) => {
                     let _ = self.detach_rx(rx);
@@ -404,7 +409,7 @@ impl Dataplane {
             }
             Err(e) => {
                 if own_clsact {
-                    let _ = remove_clsact(&name);
+                    let _ = remove_clsact(name);
                 }
                 Err(e)
             }
