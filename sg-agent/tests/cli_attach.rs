@@ -28,8 +28,9 @@ fn start(host: &Host) -> (AgentProcess, HashSet<u32>) {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|s| s.parse().ok())
         .collect();
-    // XDP (loaded always) and, on a veth, TC ingress instead: three programs.
-    assert_eq!(ids.len(), 3, "{line}");
+    // Every program is loaded at start (XDP, TC ingress, TC egress and the
+    // tag guard that stands beside XDP); on a veth TC ingress is attached.
+    assert_eq!(ids.len(), 4, "{line}");
     (agent, ids)
 }
 

@@ -488,3 +488,23 @@ fn pins_removed_by_hand_are_put_back_by_the_self_check() {
     );
     d.ok(&["verify", "--no-repair"]);
 }
+
+#[test]
+fn pins_of_maps_of_an_older_layout_are_removed_at_start() {
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let mut d = enforcing(&pair, &servers);
+    let root = std::path::PathBuf::from(d.json(&["status"])["pins"].as_str().unwrap());
+    d.stop(libc::SIGTERM).unwrap();
+    // What an agent of an older layout left: a map pinned under a name this
+    // one no longer uses (a layout change renames the map).
+    let maps = root.join("maps");
+    let old = maps.join("SG_FRAGS_V1");
+    aya::maps::MapData::from_pin(maps.join(sg_common::maps::SETTINGS))
+        .unwrap()
+        .pin(&old)
+        .unwrap();
+    d.restart().unwrap();
+    assert!(!old.exists(), "the older layout's pin is still there");
+    assert!(enforced(&pair, &servers));
+}

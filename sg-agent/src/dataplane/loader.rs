@@ -269,7 +269,8 @@ impl Dataplane {
         } else {
             dp.set_settings(&Settings::default())?;
         }
-        if pins.is_some() {
+        if let Some(dir) = pins {
+            super::pins::prune_old_map_pins(dir);
             // Pinned maps of no adopted binding (a cleanup killed halfway
             // left some, the interface map gone) hold entries nobody knows.
             let removed = dp.remove_unknown()?;

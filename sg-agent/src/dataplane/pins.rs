@@ -92,6 +92,23 @@ pub(super) fn prepare(loader: &mut EbpfLoader<'_>, dir: &Path) -> Result<bool, E
     Ok(adopting)
 }
 
+/// Removes map pins under `dir/maps` of names this agent does not use: maps
+/// of an older layout (a layout change renames its map). A program still
+/// running in a link keeps its own maps alive; the pin only kept them for
+/// an agent that would read them with that layout, and none will.
+pub(super) fn prune_old_map_pins(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("maps")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !PINNED_MAPS.contains(&name) && std::fs::remove_file(e.path()).is_ok() {
+            log::info!("removed the pin of {name}, a map of an older layout");
+        }
+    }
+}
+
 /// Which program a link runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
