@@ -142,7 +142,7 @@ impl Dataplane {
             return Ok(drop(reason::MALFORMED));
         }
         let icmp6 = !v4 && p.protocol == 58;
-        let nd = icmp6 && (133..=137).contains(&p.icmp_type);
+        let nd = p.is_neighbour_discovery();
         if dir == DIR_EGRESS && cfg.flags & iface_flags::ANTI_SPOOF != 0 {
             if icmp6 && p.icmp_type == 136 {
                 let owned = match p.nd_target {
@@ -153,16 +153,14 @@ impl Dataplane {
                     return Ok(drop(reason::SPOOF_ND_TARGET));
                 }
             }
-            if !self.owns(cfg, p.src)? && !spoof_exempt(p, nd) {
+            if !self.owns(cfg, p.src)? && !crate::policy::evaluate::spoof_exempt(p) {
                 return Ok(drop(reason::SPOOF_SOURCE));
             }
         }
         if nd {
             return Ok(accept(reason::NEIGHBOUR_DISCOVERY));
         }
-        let path_mtu = (v4 && p.protocol == 1 && p.icmp_type == 3 && p.icmp_code == 4)
-            || (icmp6 && p.icmp_type == 2);
-        if path_mtu {
+        if p.is_path_mtu() {
             return Ok(accept(reason::PATH_MTU));
         }
         let settings: Settings = Array::<_, Settings>::try_from(self.map_ref(SETTINGS)?)
@@ -316,16 +314,4 @@ impl Dataplane {
             Err(_) => Ok(None),
         }
     }
-}
-
-/// SPEC §3 step 0's exemptions, as `decide::spoof_exempt` has them.
-fn spoof_exempt(p: &Packet, nd: bool) -> bool {
-    let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src, p.dst) else {
-        return false;
-    };
-    let link_local = |a: std::net::Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
-    if link_local(src) && (nd || link_local(dst) || dst.is_multicast()) {
-        return true;
-    }
-    nd && p.icmp_type == 135 && src.is_unspecified()
 }

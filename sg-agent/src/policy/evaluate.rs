@@ -599,22 +599,28 @@ fn spoofed(nic: &NicBinding, p: &Packet) -> Option<SpoofCheck> {
     if nic.owns(&p.src) {
         return None;
     }
-    if let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src, p.dst) {
-        let link_local = |a: Ipv6Addr| (a.segments()[0] & 0xffc0) == 0xfe80;
-        if link_local(src) && (p.is_neighbour_discovery() || link_local(dst) || dst.is_multicast())
-        {
-            return None;
-        }
-        // Duplicate-address detection: a neighbour solicitation from `::`.
-        if src.is_unspecified()
-            && whole
-            && p.protocol == proto::ICMPV6
-            && p.icmp_type == icmp::V6_NEIGHBOR_SOLICITATION
-        {
-            return None;
-        }
+    if spoof_exempt(p) {
+        return None;
     }
     Some(SpoofCheck::SourceAddress)
+}
+
+/// SPEC §3 step 0's exemptions from the source check: an IPv6 link-local
+/// source doing neighbour discovery or talking to a link-local or multicast
+/// destination, and duplicate-address detection (a neighbour solicitation
+/// from `::`).
+pub fn spoof_exempt(p: &Packet) -> bool {
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src, p.dst) else {
+        return false;
+    };
+    let link_local = |a: Ipv6Addr| (a.segments()[0] & 0xffc0) == 0xfe80;
+    if link_local(src) && (p.is_neighbour_discovery() || link_local(dst) || dst.is_multicast()) {
+        return true;
+    }
+    src.is_unspecified()
+        && !p.is_later_fragment()
+        && p.protocol == proto::ICMPV6
+        && p.icmp_type == icmp::V6_NEIGHBOR_SOLICITATION
 }
 
 /// Whether a resolved rule matches a packet (SPEC §3 step 5).
