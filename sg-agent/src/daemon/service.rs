@@ -310,10 +310,20 @@ impl Service {
         Ok(out)
     }
 
+    /// Makes `next` the state (see [`Service::commit_in_force`]) and
+    /// publishes the outcome for the reads, whichever it was: a refused
+    /// change may still leave NICs degraded.
     fn commit(&mut self, next: State) -> Result<(), String> {
         if next == self.state {
             return Ok(());
         }
+        let r = self.commit_in_force(next);
+        self.publish();
+        r
+    }
+
+    /// In force, then durable, then the state.
+    fn commit_in_force(&mut self, next: State) -> Result<(), String> {
         // Every producer of `next` validated it (the operations, apply,
         // restore), and the store checks it again before it writes.
         let now = unix_now();
@@ -384,10 +394,11 @@ impl Service {
         }
     }
 
-    /// Answers one request; then publishes what changed for the reads
-    /// (`reads.rs`), which connections answer themselves.
+    /// Answers one request. What a change moves is published by
+    /// [`Service::commit`] for the reads (`reads.rs`), which connections
+    /// answer themselves.
     pub fn handle(&mut self, request: Request) -> Answer {
-        let answer = match request {
+        match request {
             r @ (Request::GroupList
             | Request::GroupShow { .. }
             | Request::GroupHealth { .. }
@@ -433,9 +444,7 @@ impl Service {
             | Request::Stats { .. }
             | Request::SessionList { .. }
             | Request::SessionFlush { .. }) => self.observe_request(r),
-        };
-        self.publish();
-        answer
+        }
     }
 
     /// The session table, for connections to list and flush with.
