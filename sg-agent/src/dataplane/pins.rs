@@ -430,15 +430,7 @@ impl Dataplane {
         let mut out = Vec::new();
         for name in PINNED_MAPS {
             let path = root.join("maps").join(name);
-            let ours = self
-                .ebpf
-                .map(name)
-                .and_then(|m| map_data(m).info().ok())
-                .map(|i| i.id());
-            let pinned = aya::maps::MapData::from_pin(&path)
-                .ok()
-                .and_then(|m| m.info().ok())
-                .map(|i| i.id());
+            let (ours, pinned) = self.map_ids(name, &path);
             if pinned.is_none() || pinned != ours {
                 out.push(drift(format!(
                     "map pin {} {}",
@@ -452,6 +444,21 @@ impl Dataplane {
             }
         }
         out
+    }
+
+    /// The kernel ids of this agent's map `name` and of the map pinned at
+    /// `path` (`None` where there is none).
+    fn map_ids(&self, name: &str, path: &Path) -> (Option<u32>, Option<u32>) {
+        let ours = self
+            .ebpf
+            .map(name)
+            .and_then(|m| map_data(m).info().ok())
+            .map(|i| i.id());
+        let pinned = aya::maps::MapData::from_pin(path)
+            .ok()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.id());
+        (ours, pinned)
     }
 
     /// Puts the pin directory and the map pins back: takes the namespace's
@@ -477,22 +484,17 @@ impl Dataplane {
         std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
         for name in PINNED_MAPS {
             let path = dir.join(name);
+            let (ours, pinned) = self.map_ids(name, &path);
             let Some(map) = self.ebpf.map(name) else {
                 continue;
             };
-            let data = map_data(map);
-            let ours = data.info().ok().map(|i| i.id());
-            let pinned = aya::maps::MapData::from_pin(&path)
-                .ok()
-                .and_then(|m| m.info().ok())
-                .map(|i| i.id());
             if pinned.is_some() && pinned == ours {
                 continue;
             }
             if pinned.is_some() {
                 std::fs::remove_file(&path).map_err(|e| pin_err(&path, e))?;
             }
-            data.pin(&path).map_err(|e| pin_err(&path, e))?;
+            map_data(map).pin(&path).map_err(|e| pin_err(&path, e))?;
             log::warn!("pinned {} again", path.display());
         }
         Ok(())

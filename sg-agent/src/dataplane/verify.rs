@@ -313,7 +313,7 @@ impl Dataplane {
             known_ifaces.insert(n.ifindex);
             let (id, active) = (n.id, n.config.slot & 1);
             let mut extra = super::writer::Leftover {
-                id: u32::MAX,
+                id,
                 held: Default::default(),
                 own: Default::default(),
             };
@@ -338,7 +338,6 @@ impl Dataplane {
             extra.own[other as usize] = have.difference(&n.own[other as usize]).copied().collect();
             removed += extra.own[other as usize].len();
             scan.own.remove(&own_key_nic(id, active));
-            extra.id = id;
             leftovers.push(extra);
         }
         for l in &self.nics.leftovers {
