@@ -264,19 +264,22 @@ impl Dataplane {
         dp.tc_tag_guard()?;
         if adopting {
             // The adopted maps hold the settings and bindings in force: keep
-            // enforcing them until the caller installs its policy.
+            // enforcing them until the caller installs its policy. Whatever
+            // belongs to no adopted binding is removed on the way.
             dp.adopt_bindings()?;
         } else {
             dp.set_settings(&Settings::default())?;
+            if pins.is_some() {
+                // Pinned maps without the interface map (a cleanup killed
+                // halfway) hold entries of no binding at all.
+                let removed = dp.remove_unknown()?;
+                if removed > 0 {
+                    log::warn!("removed {removed} map entries of no binding from the pinned maps");
+                }
+            }
         }
         if let Some(dir) = pins {
             super::pins::prune_old_map_pins(dir);
-            // Pinned maps of no adopted binding (a cleanup killed halfway
-            // left some, the interface map gone) hold entries nobody knows.
-            let removed = dp.remove_unknown()?;
-            if removed > 0 {
-                log::warn!("removed {removed} map entries of no binding from the pinned maps");
-            }
         }
         Ok(dp)
     }
