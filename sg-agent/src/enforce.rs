@@ -11,11 +11,11 @@
 
 use std::{collections::BTreeMap, ffi::CString, fmt::Write as _};
 
-use crate::{
-    compile::{CompileError, Table, compile},
-    dataplane::{AttachMode, Binding, Dataplane, Drift, Error as DataplaneError, Expected, Repair},
-    policy::{Direction, Settings, State},
+use crate::dataplane::{
+    AttachMode, Binding, Dataplane, Drift, Error as DataplaneError, Expected, Repair,
 };
+use sg_policy::compile::{CompileError, Table, compile};
+use sg_policy::{Direction, Settings, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {

@@ -90,7 +90,7 @@ fn unknown_interface_is_a_clear_error() {
 #[test]
 fn a_policy_file_with_an_unknown_field_is_refused_naming_it() {
     let pair = Pair::new().expect("topology");
-    let mut state = serde_json::to_value(sg_agent::policy::State::with_seed(1)).unwrap();
+    let mut state = serde_json::to_value(sg_policy::State::with_seed(1)).unwrap();
     state["settings"]["block_port_52"] = serde_json::json!(false);
     let file = std::env::temp_dir().join(format!("sg-attach-policy-{}.json", std::process::id()));
     std::fs::write(&file, state.to_string()).unwrap();

@@ -3,14 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use sg_agent::{
-    policy::{
-        BindingMode, Family, GroupId, GroupSpec, NicBinding, PolicyError, PortListEntry,
-        PortListSpec, PortRange, PrefixListEntry, PrefixListSpec, RuleSpec, Settings, State,
-        validate_state,
-    },
-    snapshot::{WINDOW_SECS, due, restore, retention_cutoff, window_start},
-    store::{Snapshot, SqliteStore, Store, StoreError},
+use sg_agent::store::{Snapshot, SqliteStore, Store, StoreError};
+use sg_policy::snapshot::{WINDOW_SECS, due, restore, retention_cutoff, window_start};
+use sg_policy::{
+    BindingMode, Family, GroupId, GroupSpec, NicBinding, PolicyError, PortListEntry, PortListSpec,
+    PortRange, PrefixListEntry, PrefixListSpec, RuleSpec, Settings, State, validate_state,
 };
 
 fn rule(
@@ -45,7 +42,10 @@ struct Taken(BTreeSet<(GroupId, u64)>);
 impl Taken {
     /// `due` as the daemon calls it; records what it returns as taken.
     fn due(&mut self, old: &State, new: &State, now: u64) -> Vec<Snapshot> {
-        let snaps = due(old, new, now, |g, w| Ok(self.0.contains(&(g.clone(), w)))).unwrap();
+        let snaps = due(old, new, now, |g, w| {
+            Ok::<_, StoreError>(self.0.contains(&(g.clone(), w)))
+        })
+        .unwrap();
         for s in &snaps {
             self.0.insert((s.group.clone(), s.window_start));
         }
@@ -120,13 +120,13 @@ fn only_groups_whose_rules_changed_are_snapshotted() {
     // Attributes and intra-group policy are not rules.
     s1.modify_group(
         &b,
-        sg_agent::policy::GroupChange {
+        sg_policy::GroupChange {
             name: Some("b2".into()),
             ..Default::default()
         },
     )
     .unwrap();
-    s1.set_inner_policy(&b, sg_agent::policy::InnerPolicy::Drop)
+    s1.set_inner_policy(&b, sg_policy::InnerPolicy::Drop)
         .unwrap();
     assert_eq!(Taken::default().due(&s0, &s1, T0), vec![]);
     assert_eq!(Taken::default().due(&s0, &s0, T0), vec![]);
@@ -186,7 +186,7 @@ fn due_is_ordered_by_group_id_and_asks_only_for_changed_groups() {
     let mut asked = Vec::new();
     let snaps = due(&s0, &s1, T0 + 1, |g, w| {
         asked.push((g.clone(), w));
-        Ok(g == &ids[3])
+        Ok::<_, StoreError>(g == &ids[3])
     })
     .unwrap();
     let mut changed = [ids[1].clone(), ids[3].clone(), ids[4].clone()];
@@ -305,7 +305,7 @@ fn restore_naming_a_list_or_group_that_is_gone_is_refused_naming_it() {
             family: Family::Ipv4,
             max_entries: 2,
             entries: vec![PrefixListEntry {
-                cidr: sg_agent::policy::Cidr::parse("t", "192.0.2.0/24").unwrap(),
+                cidr: sg_policy::Cidr::parse("t", "192.0.2.0/24").unwrap(),
                 description: String::new(),
             }],
         })
@@ -342,9 +342,9 @@ fn restore_naming_a_list_or_group_that_is_gone_is_refused_naming_it() {
         // What the snapshot names is deleted afterwards (the rule first).
         let mut now = with.clone();
         now.groups.get_mut(&g).unwrap().rules.clear();
-        if let Ok(id) = sg_agent::policy::PrefixListId::parse("t", &gone) {
+        if let Ok(id) = sg_policy::PrefixListId::parse("t", &gone) {
             now.delete_prefix_list(&id).unwrap();
-        } else if let Ok(id) = sg_agent::policy::PortListId::parse("t", &gone) {
+        } else if let Ok(id) = sg_policy::PortListId::parse("t", &gone) {
             now.delete_port_list(&id).unwrap();
         } else {
             now.delete_group(&GroupId::parse("t", &gone).unwrap())

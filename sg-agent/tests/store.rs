@@ -12,14 +12,12 @@ use std::{
     time::Duration,
 };
 
-use sg_agent::{
-    policy::{
-        BindingMode, Cidr, Family, GroupChange, GroupId, GroupSpec, NicBinding, PortListEntry,
-        PortListId, PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec,
-        RuleSpec, SessionTimeouts, Settings, State, validate_state,
-    },
-    snapshot,
-    store::{Snapshot, SqliteStore, Store, StoreError},
+use sg_agent::store::{Snapshot, SqliteStore, Store, StoreError};
+use sg_policy::snapshot;
+use sg_policy::{
+    BindingMode, Cidr, Family, GroupChange, GroupId, GroupSpec, NicBinding, PortListEntry,
+    PortListId, PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec, RuleSpec,
+    SessionTimeouts, Settings, State, validate_state,
 };
 
 // ---- helpers -----------------------------------------------------------------
@@ -360,7 +358,7 @@ fn every_commit_reads_back_from_a_fresh_connection() {
     let prl = s.port_lists.keys().next().unwrap().clone();
     let users: Vec<_> = s
         .all_rules()
-        .filter(|(_, r)| r.spec.ports == sg_agent::policy::PortSpec::List(prl.clone()))
+        .filter(|(_, r)| r.spec.ports == sg_policy::PortSpec::List(prl.clone()))
         .map(|(g, r)| (g.id.clone(), r.id.clone()))
         .collect();
     for (g, r) in users {

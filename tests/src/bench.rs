@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use sg_agent::{
     dataplane::{AttachMode, Dataplane},
     enforce::{ApplyReport, Enforcer},
-    policy::{BindingMode, GroupId, NicBinding, RuleSpec, State},
 };
+use sg_policy::{BindingMode, GroupId, NicBinding, RuleSpec, State};
 
 use crate::{probe::Servers, topology::Pair};
 

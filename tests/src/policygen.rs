@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sg_agent::policy::{
+use sg_policy::{
     Action, BindingMode, Cidr, Direction, Family, Fragment, GroupId, GroupSpec, InnerPolicy,
     NicBinding, Packet, Peer, PortListEntry, PortListSpec, PortRange, PortSpec, PrefixListEntry,
     PrefixListSpec, Protocol, Quoted, RuleSpec, Settings, State,
@@ -166,9 +166,9 @@ fn port(rng: &mut Rng) -> u16 {
 /// /32 for IPv6, `validate::PLATFORM_MIN_PREFIX_V4`/`_V6`).
 fn platform_cidr(rng: &mut Rng, v4: bool) -> Cidr {
     let min = if v4 {
-        sg_agent::policy::validate::PLATFORM_MIN_PREFIX_V4
+        sg_policy::validate::PLATFORM_MIN_PREFIX_V4
     } else {
-        sg_agent::policy::validate::PLATFORM_MIN_PREFIX_V6
+        sg_policy::validate::PLATFORM_MIN_PREFIX_V6
     };
     loop {
         let c = cidr(rng, v4);
@@ -269,10 +269,7 @@ pub fn random_state(rng: &mut Rng, seed: u64, shape: &Shape) -> State {
 fn random_lists(
     rng: &mut Rng,
     s: &mut State,
-) -> (
-    Vec<sg_agent::policy::PrefixListId>,
-    Vec<sg_agent::policy::PortListId>,
-) {
+) -> (Vec<sg_policy::PrefixListId>, Vec<sg_policy::PortListId>) {
     let mut prefix_lists = Vec::new();
     for i in 0..rng.below(3) {
         let v4 = rng.chance(50);
@@ -349,8 +346,8 @@ fn random_rule(
     rng: &mut Rng,
     enterprise: bool,
     groups: &[GroupId],
-    prefix_lists: &[sg_agent::policy::PrefixListId],
-    port_lists: &[sg_agent::policy::PortListId],
+    prefix_lists: &[sg_policy::PrefixListId],
+    port_lists: &[sg_policy::PortListId],
 ) -> RuleSpec {
     let direction = if rng.chance(50) {
         Direction::Ingress
@@ -524,8 +521,8 @@ pub fn random_vlans(rng: &mut Rng) -> Vec<u16> {
 }
 
 /// `frame` as the evaluator sees it inside `tags` VLAN tags.
-pub fn tagged(frame: sg_agent::policy::Frame, tags: usize) -> sg_agent::policy::Frame {
-    (0..tags).fold(frame, |f, _| sg_agent::policy::Frame::Tagged(Box::new(f)))
+pub fn tagged(frame: sg_policy::Frame, tags: usize) -> sg_policy::Frame {
+    (0..tags).fold(frame, |f, _| sg_policy::Frame::Tagged(Box::new(f)))
 }
 
 /// A later fragment of first fragment `first`'s datagram (same addresses,
@@ -739,7 +736,7 @@ pub fn mutate(rng: &mut Rng, s: &mut State) -> &'static str {
             "revoked a rule"
         }
         6..=8 => {
-            let enterprise = s.groups[&g].kind == sg_agent::policy::GroupType::Enterprise;
+            let enterprise = s.groups[&g].kind == sg_policy::GroupType::Enterprise;
             let spec = random_rule(rng, enterprise, &groups, &[], &[]);
             if s.authorize(&g, spec).is_ok() {
                 "authorized a rule"

@@ -21,18 +21,18 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use sg_agent::{
-    compile::Rank,
     dataplane::Dataplane,
     enforce::{Enforcer, ifindex},
-    policy::{
-        AlwaysAllowed, Decision, Direction, Fragment, Frame, Packet, Reason, SessionTimeouts,
-        Sessions, Settings, SpoofCheck, State, Verdict,
-    },
 };
 use sg_common::{
     maps::FRAGS,
     policy::{FragFirst, FragKey, NO_RANK},
     reason,
+};
+use sg_policy::compile::Rank;
+use sg_policy::{
+    AlwaysAllowed, Decision, Direction, Fragment, Frame, Packet, Reason, SessionTimeouts, Sessions,
+    Settings, SpoofCheck, State, Verdict,
 };
 use sg_tests::{
     classify::classify,
@@ -602,8 +602,8 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
             };
             let mut state = random_state(&mut rng, seed ^ policy as u64, &shape);
             no_expiry(&mut state);
-            let rules_n0 = sg_agent::policy::merged_rules(&state, "n0", Direction::Ingress).map_or(0, |v| v.len())
-                + sg_agent::policy::merged_rules(&state, "n0", Direction::Egress).map_or(0, |v| v.len());
+            let rules_n0 = sg_policy::merged_rules(&state, "n0", Direction::Ingress).map_or(0, |v| v.len())
+                + sg_policy::merged_rules(&state, "n0", Direction::Egress).map_or(0, |v| v.len());
             if rules_n0 >= 900 {
                 big += 1;
             }

@@ -9,18 +9,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use sg_agent::{
-    compile::Rank,
     dataplane::{
         Dataplane,
         droplog::{DropEvent, DropLogError, DropLogRate, DropLogReader, DropLogStats},
     },
     enforce::{Enforcer, ifindex},
-    policy::{BindingMode, GroupSpec, NicBinding, RuleId, RuleSpec, State},
 };
 use sg_common::{
     droplog::{family, hook},
     reason,
 };
+use sg_policy::compile::Rank;
+use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleId, RuleSpec, State};
 use sg_tests::{
     packet::{self, L3, L4, Spec},
     testrun::{self, Hook},

@@ -4,12 +4,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use sg_agent::{
-    compile::Rank,
-    dataplane::RuleHits,
-    policy::{GroupSpec, RuleId, State},
-};
+use sg_agent::dataplane::RuleHits;
 use sg_common::{policy::DIR_INGRESS, reason};
+use sg_policy::compile::Rank;
+use sg_policy::{GroupSpec, RuleId, State};
 use sg_tests::{
     bench::{Bench, rule},
     probe,

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sg_agent::policy::{GroupSpec, State};
+use sg_policy::{GroupSpec, State};
 use sg_tests::{
     bench::{Bench, rule},
     flow::numbered_receiver,

@@ -7,11 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use sg_agent::{
-    dataplane::{AttachMode, Dataplane},
-    policy::{BindingMode, GroupSpec, NicBinding, State},
-};
+use sg_agent::dataplane::{AttachMode, Dataplane};
 use sg_common::{maps::PROG_TEST_VLAN_PUSH, policy::DIR_EGRESS, reason};
+use sg_policy::{BindingMode, GroupSpec, NicBinding, State};
 use sg_tests::{
     bench::{Bench, rule},
     probe,

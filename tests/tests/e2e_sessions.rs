@@ -11,11 +11,9 @@ use std::{
     time::Duration,
 };
 
-use sg_agent::{
-    dataplane::{AttachMode, sessions::Filter},
-    policy::{GroupId, GroupSpec, SessionTimeouts, Settings, State},
-};
+use sg_agent::dataplane::{AttachMode, sessions::Filter};
 use sg_common::reason;
+use sg_policy::{GroupId, GroupSpec, SessionTimeouts, Settings, State};
 use sg_tests::{
     bench::{Bench, rule},
     eventually,

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use sg_agent::policy::{BindingMode, GroupSpec, InnerPolicy, NicBinding, RuleSpec, State};
+use sg_policy::{BindingMode, GroupSpec, InnerPolicy, NicBinding, RuleSpec, State};
 use sg_tests::{
     bench::{Bench, rule},
     probe,

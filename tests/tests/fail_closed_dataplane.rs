@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use sg_agent::{
     dataplane::{Dataplane, sessions::Filter},
     enforce::{Enforcer, ifindex},
-    policy::{BindingMode, Cidr, GroupId, GroupSpec, NicBinding, State},
 };
 use sg_common::{counter, reason};
+use sg_policy::{BindingMode, Cidr, GroupId, GroupSpec, NicBinding, State};
 use sg_tests::{
     bench::rule,
     packet::{self, ETH_P_8021AD, ETH_P_8021Q, Ext, L3, L4, Spec},

@@ -15,10 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sg_agent::{
-    dataplane::faults,
-    policy::{BindingMode, Cidr, GroupSpec, NicBinding, State},
-};
+use sg_agent::dataplane::faults;
+use sg_policy::{BindingMode, Cidr, GroupSpec, NicBinding, State};
 use sg_tests::{
     bench::{Bench, rule},
     flow::numbered_receiver,

@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use sg_agent::{
     dataplane::{Dataplane, Limits, sessions::Filter},
     enforce::{Enforcer, ifindex},
-    policy::{BindingMode, GroupSpec, NicBinding, State},
 };
 use sg_common::reason;
+use sg_policy::{BindingMode, GroupSpec, NicBinding, State};
 use sg_tests::{
     packet::{self, L3, L4, Spec},
     testrun::{self, Hook},

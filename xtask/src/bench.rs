@@ -33,9 +33,9 @@ use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sg_agent::{
     dataplane::{Dataplane, Limits, sessions::Filter},
     enforce::{Enforcer, ifindex},
-    policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State},
 };
 use sg_common::maps::PROG_BENCH_FLOOR;
+use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};
 use sg_tests::{
     packet::{self, L3, L4, Spec},
     testrun::{self, Hook},
@@ -400,7 +400,7 @@ fn through_api(ns: &Netns) -> anyhow::Result<String> {
     for n in [1, 1000] {
         let docs = [false, true].map(|deny| {
             policy(n, deny, "ingress", &nics).map(|s| {
-                serde_json::to_string(&sg_agent::policy::apply::document_of(&s))
+                serde_json::to_string(&sg_policy::apply::document_of(&s))
                     .expect("a document serialises")
             })
         });

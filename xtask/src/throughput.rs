@@ -62,9 +62,9 @@ use anyhow::{Context as _, bail, ensure};
 use sg_agent::{
     dataplane::{AttachMode, Dataplane},
     enforce::Enforcer,
-    policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State},
 };
 use sg_common::{counter::DIR_INGRESS, reason};
+use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};
 use sg_tests::topology::{Netns, Pair};
 
 const ROUNDS: usize = 5;

@@ -8,9 +8,9 @@ use sg_agent::{
     dataplane::{AttachMode, Counters, Dataplane, Limits},
     enforce::Enforcer,
     netns,
-    policy::State,
 };
 use sg_common::reason;
+use sg_policy::State;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -101,7 +101,7 @@ fn load_policy(path: &Path) -> anyhow::Result<State> {
         anyhow::bail!("parsing {}: unknown field `{field}`", path.display());
     }
     // A file the user gives is all new input: every check of a change.
-    sg_agent::policy::validate::validate_new(&state)
+    sg_policy::validate::validate_new(&state)
         .with_context(|| format!("validating {}", path.display()))?;
     Ok(state)
 }
@@ -238,8 +238,8 @@ fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Repo
         let mut rules = Vec::new();
         for h in &hits {
             let rank = match &h.rank {
-                sg_agent::compile::Rank::Rule(id) => id.to_string(),
-                sg_agent::compile::Rank::IntraGroup(g) => format!("default: intra-group {g}"),
+                sg_policy::compile::Rank::Rule(id) => id.to_string(),
+                sg_policy::compile::Rank::IntraGroup(g) => format!("default: intra-group {g}"),
             };
             let _ = writeln!(
                 text,

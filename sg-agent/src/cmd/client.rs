@@ -16,10 +16,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
-use sg_agent::{
-    api::{self, Request},
-    policy::validate::forbidden_char,
-};
+use sg_agent::api::{self, Request};
+use sg_policy::validate::forbidden_char;
 
 /// Names the socket when `--socket` is not given.
 pub const SOCKET_ENV: &str = "SG_AGENT_SOCKET";

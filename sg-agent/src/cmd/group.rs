@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::{api::Request, policy::SecurityGroup};
+use sg_agent::api::Request;
+use sg_policy::SecurityGroup;
 
 use super::{
     client::{self, Output, Table},

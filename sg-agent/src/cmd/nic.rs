@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::{api::Request, policy::NicBinding};
+use sg_agent::api::Request;
+use sg_policy::NicBinding;
 
 use super::client::{self, Output, Table};
 

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use sg_agent::{api::Request, policy::PortList};
+use sg_agent::api::Request;
+use sg_policy::PortList;
 
 use super::client::{self, Output, Table};
 

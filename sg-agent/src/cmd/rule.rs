@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use sg_agent::{
-    api::{Request, RuleText},
-    policy::{PortSpec, Rule},
-};
+use sg_agent::api::{Request, RuleText};
+use sg_policy::{PortSpec, Rule};
 
 use super::client::{self, Output, Table};
 

@@ -36,9 +36,9 @@ use crate::{
     },
     enforce::Enforcer,
     netlink::{LinkEvent, LinkWatcher},
-    policy::State,
     store::{SqliteStore, Store, StoreId, StorePosition},
 };
+use sg_policy::State;
 
 /// How the daemon runs.
 #[derive(Debug)]

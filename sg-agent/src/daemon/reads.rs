@@ -16,9 +16,9 @@ use crate::{
     api::{Reply, Request, SessionFilter},
     clock::{self, unix_now},
     dataplane::sessions::{Filter, SessionTable},
-    policy::{
-        self, Cidr, Direction, GroupId, PolicyError, PortListId, PrefixListId, Protocol, State,
-    },
+};
+use sg_policy::{
+    self, Cidr, Direction, GroupId, PolicyError, PortListId, PrefixListId, Protocol, State,
 };
 
 type Answer = Result<Value, String>;
@@ -133,7 +133,7 @@ pub fn answer(view: &View, r: &Request) -> Answer {
             };
             let mut out = Vec::new();
             for g in ids {
-                for r in policy::health_check(state, &g).map_err(err)? {
+                for r in sg_policy::health_check(state, &g).map_err(err)? {
                     out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
                 }
             }
@@ -171,7 +171,7 @@ pub fn answer(view: &View, r: &Request) -> Answer {
                 .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
         }
         Request::SettingsShow => Ok(to_value(&state.settings)),
-        Request::Export => Ok(to_value(&policy::apply::document_of(state))),
+        Request::Export => Ok(to_value(&sg_policy::apply::document_of(state))),
         Request::Status => {
             let mut s = view.status.clone();
             s["uptime_secs"] = json!(view.started.elapsed().as_secs());
@@ -190,7 +190,7 @@ fn rule_list(state: &State, group: Option<&str>, nic: Option<&str>) -> Answer {
         (None, Some(n)) => {
             let mut out = Vec::new();
             for dir in [Direction::Ingress, Direction::Egress] {
-                for r in policy::merged_rules(state, n, dir).map_err(err)? {
+                for r in sg_policy::merged_rules(state, n, dir).map_err(err)? {
                     let (_, rule) = state.find_rule(&r.id).ok_or("rule vanished")?;
                     let s = &rule.spec;
                     out.push(json!({
@@ -218,17 +218,17 @@ fn rule_export(state: &State, group: &str, format: &str, region: Option<&str>) -
     let region = region.unwrap_or("local");
     let (file_name, text) = match format.to_ascii_lowercase().as_str() {
         "json" => (
-            policy::json_file_name(region, &gid).map_err(err)?,
-            policy::export_json(state, &gid).map_err(err)?,
+            sg_policy::json_file_name(region, &gid).map_err(err)?,
+            sg_policy::export_json(state, &gid).map_err(err)?,
         ),
         "csv" => (
-            policy::csv_file_name(
+            sg_policy::csv_file_name(
                 &gid,
                 region,
                 &clock::utc_date(i64::try_from(unix_now()).unwrap_or(0)),
             )
             .map_err(err)?,
-            policy::export_csv(state, &gid).map_err(err)?,
+            sg_policy::export_csv(state, &gid).map_err(err)?,
         ),
         _ => {
             return Err(err(PolicyError::invalid(
@@ -241,11 +241,11 @@ fn rule_export(state: &State, group: &str, format: &str, region: Option<&str>) -
     Ok(json!({ "file_name": file_name, "text": text }))
 }
 
-fn port_text(p: &policy::PortSpec) -> String {
+fn port_text(p: &sg_policy::PortSpec) -> String {
     match p {
-        policy::PortSpec::Any => "-1/-1".to_owned(),
-        policy::PortSpec::Range(r) => r.to_string(),
-        policy::PortSpec::List(l) => l.to_string(),
+        sg_policy::PortSpec::Any => "-1/-1".to_owned(),
+        sg_policy::PortSpec::Range(r) => r.to_string(),
+        sg_policy::PortSpec::List(l) => l.to_string(),
     }
 }
 

@@ -16,17 +16,17 @@ use super::reads;
 use crate::{
     api::{Request, RuleText, TraceText},
     clock::unix_now,
-    compile::Rank,
     dataplane::{Counters, sessions::SessionTable},
     enforce::Enforcer,
-    policy::{
-        self, BindingMode, Cidr, CloneOptions, Direction, Family, GroupChange, GroupId, GroupSpec,
-        GroupType, InnerPolicy, NicBinding, Packet, PolicyError, PortListEntry, PortListId,
-        PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec, Protocol, RuleId,
-        RuleSpec, State, Template,
-    },
-    snapshot,
     store::Store,
+};
+use sg_policy::compile::Rank;
+use sg_policy::snapshot;
+use sg_policy::{
+    self, BindingMode, Cidr, CloneOptions, Direction, Family, GroupChange, GroupId, GroupSpec,
+    GroupType, InnerPolicy, NicBinding, Packet, PolicyError, PortListEntry, PortListId,
+    PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec, Protocol, RuleId,
+    RuleSpec, State, Template,
 };
 
 /// What the daemon was started with, for `status`.
@@ -624,9 +624,9 @@ impl Service {
                 };
                 let report = self.change(|s| {
                     if csv {
-                        policy::import_csv(s, &gid, &text)
+                        sg_policy::import_csv(s, &gid, &text)
                     } else {
-                        policy::import_json(s, &gid, &text)
+                        sg_policy::import_json(s, &gid, &text)
                     }
                 })?;
                 let imported: Vec<&RuleId> = report.imported.iter().map(|r| &r.id).collect();
@@ -845,17 +845,17 @@ impl Service {
                 allow_delete_all,
             } => {
                 let started = Instant::now();
-                let doc = policy::apply::parse(&document).map_err(err)?;
+                let doc = sg_policy::apply::parse(&document).map_err(err)?;
                 let parsed = started.elapsed();
-                let next = policy::apply::desired(&self.state, &doc).map_err(err)?;
+                let next = sg_policy::apply::desired(&self.state, &doc).map_err(err)?;
                 let built = started.elapsed();
-                let diff = policy::apply::diff(&self.state, &next);
+                let diff = sg_policy::apply::diff(&self.state, &next);
                 // A sweep (every NIC unbound, every group deleted) heads the
                 // diff, dry run or not, and is refused without the flag.
-                let sweep = policy::apply::Sweep::of(&self.state, &next);
+                let sweep = sg_policy::apply::Sweep::of(&self.state, &next);
                 let warnings = sweep
                     .as_ref()
-                    .map(policy::apply::Sweep::lines)
+                    .map(sg_policy::apply::Sweep::lines)
                     .unwrap_or_default();
                 let changes: Vec<String> = warnings
                     .iter()
@@ -867,7 +867,7 @@ impl Service {
                     started.elapsed()
                 );
                 if !dry_run {
-                    policy::apply::check_sweep(&self.state, &next, allow_delete_all)
+                    sg_policy::apply::check_sweep(&self.state, &next, allow_delete_all)
                         .map_err(err)?;
                     if let Some(s) = &sweep {
                         log::warn!("apply with allow_delete_all: {}", s.lines().join("; "));
@@ -1003,7 +1003,8 @@ impl Service {
     fn trace(&mut self, t: &TraceText) -> Answer {
         self.state.nic(&t.nic).map_err(err)?;
         let (direction, _, packet) = trace_packet(t)?;
-        let reference = policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
+        let reference =
+            sg_policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
         let ifindex = crate::enforce::ifindex(&t.nic).ok_or_else(|| {
             format!(
                 "nic: {} is bound but its interface is absent here: nothing enforces it",
@@ -1047,12 +1048,12 @@ impl Service {
             (_, None) => format!("decided before sessions and rules{where_}"),
         };
         let kernel_verdict = if k.verdict == sg_common::policy::verdict::ACCEPT {
-            policy::Verdict::Accept
+            sg_policy::Verdict::Accept
         } else {
-            policy::Verdict::Drop
+            sg_policy::Verdict::Drop
         };
         let same_rule = match &reference.reason {
-            policy::Reason::Rule(id) => rule.as_deref() == Some(id.as_str()),
+            sg_policy::Reason::Rule(id) => rule.as_deref() == Some(id.as_str()),
             _ => true,
         };
         let agrees = kernel_verdict == reference.verdict
@@ -1216,11 +1217,11 @@ fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), String> {
         }),
         icmp_code: t.icmp_code.unwrap_or(0),
         tcp_flags: if number == 6 {
-            policy::evaluate::tcp_flags::SYN
+            sg_policy::evaluate::tcp_flags::SYN
         } else {
             0
         },
-        fragment: policy::Fragment::None,
+        fragment: sg_policy::Fragment::None,
         nd_target: None,
         icmp_id: 0,
         quoted: None,
@@ -1286,9 +1287,9 @@ fn is_default(r: u32) -> bool {
 }
 
 /// The kernel's number (`sg_common::reason`) for the evaluator's reason.
-fn kernel_reason(r: &policy::Reason) -> u32 {
-    use policy::{AlwaysAllowed as A, Reason as R, SpoofCheck as S};
+fn kernel_reason(r: &sg_policy::Reason) -> u32 {
     use sg_common::reason as k;
+    use sg_policy::{AlwaysAllowed as A, Reason as R, SpoofCheck as S};
     match r {
         R::Malformed => k::MALFORMED,
         R::AntiSpoof(S::SourceAddress) => k::SPOOF_SOURCE,
@@ -1315,8 +1316,8 @@ fn kernel_reason(r: &policy::Reason) -> u32 {
 }
 
 /// A reason as the data plane's counters name it (`sg_common::reason::NAMES`).
-fn reason_name(r: &policy::Reason) -> String {
-    use policy::Reason as R;
+fn reason_name(r: &sg_policy::Reason) -> String {
+    use sg_policy::Reason as R;
     match r {
         R::Malformed => "malformed".to_owned(),
         R::AntiSpoof(check) => format!("spoof ({check:?})"),

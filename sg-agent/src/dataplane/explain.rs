@@ -24,10 +24,8 @@ use sg_common::{
 };
 
 use super::{Dataplane, Error, mapio::map_err};
-use crate::{
-    compile::mapped,
-    policy::{Direction, Packet},
-};
+use sg_policy::compile::mapped;
+use sg_policy::{Direction, Packet};
 
 /// The kernel's decision for a packet, from its maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +151,7 @@ impl Dataplane {
                     return Ok(drop(reason::SPOOF_ND_TARGET));
                 }
             }
-            if !self.owns(cfg, p.src)? && !crate::policy::evaluate::spoof_exempt(p) {
+            if !self.owns(cfg, p.src)? && !sg_policy::evaluate::spoof_exempt(p) {
                 return Ok(drop(reason::SPOOF_SOURCE));
             }
         }

@@ -17,10 +17,8 @@ use sg_common::{
     session::timeout,
 };
 
-use crate::{
-    compile::{Prefix, Table, mapped},
-    policy::{self, Cidr, SessionTimeouts},
-};
+use sg_policy::compile::{Prefix, Table, mapped};
+use sg_policy::{Cidr, SessionTimeouts};
 
 /// A rule-bits entry: (kind, index) of its `BitsKey`.
 pub type BitsIndex = (u16, u16);
@@ -178,7 +176,7 @@ pub struct SettingsImage {
 }
 
 /// The image of the agent's settings.
-pub fn settings_image(settings: &policy::Settings) -> SettingsImage {
+pub fn settings_image(settings: &sg_policy::Settings) -> SettingsImage {
     let platform = &settings.platform_addresses;
     let mut flags = if settings.block_port_25 {
         settings_flags::BLOCK_PORT_25

@@ -28,7 +28,7 @@ use sg_common::{
     policy::{DEFAULT_NICS, MAX_NICS, MAX_RANKS},
 };
 
-use crate::policy::Settings;
+use sg_policy::Settings;
 
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));

@@ -15,7 +15,7 @@ use sg_common::{
 };
 
 use super::{Dataplane, Error, mapio::map_err};
-use crate::policy::Cidr;
+use sg_policy::Cidr;
 
 /// Which sessions an operation applies to; every set field must match.
 #[derive(Debug, Clone, Default)]

@@ -19,7 +19,7 @@ use super::{
     mapio::map_err,
     writer::Binding,
 };
-use crate::{compile::Table, policy};
+use sg_policy::compile::Table;
 
 /// What one bound NIC must hold in the kernel.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +95,7 @@ impl Dataplane {
     pub fn verify(
         &self,
         expected: &BTreeMap<String, Expected<'_>>,
-        settings: &policy::Settings,
+        settings: &sg_policy::Settings,
     ) -> Result<Vec<Drift>, Error> {
         let mut scan = self.scan()?;
         let mut out = Vec::new();
@@ -276,7 +276,7 @@ impl Dataplane {
         Ok(out)
     }
 
-    fn verify_settings(&self, settings: &policy::Settings) -> Result<Vec<Drift>, Error> {
+    fn verify_settings(&self, settings: &sg_policy::Settings) -> Result<Vec<Drift>, Error> {
         let want = settings_image(settings);
         let map = self.ebpf.map(SETTINGS).ok_or(Error::MissingMap(SETTINGS))?;
         let have: Settings = Array::<_, Settings>::try_from(map)

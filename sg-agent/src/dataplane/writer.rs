@@ -43,11 +43,9 @@ use super::{
     image::{OwnEntry, TableImage, TableKeys, own_image, settings_image, table_image},
     mapio::{deleted, injected, map_err},
 };
-use crate::{
-    compile::{Rank, Table},
-    dataplane::faults,
-    policy::{self, BindingMode, Cidr},
-};
+use crate::dataplane::faults;
+use sg_policy::compile::{Rank, Table};
+use sg_policy::{BindingMode, Cidr};
 
 fn next_version(last: &mut u32) -> u32 {
     *last = last.wrapping_add(1).max(1);
@@ -315,7 +313,7 @@ impl Dataplane {
 
     /// Writes the global settings: the port-25 block, platform addresses,
     /// session timeouts and the fragment timeout.
-    pub fn set_settings(&mut self, settings: &policy::Settings) -> Result<(), Error> {
+    pub fn set_settings(&mut self, settings: &sg_policy::Settings) -> Result<(), Error> {
         let image = settings_image(settings);
         // The tries first: the flag that makes programs look at them goes on
         // only once they hold the addresses.

@@ -3,16 +3,17 @@
 //! the place of the local [`SqliteStore`].
 //!
 //! The daemon makes every change durable before its API answers: it computes the
-//! snapshots a change makes due ([`snapshot::due`](crate::snapshot::due)) and
+//! snapshots a change makes due ([`snapshot::due`](sg_policy::snapshot::due)) and
 //! hands the new state and those snapshots to [`Store::commit`], which keeps all
 //! of it or none of it.
 
 mod sqlite;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::policy::{GroupId, PolicyError, Rule, State};
+use sg_policy::{GroupId, PolicyError, State};
+
+pub use sg_policy::snapshot::{Snapshot, SnapshotInfo};
 
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
@@ -85,51 +86,6 @@ impl std::fmt::Display for StoreId {
 pub struct StorePosition {
     pub id: StoreId,
     pub generation: u64,
-}
-
-/// A backup of one security group's rules (SPEC §5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// 0 until stored; the store assigns it.
-    pub id: u64,
-    /// The group whose rules these are.
-    pub group: GroupId,
-    /// The group's name when the snapshot was taken.
-    pub group_name: String,
-    /// The start of the 5-minute window the snapshot belongs to (unix seconds).
-    pub window_start: u64,
-    /// When the snapshot was taken (unix seconds).
-    pub taken_at: u64,
-    /// The group's rules, in order, with their ids.
-    pub rules: Vec<Rule>,
-}
-
-impl Snapshot {
-    /// The snapshot without its rules, as listings show it.
-    pub fn info(&self) -> SnapshotInfo {
-        SnapshotInfo {
-            id: self.id,
-            group: self.group.clone(),
-            group_name: self.group_name.clone(),
-            window_start: self.window_start,
-            taken_at: self.taken_at,
-            rules: self.rules.len(),
-        }
-    }
-}
-
-/// A snapshot as listed: everything but the rules, which are counted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    pub id: u64,
-    pub group: GroupId,
-    pub group_name: String,
-    /// The start of the 5-minute window (unix seconds).
-    pub window_start: u64,
-    /// When the snapshot was taken (unix seconds).
-    pub taken_at: u64,
-    /// How many rules the snapshot holds.
-    pub rules: usize,
 }
 
 /// Why the store could not do what was asked. Each message says what failed and

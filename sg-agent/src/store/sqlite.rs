@@ -6,7 +6,7 @@
 //!
 //! | table          | key                 | holds                                        |
 //! |----------------|---------------------|----------------------------------------------|
-//! | `settings`     | `id` = 1            | [`Settings`](crate::policy::Settings)        |
+//! | `settings`     | `id` = 1            | [`Settings`](sg_policy::Settings)        |
 //! | `meta`         | `key` = `ids`       | the id generator                             |
 //! | `groups`       | `id`                | a group without its rules                    |
 //! | `rules`        | `id`                | a rule, its `group_id` and its `position`    |
@@ -40,7 +40,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Snapshot, SnapshotInfo, Store, StoreError, StoreId, StorePosition};
-use crate::policy::{
+use sg_policy::{
     GroupId, NicBinding, PortList, PrefixList, Rule, RuleId, SecurityGroup, Settings, State,
     ids::IdGen, validate_state,
 };
@@ -732,13 +732,13 @@ impl AsKey for String {
     }
 }
 
-impl AsKey for crate::policy::PrefixListId {
+impl AsKey for sg_policy::PrefixListId {
     fn as_key(&self) -> &str {
         self.as_str()
     }
 }
 
-impl AsKey for crate::policy::PortListId {
+impl AsKey for sg_policy::PortListId {
     fn as_key(&self) -> &str {
         self.as_str()
     }
@@ -1162,7 +1162,7 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{GroupSpec, RuleSpec};
+    use sg_policy::{GroupSpec, RuleSpec};
 
     fn tcp(port: u16) -> RuleSpec {
         RuleSpec::from_text(

@@ -3,12 +3,10 @@
 //! terminal escapes, platform addresses that exempt everything, and errors
 //! naming ids the system gave inside the same request.
 
-mod policy_support;
-
 use std::collections::BTreeMap;
 
-use policy_support::{basic, bind, rule, state};
-use sg_agent::policy::{
+use crate::support::{basic, bind, rule, state};
+use sg_policy::{
     Cidr, CloneOptions, Family, GroupChange, GroupSpec, PolicyError, PortListEntry, PortListSpec,
     PortRange, PrefixListEntry, PrefixListSpec, RuleSpec, Settings, State, Template,
     apply::{desired, document_of, parse},
@@ -56,7 +54,7 @@ const BAD: [char; 11] = [
 /// error must name (a prefix of it), and the outcome.
 fn attempts(
     s: &mut State,
-    g: &sg_agent::policy::GroupId,
+    g: &sg_policy::GroupId,
     text: &str,
 ) -> Vec<(String, Result<(), PolicyError>)> {
     let mut out: Vec<(String, Result<(), PolicyError>)> = Vec::new();
@@ -233,7 +231,7 @@ fn import_and_apply_refuse_control_characters_naming_their_place() {
 /// A state as an older agent stored it: a description with an escape,
 /// written before free text was checked (by hand here, as the store would
 /// read it back).
-fn stored_by_an_older_agent() -> (State, sg_agent::policy::GroupId) {
+fn stored_by_an_older_agent() -> (State, sg_policy::GroupId) {
     let mut s = state();
     let g = basic(&mut s, "g");
     s.authorize(&g, tcp_from("10.0.0.0/8", 22)).unwrap();
@@ -565,7 +563,7 @@ fn apply_errors_name_document_places_for_what_it_makes() {
     let g = basic(&mut s, "g");
     let mut doc = document_of(&s);
     doc.groups[0].rules = vec![
-        sg_agent::policy::apply::RuleDoc {
+        sg_policy::apply::RuleDoc {
             direction: "ingress".into(),
             protocol: "ALL".into(),
             peer: g.to_string(),

@@ -163,7 +163,8 @@ fn join(blockers: &[DeleteBlocker]) -> String {
 }
 
 impl PolicyError {
-    pub(crate) fn invalid(
+    /// `field` holds `value`, which is refused for `reason`.
+    pub fn invalid(
         field: impl Into<String>,
         value: impl fmt::Display,
         reason: impl Into<String>,
@@ -175,7 +176,8 @@ impl PolicyError {
         }
     }
 
-    pub(crate) fn out_of_range(
+    /// `field` holds `value`, beyond `limit`.
+    pub fn out_of_range(
         field: impl Into<String>,
         value: impl fmt::Display,
         limit: impl Into<String>,
@@ -187,11 +189,8 @@ impl PolicyError {
         }
     }
 
-    pub(crate) fn not_found(
-        field: impl Into<String>,
-        kind: &'static str,
-        id: impl fmt::Display,
-    ) -> Self {
+    /// `field` names the `kind` `id`, which does not exist.
+    pub fn not_found(field: impl Into<String>, kind: &'static str, id: impl fmt::Display) -> Self {
         Self::NotFound {
             field: field.into(),
             kind,

@@ -1,5 +1,8 @@
 //! The policy library: SPEC §1 (objects), §2 (limits), §3 (deciding one packet),
-//! §4 (sessions, as a model) and §5 (operations). Pure: no I/O, no kernel, no root.
+//! §4 (sessions, as a model) and §5 (operations), and the compiler from a NIC's
+//! rules to the images of the kernel's tables. Pure: no I/O, no kernel, no root;
+//! it builds and tests without the eBPF toolchain, and the agent crate
+//! (`sg-agent`) puts what it computes in force.
 //!
 //! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`].
 //! - [`validate`]: every limit and shape rule; [`error`]: the error type.
@@ -9,11 +12,16 @@
 //! - [`merge`]: a NIC's merged, sorted, resolved rules — the compiler's input.
 //! - [`evaluate`](mod@evaluate): the reference evaluator — the kernel's oracle.
 //! - [`session`]: the reference session model (step 4) around it.
+//! - [`apply`]: declarative apply, a whole desired state and its diff.
+//! - [`snapshot`]: when a group's rules are backed up, restore, retention.
+//! - [`compile`]: a NIC's merged rules to the images of its map tables, in the
+//!   layouts `sg-common` shares with the eBPF programs.
 //!
 //! Semantics decisions are in `docs/policy.md`.
 
 pub mod addr;
 pub mod apply;
+pub mod compile;
 pub mod error;
 pub mod evaluate;
 pub mod health;
@@ -25,6 +33,7 @@ pub mod model;
 pub mod ops;
 pub mod record;
 pub mod session;
+pub mod snapshot;
 pub mod templates;
 pub mod validate;
 

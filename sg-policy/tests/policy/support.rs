@@ -1,9 +1,8 @@
-//! Helpers shared by the `policy_*` integration tests.
-#![allow(dead_code, reason = "each test crate uses a different subset")]
+//! Helpers shared by the policy tests.
 
 use std::net::IpAddr;
 
-use sg_agent::policy::{
+use sg_policy::{
     BindingMode, Decision, Direction, GroupId, GroupSpec, NicBinding, Packet, RuleSpec, State,
     Verdict, evaluate,
 };

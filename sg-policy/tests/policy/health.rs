@@ -1,9 +1,7 @@
 //! SPEC §5 health check: redundant rules, each with the rule that covers it.
 
-mod policy_support;
-
-use policy_support::{basic, rule, state};
-use sg_agent::policy::{
+use crate::support::{basic, rule, state};
+use sg_policy::{
     Cidr, Family, GroupId, PortRange, PrefixListEntry, PrefixListSpec, Redundancy, RuleId,
     RuleSpec, State, health_check,
 };

@@ -2,10 +2,8 @@
 //! packets that must pass and packets that must not. The seed's masked
 //! addresses (`192.168.XX.XX`) are replaced by concrete ones.
 
-mod policy_support;
-
-use policy_support::{basic, bind, ip, ping, rule, state, tcp, udp, verdict};
-use sg_agent::policy::{Direction, Packet, RuleSpec, State, Verdict};
+use crate::support::{basic, bind, ip, ping, rule, state, tcp, udp, verdict};
+use sg_policy::{Direction, Packet, RuleSpec, State, Verdict};
 
 const WEB: &str = "10.0.0.10";
 const WEB6: &str = "2001:db8::10";
@@ -140,7 +138,7 @@ fn case_3_databases_accept_their_port_only_from_their_clients() {
 
 #[test]
 fn case_3_cross_account_group_peers_are_refused_with_a_reason() {
-    let err = sg_agent::policy::RuleSpec::from_text(
+    let err = sg_policy::RuleSpec::from_text(
         "ingress",
         "Allow",
         "1",
@@ -215,7 +213,7 @@ fn case_5_group_peer_lets_members_of_a_reach_b_on_ftp() {
     )
     .unwrap();
     // Isolate B's own members so only the rule speaks.
-    s.set_inner_policy(&b, sg_agent::policy::InnerPolicy::Drop)
+    s.set_inner_policy(&b, sg_policy::InnerPolicy::Drop)
         .unwrap();
     bind(&mut s, "eth0", &[WEB, WEB6], &[&b]);
     bind(&mut s, "a0", &["10.0.2.1", "2001:db8:2::1"], &[&a]);

@@ -1,10 +1,8 @@
 //! SPEC §5 import and export: field names, file names, per-rule skip reports,
 //! and export-then-import being exact.
 
-mod policy_support;
-
-use policy_support::{basic, rule, state};
-use sg_agent::policy::{
+use crate::support::{basic, rule, state};
+use sg_policy::{
     Cidr, GroupId, PolicyError, PortRange, State, csv_file_name, export_csv, export_json,
     import_csv, import_json, json_file_name,
 };
@@ -14,16 +12,16 @@ fn rich() -> (State, GroupId) {
     let mut s = state();
     let peer = basic(&mut s, "peer");
     let pl = s
-        .create_prefix_list(sg_agent::policy::PrefixListSpec {
+        .create_prefix_list(sg_policy::PrefixListSpec {
             name: "pl".into(),
             description: String::new(),
-            family: sg_agent::policy::Family::Ipv6,
+            family: sg_policy::Family::Ipv6,
             max_entries: 3,
             entries: vec![],
         })
         .unwrap();
     let prl = s
-        .create_port_list(sg_agent::policy::PortListSpec {
+        .create_port_list(sg_policy::PortListSpec {
             name: "prl".into(),
             description: String::new(),
             max_entries: 3,
@@ -166,10 +164,7 @@ fn import_into_another_group_gets_new_ids_and_keeps_self_references_its_own() {
         src.rules.iter().zip(&dst.rules).all(|(x, y)| x.id != y.id),
         "ids were taken: new ones"
     );
-    assert_eq!(
-        dst.rules[4].spec.peer,
-        sg_agent::policy::Peer::Group(h.clone())
-    );
+    assert_eq!(dst.rules[4].spec.peer, sg_policy::Peer::Group(h.clone()));
     // Everything else is the same rule.
     assert_eq!(src.rules[0].spec, dst.rules[0].spec);
 }
@@ -291,7 +286,7 @@ fn unreadable_documents_are_refused_as_a_whole() {
 }
 
 /// Imports `doc` (JSON) into a fresh group: the report and the group's rules.
-fn import_one(doc: &str) -> (sg_agent::policy::ImportReport, usize) {
+fn import_one(doc: &str) -> (sg_policy::ImportReport, usize) {
     let mut s = state();
     let g = basic(&mut s, "g");
     let report = import_json(&mut s, &g, doc).unwrap();

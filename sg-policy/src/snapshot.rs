@@ -1,6 +1,6 @@
 //! Security group snapshots (SPEC §5, seed 000): when they are due, how one is
-//! restored, and how long they are kept. Pure: the store keeps them
-//! ([`Store`](crate::store::Store)), the daemon supplies the clock.
+//! restored, and how long they are kept. Pure: the agent's store keeps them,
+//! the daemon supplies the clock.
 //!
 //! A snapshot backs up one group's rules. One is taken after a rule change;
 //! several changes within one 5-minute window make only one snapshot, holding the
@@ -8,9 +8,10 @@
 //! `settings.snapshot_retention_days` (1..=30) days. Restoring overwrites all the
 //! group's rules at once and is itself a change, snapshotted like any other.
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
-    policy::{GroupId, PolicyError, State, validate::check_platform_addresses, validate_state},
-    store::{Snapshot, StoreError},
+    GroupId, PolicyError, Rule, State, validate::check_platform_addresses, validate_state,
 };
 
 /// The length of a snapshot window: 5 minutes.
@@ -18,6 +19,51 @@ pub const WINDOW_SECS: u64 = 300;
 
 /// Seconds in a day, for the retention period.
 pub const DAY_SECS: u64 = 86_400;
+
+/// A backup of one security group's rules (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// 0 until stored; the store assigns it.
+    pub id: u64,
+    /// The group whose rules these are.
+    pub group: GroupId,
+    /// The group's name when the snapshot was taken.
+    pub group_name: String,
+    /// The start of the 5-minute window the snapshot belongs to (unix seconds).
+    pub window_start: u64,
+    /// When the snapshot was taken (unix seconds).
+    pub taken_at: u64,
+    /// The group's rules, in order, with their ids.
+    pub rules: Vec<Rule>,
+}
+
+impl Snapshot {
+    /// The snapshot without its rules, as listings show it.
+    pub fn info(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            id: self.id,
+            group: self.group.clone(),
+            group_name: self.group_name.clone(),
+            window_start: self.window_start,
+            taken_at: self.taken_at,
+            rules: self.rules.len(),
+        }
+    }
+}
+
+/// A snapshot as listed: everything but the rules, which are counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: u64,
+    pub group: GroupId,
+    pub group_name: String,
+    /// The start of the 5-minute window (unix seconds).
+    pub window_start: u64,
+    /// When the snapshot was taken (unix seconds).
+    pub taken_at: u64,
+    /// How many rules the snapshot holds.
+    pub rules: usize,
+}
 
 /// The start of the window holding `now` (unix seconds): windows are aligned to
 /// multiples of [`WINDOW_SECS`] since the epoch, so every host and every restart
@@ -32,12 +78,12 @@ pub fn window_start(now: u64) -> u64 {
 /// (`exists(group, window_start)`), a snapshot of its rules in `old`, i.e. the
 /// rules in effect before the window's first change. Groups that `new` adds get
 /// none: they had no rules before. Ordered by group id.
-pub fn due(
+pub fn due<E>(
     old: &State,
     new: &State,
     now: u64,
-    mut exists: impl FnMut(&GroupId, u64) -> Result<bool, StoreError>,
-) -> Result<Vec<Snapshot>, StoreError> {
+    mut exists: impl FnMut(&GroupId, u64) -> Result<bool, E>,
+) -> Result<Vec<Snapshot>, E> {
     let window = window_start(now);
     let mut out = Vec::new();
     // `groups` is a BTreeMap: iteration is by group id.

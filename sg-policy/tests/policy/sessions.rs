@@ -3,13 +3,11 @@
 //! Each test drives a [`Sessions`] table through a scenario with explicit times
 //! and checks verdicts, the step that decided, and what the table holds.
 
-mod policy_support;
-
 use std::time::Duration;
 
-use policy_support::{basic, bind, ip, rule, state};
-use sg_agent::policy::evaluate::tcp_flags::{ACK, FIN, PSH, RST, SYN};
-use sg_agent::policy::{
+use crate::support::{basic, bind, ip, rule, state};
+use sg_policy::evaluate::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+use sg_policy::{
     BindingMode, Decision, Direction, Endpoint, Fragment, Frame, GroupId, GroupSpec, NicBinding,
     Packet, PolicyError, Quoted, Reason, RuleId, SessionTimeouts, SessionView, Sessions, Settings,
     State, TcpState, Verdict, evaluate,

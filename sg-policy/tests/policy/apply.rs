@@ -1,11 +1,9 @@
 //! Declarative apply: documents (YAML and JSON), the desired state they
 //! describe, the refusals, `document_of` as the way back, and the diff.
 
-mod policy_support;
-
-use policy_support::{basic, bind, rule, state};
+use crate::support::{basic, bind, rule, state};
 use proptest::prelude::*;
-use sg_agent::policy::{
+use sg_policy::{
     Cidr, Family, GroupId, GroupSpec, PolicyError, PortListEntry, PortListSpec, PortRange,
     PrefixListEntry, PrefixListSpec, State,
     apply::{
@@ -101,7 +99,7 @@ fn refused(current: &State, text: &str) -> PolicyError {
     e
 }
 
-fn group_named<'a>(s: &'a State, name: &str) -> &'a sg_agent::policy::SecurityGroup {
+fn group_named<'a>(s: &'a State, name: &str) -> &'a sg_policy::SecurityGroup {
     let mut it = s.groups.values().filter(|g| g.name == name);
     let g = it.next().expect("group by name");
     assert!(it.next().is_none(), "one group named {name}");
@@ -214,7 +212,7 @@ fn a_comment_only_document_is_refused_like_a_blank_one() {
 
 #[test]
 fn an_apply_that_unbinds_every_nic_or_deletes_every_group_needs_allow_delete_all() {
-    use sg_agent::policy::apply::{Sweep, check_sweep};
+    use sg_policy::apply::{Sweep, check_sweep};
     let s = applied(&state(), YAML);
     let empty = applied(&s, "{}");
     assert!(empty.groups.is_empty() && empty.nics.is_empty());
@@ -276,7 +274,7 @@ fn an_apply_that_unbinds_every_nic_or_deletes_every_group_needs_allow_delete_all
 
 #[test]
 fn a_sweep_names_at_most_ten_objects_and_counts_the_rest() {
-    use sg_agent::policy::apply::Sweep;
+    use sg_policy::apply::Sweep;
     let sweep = Sweep {
         unbound: (0..12).map(|i| format!("veth{i}")).collect(),
         deleted: Vec::new(),
@@ -350,7 +348,7 @@ fn settings_absent_are_kept_and_present_are_exact() {
     assert!(!applied(&s, &without).settings.block_port_25, "kept");
     let defaults = YAML.replace("  block_port_25: false\n", "  {}\n");
     let d = applied(&s, &defaults);
-    assert_eq!(d.settings, sg_agent::policy::Settings::default());
+    assert_eq!(d.settings, sg_policy::Settings::default());
 }
 
 #[test]
@@ -513,7 +511,7 @@ fn names_refer_to_groups_and_lists() {
     assert_eq!(web.rules[0].spec.peer.to_string(), office.id.to_string());
     assert_eq!(
         web.rules[0].spec.ports,
-        sg_agent::policy::PortSpec::List(ports.id.clone())
+        sg_policy::PortSpec::List(ports.id.clone())
     );
     // Ids work as well as names, and address-looking text stays an address.
     let by_id = YAML
@@ -839,7 +837,7 @@ fn a_managed_group_is_refused_any_difference() {
             }
             (None, PolicyError::DeleteRefused { group, blockers }) => {
                 assert_eq!(group, m.as_str());
-                assert_eq!(blockers, &vec![sg_agent::policy::DeleteBlocker::Managed]);
+                assert_eq!(blockers, &vec![sg_policy::DeleteBlocker::Managed]);
             }
             _ => panic!("{text}: unexpected {e}"),
         }
@@ -858,7 +856,7 @@ fn deleting_a_protected_group_is_refused() {
         e,
         PolicyError::DeleteRefused {
             group: k.to_string(),
-            blockers: vec![sg_agent::policy::DeleteBlocker::DeletionProtection],
+            blockers: vec![sg_policy::DeleteBlocker::DeletionProtection],
         }
     );
     // Turning protection off in the same document does not help: it is the
@@ -1253,14 +1251,14 @@ fn apply_step(s: &mut State, step: &Step) -> Result<(), PolicyError> {
                 .iter()
                 .filter_map(|g| nth(s.groups.keys().cloned(), *g))
                 .collect();
-            let mut binding = sg_agent::policy::NicBinding::new(
+            let mut binding = sg_policy::NicBinding::new(
                 ["eth0", "veth1", "tap2"][*nic],
                 if *port {
-                    sg_agent::policy::BindingMode::Port
+                    sg_policy::BindingMode::Port
                 } else {
-                    sg_agent::policy::BindingMode::Local
+                    sg_policy::BindingMode::Local
                 },
-                vec![policy_support::ip(&format!("10.0.0.{}", nic + 2))],
+                vec![crate::support::ip(&format!("10.0.0.{}", nic + 2))],
                 ids,
             );
             binding.anti_spoof = *anti_spoof;

@@ -5,11 +5,9 @@
 //! - removing a rule the health check calls redundant changes no verdict;
 //! - every accepted input re-validates after a round trip.
 
-mod policy_support;
-
-use policy_support::{basic, bind, ip, state};
+use crate::support::{basic, bind, ip, state};
 use proptest::prelude::*;
-use sg_agent::policy::{
+use sg_policy::{
     Action, Cidr, Decision, Direction, Family, GroupId, Packet, Peer, PortListEntry, PortListSpec,
     PortRange, PortSpec, PrefixListEntry, PrefixListSpec, Protocol, Reason, RuleSpec, State,
     Verdict, evaluate, export_csv, export_json, health_check, import_csv, import_json,
@@ -58,8 +56,8 @@ struct World {
     state: State,
     g: GroupId,
     other: GroupId,
-    pl: sg_agent::policy::PrefixListId,
-    prl: sg_agent::policy::PortListId,
+    pl: sg_policy::PrefixListId,
+    prl: sg_policy::PortListId,
 }
 
 fn world() -> World {
@@ -398,8 +396,8 @@ proptest! {
         let _ = Cidr::parse("x", &text);
         let _ = Protocol::parse("x", &text);
         let _ = PortRange::parse("x", &text);
-        let _ = sg_agent::policy::model::parse_port_spec("x", &text);
-        let _ = sg_agent::policy::model::parse_priority("x", &text);
+        let _ = sg_policy::model::parse_port_spec("x", &text);
+        let _ = sg_policy::model::parse_priority("x", &text);
         let _ = Peer::parse("x", &text);
         let mut w = world();
         let g = w.g.clone();

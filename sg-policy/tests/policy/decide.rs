@@ -1,18 +1,16 @@
 //! SPEC §3, step by step: at least one test per rule of "deciding one packet".
 
-mod policy_support;
-
 use std::net::Ipv4Addr;
 
-use policy_support::{basic, bind, decide, ip, ping, rule, state, tcp, udp, verdict};
-use sg_agent::policy::evaluate::tcp_flags;
-use sg_agent::policy::{
+use crate::support::{basic, bind, decide, ip, ping, rule, state, tcp, udp, verdict};
+use sg_policy::evaluate::tcp_flags;
+use sg_policy::{
     AlwaysAllowed, BindingMode, Cidr, Decision, Direction, Fragment, Frame, GroupSpec, InnerPolicy,
     NicBinding, Packet, PortListEntry, PortListSpec, PortMatch, PortRange, PrefixListEntry,
     PrefixListSpec, Reason, Settings, SpoofCheck, State, Verdict, evaluate, evaluate_frame,
     merged_rules, starts_session,
 };
-use sg_agent::policy::{Family, GroupId};
+use sg_policy::{Family, GroupId};
 
 const ME: &str = "10.0.0.10";
 const ME6: &str = "2001:db8::10";
@@ -912,7 +910,7 @@ fn step8_first_fragment_is_decided_and_later_fragments_defer_to_it() {
     let first_decision = decide(&s, "eth0", Direction::Ingress, &first);
     assert_eq!(first_decision.verdict, Verdict::Accept);
     // Stateless, a later fragment is one whose first was never seen (the
-    // session model remembers first fragments: `policy_sessions.rs`).
+    // session model remembers first fragments: `sessions.rs`).
     let later = Packet::other(ip("1.1.1.1"), ip(ME), 17).with_fragment(Fragment::Later { id: 7 });
     let d = decide(&s, "eth0", Direction::Ingress, &later);
     assert_eq!(
@@ -1030,8 +1028,8 @@ fn step6_nic_defaults_give_the_compiler_what_the_evaluator_decides() {
     s.set_inner_policy(&iso, InnerPolicy::Drop).unwrap();
     bind(&mut s, "eth0", &[ME], &[&iso, &open]);
     bind(&mut s, "eth1", &["10.0.0.11", "2001:db8::11"], &[&open]);
-    let d = sg_agent::policy::nic_defaults(&s, "eth0").unwrap();
-    assert_eq!(d.egress, sg_agent::policy::Action::Accept);
+    let d = sg_policy::nic_defaults(&s, "eth0").unwrap();
+    assert_eq!(d.egress, sg_policy::Action::Accept);
     assert_eq!(d.ingress_intra_group.len(), 1);
     let (g, members) = &d.ingress_intra_group[0];
     assert_eq!(g, &open);
@@ -1042,10 +1040,10 @@ fn step6_nic_defaults_give_the_compiler_what_the_evaluator_decides() {
     assert_eq!(members, &want);
     let e = s.create_group(GroupSpec::enterprise("e")).unwrap();
     bind(&mut s, "eth9", &["10.0.0.99"], &[&e]);
-    let d = sg_agent::policy::nic_defaults(&s, "eth9").unwrap();
+    let d = sg_policy::nic_defaults(&s, "eth9").unwrap();
     assert_eq!(
         (d.egress, d.ingress_intra_group.len()),
-        (sg_agent::policy::Action::Drop, 0)
+        (sg_policy::Action::Drop, 0)
     );
 }
 

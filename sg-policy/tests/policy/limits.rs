@@ -1,10 +1,8 @@
 //! SPEC §1 shapes and §2 limits: each violation is refused with an error that
 //! names the field, the value and the limit, and leaves the state unchanged.
 
-mod policy_support;
-
-use policy_support::{basic, bind, ip, rule, state};
-use sg_agent::policy::{
+use crate::support::{basic, bind, ip, rule, state};
+use sg_policy::{
     BindingMode, Cidr, Family, GroupSpec, InnerPolicy, NicBinding, Peer, PolicyError, PortListSpec,
     PortRange, PortSpec, PrefixListEntry, PrefixListSpec, Protocol, RuleSpec, SessionTimeouts,
     Settings, State, validate_state,
@@ -25,7 +23,7 @@ fn tcp_port(port: u16) -> RuleSpec {
     )
 }
 
-fn prefix_list(s: &mut State, max: u32) -> sg_agent::policy::PrefixListId {
+fn prefix_list(s: &mut State, max: u32) -> sg_policy::PrefixListId {
     s.create_prefix_list(PrefixListSpec {
         name: "pl".into(),
         description: String::new(),
@@ -488,17 +486,13 @@ fn managed_groups_are_read_only() {
         err_text(s.authorize(&m, tcp_port(22))),
         err_text(s.modify_group(
             &m,
-            sg_agent::policy::GroupChange {
+            sg_policy::GroupChange {
                 name: Some("x".into()),
                 ..Default::default()
             },
         )),
         err_text(s.set_inner_policy(&m, InnerPolicy::Drop)),
-        err_text(sg_agent::policy::import_json(
-            &mut s,
-            &m,
-            r#"{"Permissions": []}"#,
-        )),
+        err_text(sg_policy::import_json(&mut s, &m, r#"{"Permissions": []}"#)),
     ] {
         assert!(e.contains("managed") && e.contains(m.as_str()), "{e}");
     }

@@ -1,5 +1,5 @@
 //! The compiler: a NIC's merged, sorted rules of one direction (from
-//! [`crate::policy::merged_rules`]) and its defaults, turned into the map
+//! [`crate::merged_rules`]) and its defaults, turned into the map
 //! images the kernel classifies with (layouts in `sg_common::policy`). Pure: no
 //! I/O; the map writer in `dataplane` loads the result.
 //!
@@ -16,7 +16,7 @@ use sg_common::{
     reason,
 };
 
-use crate::policy::{
+use crate::{
     Action, Cidr, Direction, Family, GroupId, PolicyError, PortMatch, RuleId, State,
     merge::nic_defaults, merged_rules,
 };

@@ -1,11 +1,9 @@
 //! SPEC §5 operations: groups, rules, NIC membership, lists, clone, templates, ids.
 
-mod policy_support;
-
 use std::collections::BTreeMap;
 
-use policy_support::{basic, bind, ping, rule, state, tcp, udp, verdict};
-use sg_agent::policy::{
+use crate::support::{basic, bind, ping, rule, state, tcp, udp, verdict};
+use sg_policy::{
     Cidr, CloneOptions, DeleteBlocker, Direction, Family, GroupChange, GroupSpec, InnerPolicy,
     Peer, PolicyError, PortListEntry, PortListSpec, PortRange, PrefixListEntry, PrefixListSpec,
     State, Template, Verdict, validate_state,
