@@ -3,12 +3,12 @@
 //! It is the oracle the kernel is tested against, so it follows SPEC §3 step by
 //! step and says which step decided. It is stateless:
 //! - sessions (step 4) are not consulted: the answer is what the policy says of a
-//!   packet that belongs to no session. [`super::session::Sessions`] adds step 4
+//!   packet that belongs to no session. [`super::session_model::Sessions`] adds step 4
 //!   between [`evaluate_before_sessions`] (steps 0–3) and [`evaluate_rules`]
 //!   (steps 5–6);
 //! - fragment tracking (step 8) is not faked: a later fragment that gets past
 //!   steps 0–2 gets [`Reason::LaterFragment`], whose verdict (`Drop`) is the one
-//!   for a later fragment whose first was never seen. [`super::session::Sessions`]
+//!   for a later fragment whose first was never seen. [`super::session_model::Sessions`]
 //!   remembers first fragments and decides later ones by deciding their first
 //!   again.
 //!

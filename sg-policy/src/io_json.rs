@@ -7,7 +7,7 @@ use super::{
     error::PolicyError,
     ids::GroupId,
     model::State,
-    record::{
+    rule_record::{
         FIELDS, ImportReport, RULE_FIELDS, RuleRecord, check_extra_field, check_region,
         export_records, import_records,
     },

@@ -7,11 +7,11 @@
 //! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`].
 //! - [`validate`]: every limit and shape rule; [`error`]: the error type.
 //! - [`ops`]: the operations (transactional methods on [`State`]);
-//!   [`templates`], [`health`], import/export in [`io_json`] and [`io_csv`]
-//!   over [`record`].
+//!   [`templates`], [`redundancy`], import/export in [`io_json`] and [`io_csv`]
+//!   over [`rule_record`].
 //! - [`merge`]: a NIC's merged, sorted, resolved rules — the compiler's input.
 //! - [`evaluate`](mod@evaluate): the reference evaluator — the kernel's oracle.
-//! - [`session`]: the reference session model (step 4) around it.
+//! - [`session_model`]: the reference session model (step 4) around it.
 //! - [`apply`]: declarative apply, a whole desired state and its diff.
 //! - [`snapshot`]: when a group's rules are backed up, restore, retention.
 //! - [`compile`]: a NIC's merged rules to the images of its map tables, in the
@@ -24,15 +24,15 @@ pub mod apply;
 pub mod compile;
 pub mod error;
 pub mod evaluate;
-pub mod health;
 pub mod ids;
 pub mod io_csv;
 pub mod io_json;
 pub mod merge;
 pub mod model;
 pub mod ops;
-pub mod record;
-pub mod session;
+pub mod redundancy;
+pub mod rule_record;
+pub mod session_model;
 pub mod snapshot;
 pub mod templates;
 pub mod validate;
@@ -43,7 +43,6 @@ pub use evaluate::{
     AlwaysAllowed, Decision, Fragment, Frame, Packet, Quoted, Reason, SpoofCheck, Verdict,
     evaluate, evaluate_before_sessions, evaluate_frame, evaluate_rules, starts_session,
 };
-pub use health::{Redundancy, health_check};
 pub use ids::{GroupId, PortListId, PrefixListId, RuleId};
 pub use io_csv::{csv_file_name, export_csv, import_csv};
 pub use io_json::{export_json, import_json, json_file_name};
@@ -54,7 +53,8 @@ pub use model::{
     SecurityGroup, SessionTimeouts, Settings, State,
 };
 pub use ops::{CloneOptions, GroupChange, GroupSpec, PortListSpec, PrefixListSpec};
-pub use record::{ImportReport, ImportedRule, SkippedRule};
-pub use session::{Endpoint, SessionView, Sessions, TcpState};
+pub use redundancy::{Redundancy, health_check};
+pub use rule_record::{ImportReport, ImportedRule, SkippedRule};
+pub use session_model::{Endpoint, SessionView, Sessions, TcpState};
 pub use templates::Template;
 pub use validate::validate_state;

@@ -4,12 +4,12 @@
 
 mod apply;
 mod decide;
-mod health;
 mod input;
 mod io;
 mod limits;
 mod ops;
 mod props;
+mod redundancy;
 mod sessions;
 mod support;
 mod use_cases;
