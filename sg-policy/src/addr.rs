@@ -43,6 +43,13 @@ impl Family {
     }
 }
 
+impl Family {
+    /// `ipv4` or `ipv6` (any case), naming `field` when it is neither.
+    pub fn parse(field: &str, text: &str) -> Result<Self, PolicyError> {
+        crate::model::one_of(field, text, &[("ipv4", Self::Ipv4), ("ipv6", Self::Ipv6)])
+    }
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -41,11 +41,55 @@ impl fmt::Display for GroupType {
     }
 }
 
+impl GroupType {
+    /// `basic`, `enterprise` or `advanced` (any case), naming `field` when
+    /// it is none of them. The one reader of a group type, for every input.
+    pub fn parse(field: &str, text: &str) -> Result<Self, PolicyError> {
+        one_of(
+            field,
+            text,
+            &[
+                ("basic", Self::Basic),
+                ("enterprise", Self::Enterprise),
+                ("advanced", Self::Enterprise),
+            ],
+        )
+    }
+}
+
 /// Intra-group policy (`InnerAccessPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum InnerPolicy {
     Accept,
     Drop,
+}
+
+impl InnerPolicy {
+    /// `Accept` or `Drop` (any case), naming `field` when it is neither.
+    pub fn parse(field: &str, text: &str) -> Result<Self, PolicyError> {
+        one_of(
+            field,
+            text,
+            &[("Accept", Self::Accept), ("Drop", Self::Drop)],
+        )
+    }
+}
+
+/// The value of `options` whose name is `text` (ignoring case and surrounding
+/// blanks), or an error naming `field` and listing the names.
+pub(crate) fn one_of<T: Copy>(
+    field: &str,
+    text: &str,
+    options: &[(&str, T)],
+) -> Result<T, PolicyError> {
+    options
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            PolicyError::invalid(field, text, format!("must be one of {}", names.join(", ")))
+        })
 }
 
 /// A rule's policy.
@@ -556,6 +600,11 @@ pub enum BindingMode {
 }
 
 impl BindingMode {
+    /// `local` or `port` (any case), naming `field` when it is neither.
+    pub fn parse(field: &str, text: &str) -> Result<Self, PolicyError> {
+        one_of(field, text, &[("local", Self::Local), ("port", Self::Port)])
+    }
+
     /// The workload's direction of a packet seen on the interface: `received`
     /// is true at the receive hook (XDP / TC ingress), false at TC egress.
     pub fn direction(self, received: bool) -> Direction {
@@ -586,6 +635,23 @@ pub struct NicBinding {
 }
 
 impl NicBinding {
+    /// One of a NIC's addresses, as every input names it (API, CLI, apply
+    /// documents): an address, or the same address as a host prefix (`/32`,
+    /// `/128`). A network is refused, naming `field`: a NIC holds addresses;
+    /// the networks it may also send from are its `extra_allowed`.
+    pub fn parse_address(field: &str, text: &str) -> Result<IpAddr, PolicyError> {
+        let cidr = Cidr::parse(field, text)?;
+        if cidr.is_host() {
+            Ok(cidr.addr())
+        } else {
+            Err(PolicyError::invalid(
+                field,
+                text,
+                "a NIC address is one address, not a network (extra_allowed takes networks)",
+            ))
+        }
+    }
+
     /// A binding with the given addresses and groups, anti-spoofing at its default.
     pub fn new(
         name: &str,

@@ -76,53 +76,6 @@ fn group_id(field: &str, text: &str) -> Result<GroupId, PolicyError> {
     GroupId::parse(field, text)
 }
 
-fn one_of<T: Copy>(field: &str, text: &str, options: &[(&str, T)]) -> Result<T, PolicyError> {
-    options
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            PolicyError::invalid(field, text, format!("must be one of {}", names.join(", ")))
-        })
-}
-
-fn group_type(text: &str) -> Result<GroupType, PolicyError> {
-    one_of(
-        "group.type",
-        text,
-        &[
-            ("basic", GroupType::Basic),
-            ("enterprise", GroupType::Enterprise),
-            ("advanced", GroupType::Enterprise),
-        ],
-    )
-}
-
-fn inner_policy(text: &str) -> Result<InnerPolicy, PolicyError> {
-    one_of(
-        "group.inner_policy",
-        text,
-        &[("Accept", InnerPolicy::Accept), ("Drop", InnerPolicy::Drop)],
-    )
-}
-
-fn binding_mode(text: &str) -> Result<BindingMode, PolicyError> {
-    one_of(
-        "nic.mode",
-        text,
-        &[("local", BindingMode::Local), ("port", BindingMode::Port)],
-    )
-}
-
-fn family(text: &str) -> Result<Family, PolicyError> {
-    one_of(
-        "prefix_list.family",
-        text,
-        &[("ipv4", Family::Ipv4), ("ipv6", Family::Ipv6)],
-    )
-}
-
 /// `VALUE` or `VALUE description…`.
 fn split_entry(text: &str) -> (&str, String) {
     let t = text.trim();
@@ -170,7 +123,7 @@ fn ip(field: &str, text: &str) -> Result<IpAddr, PolicyError> {
 fn addresses(field: &str, list: &[String]) -> Result<Vec<IpAddr>, PolicyError> {
     list.iter()
         .enumerate()
-        .map(|(i, a)| ip(&format!("{field}[{i}]"), a))
+        .map(|(i, a)| NicBinding::parse_address(&format!("{field}[{i}]"), a))
         .collect()
 }
 
@@ -496,7 +449,7 @@ impl Service {
             }
             Request::GroupSetInnerPolicy { id, policy } => {
                 let gid = group_id("group", &id).map_err(err)?;
-                let p = inner_policy(&policy).map_err(err)?;
+                let p = InnerPolicy::parse("group.inner_policy", &policy).map_err(err)?;
                 self.change(|s| s.set_inner_policy(&gid, p))?;
                 Ok(json!({ "id": gid }))
             }
@@ -552,13 +505,13 @@ impl Service {
                 description,
                 kind: kind
                     .as_deref()
-                    .map(group_type)
+                    .map(|t| GroupType::parse("group.type", t))
                     .transpose()
                     .map_err(err)?
                     .unwrap_or(GroupType::Basic),
                 inner_policy: inner
                     .as_deref()
-                    .map(inner_policy)
+                    .map(|t| InnerPolicy::parse("group.inner_policy", t))
                     .transpose()
                     .map_err(err)?,
                 deletion_protection,
@@ -653,7 +606,7 @@ impl Service {
             } => {
                 let binding = NicBinding {
                     name: name.clone(),
-                    mode: binding_mode(&mode).map_err(err)?,
+                    mode: BindingMode::parse("nic.mode", &mode).map_err(err)?,
                     addresses: addresses("nic.addresses", &addrs).map_err(err)?,
                     extra_allowed: cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?,
                     anti_spoof,
@@ -707,7 +660,7 @@ impl Service {
                 let spec = PrefixListSpec {
                     name,
                     description,
-                    family: family(&fam).map_err(err)?,
+                    family: Family::parse("prefix_list.family", &fam).map_err(err)?,
                     max_entries,
                     entries: prefix_entries(&entries).map_err(err)?,
                 };
