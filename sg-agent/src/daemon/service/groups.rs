@@ -1,0 +1,109 @@
+//! Requests that change security groups: create (also from a template or a clone), modify, inner policy, delete.
+
+use serde_json::json;
+
+use crate::api::Request;
+use sg_policy::{
+    self, CloneOptions, GroupChange, GroupSpec, GroupType, InnerPolicy, PolicyError, Template,
+};
+
+use super::input::group_id;
+use super::{Answer, Service, err};
+
+impl Service {
+    pub(super) fn group_request(&mut self, request: Request) -> Answer {
+        match request {
+            r @ Request::GroupCreate { .. } => self.create_group(r),
+            Request::GroupModify {
+                id,
+                name,
+                description,
+                deletion_protection,
+                tags,
+            } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let change = GroupChange {
+                    name,
+                    description,
+                    deletion_protection,
+                    tags,
+                };
+                self.change(|s| s.modify_group(&gid, change))?;
+                Ok(json!({ "id": gid }))
+            }
+            Request::GroupSetInnerPolicy { id, policy } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let p = InnerPolicy::parse("group.inner_policy", &policy).map_err(err)?;
+                self.change(|s| s.set_inner_policy(&gid, p))?;
+                Ok(json!({ "id": gid }))
+            }
+            Request::GroupDelete { id } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                self.change(|s| s.delete_group(&gid))?;
+                Ok(json!({ "deleted": gid }))
+            }
+            Request::GroupClone {
+                id,
+                name,
+                keep_rules,
+                copy_tags,
+            } => {
+                let gid = group_id("group", &id).map_err(err)?;
+                let options = CloneOptions {
+                    name,
+                    keep_rules,
+                    copy_tags,
+                };
+                let new = self.change(|s| s.clone_group(&gid, &options))?;
+                Ok(json!({ "id": new }))
+            }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    pub(super) fn create_group(&mut self, request: Request) -> Answer {
+        let Request::GroupCreate {
+            name,
+            description,
+            kind,
+            inner_policy: inner,
+            deletion_protection,
+            tags,
+            template,
+        } = request
+        else {
+            unreachable!("create_group takes GroupCreate")
+        };
+        let id = if let Some(t) = template {
+            let t = Template::by_name(&t).ok_or_else(|| {
+                err(PolicyError::invalid(
+                    "group.template",
+                    &t,
+                    "must be one of default, Sys-WebServer, Sys-FullAccess",
+                ))
+            })?;
+            self.change(|s| s.create_from_template(t, Some(&name)))?
+        } else {
+            let spec = GroupSpec {
+                name,
+                description,
+                kind: kind
+                    .as_deref()
+                    .map(|t| GroupType::parse("group.type", t))
+                    .transpose()
+                    .map_err(err)?
+                    .unwrap_or(GroupType::Basic),
+                inner_policy: inner
+                    .as_deref()
+                    .map(|t| InnerPolicy::parse("group.inner_policy", t))
+                    .transpose()
+                    .map_err(err)?,
+                deletion_protection,
+                managed: false,
+                tags,
+            };
+            self.change(|s| s.create_group(spec))?
+        };
+        Ok(json!({ "id": id }))
+    }
+}

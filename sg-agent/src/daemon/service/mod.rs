@@ -1,0 +1,341 @@
+//! The daemon's state machine: the policy, its store and the data plane, and
+//! the change every handler goes through. The handlers live one family of
+//! requests per file: groups, rules, NICs, lists, the whole state
+//! (settings, apply, snapshots), observing (verify, status, stats, metrics)
+//! and trace; `input` reads request texts into model values.
+//!
+//! A change runs on a copy of the state; the copy is put in force on the data
+//! plane, then committed to the store, and only then becomes the state and is
+//! acknowledged. If the data plane refuses it, nothing changed; if the store
+//! refuses it, the data plane is put back. So an acknowledged change is both
+//! in force and durable, and a crash at any point leaves the store holding
+//! either the old or the new state, never a mix (the store's transaction).
+
+mod groups;
+mod input;
+mod lists;
+mod nics;
+mod observe;
+mod rules;
+mod state;
+mod trace;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Instant};
+
+use serde_json::Value;
+
+use super::reads;
+use crate::{
+    api::Request, clock::unix_now, dataplane::sessions::SessionTable, enforce::Enforcer,
+    store::Store,
+};
+use sg_policy::snapshot;
+use sg_policy::{PolicyError, State};
+
+pub use input::rule_spec;
+
+/// What the daemon was started with, for `status`.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    pub pins: PathBuf,
+}
+
+pub struct Service {
+    state: State,
+    store: Box<dyn Store>,
+    enforcer: Enforcer,
+    info: Info,
+    started: Instant,
+    checks: SelfChecks,
+    /// What the reads answer from.
+    views: tokio::sync::watch::Sender<std::sync::Arc<reads::View>>,
+    /// The session table, opened apart from the data plane so connections
+    /// can list and flush on their own threads.
+    sessions: std::sync::Arc<std::sync::Mutex<SessionTable>>,
+}
+
+/// What the periodic self-check (and `verify`) found so far.
+#[derive(Debug, Default, Clone)]
+pub struct SelfChecks {
+    /// Checks run.
+    pub runs: u64,
+    /// Differences found, over all runs.
+    pub drift_total: u64,
+    /// Differences the last run found.
+    pub last_drift: Vec<crate::dataplane::Drift>,
+    /// Checks that could not read the maps.
+    pub errors: u64,
+    /// When the last one ran (unix seconds).
+    pub last_at: u64,
+}
+
+type Answer = Result<Value, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Service {
+    /// A service over `state` (as loaded from `store`), enforcing through
+    /// `enforcer`. The caller applies the state once before serving.
+    pub fn new(
+        state: State,
+        store: Box<dyn Store>,
+        enforcer: Enforcer,
+        info: Info,
+        sessions: SessionTable,
+    ) -> Self {
+        let mut service = Self {
+            state,
+            store,
+            enforcer,
+            info,
+            started: Instant::now(),
+            checks: SelfChecks::default(),
+            sessions: std::sync::Arc::new(std::sync::Mutex::new(sessions)),
+            views: tokio::sync::watch::Sender::new(std::sync::Arc::new(reads::View::new(
+                State::new(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                Value::Null,
+                Instant::now(),
+            ))),
+        };
+        service.publish();
+        service
+    }
+
+    /// Reads every map back, compares it with the policy, and repairs what
+    /// differs (`repair`), or only reports it. Counted for `status` and the
+    /// metrics.
+    pub fn self_check(&mut self, repair: bool) -> Result<Vec<crate::dataplane::Drift>, String> {
+        let found = if repair {
+            self.enforcer.verify_and_repair(&self.state)
+        } else {
+            self.enforcer.verify(&self.state)
+        };
+        self.checks.runs += 1;
+        self.checks.last_at = unix_now();
+        let found = found.inspect(|_| self.publish());
+        match found {
+            Ok(drift) => {
+                self.checks.drift_total += drift.len() as u64;
+                self.checks.last_drift.clone_from(&drift);
+                Ok(drift)
+            }
+            Err(e) => {
+                self.checks.errors += 1;
+                log::error!("self-check: reading the maps back: {e}");
+                Err(format!("verify: reading the maps back: {e}"))
+            }
+        }
+    }
+
+    /// What the self-checks found so far.
+    pub fn checks(&self) -> &SelfChecks {
+        &self.checks
+    }
+
+    /// What the daemon was started with.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn enforcer(&mut self) -> &mut Enforcer {
+        &mut self.enforcer
+    }
+
+    /// Puts the state in force again: at start, and when interfaces come
+    /// and go. Returns the report for the log.
+    pub fn reconcile(&mut self) -> Result<crate::enforce::ApplyReport, String> {
+        let r = self.enforcer.apply(&self.state).map_err(err);
+        self.publish();
+        r
+    }
+
+    /// Runs `f` on a copy of the state and makes the result the state: in
+    /// force, then durable, then acknowledged (see the module doc).
+    fn change<T>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> Result<T, PolicyError>,
+    ) -> Result<T, String> {
+        let mut next = self.state.clone();
+        let out = f(&mut next).map_err(err)?;
+        self.commit(next)?;
+        Ok(out)
+    }
+
+    /// Makes `next` the state (see [`Service::commit_in_force`]) and
+    /// publishes the outcome for the reads, whichever it was: a refused
+    /// change may still leave NICs degraded.
+    fn commit(&mut self, next: State) -> Result<(), String> {
+        if next == self.state {
+            return Ok(());
+        }
+        let r = self.commit_in_force(next);
+        self.publish();
+        r
+    }
+
+    /// In force, then durable, then the state.
+    fn commit_in_force(&mut self, next: State) -> Result<(), String> {
+        // Every producer of `next` validated it (the operations, apply,
+        // restore), and the store checks it again before it writes.
+        let now = unix_now();
+        let started = Instant::now();
+        let store = &mut self.store;
+        let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
+            .map_err(|e| format!("store: {e}; nothing changed"))?;
+        let snapshotted = started.elapsed();
+        if let Err(e) = self.enforcer.apply(&next) {
+            return Err(format!("{e}; {}", self.put_back("a refused change")));
+        }
+        let in_force = started.elapsed();
+        crate::dataplane::faults::point("change.in-force");
+        if let Err(e) = self.store.commit(&next, &snaps) {
+            return Err(format!("store: {e}; {}", self.put_back("a failed commit")));
+        }
+        log::debug!(
+            "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
+            started.elapsed()
+        );
+        crate::dataplane::faults::point("change.durable");
+        self.state = next;
+        self.record_in_kernel();
+        self.prune_snapshots();
+        Ok(())
+    }
+
+    /// Puts the state before a failed change back in force, and says how
+    /// that went (the tail of the change's error).
+    fn put_back(&mut self, after: &str) -> String {
+        match self.enforcer.apply(&self.state) {
+            Ok(_) => "nothing changed".to_owned(),
+            Err(back) => {
+                log::error!("restoring the data plane after {after}: {back}");
+                format!(
+                    "putting the state before back failed too ({back}): those NICs are degraded, see `sg-agent status`"
+                )
+            }
+        }
+    }
+
+    /// Records in the kernel which store's state is in force and how far
+    /// into it (read by the next agent before it starts: see
+    /// `daemon::store_matches`).
+    pub fn record_in_kernel(&mut self) {
+        let position = self.store.position();
+        let record = sg_common::agent::AgentRecord {
+            generation: position.generation,
+            store_id: position.id.0,
+            netns_cookie: crate::dataplane::netns_cookie().unwrap_or(0),
+        };
+        if let Err(e) = self.enforcer.dataplane().set_record(&record) {
+            log::error!("recording the store's generation in the kernel: {e}");
+        }
+    }
+
+    /// Removes the snapshots older than the retention period: after every
+    /// change, and hourly while nothing changes.
+    pub fn prune_snapshots(&mut self) {
+        let days = self.state.settings.snapshot_retention_days;
+        match self
+            .store
+            .prune_snapshots(snapshot::retention_cutoff(unix_now(), days))
+        {
+            Ok(0) => {}
+            Ok(n) => log::info!("removed {n} snapshots past their retention of {days} days"),
+            Err(e) => log::warn!("pruning snapshots: {e}"),
+        }
+    }
+
+    /// Answers one request. What a change moves is published by
+    /// [`Service::commit`] for the reads (`reads.rs`), which connections
+    /// answer themselves.
+    pub fn handle(&mut self, request: Request) -> Answer {
+        match request {
+            r @ (Request::GroupList
+            | Request::GroupShow { .. }
+            | Request::GroupHealth { .. }
+            | Request::RuleList { .. }
+            | Request::RuleExport { .. }
+            | Request::NicList
+            | Request::NicShow { .. }
+            | Request::PrefixListList
+            | Request::PrefixListShow { .. }
+            | Request::PortListList
+            | Request::PortListShow { .. }
+            | Request::SettingsShow
+            | Request::Export
+            | Request::Status) => return reads::answer(&self.views.borrow(), &r),
+            r @ (Request::GroupCreate { .. }
+            | Request::GroupModify { .. }
+            | Request::GroupSetInnerPolicy { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupClone { .. }) => self.group_request(r),
+            r @ (Request::RuleAuthorize { .. }
+            | Request::RuleRevoke { .. }
+            | Request::RuleModify { .. }
+            | Request::RuleImport { .. }) => self.rule_request(r),
+            r @ (Request::NicBind { .. }
+            | Request::NicUnbind { .. }
+            | Request::NicJoin { .. }
+            | Request::NicLeave { .. }
+            | Request::NicSetGroups { .. }
+            | Request::NicSetAddresses { .. }) => self.nic_request(r),
+            r @ (Request::PrefixListCreate { .. }
+            | Request::PrefixListModify { .. }
+            | Request::PrefixListDelete { .. }) => self.prefix_list_request(r),
+            r @ (Request::PortListCreate { .. }
+            | Request::PortListModify { .. }
+            | Request::PortListDelete { .. }) => self.port_list_request(r),
+            r @ (Request::SettingsSet { .. }
+            | Request::Apply { .. }
+            | Request::SnapshotList { .. }
+            | Request::SnapshotShow { .. }
+            | Request::SnapshotRestore { .. }) => self.state_request(r),
+            r @ (Request::Verify { .. }
+            | Request::Trace(..)
+            | Request::Stats { .. }
+            | Request::SessionList { .. }
+            | Request::SessionFlush { .. }) => self.observe_request(r),
+        }
+    }
+
+    /// The session table, for connections to list and flush with.
+    pub fn session_table(&self) -> std::sync::Arc<std::sync::Mutex<SessionTable>> {
+        std::sync::Arc::clone(&self.sessions)
+    }
+
+    /// A receiver of the views this service publishes.
+    pub fn views(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<reads::View>> {
+        self.views.subscribe()
+    }
+
+    /// Publishes the state and status as they are now for the reads.
+    pub fn publish(&mut self) {
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let nics = names
+            .iter()
+            .map(|n| (n.clone(), self.nic_view(n)))
+            .collect();
+        let status = self.status();
+        let dp = self.enforcer.dataplane();
+        let ids = names
+            .iter()
+            .filter_map(|n| dp.nic_id(n).map(|id| (n.clone(), id)))
+            .collect();
+        let view = reads::View::new(self.state.clone(), nics, ids, status, self.started);
+        self.views.send_replace(std::sync::Arc::new(view));
+    }
+}

@@ -1,0 +1,243 @@
+//! What the daemon shows of itself and the kernel: verify, status, per-rule and per-NIC
+//! counters, metrics, drop lines; sessions are the reads' (`reads.rs`).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::daemon::reads;
+use crate::{api::Request, dataplane::Counters};
+use sg_policy::compile::Rank;
+
+use super::{Answer, Service, err};
+
+const DIRS: [&str; 2] = ["ingress", "egress"];
+
+impl Service {
+    pub(super) fn observe_request(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Verify { no_repair } => {
+                let drift = self.self_check(!no_repair)?;
+                Ok(json!({
+                    "drift": drift,
+                    "repaired": !no_repair && !drift.is_empty(),
+                    "degraded": self.enforcer.degraded(),
+                }))
+            }
+            Request::Trace(t) => self.trace(&t),
+            Request::Stats { nic } => self.stats(nic.as_deref()),
+            r @ (Request::SessionList { .. } | Request::SessionFlush { .. }) => {
+                let table = std::sync::Arc::clone(&self.sessions);
+                reads::sessions(&self.views.borrow(), &table, &r)
+            }
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    pub(super) fn status(&mut self) -> Value {
+        let nics: Vec<Value> = self
+            .state
+            .nics
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|n| self.nic_view(n))
+            .collect();
+        let programs: BTreeMap<&str, u32> = self
+            .enforcer
+            .dataplane()
+            .program_ids()
+            .into_iter()
+            .collect();
+        let position = self.store.position();
+        let degraded = self.enforcer.degraded().clone();
+        let c = &self.checks;
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "socket": self.info.socket,
+            "store": self.info.store,
+            "store_id": position.id.to_string(),
+            "store_generation": position.generation,
+            "pins": self.info.pins,
+            "groups": self.state.groups.len(),
+            "rules": self.state.all_rules().count(),
+            "nics": nics,
+            "programs": programs,
+            "healthy": degraded.is_empty() && c.last_drift.is_empty(),
+            "degraded": degraded,
+            "self_check": {
+                "runs": c.runs,
+                "drift_total": c.drift_total,
+                "last_drift": c.last_drift,
+                "errors": c.errors,
+                "last_at": c.last_at,
+            },
+        })
+    }
+
+    pub(super) fn stats(&mut self, nic: Option<&str>) -> Answer {
+        if let Some(n) = nic {
+            self.state.nic(n).map_err(err)?;
+        }
+        let names: Vec<String> = match nic {
+            Some(n) => vec![n.to_owned()],
+            None => self.state.nics.keys().cloned().collect(),
+        };
+        let dp = self.enforcer.dataplane();
+        let counters = Counters::read(dp).map_err(err)?;
+        let mut nics = serde_json::Map::new();
+        for name in names {
+            if dp.nic_id(&name).is_none() {
+                continue;
+            }
+            let (hits, counts) = nic_counters(dp, &name).map_err(err)?;
+            let rules: Vec<Value> = hits
+                .iter()
+                .map(|h| json!({ "dir": h.direction, "rule": h.rule, "packets": h.packets, "bytes": h.bytes }))
+                .collect();
+            let reasons: Vec<Value> = counts
+                .iter()
+                .map(|r| json!({ "dir": r.direction, "reason": r.reason, "packets": r.packets }))
+                .collect();
+            nics.insert(name, json!({ "rules": rules, "reasons": reasons }));
+        }
+        let sessions: serde_json::Map<String, Value> = dp
+            .session_events()
+            .map_err(err)?
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        Ok(json!({
+            "counters": counters.to_json(),
+            "nics": nics,
+            "sessions": sessions,
+            "drop_log": dp.drop_log_stats().ok().map(|d| json!({
+                "logged": d.logged, "suppressed": d.suppressed, "ringbuf_full": d.ringbuf_full,
+            })),
+        }))
+    }
+
+    /// The counters as Prometheus text (the `--metrics` endpoint).
+    pub fn metrics(&mut self) -> String {
+        use crate::metrics::MetricsInput;
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let dp = self.enforcer.dataplane();
+        let mut input = MetricsInput {
+            packets: Counters::read(dp)
+                .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
+                .unwrap_or_default(),
+            rule_hits: Vec::new(),
+            reasons: Vec::new(),
+            session_events: dp
+                .session_events()
+                .map(|v| v.into_iter().map(|(k, n)| (k.to_owned(), n)).collect())
+                .unwrap_or_default(),
+            drop_log: dp.drop_log_stats().ok(),
+            policy_version: Vec::new(),
+            degraded: Vec::new(),
+            self_check: None,
+        };
+        input.degraded = self
+            .enforcer
+            .degraded()
+            .iter()
+            .map(|(n, why)| (n.clone(), why.clone()))
+            .collect();
+        let c = &self.checks;
+        input.self_check = Some(crate::metrics::SelfCheckCounts {
+            runs: c.runs,
+            drift_total: c.drift_total,
+            last_drift: c.last_drift.len() as u64,
+            errors: c.errors,
+        });
+        let dp = self.enforcer.dataplane();
+        for nic in names {
+            let Some(version) = dp.version(&nic) else {
+                continue;
+            };
+            input.policy_version.push((nic.clone(), version));
+            if let Ok((hits, reasons)) = nic_counters(dp, &nic) {
+                input.rule_hits.extend(hits);
+                input.reasons.extend(reasons);
+            }
+        }
+        crate::metrics::render(&input)
+    }
+
+    /// Drop log lines, with each NIC's name and the deciding rule's id.
+    pub fn drop_lines(&mut self, events: &[crate::dataplane::droplog::DropEvent]) -> Vec<String> {
+        let names = self.nic_names();
+        let dp = self.enforcer.dataplane();
+        events
+            .iter()
+            .map(|e| {
+                let nic = names.get(&e.nic);
+                let rule = match (nic, e.rank) {
+                    (Some(n), Some(rank)) => dp.rank(n, u32::from(e.dir), rank).map(rank_text),
+                    _ => None,
+                };
+                e.line(nic.map_or("?", String::as_str), rule.as_deref())
+            })
+            .collect()
+    }
+}
+
+/// NIC `nic`'s per-rule hits and decisions by reason, as `stats` and the
+/// metrics endpoint both show them.
+pub(super) fn nic_counters(
+    dp: &mut crate::dataplane::Dataplane,
+    nic: &str,
+) -> Result<
+    (
+        Vec<crate::metrics::RuleHitRow>,
+        Vec<crate::metrics::ReasonRow>,
+    ),
+    crate::dataplane::Error,
+> {
+    let hits = dp
+        .rule_hits(nic)?
+        .iter()
+        .map(|h| crate::metrics::RuleHitRow {
+            nic: nic.to_owned(),
+            direction: DIRS[h.dir as usize].to_owned(),
+            rule: rank_text(&h.rank),
+            packets: h.packets,
+            bytes: h.bytes,
+        })
+        .collect();
+    let reasons = dp
+        .reason_counts(nic)?
+        .into_iter()
+        .map(|(dir, r, n)| crate::metrics::ReasonRow {
+            nic: nic.to_owned(),
+            direction: DIRS[dir as usize].to_owned(),
+            reason: sg_common::reason::NAMES
+                .get(r as usize)
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
+            packets: n,
+        })
+        .collect();
+    Ok((hits, reasons))
+}
+
+/// What a rank stands for, as stats and metrics print it.
+pub(super) fn rank_text(r: &Rank) -> String {
+    match r {
+        Rank::Rule(id) => id.to_string(),
+        Rank::IntraGroup(g) => format!("default: intra-group {g}"),
+    }
+}
+
+/// Whether kernel reason `r` is a step 6 default.
+pub(super) fn is_default(r: u32) -> bool {
+    use sg_common::reason as k;
+    matches!(
+        r,
+        k::DEFAULT_INGRESS_DROP | k::DEFAULT_EGRESS_BASIC | k::DEFAULT_EGRESS_ENTERPRISE | k::NONE
+    )
+}
