@@ -9,7 +9,7 @@
 //! everything; either way it is reported *degraded* (with the reason) until
 //! a later apply or repair succeeds.
 
-use std::{collections::BTreeMap, ffi::CString, fmt::Write as _};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::dataplane::{
     AttachMode, Binding, Dataplane, Drift, Error as DataplaneError, Expected, Repair,
@@ -132,7 +132,7 @@ impl Enforcer {
         let same_state = self.compiled_from.as_ref() == Some(state);
         let mut wanted = Vec::new();
         for (name, b) in &state.nics {
-            let Some(ifindex) = ifindex(name) else {
+            let Some(ifindex) = crate::iface::index(name) else {
                 report.absent.push(name.clone());
                 continue;
             };
@@ -441,12 +441,4 @@ impl Enforcer {
         }
         Ok(drift)
     }
-}
-
-/// The index of interface `name` in the calling thread's network namespace.
-pub fn ifindex(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (idx != 0).then_some(idx)
 }

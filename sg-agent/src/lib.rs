@@ -10,6 +10,7 @@ pub mod clock;
 pub mod daemon;
 pub mod dataplane;
 pub mod enforce;
+pub mod iface;
 pub mod metrics;
 pub mod netlink;
 pub mod netns;

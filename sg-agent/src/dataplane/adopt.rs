@@ -16,7 +16,7 @@ use super::{
     Dataplane, Error,
     image::{OwnEntry, TableImage, TableKeys},
     mapio::map_err,
-    writer::{Held, Leftover, Nic, if_name},
+    writer::{Held, Leftover, Nic},
 };
 
 /// Everything the policy maps hold, read back: interface entries, table
@@ -122,7 +122,7 @@ impl Dataplane {
         let mut scan = self.scan()?;
         super::faults::point("adopt.scanned");
         for (ifindex, config) in std::mem::take(&mut scan.ifaces) {
-            let name = if_name(ifindex).filter(|_| config.nic < self.nics.limit);
+            let name = crate::iface::name(ifindex).filter(|_| config.nic < self.nics.limit);
             let Some(name) = name else {
                 self.nics.stale_ifaces.insert(ifindex);
                 continue;

@@ -400,7 +400,7 @@ impl Dataplane {
                     iface.to_owned(),
                     Attachment {
                         iface: iface.to_owned(),
-                        ifindex: crate::enforce::ifindex(iface).unwrap_or(0),
+                        ifindex: crate::iface::index(iface).unwrap_or(0),
                         held: Held::Owned {
                             rx,
                             tc,

@@ -184,7 +184,7 @@ impl Dataplane {
     pub(super) fn attach_pinned(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
         let dir = self.pins.clone().expect("loaded pinned").join("links");
         std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
-        let ifindex = crate::enforce::ifindex(iface).ok_or_else(|| Error::Link {
+        let ifindex = crate::iface::index(iface).ok_or_else(|| Error::Link {
             path: dir.clone(),
             reason: format!("no interface {iface} in this network namespace"),
         })?;

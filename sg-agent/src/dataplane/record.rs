@@ -86,7 +86,7 @@ pub fn inspect(root: &Path) -> Result<Option<Enforced>, Error> {
     let mut interfaces: Vec<(u32, Option<String>)> = ifaces
         .keys()
         .filter_map(Result::ok)
-        .map(|i| (i, super::writer::if_name(i)))
+        .map(|i| (i, crate::iface::name(i)))
         .collect();
     interfaces.sort_unstable();
     let record = match open(&maps.join(AGENT), AGENT)? {

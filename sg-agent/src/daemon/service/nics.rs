@@ -77,7 +77,7 @@ impl Service {
 
     pub(super) fn nic_view(&mut self, name: &str) -> Value {
         let binding = self.state.nics.get(name).cloned();
-        let ifindex = crate::enforce::ifindex(name);
+        let ifindex = crate::iface::index(name);
         let degraded = self.enforcer.degraded().get(name).cloned();
         let dp = self.enforcer.dataplane();
         json!({

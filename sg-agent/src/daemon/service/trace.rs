@@ -23,7 +23,7 @@ impl Service {
         let (direction, _, packet) = trace_packet(t)?;
         let reference =
             sg_policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
-        let ifindex = crate::enforce::ifindex(&t.nic).ok_or_else(|| {
+        let ifindex = crate::iface::index(&t.nic).ok_or_else(|| {
             format!(
                 "nic: {} is bound but its interface is absent here: nothing enforces it",
                 t.nic
