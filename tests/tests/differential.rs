@@ -20,10 +20,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use sg_agent::{
-    dataplane::Dataplane,
-    enforce::{Enforcer, ifindex},
-};
+use sg_agent::{dataplane::Dataplane, enforce::Enforcer, iface::index as ifindex};
 use sg_common::{
     maps::FRAGS,
     policy::{FragFirst, FragKey, NO_RANK},

@@ -13,7 +13,8 @@ use sg_agent::{
         Dataplane,
         droplog::{DropEvent, DropLogError, DropLogRate, DropLogReader, DropLogStats},
     },
-    enforce::{Enforcer, ifindex},
+    enforce::Enforcer,
+    iface::index as ifindex,
 };
 use sg_common::{
     droplog::{family, hook},

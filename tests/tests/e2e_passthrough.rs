@@ -295,16 +295,12 @@ fn dropping_the_dataplane_detaches_everything() {
 fn the_driver_of_a_veth_is_veth() {
     let pair = Pair::new().expect("topology");
     let name = pair.b.ifname.clone();
-    let driver = pair
-        .b
-        .ns
-        .exec(|| sg_agent::dataplane::driver(&name))
-        .unwrap();
+    let driver = pair.b.ns.exec(|| sg_agent::iface::driver(&name)).unwrap();
     assert_eq!(driver.as_deref(), Some("veth"));
     let none = pair
         .b
         .ns
-        .exec(|| sg_agent::dataplane::driver("nosuch0"))
+        .exec(|| sg_agent::iface::driver("nosuch0"))
         .unwrap();
     assert_eq!(none, None);
 }

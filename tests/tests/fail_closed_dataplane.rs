@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sg_agent::{
     dataplane::{Dataplane, sessions::Filter},
-    enforce::{Enforcer, ifindex},
+    enforce::Enforcer,
 };
 use sg_common::{counter, reason};
 use sg_policy::{BindingMode, Cidr, GroupId, GroupSpec, NicBinding, State};
@@ -72,7 +72,7 @@ impl Host {
         enforcer.apply(s).unwrap();
         Self {
             enforcer,
-            ifindex: ifindex(NIC).unwrap(),
+            ifindex: sg_agent::iface::index(NIC).unwrap(),
         }
     }
 

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use sg_agent::{
     dataplane::{Dataplane, Limits, sessions::Filter},
-    enforce::{Enforcer, ifindex},
+    enforce::Enforcer,
+    iface::index as ifindex,
 };
 use sg_common::reason;
 use sg_policy::{BindingMode, GroupSpec, NicBinding, State};

@@ -32,7 +32,8 @@ use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sg_agent::{
     dataplane::{Dataplane, Limits, sessions::Filter},
-    enforce::{Enforcer, ifindex},
+    enforce::Enforcer,
+    iface::index as ifindex,
 };
 use sg_common::maps::PROG_BENCH_FLOOR;
 use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};

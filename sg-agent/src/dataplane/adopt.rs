@@ -16,7 +16,7 @@ use super::{
     Dataplane, Error,
     image::{OwnEntry, TableImage, TableKeys},
     mapio::map_err,
-    writer::{Held, Leftover, Nic},
+    nics::{Leftover, Nic, SlotRecord},
 };
 
 /// Everything the policy maps hold, read back: interface entries, table
@@ -195,7 +195,7 @@ impl Dataplane {
 fn take_held(
     scan: &mut Scan,
     id: u32,
-    held: &mut [[Held; 2]; 2],
+    held: &mut [[SlotRecord; 2]; 2],
     own: &mut [BTreeSet<OwnEntry>; 2],
 ) {
     for dir in [DIR_INGRESS, DIR_EGRESS] {

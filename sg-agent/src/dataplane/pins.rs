@@ -21,25 +21,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{
-    EbpfLoader,
-    programs::{
-        TcAttachType, XdpMode,
-        links::{FdLink, LinkError, PinnedLink},
-        tc::SchedClassifierLink,
-        xdp::XdpLink,
-    },
-};
+use aya::EbpfLoader;
 use sg_common::maps::{
     ADDR4, ADDR6, AGENT, BITS, BOUNDS, COUNTERS, FRAGS, IFACES, OWN, PLAT4, PLAT6, PROG_TC_EGRESS,
     PROG_TC_INGRESS, PROG_TC_TAG_GUARD, PROG_XDP, REASONS, RULE_STATS, SESSION_EVENTS, SESSIONS,
     SETTINGS, TABLES,
 };
 
-use super::{
-    AttachMode, Dataplane, Error,
-    loader::{Attachment, Held},
-};
+use super::{Error, NamespaceLock, faults};
 
 /// The maps that carry state across a restart. Scratch space and the
 /// last-decision map (tests only) start fresh.
@@ -69,7 +58,7 @@ pub fn pin_root(netns_inode: u64) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/sg/ns-{netns_inode}"))
 }
 
-fn pin_err(path: &Path, e: impl std::error::Error) -> Error {
+pub(super) fn pin_err(path: &Path, e: impl std::error::Error) -> Error {
     // The syscall's own error is the cause: say it.
     let mut text = e.to_string();
     let mut cause = e.source();
@@ -111,7 +100,7 @@ pub(super) fn prune_old_map_pins(dir: &Path) {
 
 /// Which program a link runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Xdp,
     TcIngress,
     TcEgress,
@@ -122,7 +111,7 @@ enum Kind {
 impl Kind {
     const ALL: [Self; 4] = [Self::Xdp, Self::TcIngress, Self::TcEgress, Self::TagGuard];
 
-    fn suffix(self) -> &'static str {
+    pub(super) fn suffix(self) -> &'static str {
         match self {
             Self::Xdp => "xdp",
             Self::TcIngress => "tc-ingress",
@@ -131,7 +120,7 @@ impl Kind {
         }
     }
 
-    fn program(self) -> &'static str {
+    pub(super) fn program(self) -> &'static str {
         match self {
             Self::Xdp => PROG_XDP,
             Self::TcIngress => PROG_TC_INGRESS,
@@ -141,7 +130,7 @@ impl Kind {
     }
 
     /// The kind of a link pin's file name.
-    fn of_file(file: &str) -> Option<Self> {
+    pub(super) fn of_file(file: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|k| file.ends_with(&format!(":{}", k.suffix())))
@@ -151,13 +140,13 @@ impl Kind {
 /// A link pin's file name: `<iface>:<ifindex>:<kind>`. bpffs refuses names
 /// with a dot, which interface names may have (`eth0.100`): dots are written
 /// `%2e` (and `%` as `%25`). Interface names never hold a colon.
-fn link_path(dir: &Path, iface: &str, ifindex: u32, kind: Kind) -> PathBuf {
+pub(super) fn link_path(dir: &Path, iface: &str, ifindex: u32, kind: Kind) -> PathBuf {
     let name = iface.replace('%', "%25").replace('.', "%2e");
     dir.join(format!("{name}:{ifindex}:{}", kind.suffix()))
 }
 
 /// `(iface, ifindex)` of a link pin's file name.
-fn parse_link_name(file: &str) -> Option<(String, u32)> {
+pub(super) fn parse_link_name(file: &str) -> Option<(String, u32)> {
     let mut parts = file.rsplitn(3, ':');
     let _kind = parts.next()?;
     let ifindex = parts.next()?.parse().ok()?;
@@ -178,190 +167,9 @@ pub(super) fn unpin_links(links: &[PathBuf]) -> Result<(), Error> {
     result
 }
 
-impl Dataplane {
-    /// Attaches to `iface` with pinned links, adopting the links an earlier
-    /// agent pinned for this very interface (same name and index).
-    pub(super) fn attach_pinned(&mut self, iface: &str, mode: AttachMode) -> Result<(), Error> {
-        let dir = self.pins.clone().expect("loaded pinned").join("links");
-        std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
-        let ifindex = crate::iface::index(iface).ok_or_else(|| Error::Link {
-            path: dir.clone(),
-            reason: format!("no interface {iface} in this network namespace"),
-        })?;
-        remove_stale_links(&dir, iface, ifindex);
-        // The receive side, and beside XDP the tag guard; what the other
-        // attach mode had goes once these run.
-        let (wanted, others): (&[Kind], &[Kind]) = match mode {
-            AttachMode::Tc => (&[Kind::TcIngress], &[Kind::Xdp, Kind::TagGuard]),
-            _ => (&[Kind::Xdp, Kind::TagGuard], &[Kind::TcIngress]),
-        };
-        let tx = self.link_for(&dir, iface, ifindex, Kind::TcEgress, mode)?;
-        super::faults::point("attach.tx");
-        let mut links = vec![tx];
-        for &kind in wanted {
-            match self.link_for(&dir, iface, ifindex, kind, mode) {
-                Ok(p) => links.push(p),
-                Err(e) => {
-                    // Leave nothing half-attached behind (if the egress link
-                    // was adopted, this stops what an earlier agent left
-                    // running on an interface we cannot fully serve).
-                    let _ = unpin_links(&links);
-                    return Err(e);
-                }
-            }
-        }
-        super::faults::point("attach.rx");
-        for &kind in others {
-            let old = link_path(&dir, iface, ifindex, kind);
-            if old.exists() {
-                std::fs::remove_file(&old).map_err(|e| pin_err(&old, e))?;
-            }
-        }
-        self.attachments.insert(
-            iface.to_owned(),
-            Attachment {
-                iface: iface.to_owned(),
-                ifindex,
-                held: Held::Pinned { links },
-            },
-        );
-        Ok(())
-    }
-
-    /// The pinned link of `kind` on `iface`: adopted (our program swapped
-    /// in) if pinned already, else attached fresh and pinned.
-    fn link_for(
-        &mut self,
-        dir: &Path,
-        iface: &str,
-        ifindex: u32,
-        kind: Kind,
-        mode: AttachMode,
-    ) -> Result<PathBuf, Error> {
-        let path = link_path(dir, iface, ifindex, kind);
-        if path.exists() {
-            match self.adopt_link(&path, kind) {
-                // A link whose interface went away stays pinned, attached
-                // to nothing: it must be made again, not adopted.
-                Ok(()) if link_target(&path).is_ok_and(|(_, i)| i == ifindex) => {
-                    log::info!("adopted the pinned {} link of {iface}", kind.suffix());
-                    return Ok(path);
-                }
-                Ok(()) => {
-                    log::warn!(
-                        "the pinned link {} is attached to no interface: attaching anew",
-                        path.display()
-                    );
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => {
-                    log::warn!("cannot adopt {}: {e}; attaching anew", path.display());
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        let name = CString::new(iface).map_err(|_| Error::InterfaceName(iface.to_owned()))?;
-        let prog = kind.program();
-        let program = |source| Error::Program { prog, source };
-        let fd: FdLink = match kind {
-            Kind::Xdp => {
-                let xdp_mode = mode.xdp_mode().unwrap_or(XdpMode::Default);
-                let p = self.xdp()?;
-                let id = p.attach(name.as_c_str(), xdp_mode).map_err(program)?;
-                p.take_link(id)
-                    .map_err(program)?
-                    .try_into()
-                    .map_err(|e: LinkError| pin_err(&path, e))?
-            }
-            Kind::TcIngress | Kind::TcEgress | Kind::TagGuard => {
-                let (p, at) = match kind {
-                    Kind::TcIngress => (self.tc_ingress()?, TcAttachType::Ingress),
-                    Kind::TagGuard => (self.tc_tag_guard()?, TcAttachType::Ingress),
-                    _ => (self.tc_egress()?, TcAttachType::Egress),
-                };
-                let id = p.attach(name.as_c_str(), at).map_err(program)?;
-                p.take_link(id)
-                    .map_err(program)?
-                    .try_into()
-                    .map_err(|e: LinkError| pin_err(&path, e))?
-            }
-        };
-        // Dropping the returned handle closes our fd; the pin holds the link.
-        fd.pin(&path).map_err(|e| pin_err(&path, e))?;
-        Ok(path)
-    }
-
-    /// Swaps our program into the pinned link at `path`.
-    fn adopt_link(&mut self, path: &Path, kind: Kind) -> Result<(), Error> {
-        let fd: FdLink = PinnedLink::from_pin(path)
-            .map_err(|e| pin_err(path, e))?
-            .into();
-        let prog = kind.program();
-        let program = |source| Error::Program { prog, source };
-        match kind {
-            Kind::Xdp => {
-                let link = XdpLink::try_from(fd).map_err(|e| pin_err(path, e))?;
-                let p = self.xdp()?;
-                let id = p.attach_to_link(link).map_err(program)?;
-                drop(p.take_link(id).map_err(program)?);
-            }
-            Kind::TcIngress | Kind::TcEgress | Kind::TagGuard => {
-                let link = SchedClassifierLink::try_from(fd).map_err(|e| pin_err(path, e))?;
-                let p = match kind {
-                    Kind::TcIngress => self.tc_ingress()?,
-                    Kind::TagGuard => self.tc_tag_guard()?,
-                    _ => self.tc_egress()?,
-                };
-                let id = p.attach_to_link(link).map_err(program)?;
-                drop(p.take_link(id).map_err(program)?);
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets `iface`'s attachment so that the next [`Dataplane::attach`]
-    /// takes it again: pinned links that are still fine are adopted (our
-    /// program swapped in), missing or detached ones made anew. Unpinned
-    /// attachments are detached first.
-    pub fn reattach(&mut self, iface: &str) {
-        let pinned = self
-            .attachments
-            .get(iface)
-            .is_some_and(|a| matches!(a.held, Held::Pinned { .. }));
-        if pinned {
-            self.attachments.remove(iface);
-        } else if let Err(e) = self.detach_from(iface) {
-            log::warn!("detaching from {iface} to attach again: {e}");
-        }
-    }
-
-    /// Removes the link pins of every interface not in `keep`: after the
-    /// first reconcile of a restarted agent, what it no longer serves.
-    pub fn prune_links(&mut self, keep: &[String]) -> Vec<String> {
-        let Some(dir) = self.pins.as_ref().map(|p| p.join("links")) else {
-            return Vec::new();
-        };
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut removed = Vec::new();
-        for e in entries.flatten() {
-            let file = e.file_name();
-            let Some(file) = file.to_str() else { continue };
-            let Some((name, _)) = parse_link_name(file) else {
-                continue;
-            };
-            if !keep.contains(&name) && std::fs::remove_file(e.path()).is_ok() {
-                removed.push(file.to_owned());
-            }
-        }
-        removed
-    }
-}
-
 /// The program a pinned link runs and the interface index it is attached
 /// to (0 once its interface is gone), from `BPF_OBJ_GET_INFO_BY_FD`.
-fn link_target(path: &Path) -> std::io::Result<(u32, u32)> {
+pub(super) fn link_target(path: &Path) -> std::io::Result<(u32, u32)> {
     use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -407,151 +215,8 @@ fn link_target(path: &Path) -> std::io::Result<(u32, u32)> {
     Ok((info[2], info[4]))
 }
 
-impl Dataplane {
-    /// Checks that the pin directory is still the one this agent locked and
-    /// that every map pin in it names this agent's map: a pin removed (or a
-    /// directory removed by hand) would let the next agent start over fresh
-    /// maps, blind to what is enforced.
-    pub(super) fn check_map_pins(&self) -> Vec<super::Drift> {
-        let (Some(root), Some(lock)) = (&self.pins, &self.lock) else {
-            return Vec::new();
-        };
-        let drift = |what: String| super::Drift {
-            nic: None,
-            what,
-            repair: super::verify::Repair::Repin,
-        };
-        if !lock.still_holds() {
-            return vec![drift(format!(
-                "the pin directory {} was removed or replaced",
-                root.display()
-            ))];
-        }
-        let mut out = Vec::new();
-        for name in PINNED_MAPS {
-            let path = root.join("maps").join(name);
-            let (ours, pinned) = self.map_ids(name, &path);
-            if pinned.is_none() || pinned != ours {
-                out.push(drift(format!(
-                    "map pin {} {}",
-                    path.display(),
-                    if pinned.is_none() {
-                        "is missing"
-                    } else {
-                        "names another map"
-                    }
-                )));
-            }
-        }
-        out
-    }
-
-    /// The kernel ids of this agent's map `name` and of the map pinned at
-    /// `path` (`None` where there is none).
-    fn map_ids(&self, name: &str, path: &Path) -> (Option<u32>, Option<u32>) {
-        let ours = self
-            .ebpf
-            .map(name)
-            .and_then(|m| map_data(m).info().ok())
-            .map(|i| i.id());
-        let pinned = aya::maps::MapData::from_pin(path)
-            .ok()
-            .and_then(|m| m.info().ok())
-            .map(|i| i.id());
-        (ours, pinned)
-    }
-
-    /// Puts the pin directory and the map pins back: takes the namespace's
-    /// lock again if the directory was made anew, pins every map whose pin
-    /// is missing or names another map. Links are put back by reattaching
-    /// (`check_links`).
-    pub fn repin(&mut self) -> Result<(), Error> {
-        let Some(root) = self.pins.clone() else {
-            return Ok(());
-        };
-        if !self
-            .lock
-            .as_ref()
-            .is_some_and(super::NamespaceLock::still_holds)
-        {
-            let lock = super::NamespaceLock::acquire(&root).map_err(|e| Error::Link {
-                path: root.clone(),
-                reason: e.to_string(),
-            })?;
-            self.lock = Some(lock);
-        }
-        let dir = root.join("maps");
-        std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
-        for name in PINNED_MAPS {
-            let path = dir.join(name);
-            let (ours, pinned) = self.map_ids(name, &path);
-            let Some(map) = self.ebpf.map(name) else {
-                continue;
-            };
-            if pinned.is_some() && pinned == ours {
-                continue;
-            }
-            if pinned.is_some() {
-                std::fs::remove_file(&path).map_err(|e| pin_err(&path, e))?;
-            }
-            map_data(map).pin(&path).map_err(|e| pin_err(&path, e))?;
-            log::warn!("pinned {} again", path.display());
-        }
-        Ok(())
-    }
-
-    /// Checks that every pinned attachment is still there: both pins exist,
-    /// and each link runs this agent's program on the interface it was made
-    /// for. Whoever removed a pin (which detaches its link) or swapped a
-    /// program, the NIC is reported for reattaching.
-    pub(super) fn check_links(&self) -> Vec<super::Drift> {
-        let mut out = Vec::new();
-        let ids: std::collections::BTreeMap<&str, u32> =
-            [PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS]
-                .into_iter()
-                .filter_map(|p| Some((p, self.ebpf.program(p)?.info().ok()?.id())))
-                .collect();
-        for (name, a) in &self.attachments {
-            let Held::Pinned { links } = &a.held else {
-                continue;
-            };
-            for path in links {
-                let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-                let kind = Kind::of_file(file).unwrap_or(Kind::Xdp);
-                let problem = match link_target(path) {
-                    Err(e) => Some(format!("link pin {}: {e}", path.display())),
-                    Ok((prog, ifindex)) => {
-                        if ids.get(kind.program()) != Some(&prog) {
-                            Some(format!(
-                                "link {} runs program {prog}, not this agent's",
-                                path.display()
-                            ))
-                        } else if ifindex != a.ifindex {
-                            Some(format!(
-                                "link {} is attached to index {ifindex}, not {}",
-                                path.display(),
-                                a.ifindex
-                            ))
-                        } else {
-                            None
-                        }
-                    }
-                };
-                if let Some(what) = problem {
-                    out.push(super::Drift {
-                        nic: Some(name.clone()),
-                        what,
-                        repair: super::verify::Repair::Reattach,
-                    });
-                }
-            }
-        }
-        out
-    }
-}
-
 /// The map data of any kind of map.
-fn map_data(m: &aya::maps::Map) -> &aya::maps::MapData {
+pub(super) fn map_data(m: &aya::maps::Map) -> &aya::maps::MapData {
     use aya::maps::Map;
     match m {
         Map::Array(d)
@@ -574,7 +239,7 @@ fn map_data(m: &aya::maps::Map) -> &aya::maps::MapData {
 
 /// Removes link pins of `iface` made for another interface index: that
 /// interface was deleted, and the kernel detached its links already.
-fn remove_stale_links(dir: &Path, iface: &str, ifindex: u32) {
+pub(super) fn remove_stale_links(dir: &Path, iface: &str, ifindex: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -606,7 +271,7 @@ pub struct CleanupReport {
 /// Holding the lock, no agent can be serving the namespace meanwhile. The
 /// agent adds no qdisc on kernels with tcx; on older ones its clsact qdiscs
 /// go with the agent that made them (no links are pinned there).
-pub fn cleanup(lock: &super::NamespaceLock) -> Result<CleanupReport, Error> {
+pub fn cleanup(lock: &NamespaceLock) -> Result<CleanupReport, Error> {
     let root = lock.root();
     let mut report = CleanupReport::default();
     for (sub, out) in [("links", &mut report.links), ("maps", &mut report.maps)] {
@@ -617,7 +282,7 @@ pub fn cleanup(lock: &super::NamespaceLock) -> Result<CleanupReport, Error> {
         for e in entries.flatten() {
             std::fs::remove_file(e.path()).map_err(|err| pin_err(&e.path(), err))?;
             out.push(e.file_name().to_string_lossy().into_owned());
-            super::faults::point("cleanup.pin");
+            faults::point("cleanup.pin");
         }
         out.sort();
         if std::fs::remove_dir(&dir).is_ok() {

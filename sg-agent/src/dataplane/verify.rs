@@ -4,7 +4,10 @@
 //! found by an attacker. `sg-agent verify` and the daemon's periodic
 //! self-check run it; the enforcer repairs what it finds (`enforce.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use aya::maps::Array;
 use sg_common::{
@@ -13,11 +16,12 @@ use sg_common::{
 };
 
 use super::{
-    Dataplane, Error,
+    Dataplane, Error, NamespaceLock,
     adopt::{Scan, keys_of},
     image::{TableImage, TableKeys, own_image, settings_image, table_image},
     mapio::map_err,
-    writer::Binding,
+    nics::Binding,
+    pins::{PINNED_MAPS, map_data, pin_err},
 };
 use sg_policy::compile::Table;
 
@@ -167,7 +171,16 @@ impl Dataplane {
         }
         out.extend(self.verify_settings(settings)?);
         out.extend(self.check_map_pins());
-        out.extend(self.check_links());
+        out.extend(
+            self.links
+                .check(&self.ebpf)
+                .into_iter()
+                .map(|(nic, what)| Drift {
+                    nic: Some(nic),
+                    what,
+                    repair: Repair::Reattach,
+                }),
+        );
         Ok(out)
     }
 
@@ -312,7 +325,7 @@ impl Dataplane {
             let n = &self.nics.by_name[&name];
             known_ifaces.insert(n.ifindex);
             let (id, active) = (n.id, n.config.slot & 1);
-            let mut extra = super::writer::Leftover {
+            let mut extra = super::nics::Leftover {
                 id,
                 held: Default::default(),
                 own: Default::default(),
@@ -358,7 +371,7 @@ impl Dataplane {
             .chain(scan.own.keys().map(|k| k / 2))
             .collect();
         for id in ids {
-            let mut l = super::writer::Leftover {
+            let mut l = super::nics::Leftover {
                 id,
                 held: Default::default(),
                 own: Default::default(),
@@ -400,5 +413,95 @@ impl Dataplane {
             }
         }
         Ok(removed)
+    }
+}
+
+impl Dataplane {
+    /// Checks that the pin directory is still the one this agent locked and
+    /// that every map pin in it names this agent's map: a pin removed (or a
+    /// directory removed by hand) would let the next agent start over fresh
+    /// maps, blind to what is enforced.
+    pub(super) fn check_map_pins(&self) -> Vec<Drift> {
+        let (Some(root), Some(lock)) = (&self.pins, &self.lock) else {
+            return Vec::new();
+        };
+        let drift = |what: String| Drift {
+            nic: None,
+            what,
+            repair: Repair::Repin,
+        };
+        if !lock.still_holds() {
+            return vec![drift(format!(
+                "the pin directory {} was removed or replaced",
+                root.display()
+            ))];
+        }
+        let mut out = Vec::new();
+        for name in PINNED_MAPS {
+            let path = root.join("maps").join(name);
+            let (ours, pinned) = self.map_ids(name, &path);
+            if pinned.is_none() || pinned != ours {
+                out.push(drift(format!(
+                    "map pin {} {}",
+                    path.display(),
+                    if pinned.is_none() {
+                        "is missing"
+                    } else {
+                        "names another map"
+                    }
+                )));
+            }
+        }
+        out
+    }
+
+    /// The kernel ids of this agent's map `name` and of the map pinned at
+    /// `path` (`None` where there is none).
+    fn map_ids(&self, name: &str, path: &Path) -> (Option<u32>, Option<u32>) {
+        let ours = self
+            .ebpf
+            .map(name)
+            .and_then(|m| map_data(m).info().ok())
+            .map(|i| i.id());
+        let pinned = aya::maps::MapData::from_pin(path)
+            .ok()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.id());
+        (ours, pinned)
+    }
+
+    /// Puts the pin directory and the map pins back: takes the namespace's
+    /// lock again if the directory was made anew, pins every map whose pin
+    /// is missing or names another map. Links are put back by reattaching
+    /// (`check_links`).
+    pub fn repin(&mut self) -> Result<(), Error> {
+        let Some(root) = self.pins.clone() else {
+            return Ok(());
+        };
+        if !self.lock.as_ref().is_some_and(NamespaceLock::still_holds) {
+            let lock = NamespaceLock::acquire(&root).map_err(|e| Error::Link {
+                path: root.clone(),
+                reason: e.to_string(),
+            })?;
+            self.lock = Some(lock);
+        }
+        let dir = root.join("maps");
+        std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
+        for name in PINNED_MAPS {
+            let path = dir.join(name);
+            let (ours, pinned) = self.map_ids(name, &path);
+            let Some(map) = self.ebpf.map(name) else {
+                continue;
+            };
+            if pinned.is_some() && pinned == ours {
+                continue;
+            }
+            if pinned.is_some() {
+                std::fs::remove_file(&path).map_err(|e| pin_err(&path, e))?;
+            }
+            map_data(map).pin(&path).map_err(|e| pin_err(&path, e))?;
+            log::warn!("pinned {} again", path.display());
+        }
+        Ok(())
     }
 }
