@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use sg_agent::{
     dataplane::{AttachMode, Dataplane},
-    enforce::{ApplyReport, Enforcer},
+    reconcile::{ReconcileReport, Reconciler},
 };
 use sg_policy::{BindingMode, GroupId, NicBinding, RuleSpec, State};
 
@@ -14,7 +14,7 @@ use crate::{probe::Servers, topology::Pair};
 
 pub struct Bench {
     pub pair: Pair,
-    pub enforcer: Enforcer,
+    pub reconciler: Reconciler,
     /// Echo servers kept alive for the bench's life.
     pub servers: Vec<Servers>,
 }
@@ -45,10 +45,10 @@ impl Bench {
         for p in a_ports {
             servers.push(Servers::start_on(&pair.a.ns, *p)?);
         }
-        let enforcer = Enforcer::new(Dataplane::load()?, Some(mode));
+        let reconciler = Reconciler::new(Dataplane::load()?, Some(mode));
         Ok(Self {
             pair,
-            enforcer,
+            reconciler,
             servers,
         })
     }
@@ -67,7 +67,7 @@ impl Bench {
     /// direction `dir` (0 = ingress).
     pub fn decided(&mut self, dir: u32, reason: u32) -> u64 {
         let name = self.pair.b.ifname.clone();
-        self.enforcer
+        self.reconciler
             .dataplane()
             .reason_counts(&name)
             .expect("reason counters")
@@ -78,9 +78,9 @@ impl Bench {
 
     /// Makes the data plane enforce `state` (from inside `b`'s namespace,
     /// where the interface is).
-    pub fn apply(&mut self, state: &State) -> anyhow::Result<ApplyReport> {
-        let enforcer = &mut self.enforcer;
-        Ok(self.pair.b.ns.exec(|| enforcer.apply(state))??)
+    pub fn apply(&mut self, state: &State) -> anyhow::Result<ReconcileReport> {
+        let reconciler = &mut self.reconciler;
+        Ok(self.pair.b.ns.exec(|| reconciler.reconcile(state))??)
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use sg_agent::{dataplane::Dataplane, enforce::Enforcer, iface::index as ifindex};
+use sg_agent::{dataplane::Dataplane, iface::index as ifindex, reconcile::Reconciler};
 use sg_common::{
     maps::FRAGS,
     policy::{FragFirst, FragKey, NO_RANK},
@@ -584,7 +584,7 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
     }
     ns.exec(|| {
         testrun::pin_to_cpu0().expect("pin to CPU 0");
-        let mut enforcer = Enforcer::new(Dataplane::load().expect("load"), None);
+        let mut reconciler = Reconciler::new(Dataplane::load().expect("load"), None);
         let ifindexes: HashMap<&str, u32> = NICS.iter().map(|n| (*n, ifindex(n).expect("interface exists"))).collect();
         let mut rng = Rng::new(seed);
         let mut model = Model::default();
@@ -605,21 +605,21 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
                 big += 1;
             }
             most = most.max(rules_n0);
-            let report = enforcer.apply(&state).expect("apply");
+            let report = reconciler.reconcile(&state).expect("apply");
             for gone in &report.removed {
                 model.sessions.flush_nic(gone);
             }
-            flush_kernel_fragments(enforcer.dataplane());
+            flush_kernel_fragments(reconciler.dataplane());
             model.sessions.flush_fragments();
             let mut made = 0;
             while made < PACKETS_PER_POLICY {
                 if made > 0 && made % CHANGE_EVERY == 0 {
                     *changes.entry(mutate(&mut rng, &mut state)).or_default() += 1;
-                    enforcer.apply(&state).expect("apply a change");
+                    reconciler.reconcile(&state).expect("apply a change");
                 }
                 let Some(case) = make_case(&mut rng, &state, &mut model, &mut tried) else { continue };
                 made += 1;
-                let dp = enforcer.dataplane();
+                let dp = reconciler.dataplane();
                 let v = testrun::verdict_on(dp, case.hook, &case.frame, ifindexes[case.nic]).expect("test run");
                 let last = dp.last_decision(0).expect("last decision");
                 let dir = last.dir;
@@ -641,10 +641,10 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
         }
         println!("{checked} packets over {POLICIES} policies ({big} with 900+ rules on n0, at most {most}) agree");
         println!("policy changes between packets: {changes:?}");
-        let events = enforcer.dataplane().session_events().expect("session events");
+        let events = reconciler.dataplane().session_events().expect("session events");
         println!("kernel session events: {events:?}");
         for e in ["created", "revoked", "revalidated", "reopened"] {
-            assert!(enforcer.dataplane().session_event(e).expect("session events") > 0, "no session was {e}");
+            assert!(reconciler.dataplane().session_event(e).expect("session events") > 0, "no session was {e}");
         }
         assert!(checked >= 200_000, "only {checked} packets");
         assert!(big >= 5 && most >= 990, "{big} policies with 900+ rules, at most {most}");

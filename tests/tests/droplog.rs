@@ -13,8 +13,8 @@ use sg_agent::{
         Dataplane,
         droplog::{DropEvent, DropLogError, DropLogRate, DropLogReader, DropLogStats},
     },
-    enforce::Enforcer,
     iface::index as ifindex,
+    reconcile::Reconciler,
 };
 use sg_common::{
     droplog::{family, hook},
@@ -42,9 +42,9 @@ const OPEN: DropLogRate = DropLogRate {
 
 /// A namespace with interface `s0` bound (local mode) to a basic group that
 /// lets TCP 80 in from anywhere and denies TCP 23 from `10.2.0.0/16`;
-/// anything else inbound meets the default drop. Returns the enforcer, the
+/// anything else inbound meets the default drop. Returns the reconciler, the
 /// interface's index and the deny rule's id.
-fn setup(ns: &Netns) -> (Enforcer, u32, RuleId) {
+fn setup(ns: &Netns) -> (Reconciler, u32, RuleId) {
     ns.ip(&["link", "add", NIC, "type", "veth", "peer", "name", "s0p"])
         .expect("veth");
     ns.ip(&["link", "set", NIC, "up"]).expect("up");
@@ -74,9 +74,9 @@ fn setup(ns: &Netns) -> (Enforcer, u32, RuleId) {
         vec![g],
     ))
     .unwrap();
-    let mut enforcer = Enforcer::new(Dataplane::load().expect("load"), None);
-    enforcer.apply(&s).expect("apply");
-    (enforcer, ifindex(NIC).expect("interface"), ids[2].clone())
+    let mut reconciler = Reconciler::new(Dataplane::load().expect("load"), None);
+    reconciler.reconcile(&s).expect("apply");
+    (reconciler, ifindex(NIC).expect("interface"), ids[2].clone())
 }
 
 fn tcp_in(dport: u16) -> Vec<u8> {
@@ -117,8 +117,8 @@ fn stats(dp: &Dataplane) -> DropLogStats {
 fn drops_are_logged_only_when_the_log_is_on() {
     let ns = Netns::new("droplog-on").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, deny) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, deny) = setup(&ns);
+        let dp = reconciler.dataplane();
         let nic = dp.nic_id(NIC).expect("bound");
         let mut reader = dp.take_drop_log().expect("the reader");
         assert!(matches!(dp.take_drop_log(), Err(DropLogError::ReaderTaken)));
@@ -244,8 +244,8 @@ fn run_tc_ingress(dp: &mut Dataplane, idx: u32, frame: &[u8]) -> bool {
 fn tc_ingress_drops_are_logged_as_ingress_by_their_own_hook() {
     let ns = Netns::new("droplog-tci").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         let mut reader = dp.take_drop_log().unwrap();
         dp.set_drop_log(Some(OPEN)).unwrap();
         // TC ingress decides as the receive side: 80 in passes, 22 drops.
@@ -271,8 +271,8 @@ fn tc_ingress_drops_are_logged_as_ingress_by_their_own_hook() {
 fn ipv6_drops_are_logged_with_their_addresses() {
     let ns = Netns::new("droplog-v6").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         let mut reader = dp.take_drop_log().unwrap();
         dp.set_drop_log(Some(OPEN)).unwrap();
         assert!(run(dp, idx, Hook::Xdp, &tcp_in6(80)));
@@ -301,8 +301,8 @@ fn ipv6_drops_are_logged_with_their_addresses() {
 fn malformed_drops_are_logged_with_what_was_parsed_and_nothing_stale() {
     let ns = Netns::new("droplog-bad").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         let mut reader = dp.take_drop_log().unwrap();
         dp.set_drop_log(Some(OPEN)).unwrap();
         // A TCP header cut short inside a consistent IPv4 datagram: the
@@ -350,8 +350,8 @@ fn malformed_drops_are_logged_with_what_was_parsed_and_nothing_stale() {
 fn a_burst_of_drops_logs_the_bucket_and_counts_the_rest() {
     let ns = Netns::new("droplog-rate").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         let mut reader = dp.take_drop_log().unwrap();
         dp.set_drop_log(Some(DropLogRate {
             per_sec: 1,
@@ -387,8 +387,8 @@ fn a_burst_of_drops_logs_the_bucket_and_counts_the_rest() {
 fn a_full_ring_buffer_is_counted_not_waited_for() {
     let ns = Netns::new("droplog-full").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         dp.set_drop_log(Some(OPEN)).unwrap();
         // Nobody reads: 256 KiB hold about 3,300 records of 72 bytes (plus
         // an 8-byte header each).
@@ -413,8 +413,8 @@ fn a_full_ring_buffer_is_counted_not_waited_for() {
 fn rates_out_of_range_are_refused_by_name() {
     let ns = Netns::new("droplog-rates").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, _, _) = setup(&ns);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, _, _) = setup(&ns);
+        let dp = reconciler.dataplane();
         let refused = |dp: &mut Dataplane, per_sec, burst| {
             dp.set_drop_log(Some(DropLogRate { per_sec, burst }))
                 .unwrap_err()

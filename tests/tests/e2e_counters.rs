@@ -18,7 +18,7 @@ const PING_FRAME: u64 = 98;
 
 fn hits(bench: &mut Bench, id: &RuleId) -> (u64, u64) {
     let name = bench.pair.b.ifname.clone();
-    let all = bench.enforcer.dataplane().rule_hits(&name).unwrap();
+    let all = bench.reconciler.dataplane().rule_hits(&name).unwrap();
     all.iter()
         .find(|h: &&RuleHits| h.rank == Rank::Rule(id.clone()))
         .map_or((0, 0), |h| (h.packets, h.bytes))
@@ -28,7 +28,7 @@ fn hits(bench: &mut Bench, id: &RuleId) -> (u64, u64) {
 /// reports reach the rules too), so what follows is counted exactly.
 fn settle(bench: &mut Bench) {
     let name = bench.pair.b.ifname.clone();
-    let read = || bench.enforcer.dataplane().reason_counts(&name).unwrap();
+    let read = || bench.reconciler.dataplane().reason_counts(&name).unwrap();
     assert!(
         sg_tests::steady(Duration::from_secs(10), Duration::from_millis(150), read).is_some(),
         "counters never settled"

@@ -115,7 +115,7 @@ fn a_thousand_policy_switches_lose_no_allowed_packet_and_pass_no_denied_one() {
 
     let start = Instant::now();
     let first = bench
-        .enforcer
+        .reconciler
         .dataplane()
         .version(&bench.pair.b.ifname)
         .unwrap();
@@ -129,7 +129,7 @@ fn a_thousand_policy_switches_lose_no_allowed_packet_and_pass_no_denied_one() {
     }
     let took = start.elapsed();
     let last = bench
-        .enforcer
+        .reconciler
         .dataplane()
         .version(&bench.pair.b.ifname)
         .unwrap();

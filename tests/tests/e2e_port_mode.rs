@@ -54,7 +54,7 @@ fn port_mode_enforces_the_workloads_ingress_on_transmit_and_stops_spoofing() {
     let spoofed: IpAddr = SPOOFED.parse().unwrap();
     assert!(!probe::ping_from(&a.ns, Some(spoofed), b.v4.into(), 1).allowed());
     let name = b.ifname.clone();
-    let counts = bench.enforcer.dataplane().reason_counts(&name).unwrap();
+    let counts = bench.reconciler.dataplane().reason_counts(&name).unwrap();
     assert!(
         counts
             .iter()
@@ -109,7 +109,7 @@ fn tagged_frames_from_the_workload_do_not_leave(mode: AttachMode) {
     // see a tag the kernel keeps beside the frame.
     let name = b.ifname.clone();
     let tagged = |bench: &mut Bench| {
-        let counts = bench.enforcer.dataplane().reason_counts(&name).unwrap();
+        let counts = bench.reconciler.dataplane().reason_counts(&name).unwrap();
         counts
             .iter()
             .find(|&&(d, r, _)| d == DIR_EGRESS && r == reason::SPOOF_TAGGED)
@@ -120,7 +120,7 @@ fn tagged_frames_from_the_workload_do_not_leave(mode: AttachMode) {
     let counted = sg_tests::eventually(std::time::Duration::from_secs(2), || {
         tagged(&mut bench) >= before + SENT
     });
-    let counts = bench.enforcer.dataplane().reason_counts(&name).unwrap();
+    let counts = bench.reconciler.dataplane().reason_counts(&name).unwrap();
     assert!(
         counted,
         "{mode:?}: {SENT} tagged datagrams not all dropped as tagged: {counts:?}"

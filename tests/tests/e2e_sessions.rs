@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use sg_agent::dataplane::{AttachMode, sessions::Filter};
+use sg_agent::dataplane::{AttachMode, session_table::Filter};
 use sg_common::reason;
 use sg_policy::{GroupId, GroupSpec, SessionTimeouts, Settings, State};
 use sg_tests::{
@@ -21,9 +21,9 @@ use sg_tests::{
     probe,
 };
 
-fn sessions(bench: &mut Bench) -> Vec<sg_agent::dataplane::sessions::Session> {
+fn sessions(bench: &mut Bench) -> Vec<sg_agent::dataplane::session_table::Session> {
     bench
-        .enforcer
+        .reconciler
         .dataplane()
         .sessions(&Filter::default())
         .expect("sessions")
@@ -31,7 +31,7 @@ fn sessions(bench: &mut Bench) -> Vec<sg_agent::dataplane::sessions::Session> {
 
 fn event(bench: &mut Bench, name: &str) -> u64 {
     bench
-        .enforcer
+        .reconciler
         .dataplane()
         .session_event(name)
         .expect("session events")

@@ -11,8 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sg_agent::{
-    dataplane::{Dataplane, sessions::Filter},
-    enforce::Enforcer,
+    dataplane::{Dataplane, session_table::Filter},
+    reconcile::Reconciler,
 };
 use sg_common::{counter, reason};
 use sg_policy::{BindingMode, Cidr, GroupId, GroupSpec, NicBinding, State};
@@ -58,7 +58,7 @@ fn policy(mode: BindingMode, anti_spoof: Option<bool>, rules: &[[&str; 6]]) -> (
 
 /// A namespace with interface `f0`, the data plane loaded and enforcing `s`.
 struct Host {
-    enforcer: Enforcer,
+    reconciler: Reconciler,
     ifindex: u32,
 }
 
@@ -68,28 +68,28 @@ impl Host {
             .unwrap();
         ns.ip(&["link", "set", NIC, "up"]).unwrap();
         testrun::pin_to_cpu0().unwrap();
-        let mut enforcer = Enforcer::new(Dataplane::load().unwrap(), None);
-        enforcer.apply(s).unwrap();
+        let mut reconciler = Reconciler::new(Dataplane::load().unwrap(), None);
+        reconciler.reconcile(s).unwrap();
         Self {
-            enforcer,
+            reconciler,
             ifindex: sg_agent::iface::index(NIC).unwrap(),
         }
     }
 
     fn apply(&mut self, s: &State) {
-        self.enforcer.apply(s).unwrap();
+        self.reconciler.reconcile(s).unwrap();
     }
 
     /// Runs `frame` through `hook`: (passed, reason).
     fn run(&mut self, hook: Hook, frame: &[u8]) -> (bool, u32) {
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         let v = testrun::verdict_on(dp, hook, frame, self.ifindex).unwrap();
         let last = dp.last_decision(0).unwrap();
         (testrun::passes(hook, v), last.reason)
     }
 
     fn sessions(&mut self) -> usize {
-        self.enforcer
+        self.reconciler
             .dataplane()
             .sessions(&Filter::default())
             .unwrap()
@@ -360,7 +360,7 @@ fn a_second_fragment_header_makes_a_first_fragment_malformed() {
                 )
             })
             .bytes;
-            let (_, counts) = testrun::counted(h.enforcer.dataplane(), hook, &hidden).unwrap();
+            let (_, counts) = testrun::counted(h.reconciler.dataplane(), hook, &hidden).unwrap();
             assert_eq!(
                 counts[counter::BAD_IPV6_FRAG as usize],
                 1,

@@ -3,7 +3,7 @@
 //! starved kernel gives, and one NIC's failure must not hold up another's.
 //! Every time: no denied datagram passes, no allowed one is lost, and after
 //! the rollback the daemon would make, the kernel holds exactly what the
-//! agent says is in force (`Enforcer::verify` finds nothing).
+//! agent says is in force (`Reconciler::verify` finds nothing).
 
 use std::{
     collections::BTreeSet,
@@ -140,14 +140,14 @@ impl Traffic {
     }
 }
 
-/// Whether the kernel holds exactly what the enforcer put in force.
+/// Whether the kernel holds exactly what the reconciler put in force.
 fn clean(bench: &mut Bench, state: &State) -> Vec<String> {
-    let enforcer = &bench.enforcer;
+    let reconciler = &bench.reconciler;
     bench
         .pair
         .b
         .ns
-        .exec(|| enforcer.verify(state))
+        .exec(|| reconciler.verify(state))
         .unwrap()
         .unwrap()
         .into_iter()
@@ -241,8 +241,8 @@ fn a_nic_whose_first_install_fails_is_bound_closed_not_left_open() {
     let err = result.expect_err("the install must fail").to_string();
     assert!(err.contains("bound closed"), "{err}");
     let name = bench.pair.b.ifname.clone();
-    assert!(bench.enforcer.dataplane().is_closed(&name));
-    assert!(bench.enforcer.degraded().contains_key(&name));
+    assert!(bench.reconciler.dataplane().is_closed(&name));
+    assert!(bench.reconciler.degraded().contains_key(&name));
     // Closed: the allowed port is dropped too, not passed.
     let traffic = Traffic::start(&bench);
     std::thread::sleep(Duration::from_millis(300));
@@ -252,7 +252,7 @@ fn a_nic_whose_first_install_fails_is_bound_closed_not_left_open() {
     assert_eq!(lost as u64, sent, "a closed NIC passed allowed datagrams");
     // The next apply puts its policy in force and clears the degradation.
     bench.apply(&state).unwrap();
-    assert!(!bench.enforcer.dataplane().is_closed(&name));
-    assert!(bench.enforcer.degraded().is_empty());
+    assert!(!bench.reconciler.dataplane().is_closed(&name));
+    assert!(bench.reconciler.degraded().is_empty());
     assert_eq!(clean(&mut bench, &state), Vec::<String>::new());
 }

@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use sg_agent::{
-    dataplane::{Dataplane, Limits, sessions::Filter},
-    enforce::Enforcer,
+    dataplane::{Dataplane, Limits, session_table::Filter},
     iface::index as ifindex,
+    reconcile::Reconciler,
 };
 use sg_common::reason;
 use sg_policy::{BindingMode, GroupSpec, NicBinding, State};
@@ -23,7 +23,7 @@ const PEER: [u8; 4] = [10, 2, 0, 1];
 
 /// A namespace with interface `s0` bound (local mode) to one basic group
 /// without rules: egress open, ingress closed.
-fn setup(ns: &Netns, capacity: u32) -> (Enforcer, u32) {
+fn setup(ns: &Netns, capacity: u32) -> (Reconciler, u32) {
     ns.ip(&["link", "add", NIC, "type", "veth", "peer", "name", "s0p"])
         .expect("veth");
     ns.ip(&["link", "set", NIC, "up"]).expect("up");
@@ -41,9 +41,9 @@ fn setup(ns: &Netns, capacity: u32) -> (Enforcer, u32) {
         sessions: capacity,
         ..Limits::default()
     };
-    let mut enforcer = Enforcer::new(Dataplane::load_with(limits).expect("load"), None);
-    enforcer.apply(&s).expect("apply");
-    (enforcer, ifindex(NIC).expect("interface"))
+    let mut reconciler = Reconciler::new(Dataplane::load_with(limits).expect("load"), None);
+    reconciler.reconcile(&s).expect("apply");
+    (reconciler, ifindex(NIC).expect("interface"))
 }
 
 fn frame(src: [u8; 4], dst: [u8; 4], l4: L4) -> Vec<u8> {
@@ -61,8 +61,8 @@ fn run(dp: &mut Dataplane, ifindex: u32, hook: Hook, frame: &[u8]) -> (bool, u32
 fn tcp_progress_follows_the_handshake_and_the_close() {
     let ns = Netns::new("sess-tcp").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx) = setup(&ns, 1024);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx) = setup(&ns, 1024);
+        let dp = reconciler.dataplane();
         let out = |flags| {
             frame(
                 ME,
@@ -158,8 +158,8 @@ fn a_full_table_evicts_sessions_and_their_replies_are_decided_by_the_rules() {
     const FLOWS: u16 = 2048;
     let ns = Netns::new("sess-cap").expect("namespace");
     ns.exec(|| {
-        let (mut enforcer, idx) = setup(&ns, CAPACITY);
-        let dp = enforcer.dataplane();
+        let (mut reconciler, idx) = setup(&ns, CAPACITY);
+        let dp = reconciler.dataplane();
         for port in 0..FLOWS {
             let f = frame(ME, PEER, L4::Udp { sport: 10_000 + port, dport: 53 });
             assert!(run(dp, idx, Hook::TcEgress, &f).0);

@@ -12,7 +12,7 @@
 //! - **New flows**, with the session insert: 5,000 distinct SYNs, one run
 //!   each, median of the kernel-reported times (single runs carry the test
 //!   runner's timer overhead: the empty program is measured the same way).
-//! - **Updates**: time from `Enforcer::apply` until the new policy is in
+//! - **Updates**: time from `Reconciler::apply` until the new policy is in
 //!   force (compile, write the inactive slot, switch), 1 and 1,000 rules;
 //!   and through the daemon's API: an `apply` of the whole state from the
 //!   call to its answer, which comes once the change is in force and
@@ -31,9 +31,9 @@ use std::{fmt::Write as _, net::IpAddr};
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sg_agent::{
-    dataplane::{Dataplane, Limits, sessions::Filter},
-    enforce::Enforcer,
+    dataplane::{Dataplane, Limits, session_table::Filter},
     iface::index as ifindex,
+    reconcile::Reconciler,
 };
 use sg_common::maps::PROG_BENCH_FLOOR;
 use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};
@@ -219,11 +219,11 @@ struct Figures {
 
 /// Per-packet costs, new flows, update latency and the targets: one table each.
 fn per_packet() -> anyhow::Result<String> {
-    let mut enforcer = Enforcer::new(Dataplane::load()?, None);
+    let mut reconciler = Reconciler::new(Dataplane::load()?, None);
     let mut fig = Figures::default();
-    let mut out = programs(&mut enforcer, &mut fig)?;
-    out.push_str(&new_flows(&mut enforcer, &mut fig)?);
-    out.push_str(&updates(&mut enforcer, &mut fig)?);
+    let mut out = programs(&mut reconciler, &mut fig)?;
+    out.push_str(&new_flows(&mut reconciler, &mut fig)?);
+    out.push_str(&updates(&mut reconciler, &mut fig)?);
     let (r10, r1000) = (fig.rules[&10], fig.rules[&1000]);
     let (n10, n1000) = (fig.new_flow[&10], fig.new_flow[&1000]);
     let (floor, session) = (fig.floor, fig.session_v4);
@@ -247,7 +247,7 @@ fn per_packet() -> anyhow::Result<String> {
 }
 
 /// The per-program table: floor, parser alone, then each case on both programs.
-fn programs(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String> {
+fn programs(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<String> {
     let idx = ifindex(NIC).context("bench interface")?;
     let peer = ifindex("bench0p").context("bench peer")?;
     let nics = [NIC.to_owned()];
@@ -255,14 +255,14 @@ fn programs(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String
         "| program | case | rules | ns/packet (median) | min | max |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     let v4_in = frame(Hook::Xdp, false, TCP_ACK, 40000);
-    let (floor, fmin, fmax) = rounds(|| floor_ns(enforcer.dataplane(), &v4_in, REPEAT))?;
+    let (floor, fmin, fmax) = rounds(|| floor_ns(reconciler.dataplane(), &v4_in, REPEAT))?;
     fig.floor = floor;
     let _ = writeln!(
         out,
         "| XDP | empty program (the floor) | - | {floor:.1} | {fmin:.1} | {fmax:.1} |"
     );
     let (med, min, max) =
-        rounds(|| ns_per_run(enforcer.dataplane(), Hook::Xdp, &v4_in, peer, REPEAT))?;
+        rounds(|| ns_per_run(reconciler.dataplane(), Hook::Xdp, &v4_in, peer, REPEAT))?;
     let _ = writeln!(
         out,
         "| XDP | interface not bound (parse and count only) | - | {med:.1} | {min:.1} | {max:.1} |"
@@ -283,8 +283,8 @@ fn programs(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String
             ("IPv6, no session, denied", 1000, true, true),
         ];
         for (what, n, deny, v6) in cases {
-            enforcer.apply(&policy(n, deny, dir, &nics)?)?;
-            let dp = enforcer.dataplane();
+            reconciler.reconcile(&policy(n, deny, dir, &nics)?)?;
+            let dp = reconciler.dataplane();
             dp.flush_sessions(&Filter::default())?;
             let live = what.contains("live session");
             if live {
@@ -310,7 +310,7 @@ fn programs(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String
 }
 
 /// New flows, session insert included: distinct SYNs, one run each.
-fn new_flows(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String> {
+fn new_flows(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<String> {
     let idx = ifindex(NIC).context("bench interface")?;
     let nics = [NIC.to_owned()];
     let mut out = format!(
@@ -319,7 +319,7 @@ fn new_flows(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<Strin
     let v4_in = frame(Hook::Xdp, false, TCP_ACK, 40000);
     let single_floor = {
         let runs = (0..NEW_FLOWS)
-            .map(|_| floor_ns(enforcer.dataplane(), &v4_in, 1))
+            .map(|_| floor_ns(reconciler.dataplane(), &v4_in, 1))
             .collect::<anyhow::Result<Vec<_>>>()?;
         stats(runs).0
     };
@@ -328,8 +328,8 @@ fn new_flows(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<Strin
         "| empty program, single runs | - | {single_floor:.1} |"
     );
     for n in [10, 1000] {
-        enforcer.apply(&policy(n, false, "ingress", &nics)?)?;
-        let dp = enforcer.dataplane();
+        reconciler.reconcile(&policy(n, false, "ingress", &nics)?)?;
+        let dp = reconciler.dataplane();
         dp.flush_sessions(&Filter::default())?;
         let runs = (0..NEW_FLOWS)
             .map(|i| {
@@ -346,7 +346,7 @@ fn new_flows(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<Strin
 
 /// Time from the call until the new policy is in force. Alternating two
 /// policies so every call really switches.
-fn updates(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String> {
+fn updates(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<String> {
     let nics = [NIC.to_owned()];
     let mut out = String::from(
         "\n| policy update (compile, write, switch) | rules | ms (median) | min | max |\n| --- | --- | --- | --- | --- |\n",
@@ -360,7 +360,7 @@ fn updates(enforcer: &mut Enforcer, fig: &mut Figures) -> anyhow::Result<String>
         for round in 0..ROUNDS * 2 {
             let next = if round % 2 == 0 { &a } else { &b };
             let start = std::time::Instant::now();
-            enforcer.apply(next)?;
+            reconciler.reconcile(next)?;
             took.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         let (med, min, max) = stats(took);
@@ -450,9 +450,9 @@ fn memory(ns: &Netns) -> anyhow::Result<String> {
                 nics: u32::try_from(n)?,
                 ..Limits::default()
             };
-            let mut enforcer = Enforcer::new(Dataplane::load_with(limits)?, None);
-            enforcer.apply(&policy(1000, false, "ingress", &nics)?)?;
-            let mut maps = enforcer.dataplane().map_memory()?;
+            let mut reconciler = Reconciler::new(Dataplane::load_with(limits)?, None);
+            reconciler.reconcile(&policy(1000, false, "ingress", &nics)?)?;
+            let mut maps = reconciler.dataplane().map_memory()?;
             maps.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
             let total: u64 = maps.iter().map(|(_, b)| b).sum();
             let mib = |b: u64| {

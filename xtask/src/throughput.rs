@@ -61,7 +61,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use sg_agent::{
     dataplane::{AttachMode, Dataplane},
-    enforce::Enforcer,
+    reconcile::Reconciler,
 };
 use sg_common::{counter::DIR_INGRESS, reason};
 use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};
@@ -534,7 +534,7 @@ impl Drop for Trafgen {
 /// What the receiving side runs.
 struct Receiver<'a> {
     pair: &'a Pair,
-    enforcer: Enforcer,
+    reconciler: Reconciler,
     /// Nothing bound: applying it detaches sg.
     empty: State,
 }
@@ -545,14 +545,14 @@ impl Receiver<'_> {
         match case.filter {
             Filter::None => {}
             Filter::SgUnbound => {
-                let dp = self.enforcer.dataplane();
+                let dp = self.reconciler.dataplane();
                 b.ns.exec(|| dp.attach(&b.ifname, case.mode))??;
             }
             Filter::Sg => {
                 let state = policy(case.rules, case.path, &b.ifname, IpAddr::V4(b.v4))?;
-                let enforcer = &mut self.enforcer;
-                enforcer.set_attach_mode(Some(case.mode));
-                b.ns.exec(|| enforcer.apply(&state))??;
+                let reconciler = &mut self.reconciler;
+                reconciler.set_attach_mode(Some(case.mode));
+                b.ns.exec(|| reconciler.reconcile(&state))??;
             }
             Filter::NftLinear | Filter::NftMap => {
                 let map = matches!(case.filter, Filter::NftMap);
@@ -576,12 +576,12 @@ impl Receiver<'_> {
         match case.filter {
             Filter::None => {}
             Filter::SgUnbound => {
-                let dp = self.enforcer.dataplane();
+                let dp = self.reconciler.dataplane();
                 b.ns.exec(|| dp.detach_from(&b.ifname))??;
             }
             Filter::Sg => {
-                let (enforcer, empty) = (&mut self.enforcer, &self.empty);
-                b.ns.exec(|| enforcer.apply(empty))??;
+                let (reconciler, empty) = (&mut self.reconciler, &self.empty);
+                b.ns.exec(|| reconciler.reconcile(empty))??;
             }
             Filter::NftLinear | Filter::NftMap | Filter::Iptables => {
                 let out = b.ns.cmd("nft", &["flush", "ruleset"]).output()?;
@@ -612,7 +612,7 @@ impl Receiver<'_> {
     /// NIC is not bound).
     fn decisions(&mut self) -> anyhow::Result<BTreeMap<u32, u64>> {
         let counts = self
-            .enforcer
+            .reconciler
             .dataplane()
             .reason_counts(&self.pair.b.ifname)?;
         Ok(counts
@@ -705,7 +705,7 @@ fn measure_all(pair: &Pair, cases: &[Case]) -> anyhow::Result<Results> {
     let (stop, drainer) = drain(sock)?;
     let mut receiver = Receiver {
         pair,
-        enforcer: Enforcer::new(Dataplane::load()?, Some(AttachMode::Native)),
+        reconciler: Reconciler::new(Dataplane::load()?, Some(AttachMode::Native)),
         empty: State::with_seed(1),
     };
     let mut results = Results {

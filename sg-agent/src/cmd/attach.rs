@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use sg_agent::{
     dataplane::{AttachMode, Counters, Dataplane, Limits},
-    enforce::Enforcer,
     netns,
+    reconcile::Reconciler,
 };
 use sg_common::reason;
 use sg_policy::State;
@@ -125,22 +125,22 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut enforcer = Enforcer::new(dp, Some(mode));
+    let mut reconciler = Reconciler::new(dp, Some(mode));
     let mut state = None;
     match (&args.iface, &args.policy) {
         (Some(iface), _) => {
-            enforcer
+            reconciler
                 .dataplane()
                 .attach(iface, mode)
                 .with_context(|| format!("attaching to {iface}"))?;
             log::info!(
                 "attached to {iface} (program ids: {}); SIGINT or SIGTERM detaches",
-                program_ids(enforcer.dataplane())
+                program_ids(reconciler.dataplane())
             );
         }
         (None, Some(path)) => {
             let s = load_policy(path)?;
-            let report = enforcer.apply(&s).context("enforcing the policy")?;
+            let report = reconciler.reconcile(&s).context("enforcing the policy")?;
             if report.installed.is_empty() {
                 bail!(
                     "no NIC of {} is present here (absent: {:?})",
@@ -152,7 +152,7 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
                 "enforcing {} on {:?} (program ids: {}); absent: {:?}; attached to {}; SIGHUP reloads, SIGINT or SIGTERM detaches",
                 path.display(),
                 report.installed,
-                program_ids(enforcer.dataplane()),
+                program_ids(reconciler.dataplane()),
                 report.absent,
                 report
                     .installed
@@ -171,7 +171,7 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sighup.recv() => {
                 let Some(path) = &args.policy else { continue };
-                match load_policy(path).and_then(|s| Ok((enforcer.apply(&s)?, s))) {
+                match load_policy(path).and_then(|s| Ok((reconciler.reconcile(&s)?, s))) {
                     Ok((report, s)) => {
                         log::info!("reloaded {}: {report:?}", path.display());
                         state = Some(s);
@@ -187,8 +187,8 @@ async fn serve(args: &Args, mode: AttachMode) -> anyhow::Result<()> {
             }
         }
     }
-    let report = report(&mut enforcer, state.as_ref())?;
-    enforcer.dataplane().detach().context("detaching")?;
+    let report = report(&mut reconciler, state.as_ref())?;
+    reconciler.dataplane().detach().context("detaching")?;
     log::info!("detached");
     if args.json {
         println!("{}", report.json);
@@ -213,9 +213,9 @@ struct Report {
 }
 
 /// Packet counters, and per NIC its rule hits and decisions by reason.
-fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Report> {
+fn report(reconciler: &mut Reconciler, state: Option<&State>) -> anyhow::Result<Report> {
     use std::fmt::Write as _;
-    let counters = Counters::read(enforcer.dataplane())?;
+    let counters = Counters::read(reconciler.dataplane())?;
     let mut json = counters.to_json();
     let mut text = counters.table();
     let mut nics = serde_json::Map::new();
@@ -223,7 +223,7 @@ fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Repo
         .map(|s| s.nics.keys().cloned().collect::<Vec<_>>())
         .unwrap_or_default()
     {
-        let dp = enforcer.dataplane();
+        let dp = reconciler.dataplane();
         if dp.nic_id(&name).is_none() {
             continue;
         }
@@ -267,7 +267,7 @@ fn report(enforcer: &mut Enforcer, state: Option<&State>) -> anyhow::Result<Repo
         );
     }
     json["nics"] = serde_json::Value::Object(nics);
-    let events = enforcer.dataplane().session_events()?;
+    let events = reconciler.dataplane().session_events()?;
     let _ = writeln!(text, "\nsessions");
     let mut by_event = serde_json::Map::new();
     for (name, n) in events {

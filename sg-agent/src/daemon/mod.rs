@@ -34,8 +34,8 @@ use crate::{
         AttachMode, Dataplane, Enforced, Limits, NamespaceLock,
         droplog::{DropLogRate, DropLogReader},
     },
-    enforce::Enforcer,
     netlink::{LinkEvent, LinkWatcher},
+    reconcile::Reconciler,
     store::{SqliteStore, Store, StoreId, StorePosition},
 };
 use sg_policy::State;
@@ -109,7 +109,7 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 struct Ends {
     jobs: mpsc::Sender<Job>,
     views: tokio::sync::watch::Receiver<std::sync::Arc<reads::View>>,
-    sessions: std::sync::Arc<std::sync::Mutex<crate::dataplane::sessions::SessionTable>>,
+    sessions: std::sync::Arc<std::sync::Mutex<crate::dataplane::session_table::SessionTable>>,
 }
 
 fn encode(reply: &Reply) -> std::sync::Arc<Vec<u8>> {
@@ -266,7 +266,7 @@ fn start(config: &mut Config) -> anyhow::Result<Started> {
         "serving the API on {} (program ids: {})",
         config.socket.display(),
         service
-            .enforcer()
+            .reconciler()
             .dataplane()
             .program_ids()
             .iter()
@@ -422,15 +422,15 @@ fn start_service(
         if adopting { "adopted" } else { "created" },
         root.display()
     );
-    let enforcer = Enforcer::new(dp, Some(config.mode));
+    let reconciler = Reconciler::new(dp, Some(config.mode));
     let info = Info {
         socket: config.socket.clone(),
         store: config.store.clone(),
         pins: root.clone(),
     };
-    let sessions = crate::dataplane::sessions::SessionTable::open(&root)
+    let sessions = crate::dataplane::session_table::SessionTable::open(&root)
         .context("opening the pinned session table")?;
-    let mut service = Service::new(state, Box::new(store), enforcer, info, sessions);
+    let mut service = Service::new(state, Box::new(store), reconciler, info, sessions);
     match service.reconcile() {
         Ok(report) => log::info!("policy in force: {report:?}"),
         // The maps keep what was in force; say so loudly and go on serving,
@@ -438,7 +438,7 @@ fn start_service(
         Err(e) => log::error!("putting the stored policy in force: {e}"),
     }
     let keep: Vec<String> = service.state().nics.keys().cloned().collect();
-    for pin in service.enforcer().dataplane().prune_links(&keep) {
+    for pin in service.reconciler().dataplane().prune_links(&keep) {
         log::info!("removed the pinned link {pin}: no bound NIC uses it");
     }
     crate::dataplane::faults::point("start.reconciled");
@@ -555,7 +555,7 @@ fn start_drop_log(
     service: &mut Service,
     rate: Option<DropLogRate>,
 ) -> anyhow::Result<Option<AsyncFd<DropLogReader>>> {
-    let dp = service.enforcer().dataplane();
+    let dp = service.reconciler().dataplane();
     let Some(rate) = rate else {
         dp.set_drop_log(None).context("turning the drop log off")?;
         return Ok(None);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     api::{Reply, Request, SessionFilter},
     clock::{self, unix_now},
-    dataplane::sessions::{Filter, SessionTable},
+    dataplane::session_table::{Filter, SessionTable},
 };
 use sg_policy::{
     self, Cidr, Direction, GroupId, PolicyError, PortListId, PrefixListId, Protocol, State,

@@ -17,7 +17,7 @@ mod nics;
 mod pins;
 mod programs;
 mod record;
-pub mod sessions;
+pub mod session_table;
 mod verify;
 mod writer;
 

@@ -2,7 +2,7 @@
 //! agent put there, so a difference (a failed write the agent did not see,
 //! someone with root editing maps or removing pins, a bug) is named, not
 //! found by an attacker. `sg-agent verify` and the daemon's periodic
-//! self-check run it; the enforcer repairs what it finds (`enforce.rs`).
+//! self-check run it; the reconciler repairs what it finds (`reconcile.rs`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},

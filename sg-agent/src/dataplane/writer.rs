@@ -444,7 +444,7 @@ impl Dataplane {
         // Its id may go to another NIC: none of its sessions, nor what it
         // remembers of first fragments, may carry over.
         let flushed = self
-            .flush_sessions(&super::sessions::Filter {
+            .flush_sessions(&super::session_table::Filter {
                 nic: Some(id),
                 ..Default::default()
             })

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::reads;
 use crate::{
-    api::Request, clock::unix_now, dataplane::sessions::SessionTable, enforce::Enforcer,
+    api::Request, clock::unix_now, dataplane::session_table::SessionTable, reconcile::Reconciler,
     store::Store,
 };
 use sg_policy::snapshot;
@@ -45,7 +45,7 @@ pub struct Info {
 pub struct Service {
     state: State,
     store: Box<dyn Store>,
-    enforcer: Enforcer,
+    reconciler: Reconciler,
     info: Info,
     started: Instant,
     checks: SelfChecks,
@@ -83,18 +83,18 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 
 impl Service {
     /// A service over `state` (as loaded from `store`), enforcing through
-    /// `enforcer`. The caller applies the state once before serving.
+    /// `reconciler`. The caller applies the state once before serving.
     pub fn new(
         state: State,
         store: Box<dyn Store>,
-        enforcer: Enforcer,
+        reconciler: Reconciler,
         info: Info,
         sessions: SessionTable,
     ) -> Self {
         let mut service = Self {
             state,
             store,
-            enforcer,
+            reconciler,
             info,
             started: Instant::now(),
             checks: SelfChecks::default(),
@@ -116,9 +116,9 @@ impl Service {
     /// metrics.
     pub fn self_check(&mut self, repair: bool) -> Result<Vec<crate::dataplane::Drift>, String> {
         let found = if repair {
-            self.enforcer.verify_and_repair(&self.state)
+            self.reconciler.verify_and_repair(&self.state)
         } else {
-            self.enforcer.verify(&self.state)
+            self.reconciler.verify(&self.state)
         };
         self.checks.runs += 1;
         self.checks.last_at = unix_now();
@@ -151,14 +151,14 @@ impl Service {
         &self.state
     }
 
-    pub fn enforcer(&mut self) -> &mut Enforcer {
-        &mut self.enforcer
+    pub fn reconciler(&mut self) -> &mut Reconciler {
+        &mut self.reconciler
     }
 
     /// Puts the state in force again: at start, and when interfaces come
     /// and go. Returns the report for the log.
-    pub fn reconcile(&mut self) -> Result<crate::enforce::ApplyReport, String> {
-        let r = self.enforcer.apply(&self.state).map_err(err);
+    pub fn reconcile(&mut self) -> Result<crate::reconcile::ReconcileReport, String> {
+        let r = self.reconciler.reconcile(&self.state).map_err(err);
         self.publish();
         r
     }
@@ -197,7 +197,7 @@ impl Service {
         let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
             .map_err(|e| format!("store: {e}; nothing changed"))?;
         let snapshotted = started.elapsed();
-        if let Err(e) = self.enforcer.apply(&next) {
+        if let Err(e) = self.reconciler.reconcile(&next) {
             return Err(format!("{e}; {}", self.put_back("a refused change")));
         }
         let in_force = started.elapsed();
@@ -219,7 +219,7 @@ impl Service {
     /// Puts the state before a failed change back in force, and says how
     /// that went (the tail of the change's error).
     fn put_back(&mut self, after: &str) -> String {
-        match self.enforcer.apply(&self.state) {
+        match self.reconciler.reconcile(&self.state) {
             Ok(_) => "nothing changed".to_owned(),
             Err(back) => {
                 log::error!("restoring the data plane after {after}: {back}");
@@ -240,7 +240,7 @@ impl Service {
             store_id: position.id.0,
             netns_cookie: crate::dataplane::netns_cookie().unwrap_or(0),
         };
-        if let Err(e) = self.enforcer.dataplane().set_record(&record) {
+        if let Err(e) = self.reconciler.dataplane().set_record(&record) {
             log::error!("recording the store's generation in the kernel: {e}");
         }
     }
@@ -330,7 +330,7 @@ impl Service {
             .map(|n| (n.clone(), self.nic_view(n)))
             .collect();
         let status = self.status();
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         let ids = names
             .iter()
             .filter_map(|n| dp.nic_id(n).map(|id| (n.clone(), id)))

@@ -68,7 +68,7 @@ impl Service {
     /// NIC id → name, for the data plane's views.
     pub(super) fn nic_names(&mut self) -> BTreeMap<u32, String> {
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         names
             .into_iter()
             .filter_map(|n| dp.nic_id(&n).map(|id| (id, n)))
@@ -78,8 +78,8 @@ impl Service {
     pub(super) fn nic_view(&mut self, name: &str) -> Value {
         let binding = self.state.nics.get(name).cloned();
         let ifindex = crate::iface::index(name);
-        let degraded = self.enforcer.degraded().get(name).cloned();
-        let dp = self.enforcer.dataplane();
+        let degraded = self.reconciler.degraded().get(name).cloned();
+        let dp = self.reconciler.dataplane();
         json!({
             "binding": binding,
             "ifindex": ifindex,

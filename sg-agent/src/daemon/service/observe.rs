@@ -21,7 +21,7 @@ impl Service {
                 Ok(json!({
                     "drift": drift,
                     "repaired": !no_repair && !drift.is_empty(),
-                    "degraded": self.enforcer.degraded(),
+                    "degraded": self.reconciler.degraded(),
                 }))
             }
             Request::Trace(t) => self.trace(&t),
@@ -45,13 +45,13 @@ impl Service {
             .map(|n| self.nic_view(n))
             .collect();
         let programs: BTreeMap<&str, u32> = self
-            .enforcer
+            .reconciler
             .dataplane()
             .program_ids()
             .into_iter()
             .collect();
         let position = self.store.position();
-        let degraded = self.enforcer.degraded().clone();
+        let degraded = self.reconciler.degraded().clone();
         let c = &self.checks;
         json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -86,7 +86,7 @@ impl Service {
             Some(n) => vec![n.to_owned()],
             None => self.state.nics.keys().cloned().collect(),
         };
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         let counters = Counters::read(dp).map_err(err)?;
         let mut nics = serde_json::Map::new();
         for name in names {
@@ -124,7 +124,7 @@ impl Service {
     pub fn metrics(&mut self) -> String {
         use crate::metrics::MetricsInput;
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         let mut input = MetricsInput {
             packets: Counters::read(dp)
                 .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
@@ -141,7 +141,7 @@ impl Service {
             self_check: None,
         };
         input.degraded = self
-            .enforcer
+            .reconciler
             .degraded()
             .iter()
             .map(|(n, why)| (n.clone(), why.clone()))
@@ -153,7 +153,7 @@ impl Service {
             last_drift: c.last_drift.len() as u64,
             errors: c.errors,
         });
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         for nic in names {
             let Some(version) = dp.version(&nic) else {
                 continue;
@@ -170,7 +170,7 @@ impl Service {
     /// Drop log lines, with each NIC's name and the deciding rule's id.
     pub fn drop_lines(&mut self, events: &[crate::dataplane::droplog::DropEvent]) -> Vec<String> {
         let names = self.nic_names();
-        let dp = self.enforcer.dataplane();
+        let dp = self.reconciler.dataplane();
         events
             .iter()
             .map(|e| {

@@ -18,7 +18,7 @@ use sg_policy::compile::{CompileError, Table, compile};
 use sg_policy::{Direction, Settings, State};
 
 #[derive(Debug, thiserror::Error)]
-pub enum EnforceError {
+pub enum ReconcileError {
     /// The policy cannot be compiled (or held): nothing changed.
     #[error(transparent)]
     Compile(#[from] CompileError),
@@ -30,13 +30,13 @@ pub enum EnforceError {
     #[error("{}", .failed.iter().map(|(n, e)| format!("nics[{n}]: {e}")).collect::<Vec<_>>().join("; "))]
     Failed {
         failed: Vec<(String, String)>,
-        report: Box<ApplyReport>,
+        report: Box<ReconcileReport>,
     },
 }
 
-/// What one [`Enforcer::apply`] did.
+/// What one [`Reconciler::apply`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ApplyReport {
+pub struct ReconcileReport {
     /// Switched to new tables, with the version now in force.
     pub installed: Vec<(String, u32)>,
     /// Already in force.
@@ -49,7 +49,7 @@ pub struct ApplyReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// The name [`ApplyReport::failed`] and [`Enforcer::degraded`] give the settings.
+/// The name [`ReconcileReport::failed`] and [`Reconciler::degraded`] give the settings.
 pub const SETTINGS: &str = "(settings)";
 /// … and the pins (map pins, the pin directory).
 pub const PINS: &str = "(pins)";
@@ -60,7 +60,7 @@ struct Installed {
     egress: Table,
 }
 
-pub struct Enforcer {
+pub struct Reconciler {
     dp: Dataplane,
     /// Attach the programs to bound interfaces (tests that only use
     /// `BPF_PROG_TEST_RUN` leave this off).
@@ -78,7 +78,7 @@ pub struct Enforcer {
     compiled_from: Option<State>,
 }
 
-impl Enforcer {
+impl Reconciler {
     pub fn new(dp: Dataplane, attach: Option<AttachMode>) -> Self {
         Self {
             dp,
@@ -112,20 +112,20 @@ impl Enforcer {
 
     /// Makes the data plane enforce `state`. Every NIC is tried; if any
     /// failed, the error says which (and holds the report of the rest).
-    pub fn apply(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
+    pub fn reconcile(&mut self, state: &State) -> Result<ReconcileReport, ReconcileError> {
         let report = self.apply_all(state)?;
         if report.failed.is_empty() {
             Ok(report)
         } else {
-            Err(EnforceError::Failed {
+            Err(ReconcileError::Failed {
                 failed: report.failed.clone(),
                 report: Box::new(report),
             })
         }
     }
 
-    fn apply_all(&mut self, state: &State) -> Result<ApplyReport, EnforceError> {
-        let mut report = ApplyReport::default();
+    fn apply_all(&mut self, state: &State) -> Result<ReconcileReport, ReconcileError> {
+        let mut report = ReconcileReport::default();
         // Compile every present NIC first: a policy the data plane cannot hold
         // is refused before anything in the kernel changes. The same state
         // compiles to the same tables: those of the last apply are reused.
@@ -214,7 +214,7 @@ impl Enforcer {
         Ok(report)
     }
 
-    fn fail(&mut self, report: &mut ApplyReport, name: &str, why: &str) {
+    fn fail(&mut self, report: &mut ReconcileReport, name: &str, why: &str) {
         log::error!("nics[{name}]: {why}");
         self.degraded.insert(name.to_owned(), why.to_owned());
         report.failed.push((name.to_owned(), why.to_owned()));
@@ -228,7 +228,7 @@ impl Enforcer {
         name: &str,
         want: Installed,
         recheck: bool,
-        report: &mut ApplyReport,
+        report: &mut ReconcileReport,
     ) {
         let same = self.installed.get(name).is_some_and(|i| {
             i.binding == want.binding && i.ingress == want.ingress && i.egress == want.egress
@@ -297,18 +297,18 @@ impl Enforcer {
         &self,
         wanted: &[(String, Installed)],
         state: &State,
-    ) -> Result<(), EnforceError> {
+    ) -> Result<(), ReconcileError> {
         use sg_common::maps::{ADDR_ENTRIES, BITS_PER_TABLE, OWN_PER_NIC, PLATFORM_ENTRIES};
         let platform = state.settings.platform_addresses.len();
         if platform > PLATFORM_ENTRIES as usize {
-            return Err(EnforceError::Capacity(format!(
+            return Err(ReconcileError::Capacity(format!(
                 "settings.platform_addresses: {platform} entries, more than the data plane's {PLATFORM_ENTRIES}"
             )));
         }
         let mut new = Vec::new();
         for (name, w) in wanted {
             if w.binding.own.len() > OWN_PER_NIC as usize {
-                return Err(EnforceError::Capacity(format!(
+                return Err(ReconcileError::Capacity(format!(
                     "nics[{name}]: {} addresses and extra allowed prefixes, more than the data plane's {OWN_PER_NIC} per NIC",
                     w.binding.own.len()
                 )));
@@ -317,7 +317,7 @@ impl Enforcer {
             for (dir, t) in [("ingress", &w.ingress), ("egress", &w.egress)] {
                 let image = crate::dataplane::table_image_counts(t);
                 if image.bits > BITS_PER_TABLE as usize {
-                    return Err(EnforceError::Capacity(format!(
+                    return Err(ReconcileError::Capacity(format!(
                         "nics[{name}] {dir}: {} rule-bit entries, more than the data plane's {BITS_PER_TABLE} per table",
                         image.bits
                     )));
@@ -330,7 +330,7 @@ impl Enforcer {
         let (v4, v6) = self.dp.prefixes_after(&new);
         for (family, need) in [("IPv4", v4), ("IPv6", v6)] {
             if need > ADDR_ENTRIES as usize {
-                return Err(EnforceError::Capacity(format!(
+                return Err(ReconcileError::Capacity(format!(
                     "the policy needs {need} {family} prefix entries over all NICs' tables (both slots), more than the data plane's {ADDR_ENTRIES}"
                 )));
             }
@@ -358,7 +358,7 @@ impl Enforcer {
         self.dp.verify(&expected, &state.settings)
     }
 
-    /// [`Enforcer::verify`], then puts right what it found: NICs installed
+    /// [`Reconciler::verify`], then puts right what it found: NICs installed
     /// or attached again, unknown entries removed, settings written again.
     /// Returns what was found; what could not be repaired is degraded.
     pub fn verify_and_repair(&mut self, state: &State) -> Result<Vec<Drift>, DataplaneError> {
