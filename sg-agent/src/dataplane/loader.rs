@@ -164,6 +164,11 @@ impl Dataplane {
         &self.ebpf
     }
 
+    /// The map `name`, which the object must have.
+    pub(super) fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
+        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
+    }
+
     /// The aya handle, mutably.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf

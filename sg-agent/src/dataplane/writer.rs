@@ -18,23 +18,18 @@
 //! does not know of, and the next write of that slot (or a cleanup, or
 //! `verify`) removes exactly what is left.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{
-    Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+    Array, HashMap, MapData,
     lpm_trie::{Key, LpmTrie},
 };
 use sg_common::{
-    maps::{
-        ADDR4, ADDR6, BITS, BOUNDS, FRAGS, IFACES, LAST, OWN, PLAT4, PLAT6, REASONS, RULE_STATS,
-        SETTINGS, TABLES,
-    },
+    maps::{ADDR4, ADDR6, BITS, BOUNDS, FRAGS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FragFirst, FragKey, IfaceConfig,
-        LastDecision, MAX_RANKS, OwnAddrKey, PortBounds, RuleStats, Settings, TableMeta,
-        own_key_nic, table_tag,
+        OwnAddrKey, PortBounds, Settings, TableMeta, own_key_nic, table_tag,
     },
-    reason,
 };
 
 use super::{
@@ -49,23 +44,6 @@ use sg_policy::compile::{Rank, Table};
 fn next_version(last: &mut u32) -> u32 {
     *last = last.wrapping_add(1).max(1);
     *last
-}
-
-/// Per-rule counters, as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleHits {
-    /// 0 = ingress, 1 = egress.
-    pub dir: u32,
-    pub rank: Rank,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-pub(super) fn rank_name(r: &Rank) -> String {
-    match r {
-        Rank::Rule(id) => id.to_string(),
-        Rank::IntraGroup(g) => format!("intra-group:{g}"),
-    }
 }
 
 /// Makes a map hold `want` for the keys `held` records (a superset of what
@@ -175,10 +153,6 @@ pub(super) fn own_key(nic: u32, slot: u32) -> impl Fn(OwnEntry) -> Key<OwnAddrKe
 }
 
 impl Dataplane {
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
-        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
-    }
-
     /// The interface → binding map, whose whole-value updates are the switches.
     fn ifaces(&mut self) -> Result<HashMap<&mut MapData, u32, IfaceConfig>, Error> {
         HashMap::try_from(self.map_mut(IFACES)?).map_err(map_err(IFACES))
@@ -647,153 +621,6 @@ impl Dataplane {
             &mut keys.addr6,
             addr6_key(tag),
         )
-    }
-
-    /// Moves the counters of `slot`'s ranks into the NIC's running totals and
-    /// zeroes them, before the slot is rewritten.
-    fn fold_and_zero_stats(&mut self, name: &str, dir: u32, slot: u32) -> Result<(), Error> {
-        let mut n = self.nics.by_name.remove(name).expect("bound");
-        let r = self.fold_stats(&mut n, dir, slot);
-        self.nics.by_name.insert(name.to_owned(), n);
-        r
-    }
-
-    /// [`Dataplane::fold_and_zero_stats`] on a NIC taken out of the table,
-    /// for one that is going away (errors only logged: its counts are lost
-    /// with it anyway).
-    fn fold_stats_of(&mut self, n: &mut Nic, dir: u32, slot: u32) {
-        if let Err(e) = self.fold_stats(n, dir, slot) {
-            log::warn!("folding the rule counters of NIC id {}: {e}", n.id);
-        }
-    }
-
-    fn fold_stats(&mut self, n: &mut Nic, dir: u32, slot: u32) -> Result<(), Error> {
-        let ranks = n.held[dir as usize][slot as usize].ranks.clone();
-        if ranks.is_empty() {
-            return Ok(());
-        }
-        let tag = table_tag(n.id, dir, slot);
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
-        let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
-        for (rank, meaning) in ranks.iter().enumerate() {
-            let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
-            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
-            let sum = values.iter().fold(RuleStats::default(), |a, v| RuleStats {
-                packets: a.packets + v.packets,
-                bytes: a.bytes + v.bytes,
-            });
-            if sum.packets > 0 {
-                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
-                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
-                stats.set(idx, zero, 0).map_err(map_err(RULE_STATS))?;
-                let t = n.totals.entry((dir, rank_name(meaning))).or_default();
-                t.packets += sum.packets;
-                t.bytes += sum.bytes;
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets the folded totals of rules neither slot holds any more, so
-    /// they do not grow with rule churn forever.
-    fn prune_totals(&mut self, name: &str) {
-        let n = self.nics.by_name.get_mut(name).expect("bound");
-        let live: BTreeSet<(u32, String)> = [DIR_INGRESS, DIR_EGRESS]
-            .iter()
-            .flat_map(|&d| {
-                n.held[d as usize]
-                    .iter()
-                    .flat_map(move |h| h.ranks.iter().map(move |r| (d, rank_name(r))))
-            })
-            .collect();
-        n.totals.retain(|k, _| live.contains(k));
-    }
-
-    /// Hits per rank of the tables in force on NIC `name`, including what
-    /// earlier versions counted for the same rule: folded totals, and the
-    /// retired slot, whose counters are folded only when it is rewritten.
-    pub fn rule_hits(&mut self, name: &str) -> Result<Vec<RuleHits>, Error> {
-        let Some(n) = self.nics.by_name.get(name) else {
-            return Ok(Vec::new());
-        };
-        let (id, active) = (n.id, n.config.slot);
-        let mut sums: StdHashMap<(u32, String), RuleStats> = n.totals.clone();
-        let mut reads = Vec::new();
-        for dir in [DIR_INGRESS, DIR_EGRESS] {
-            for slot in 0..2 {
-                for (rank, meaning) in n.held[dir as usize][slot as usize].ranks.iter().enumerate()
-                {
-                    let idx = table_tag(id, dir, slot) * MAX_RANKS
-                        + u32::try_from(rank).expect("rank fits");
-                    reads.push((dir, rank_name(meaning), idx));
-                }
-            }
-        }
-        let current: Vec<(u32, Rank)> = [DIR_INGRESS, DIR_EGRESS]
-            .iter()
-            .flat_map(|&d| {
-                n.held[d as usize][active as usize]
-                    .ranks
-                    .iter()
-                    .map(move |r| (d, r.clone()))
-            })
-            .collect();
-        let stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
-        for (dir, key, idx) in reads {
-            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
-            let sum = sums.entry((dir, key)).or_default();
-            for v in values.iter() {
-                sum.packets += v.packets;
-                sum.bytes += v.bytes;
-            }
-        }
-        Ok(current
-            .into_iter()
-            .map(|(dir, rank)| {
-                let s = sums
-                    .get(&(dir, rank_name(&rank)))
-                    .copied()
-                    .unwrap_or_default();
-                RuleHits {
-                    dir,
-                    rank,
-                    packets: s.packets,
-                    bytes: s.bytes,
-                }
-            })
-            .collect())
-    }
-
-    /// Packets of NIC `name` by direction and reason (`sg_common::reason`).
-    pub fn reason_counts(&mut self, name: &str) -> Result<Vec<(u32, u32, u64)>, Error> {
-        let Some(id) = self.nic_id(name) else {
-            return Ok(Vec::new());
-        };
-        let counts =
-            PerCpuArray::<_, u64>::try_from(self.map_mut(REASONS)?).map_err(map_err(REASONS))?;
-        let mut out = Vec::new();
-        for dir in [DIR_INGRESS, DIR_EGRESS] {
-            for r in 0..reason::SLOTS {
-                let values = counts
-                    .get(&((id * 2 + dir) * reason::SLOTS + r), 0)
-                    .map_err(map_err(REASONS))?;
-                let n: u64 = values.iter().sum();
-                if n > 0 {
-                    out.push((dir, r, n));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last decision made on CPU `cpu` (tests pin themselves to a CPU).
-    pub fn last_decision(&mut self, cpu: usize) -> Result<LastDecision, Error> {
-        let last =
-            PerCpuArray::<_, LastDecision>::try_from(self.map_mut(LAST)?).map_err(map_err(LAST))?;
-        let values = last.get(&0, 0).map_err(map_err(LAST))?;
-        values.get(cpu).copied().ok_or(Error::MissingMap(LAST))
     }
 }
 
