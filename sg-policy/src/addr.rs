@@ -46,7 +46,7 @@ impl Family {
 impl Family {
     /// `ipv4` or `ipv6` (any case), naming `field` when it is neither.
     pub fn parse(field: &str, text: &str) -> Result<Self, PolicyError> {
-        crate::model::one_of(field, text, &[("ipv4", Self::Ipv4), ("ipv6", Self::Ipv6)])
+        super::error::one_of(field, text, &[("ipv4", Self::Ipv4), ("ipv6", Self::Ipv6)])
     }
 }
 

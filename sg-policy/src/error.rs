@@ -302,3 +302,20 @@ impl Labels {
         err
     }
 }
+
+/// The value of `options` whose name is `text` (ignoring case and surrounding
+/// blanks), or an error naming `field` and listing the names.
+pub(crate) fn one_of<T: Copy>(
+    field: &str,
+    text: &str,
+    options: &[(&str, T)],
+) -> Result<T, PolicyError> {
+    options
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            PolicyError::invalid(field, text, format!("must be one of {}", names.join(", ")))
+        })
+}

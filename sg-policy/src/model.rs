@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     addr::{Cidr, Family},
-    error::PolicyError,
+    error::{PolicyError, one_of},
     ids::{GroupId, IdGen, PortListId, PrefixListId, RuleId},
 };
 
@@ -73,23 +73,6 @@ impl InnerPolicy {
             &[("Accept", Self::Accept), ("Drop", Self::Drop)],
         )
     }
-}
-
-/// The value of `options` whose name is `text` (ignoring case and surrounding
-/// blanks), or an error naming `field` and listing the names.
-pub(crate) fn one_of<T: Copy>(
-    field: &str,
-    text: &str,
-    options: &[(&str, T)],
-) -> Result<T, PolicyError> {
-    options
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            PolicyError::invalid(field, text, format!("must be one of {}", names.join(", ")))
-        })
 }
 
 /// A rule's policy.
