@@ -6,7 +6,8 @@
 //! - [`capture`]: an `AF_PACKET` capture that classifies frames independently
 //!   of the eBPF parser, to check its counters against;
 //! - [`packet`]: a builder for crafted frames with known header boundaries;
-//! - [`testrun`]: run a loaded program on a frame through `BPF_PROG_TEST_RUN`.
+//! - [`testrun`]: run a loaded program on a frame through `BPF_PROG_TEST_RUN`;
+//! - [`workspace`]: the build output and cargo, for the demo and the benchmark.
 //!
 //! Everything here needs root. Nothing skips itself.
 
@@ -21,6 +22,7 @@ pub mod policygen;
 pub mod probe;
 pub mod testrun;
 pub mod topology;
+pub mod workspace;
 
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 /// For conditions the kernel settles asynchronously (a program is freed after
