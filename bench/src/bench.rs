@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: what a packet costs the kernel, how long a policy
-//! takes to be in force, and how much kernel memory the maps take.
+//! `sg-bench` (`cargo xtask bench`): what a packet costs the kernel, how
+//! long a policy takes to be in force, and how much kernel memory the maps
+//! take.
 //!
 //! - **Per packet**, kernel-reported through `BPF_PROG_TEST_RUN` (medians of
 //!   5 rounds of 1,000,000 repetitions, with min and max): an empty XDP
@@ -41,6 +42,7 @@ use sg_tests::{
     packet::{self, L3, L4, Spec},
     testrun::{self, Hook},
     topology::Netns,
+    workspace::{cargo, target_dir},
 };
 
 const ROUNDS: usize = 5;
@@ -174,14 +176,13 @@ pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
             "--quiet",
             "--locked",
             "--package",
-            "xtask",
+            "sg-bench",
             "--",
-            "bench",
         ];
         if per_packet_only {
             args.push("--per-packet-only");
         }
-        return crate::cargo(&args, &[]);
+        return cargo(&args, &[]);
     }
     let ns = Netns::new("bench")?;
     ns.ip(&[
@@ -199,7 +200,7 @@ pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
         out.push('\n');
         out.push_str(&through);
     }
-    let file = crate::target_dir().join("bench.md");
+    let file = target_dir().join("bench.md");
     std::fs::write(&file, &out)?;
     println!("written to {}", file.display());
     Ok(())
@@ -378,7 +379,7 @@ fn updates(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<Str
 /// operator waits for. Alternating two policies so every call changes both
 /// the data plane and the store.
 fn through_api(ns: &Netns) -> anyhow::Result<String> {
-    crate::cargo(
+    cargo(
         &[
             "build",
             "--release",
@@ -391,7 +392,7 @@ fn through_api(ns: &Netns) -> anyhow::Result<String> {
         ],
         &[],
     )?;
-    let bin = crate::target_dir().join("release/sg-agent");
+    let bin = target_dir().join("release/sg-agent");
     let daemon = sg_tests::daemon::Daemon::start(&bin, ns.name(), &[])?;
     let mut client = sg_agent::api::Client::connect(&daemon.socket)?;
     let nics = [NIC.to_owned()];
@@ -435,7 +436,7 @@ fn memory(ns: &Netns) -> anyhow::Result<String> {
         let _ = writeln!(batch, "link add m{i} type veth peer name m{i}p");
         let _ = writeln!(batch, "link set m{i} up");
     }
-    let file = crate::target_dir().join("bench-links.batch");
+    let file = target_dir().join("bench-links.batch");
     std::fs::write(&file, batch)?;
     ns.ip(&["-batch", file.to_str().context("path")?])?;
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

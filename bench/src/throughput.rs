@@ -1,9 +1,9 @@
-//! `cargo xtask throughput`: packets per second of 64-byte UDP frames through
-//! a veth pair between two namespaces, with no filter, with sg, and with
-//! nftables and iptables holding the equivalent rules, side by side in one
-//! run. The table (median, min and max of the rounds, and each round's ratio
-//! to the same round's no-filter rate) is printed and written to
-//! `target/throughput.md`.
+//! `sg-bench throughput` (`cargo xtask throughput`): packets per second of
+//! 64-byte UDP frames through a veth pair between two namespaces, with no
+//! filter, with sg, and with nftables and iptables holding the equivalent
+//! rules, side by side in one run. The table (median, min and max of the
+//! rounds, and each round's ratio to the same round's no-filter rate) is
+//! printed and written to `target/throughput.md`.
 //!
 //! How:
 //! - `trafgen` (netsniff-ng) in namespace `a` sends on `a`'s veth end, pinned
@@ -65,7 +65,10 @@ use sg_agent::{
 };
 use sg_common::{counter::DIR_INGRESS, reason};
 use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State};
-use sg_tests::topology::{Netns, Pair};
+use sg_tests::{
+    topology::{Netns, Pair},
+    workspace::target_dir,
+};
 
 const ROUNDS: usize = 5;
 const WARMUP: Duration = Duration::from_millis(300);
@@ -690,7 +693,7 @@ struct Results {
 
 /// Measures every case `ROUNDS` times, round-robin.
 fn measure_all(pair: &Pair, cases: &[Case]) -> anyhow::Result<Results> {
-    let dir = crate::target_dir().join("throughput");
+    let dir = target_dir().join("throughput");
     std::fs::create_dir_all(&dir)?;
     let (dst, src) = (
         mac_of(&pair.b.ns, &pair.b.ifname)?,
@@ -900,7 +903,7 @@ pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let out = tables()?;
     print!("{out}");
-    let file = crate::target_dir().join("throughput.md");
+    let file = target_dir().join("throughput.md");
     std::fs::write(&file, &out)?;
     println!(
         "written to {} ({:.0} s)",
