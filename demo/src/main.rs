@@ -1,9 +1,12 @@
-//! `cargo xtask demo`: the daemon as an operator runs it. `sg-agent run`
-//! serves the server's namespace; the CLI applies a policy (seed 002's web
-//! service and remote-access cases) as a YAML document; real traffic probes
-//! it, `sg-agent trace` explains each verdict from the compiled tables the
-//! kernel holds; the agent is stopped and started again while the policy
-//! stays in force; `sg-agent cleanup` leaves nothing behind.
+//! `sg-demo` (`cargo xtask demo`): the daemon as an operator runs it.
+//! `sg-agent run` serves the server's namespace; the CLI applies a policy
+//! (seed 002's web service and remote-access cases) as a YAML document; real
+//! traffic probes it, `sg-agent trace` explains each verdict from the
+//! compiled tables the kernel holds; the agent is stopped and started again
+//! while the policy stays in force; `sg-agent cleanup` leaves nothing behind.
+//!
+//! A crate of its own, apart from `xtask`, so that linting does not wait for
+//! the agent and its eBPF programs to build.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +15,7 @@ use sg_tests::{
     daemon::Daemon,
     probe::{self, Servers},
     topology::Pair,
+    workspace::{cargo, target_dir},
 };
 
 const ADMIN: &str = "192.168.1.10";
@@ -36,8 +40,8 @@ nics:
     )
 }
 
-pub fn run() -> anyhow::Result<()> {
-    crate::cargo(
+fn main() -> anyhow::Result<()> {
+    cargo(
         &[
             "build",
             "--locked",
@@ -48,7 +52,7 @@ pub fn run() -> anyhow::Result<()> {
         ],
         &[],
     )?;
-    let agent_bin = crate::target_dir().join("debug/sg-agent");
+    let agent_bin = target_dir().join("debug/sg-agent");
 
     let pair = Pair::new().context("creating the namespaces")?;
     pair.add_client_address(ADMIN.parse()?)?;
@@ -73,7 +77,7 @@ pub fn run() -> anyhow::Result<()> {
         d.socket.display(),
         d.store.display()
     );
-    let file = crate::target_dir().join("demo-policy.yaml");
+    let file = target_dir().join("demo-policy.yaml");
     std::fs::write(
         &file,
         document(
