@@ -4,26 +4,27 @@
 //! Every time: no denied datagram passes, no allowed one is lost, and after
 //! the rollback the daemon would make, the kernel holds exactly what the
 //! agent says is in force (`Reconciler::verify` finds nothing).
+//!
+//! A failure is asked for on the thread that applies: the injector counts
+//! that thread's writes only, so these tests run beside each other and
+//! beside the other tests of their binary.
 
 use std::{
     collections::BTreeSet,
     net::{SocketAddr, UdpSocket},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use sg_agent::dataplane::faults;
+use sg_agent::{dataplane::faults, reconcile::ReconcileReport};
 use sg_policy::{BindingMode, Cidr, GroupSpec, NicBinding, State};
 use sg_tests::{
     bench::{Bench, rule},
     flow::numbered_receiver,
 };
-
-/// The fault injector is one per process: these tests take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const ALLOWED: u16 = 5000;
 const DENIED: u16 = 6000;
@@ -140,6 +141,31 @@ impl Traffic {
     }
 }
 
+/// [`Bench::apply`] with the `nth` map write failing with `errno`, asked for
+/// on the thread in the server's namespace that writes; and whether that
+/// write came (the failure is no longer pending).
+fn apply_failing(
+    bench: &mut Bench,
+    state: &State,
+    nth: u64,
+    errno: i32,
+) -> (anyhow::Result<ReconcileReport>, bool) {
+    let reconciler = &mut bench.reconciler;
+    let (result, hit) = bench
+        .pair
+        .b
+        .ns
+        .exec(|| {
+            faults::fail_map_write(nth, errno);
+            let result = reconciler.reconcile(state);
+            let hit = !faults::pending();
+            faults::fail_map_write(0, 0);
+            (result, hit)
+        })
+        .expect("enter the server's namespace");
+    (result.map_err(anyhow::Error::from), hit)
+}
+
 /// Whether the kernel holds exactly what the reconciler put in force.
 fn clean(bench: &mut Bench, state: &State) -> Vec<String> {
     let reconciler = &bench.reconciler;
@@ -157,9 +183,6 @@ fn clean(bench: &mut Bench, state: &State) -> Vec<String> {
 
 #[test]
 fn a_map_write_failing_at_each_step_of_an_install_lets_no_denied_packet_through() {
-    let _turn = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut bench = Bench::new(&[], &[], &[]).unwrap();
     // A second NIC in the server's namespace (no traffic of its own): its
     // failures must not hold up the first one, nor the reverse.
@@ -190,10 +213,7 @@ fn a_map_write_failing_at_each_step_of_an_install_lets_no_denied_packet_through(
     for n in 1.. {
         // Always the other version: every apply rewrites every table.
         let next = version(&bench, parity ^ 1, Some(&extra));
-        faults::fail_map_write(n, errnos[(n % 3) as usize]);
-        let result = bench.apply(&next);
-        let hit = !faults::pending();
-        faults::fail_map_write(0, 0);
+        let (result, hit) = apply_failing(&mut bench, &next, n, errnos[(n % 3) as usize]);
         match result {
             Ok(_) => {
                 assert!(!hit, "write {n} failed but the apply said it worked");
@@ -226,18 +246,13 @@ fn a_map_write_failing_at_each_step_of_an_install_lets_no_denied_packet_through(
 
 #[test]
 fn a_nic_whose_first_install_fails_is_bound_closed_not_left_open() {
-    let _turn = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut bench = Bench::new(&[], &[], &[]).unwrap();
     let state = version(&bench, 0, None);
     // The settings first, so the NIC's own first write is the next one.
     let mut no_nic = state.clone();
     no_nic.nics.clear();
     bench.apply(&no_nic).unwrap();
-    faults::fail_map_write(1, libc::ENOMEM);
-    let result = bench.apply(&state);
-    faults::fail_map_write(0, 0);
+    let (result, _) = apply_failing(&mut bench, &state, 1, libc::ENOMEM);
     let err = result.expect_err("the install must fail").to_string();
     assert!(err.contains("bound closed"), "{err}");
     let name = bench.pair.b.ifname.clone();

@@ -12,19 +12,43 @@
 //!   `ENOMEM`, `E2BIG`, `ENOSPC`, `EINVAL`; default `ENOMEM`), once.
 //! - `SG_AGENT_FAULT_KILL=POINT:N`: the N-th time the agent reaches the step
 //!   named `POINT` (or any step, for `*`), it kills itself with SIGKILL.
+//!
+//! What the environment arms is process-wide: the agent is a process of its
+//! own, and its writes run on whichever of its threads. What a test arms
+//! with [`fail_map_write`] counts and fails the calling thread's writes
+//! only, so the other tests of its binary, running on threads beside it and
+//! writing maps of their own, are neither counted nor failed.
 
 #[cfg(debug_assertions)]
 mod on {
-    use std::sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
+    use std::{
+        cell::Cell,
+        sync::{
+            Mutex,
+            atomic::{AtomicU64, Ordering},
+        },
     };
 
+    // The failure the environment asked for: every thread's writes count.
     static WRITES: AtomicU64 = AtomicU64::new(0);
     static FAIL_AT: AtomicU64 = AtomicU64::new(0);
     static ERRNO: AtomicU64 = AtomicU64::new(libc::ENOMEM as u64);
     static KILL: Mutex<Option<(String, u64)>> = Mutex::new(None);
     static POINTS: AtomicU64 = AtomicU64::new(0);
+
+    /// The failure a test asked for on this thread (`fail_at` 0: none).
+    #[derive(Clone, Copy)]
+    struct Local {
+        fail_at: u64,
+        writes: u64,
+        errno: i32,
+    }
+
+    thread_local! {
+        static LOCAL: Cell<Local> = const {
+            Cell::new(Local { fail_at: 0, writes: 0, errno: libc::ENOMEM })
+        };
+    }
 
     fn errno(name: &str) -> Option<i32> {
         Some(match name {
@@ -42,7 +66,8 @@ mod on {
         if let Ok(spec) = std::env::var("SG_AGENT_FAULT_MAP_WRITE") {
             let (n, e) = spec.split_once(':').unwrap_or((&spec, "ENOMEM"));
             if let (Ok(n), Some(e)) = (n.parse::<u64>(), errno(e)) {
-                fail_map_write(n, e);
+                ERRNO.store(u64::from(e.unsigned_abs()), Ordering::SeqCst);
+                FAIL_AT.store(n, Ordering::SeqCst);
             }
         }
         if let Ok(spec) = std::env::var("SG_AGENT_FAULT_KILL")
@@ -54,16 +79,46 @@ mod on {
     }
 
     pub fn fail_map_write(nth: u64, errno: i32) {
-        WRITES.store(0, Ordering::SeqCst);
-        ERRNO.store(u64::from(errno.unsigned_abs()), Ordering::SeqCst);
-        FAIL_AT.store(nth, Ordering::SeqCst);
+        LOCAL.set(Local {
+            fail_at: nth,
+            writes: 0,
+            errno: errno.saturating_abs(),
+        });
     }
 
     pub fn pending() -> bool {
-        FAIL_AT.load(Ordering::SeqCst) != 0
+        LOCAL.get().fail_at != 0
     }
 
     pub fn map_write() -> Option<std::io::Error> {
+        let local = thread_map_write();
+        let process = process_map_write();
+        local.or(process)
+    }
+
+    /// The calling thread's write counted against what its test asked for.
+    fn thread_map_write() -> Option<std::io::Error> {
+        let mut l = LOCAL.get();
+        if l.fail_at == 0 {
+            return None;
+        }
+        l.writes += 1;
+        let n = l.writes;
+        if n != l.fail_at {
+            LOCAL.set(l);
+            return None;
+        }
+        l.fail_at = 0;
+        LOCAL.set(l);
+        log::warn!(
+            "fault injection: map write {n} of this thread fails with errno {}",
+            l.errno
+        );
+        Some(std::io::Error::from_raw_os_error(l.errno))
+    }
+
+    /// The write counted against what the environment asked for.
+    fn process_map_write() -> Option<std::io::Error> {
         let at = FAIL_AT.load(Ordering::SeqCst);
         if at == 0 {
             return None;
@@ -100,8 +155,9 @@ pub fn arm() {
     on::arm();
 }
 
-/// Makes the `nth` map write from now fail with `errno` (debug builds only;
-/// for tests that drive the data plane in their own process).
+/// Makes the calling thread's `nth` map write from now fail with `errno`
+/// (debug builds only; for tests that drive the data plane in their own
+/// process, on the thread that writes: other threads are not counted).
 #[inline]
 pub fn fail_map_write(nth: u64, errno: i32) {
     #[cfg(debug_assertions)]
@@ -110,8 +166,8 @@ pub fn fail_map_write(nth: u64, errno: i32) {
     let _ = (nth, errno);
 }
 
-/// Whether a map write failure asked for has not happened yet (cancel it
-/// with `fail_map_write(0, 0)`).
+/// Whether the map write failure the calling thread asked for has not
+/// happened yet (cancel it with `fail_map_write(0, 0)`).
 #[inline]
 pub fn pending() -> bool {
     #[cfg(debug_assertions)]
