@@ -961,6 +961,16 @@ fn crash_child_commits_until_killed() {
     }
 }
 
+/// [`crash_child_commits_until_killed`] as libtest names it: its module path
+/// without the crate's name (nothing, when the test is at the crate's root).
+fn crash_child_name() -> String {
+    const NAME: &str = "crash_child_commits_until_killed";
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{NAME}"),
+        None => NAME.to_owned(),
+    }
+}
+
 /// Kills the child when dropped, so a failing test leaves no writer behind.
 struct KillOnDrop(Child);
 
@@ -979,7 +989,7 @@ fn run_and_kill(db: &Path, acks: u64, delay: Duration) -> u64 {
         Command::new(exe)
             .args([
                 "--exact",
-                "crash_child_commits_until_killed",
+                &crash_child_name(),
                 "--nocapture",
                 "--test-threads=1",
             ])
