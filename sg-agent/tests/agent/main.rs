@@ -12,3 +12,4 @@ mod cli_client;
 mod metrics;
 mod snapshot;
 mod store;
+mod support;

@@ -10,16 +10,7 @@ use sg_policy::{
     PortRange, PrefixListEntry, PrefixListSpec, RuleSpec, Settings, State, validate_state,
 };
 
-fn rule(
-    direction: &str,
-    policy: &str,
-    priority: &str,
-    protocol: &str,
-    ports: &str,
-    peer: &str,
-) -> RuleSpec {
-    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("test rule")
-}
+use crate::support::rule;
 
 fn tcp_from(port: u16, peer: &str) -> RuleSpec {
     rule(

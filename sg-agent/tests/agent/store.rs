@@ -16,9 +16,11 @@ use sg_agent::store::{Snapshot, SqliteStore, Store, StoreError};
 use sg_policy::snapshot;
 use sg_policy::{
     BindingMode, Cidr, Family, GroupChange, GroupId, GroupSpec, NicBinding, PortListEntry,
-    PortListId, PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec, RuleSpec,
+    PortListId, PortListSpec, PortRange, PrefixListEntry, PrefixListId, PrefixListSpec,
     SessionTimeouts, Settings, State, validate_state,
 };
+
+use crate::support::rule;
 
 // ---- helpers -----------------------------------------------------------------
 
@@ -45,17 +47,6 @@ impl Drop for TempDir {
         // Best effort: a failure to clean up must not turn into a second panic.
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn rule(
-    direction: &str,
-    policy: &str,
-    priority: &str,
-    protocol: &str,
-    ports: &str,
-    peer: &str,
-) -> RuleSpec {
-    RuleSpec::from_text(direction, policy, priority, protocol, ports, peer).expect("test rule")
 }
 
 fn cidr(text: &str) -> Cidr {

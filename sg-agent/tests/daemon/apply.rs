@@ -11,15 +11,7 @@ use sg_tests::{
     topology::Pair,
 };
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
-
-fn doc(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use crate::support::{bin, doc};
 
 /// A daemon serving `pair.b`, its NIC bound in one group that allows TCP to
 /// the servers' port from the pair's subnet (so UDP is denied).

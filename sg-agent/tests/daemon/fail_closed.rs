@@ -12,25 +12,7 @@ use std::{
 
 use sg_tests::{daemon::Daemon, flow, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
-
-/// The allowed TCP port opens and the denied UDP port does not.
-fn enforced(pair: &Pair, servers: &probe::Servers) -> bool {
-    let b = IpAddr::V4(pair.b.v4);
-    probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed()
-        && !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed()
-}
-
-/// The denied UDP port answers: nothing filters.
-fn open(pair: &Pair, servers: &probe::Servers) -> bool {
-    probe::udp(
-        &pair.a.ns,
-        SocketAddr::new(IpAddr::V4(pair.b.v4), servers.udp_port),
-    )
-    .allowed()
-}
+use crate::support::{bin, enforced, open};
 
 /// A daemon serving `pair.b`, enforcing a group that allows the servers' TCP
 /// port only.

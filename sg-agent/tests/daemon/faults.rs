@@ -17,9 +17,7 @@ use std::{
 
 use sg_tests::{daemon::Daemon, flow, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 /// Datagrams to a denied port, sent all along; counts what arrives.
 struct Denied {

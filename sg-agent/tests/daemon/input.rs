@@ -6,9 +6,7 @@
 
 use sg_tests::{daemon::Daemon, topology::Netns};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 #[test]
 fn bad_input_through_the_cli_is_refused_naming_the_field() {

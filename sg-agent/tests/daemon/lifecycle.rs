@@ -2,30 +2,11 @@
 //! veth deleted and made again is attached again by itself, and a NIC bound
 //! before its interface exists is enforced once the interface appears.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use sg_tests::{daemon::Daemon, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
-
-fn enforced(pair: &Pair, servers: &probe::Servers) -> bool {
-    let b = IpAddr::V4(pair.b.v4);
-    probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed()
-        && !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed()
-}
-
-fn open(pair: &Pair, servers: &probe::Servers) -> bool {
-    probe::udp(
-        &pair.a.ns,
-        SocketAddr::new(IpAddr::V4(pair.b.v4), servers.udp_port),
-    )
-    .allowed()
-}
+use crate::support::{bin, enforced, open};
 
 fn setup(d: &Daemon, port: u16) -> String {
     let g = d.group("web");

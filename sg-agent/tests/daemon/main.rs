@@ -21,3 +21,4 @@ mod ops;
 mod persistence;
 mod restart;
 mod sessions;
+mod support;

@@ -10,9 +10,7 @@ use std::{
 
 use sg_tests::{daemon::Daemon, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 /// GET /metrics on loopback in the agent's own namespace (this process's),
 /// where the endpoint listens: not in the namespace it serves.

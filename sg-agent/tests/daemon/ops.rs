@@ -7,9 +7,7 @@
 
 use sg_tests::{daemon::Daemon, topology::Netns};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 fn id(v: &serde_json::Value) -> String {
     v["id"].as_str().expect("an id").to_owned()

@@ -15,9 +15,7 @@ use std::{
 
 use sg_tests::{daemon::Daemon, topology::Netns};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 /// The desired state after change `i`: groups g0..=gi, three rules each, and
 /// NIC ghost-k (an interface that does not exist, bound in advance) in gk.

@@ -16,9 +16,7 @@ use std::{
 
 use sg_tests::{daemon::Daemon, flow, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 /// Counts what gets through while the agent comes and goes: a stream of UDP
 /// datagrams to a denied port (must all be dropped) and echoes over one open

@@ -5,9 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use sg_tests::{daemon::Daemon, probe, topology::Pair};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_sg-agent"))
-}
+use crate::support::bin;
 
 #[test]
 fn sessions_are_listed_and_flushed_through_the_daemon() {
