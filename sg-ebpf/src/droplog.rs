@@ -4,14 +4,14 @@
 
 use core::ptr::write_volatile;
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     droplog::{CREDIT_PER_TOKEN, DropRecord, MAX_REFILL_NS, family, stat},
     policy::IfaceConfig,
 };
 
 use crate::{
-    decide::Decision,
+    clock,
+    decision::Decision,
     maps::{SG_DROPLOG, SG_DROPLOG_BUCKET, SG_DROPLOG_CFG, SG_DROPLOG_STATS},
     parse::{L3_ARP, L3_V4, L3_V6, Summary},
 };
@@ -97,8 +97,7 @@ pub fn dropped(
     if conf.enabled == 0 {
         return;
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     if !take_token(now, conf.per_sec, conf.burst) {
         return count(stat::SUPPRESSED);
     }

@@ -19,10 +19,10 @@ use sg_common::{
 };
 
 use crate::{
-    decide::{Decision, accept, drop},
+    clock::now,
+    decision::{Decision, accept, drop},
     maps::{SCRATCH_FRAGMENT_FIRST, SG_FRAGS, SG_SCRATCH, SG_SETTINGS},
     parse::{FRAG_FIRST, L3_V4, Summary, aligned_words, put_words},
-    session::now,
 };
 
 /// The fragment table's key of a packet's datagram.

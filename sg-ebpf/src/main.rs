@@ -12,13 +12,17 @@
     reason = "packet helpers must inline into the program"
 )]
 
+mod clock;
 mod counters;
 mod decide;
+mod decision;
 mod droplog;
+mod early;
 mod fragment;
 mod maps;
 mod packet;
 mod parse;
+mod rules;
 mod session;
 
 use aya_ebpf::{

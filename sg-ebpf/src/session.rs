@@ -7,10 +7,13 @@
 //! the session's first packet is rebuilt and decided again under the policy
 //! in force; if that is no longer an accept, the entry goes and the packet is
 //! decided by the rules as if it never had one.
+//!
+//! The revalidation runs the steps a first packet goes through before and
+//! after sessions (`crate::early`, `crate::rules`), which is why those live
+//! apart from `crate::decide`: this module depends on them, `decide` on it.
 
 use core::ptr::write_volatile;
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     counter,
     policy::{IfaceConfig, table_tag, verdict},
@@ -19,13 +22,16 @@ use sg_common::{
 };
 
 use crate::{
-    decide::{Decision, accept, before_sessions, rules},
+    clock::now,
+    decision::{Decision, accept},
+    early,
     maps::{SCRATCH_SESSION_FIRST, SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
         FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, aligned_words as words, echo, echo_request, fresh,
         icmp4_error, icmp6_error, put_words,
     },
+    rules,
 };
 
 /// How a tuple's endpoints are ordered in its key.
@@ -123,14 +129,6 @@ fn count(ev: u32) {
     }
 }
 
-/// `CLOCK_MONOTONIC_COARSE`: a tick's resolution is plenty for timeouts of a
-/// second or more, and it is cheaper than the precise clock.
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: a helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
 /// Whether the session has been idle for its timeout or longer.
 #[inline(always)]
 fn expired(e: &SessionEntry, proto: u8, now: u64) -> bool {
@@ -153,7 +151,10 @@ fn allowed(cfg: &IfaceConfig, k: &SessionKey, e: &mut SessionEntry) -> bool {
     };
     let dir = u32::from(e.first_dir & 1);
     let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
-    let d = before_sessions(cfg, dir, first).unwrap_or_else(|| rules(tag, dir, first));
+    // The steps a first packet went through, but not `crate::decide` itself:
+    // that would count, remember and log a decision no packet made, and
+    // look at sessions again.
+    let d = early::decide(cfg, dir, first).unwrap_or_else(|| rules::decide(tag, dir, first));
     if d.verdict != verdict::ACCEPT {
         return false;
     }

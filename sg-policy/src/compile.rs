@@ -112,7 +112,7 @@ impl Table {
     }
 
     /// The deciding rank for a packet, found the way the kernel finds it in
-    /// this table's map image (`sg-ebpf` `decide::classify`): the longest
+    /// this table's map image (`sg-ebpf` `rules::classify`): the longest
     /// prefix of each address trie, the elementary port interval, the
     /// protocol's set (else the any-protocol set), intersected; the lowest rank
     /// set wins. `peer` is the source for ingress, the destination for

@@ -1,6 +1,6 @@
 //! What the kernel will do with one packet, worked out from the maps it
 //! holds (not the agent's copy of them) by the same lookups the programs
-//! make (`sg-ebpf` `decide.rs`): the interface's entry, the own-address
+//! make (`sg-ebpf` `decide.rs`, `early.rs`, `rules.rs`): the interface's entry, the own-address
 //! and platform tries, the settings, the table header, the address tries'
 //! longest matches, the rule bits and the port bounds' binary search. For
 //! `sg-agent trace`: if the maps drifted from the policy, the trace shows
@@ -126,7 +126,7 @@ impl Dataplane {
         Ok(d)
     }
 
-    /// Steps 0 to 3, as `decide::before_sessions` takes them.
+    /// Steps 0 to 3, as `early::decide` takes them.
     fn before_rules(
         &self,
         cfg: &IfaceConfig,
@@ -205,7 +205,7 @@ impl Dataplane {
         })
     }
 
-    /// `decide::classify` over the maps.
+    /// `rules::classify` over the maps.
     fn classify(
         &self,
         tag: u32,
