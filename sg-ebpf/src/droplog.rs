@@ -13,7 +13,7 @@ use crate::{
     clock,
     decision::Decision,
     maps::{SG_DROPLOG, SG_DROPLOG_BUCKET, SG_DROPLOG_CFG, SG_DROPLOG_STATS},
-    parse::{L3_ARP, L3_V4, L3_V6, Summary},
+    parse::{L3_ARP, L3_V4, L3_V6, Summary, put_words, words},
 };
 
 #[inline(always)]
@@ -45,36 +45,6 @@ fn take_token(now: u64, per_sec: u32, burst: u32) -> bool {
     } else {
         b.credit = credit;
         false
-    }
-}
-
-/// The 16 address bytes of a summary field as two native-order words.
-#[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "Summary is 8-byte aligned and its addresses sit at multiples of 16"
-)]
-fn words(a: &[u8; 16]) -> [u64; 2] {
-    let p = a.as_ptr().cast::<u64>();
-    // SAFETY: an address field of `Summary` (see its layout).
-    unsafe { [p.read(), p.add(1).read()] }
-}
-
-/// Writes two words into an address field of a record.
-///
-/// # Safety
-/// `dst` points into a live reservation, 8-byte aligned (see `DropRecord`).
-#[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "DropRecord is 8-byte aligned and its addresses sit at offsets 8 and 24"
-)]
-unsafe fn put(dst: *mut [u8; 16], w: [u64; 2]) {
-    let p = dst.cast::<u64>();
-    // SAFETY: per the contract.
-    unsafe {
-        write_volatile(p, w[0]);
-        write_volatile(p.add(1), w[1]);
     }
 }
 
@@ -114,15 +84,17 @@ pub fn dropped(
     let r = entry.as_mut_ptr();
     // SAFETY: `r` is the reservation, 8-byte aligned and sized for a record;
     // every field is written (volatile stores, field by field: LLVM would
-    // otherwise merge them into a memset or memcpy call, which BPF lacks).
+    // otherwise merge them into a memset or memcpy call, which BPF lacks),
+    // the addresses as two word stores each (`put_words`: any bytes are a
+    // valid `[u8; 16]`, and it only writes them).
     #[expect(
         clippy::cast_possible_truncation,
         reason = "hook and direction are 0..=2; a frame is far below 4 GiB"
     )]
     unsafe {
         write_volatile(&raw mut (*r).ktime_ns, now);
-        put(&raw mut (*r).src, src);
-        put(&raw mut (*r).dst, dst);
+        put_words(&mut (*r).src, src);
+        put_words(&mut (*r).dst, dst);
         write_volatile(&raw mut (*r).nic, cfg.nic);
         write_volatile(&raw mut (*r).ifindex, ifindex);
         write_volatile(&raw mut (*r).rank, d.rank);

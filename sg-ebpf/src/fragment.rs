@@ -22,7 +22,7 @@ use crate::{
     clock::now,
     decision::{Decision, accept, drop},
     maps::{SCRATCH_FRAGMENT_FIRST, SG_FRAGS, SG_SCRATCH, SG_SETTINGS},
-    parse::{FRAG_FIRST, L3_V4, Summary, aligned_words, put_words},
+    parse::{FRAG_FIRST, L3_V4, Summary, put_words, words},
 };
 
 /// The fragment table's key of a packet's datagram.
@@ -106,11 +106,11 @@ pub fn first(nic: u32, dir: u32, s: &Summary) -> Result<&'static Summary, Decisi
 #[inline(always)]
 fn rebuild(s: &Summary, f: &FragFirst) -> Option<&'static Summary> {
     let slot = SG_SCRATCH.get_ptr_mut(SCRATCH_FRAGMENT_FIRST)?;
-    let [src_hi, src_lo] = aligned_words(&s.src);
-    let [dst_hi, dst_lo] = aligned_words(&s.dst);
-    let [nd_hi, nd_lo] = aligned_words(&f.nd_target);
-    let [quoted_src_hi, quoted_src_lo] = aligned_words(&f.q_src);
-    let [quoted_dst_hi, quoted_dst_lo] = aligned_words(&f.q_dst);
+    let src = words(&s.src);
+    let dst = words(&s.dst);
+    let nd_target = words(&f.nd_target);
+    let q_src = words(&f.q_src);
+    let q_dst = words(&f.q_dst);
     let markers = if f.flags & frag_flags::TAGGED != 0 {
         1 << VLAN
     } else {
@@ -120,11 +120,11 @@ fn rebuild(s: &Summary, f: &FragFirst) -> Option<&'static Summary> {
     // Volatile stores, as in `parse::classify`, keep LLVM from a memset call.
     unsafe {
         let r = &mut *slot;
-        put_words(&mut r.src, src_hi, src_lo);
-        put_words(&mut r.dst, dst_hi, dst_lo);
-        put_words(&mut r.nd_target, nd_hi, nd_lo);
-        put_words(&mut r.q_src, quoted_src_hi, quoted_src_lo);
-        put_words(&mut r.q_dst, quoted_dst_hi, quoted_dst_lo);
+        put_words(&mut r.src, src);
+        put_words(&mut r.dst, dst);
+        put_words(&mut r.nd_target, nd_target);
+        put_words(&mut r.q_src, q_src);
+        put_words(&mut r.q_dst, q_dst);
         // Any class but malformed: a first fragment that was malformed
         // opened no datagram.
         write_volatile(&raw mut r.class, OTHER_L4);

@@ -154,26 +154,11 @@ pub const fn echo_request(v4: bool) -> u8 {
 fn put_mapped(dst: &mut [u8; 16], v4: [u8; 4]) {
     put_words(
         dst,
-        0,
-        u64::from_ne_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]),
+        [
+            0,
+            u64::from_ne_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]),
+        ],
     );
-}
-
-/// Writes 16 bytes given as two native-order words into an address slot.
-/// Only for the address fields of [`Summary`] (see its layout).
-#[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "Summary is 8-byte aligned and its addresses sit at offsets 0, 16 and 32"
-)]
-pub fn put_words(dst: &mut [u8; 16], hi: u64, lo: u64) {
-    let p = dst.as_mut_ptr().cast::<u64>();
-    // SAFETY: `dst` is an address field of `Summary`, which is 8-byte aligned
-    // with its addresses at offsets 0, 16 and 32.
-    unsafe {
-        p.write(hi);
-        p.add(1).write(lo);
-    }
 }
 
 /// Marks `s` as VLAN-tagged when the hook knows of a tag beside the frame's
@@ -203,45 +188,39 @@ pub fn fresh<T: Copy>(field: &T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// The 16 bytes of an 8-aligned address field (of [`Summary`], or of a map
-/// value laid out for it, such as `sg_common::policy::FragFirst`) as two
-/// native-order words, read as words.
+/// An address field (16 bytes, IPv4 as `::ffff:a.b.c.d`) as two
+/// native-order words, read as words: how session keys hold an address,
+/// and how one is copied and compared. [`put_words`] is the inverse.
+///
+/// Only for 8-aligned fields: the addresses of [`Summary`] and of the map
+/// values and records laid out like them (`FragFirst`, `DropRecord`, whose
+/// size assertions in `sg_common` check the offsets).
 #[inline(always)]
 #[expect(
     clippy::cast_ptr_alignment,
     reason = "only called on 8-aligned address fields (see the doc)"
 )]
-pub fn aligned_words(a: &[u8; 16]) -> [u64; 2] {
+pub fn words(a: &[u8; 16]) -> [u64; 2] {
     let p = a.as_ptr().cast::<u64>();
     // SAFETY: an 8-aligned field of 16 bytes (see the doc).
     unsafe { [p.read(), p.add(1).read()] }
 }
 
-/// The 16 bytes of `a` as two native-order words.
+/// Writes an address given as two native-order words ([`words`]) into an
+/// 8-aligned address field (as for [`words`]), as two word stores: a plain
+/// array copy compiles to a call into a byte-by-byte memmove.
 #[inline(always)]
-fn words(a: [u8; 16]) -> (u64, u64) {
-    let [
-        a0,
-        a1,
-        a2,
-        a3,
-        a4,
-        a5,
-        a6,
-        a7,
-        b0,
-        b1,
-        b2,
-        b3,
-        b4,
-        b5,
-        b6,
-        b7,
-    ] = a;
-    (
-        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
-        u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
-    )
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "only called on 8-aligned address fields (see the doc)"
+)]
+pub fn put_words(dst: &mut [u8; 16], w: [u64; 2]) {
+    let p = dst.as_mut_ptr().cast::<u64>();
+    // SAFETY: an 8-aligned field of 16 bytes (see the doc).
+    unsafe {
+        p.write(w[0]);
+        p.add(1).write(w[1]);
+    }
 }
 
 impl Summary {
@@ -324,7 +303,7 @@ pub fn classify(pkt: &Packet, s: &mut Summary) {
             if arp[0..6] == [0, 1, 8, 0, 6, 4] {
                 put_mapped(&mut s.src, [arp[14], arp[15], arp[16], arp[17]]);
             } else {
-                put_words(&mut s.src, 0, 0);
+                put_words(&mut s.src, [0, 0]);
             }
             s.class(ARP);
         }
@@ -365,6 +344,15 @@ fn ipv4(pkt: &Packet, off: usize, s: &mut Summary) {
     upper_layer(pkt, ip.proto, off + ihl, off + total, s);
 }
 
+/// The source and destination of the IPv6 header at `off` as words
+/// ([`put_words`]), read from the packet with the same bounds as the header
+/// itself (`Ipv6Hdr`'s copy on the stack is not aligned for word loads).
+#[inline(always)]
+fn ipv6_addrs(pkt: &Packet, off: usize) -> Option<([u64; 2], [u64; 2])> {
+    let [_, src_hi, src_lo, dst_hi, dst_lo] = pkt.read::<[u64; Ipv6Hdr::LEN / 8]>(off)?;
+    Some(([src_hi, src_lo], [dst_hi, dst_lo]))
+}
+
 #[inline(always)]
 fn is_ipv6_ext(next: u8) -> bool {
     matches!(
@@ -384,10 +372,11 @@ fn ipv6(pkt: &Packet, off: usize, s: &mut Summary) {
     }
     s.mark(IPV6);
     s.l3 = L3_V6;
-    let (hi, lo) = words(ip.src_addr);
-    put_words(&mut s.src, hi, lo);
-    let (hi, lo) = words(ip.dst_addr);
-    put_words(&mut s.dst, hi, lo);
+    let Some((src, dst)) = ipv6_addrs(pkt, off) else {
+        return s.malformed(BAD_IPV6);
+    };
+    put_words(&mut s.src, src);
+    put_words(&mut s.dst, dst);
     let mut next = ip.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
     let mut fragment_seen = false;
@@ -498,7 +487,7 @@ fn upper_layer(pkt: &Packet, proto: u8, off: usize, end: usize, s: &mut Summary)
                 && off + 24 <= end
                 && let (Some(hi), Some(lo)) = (pkt.read::<u64>(off + 8), pkt.read::<u64>(off + 16))
             {
-                put_words(&mut s.nd_target, hi, lo);
+                put_words(&mut s.nd_target, [hi, lo]);
                 s.has_nd_target = true;
             }
         }
@@ -531,10 +520,11 @@ fn quote(pkt: &Packet, v4: bool, off: usize, end: usize, s: &mut Summary) {
         if ip.vcf[0] >> 4 != 6 || is_ipv6_ext(ip.next_hdr) {
             return;
         }
-        let (hi, lo) = words(ip.src_addr);
-        put_words(&mut s.q_src, hi, lo);
-        let (hi, lo) = words(ip.dst_addr);
-        put_words(&mut s.q_dst, hi, lo);
+        let Some((src, dst)) = ipv6_addrs(pkt, off) else {
+            return;
+        };
+        put_words(&mut s.q_src, src);
+        put_words(&mut s.q_dst, dst);
         (ip.next_hdr, off + Ipv6Hdr::LEN)
     };
     let icmp = if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };

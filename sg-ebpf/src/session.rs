@@ -28,8 +28,8 @@ use crate::{
     maps::{SCRATCH_SESSION_FIRST, SG_SCRATCH, SG_SESSION_EVENTS, SG_SESSIONS, SG_SETTINGS},
     parse::{
         FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3_V4, L3_V6, Summary,
-        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, aligned_words as words, echo, echo_request, fresh,
-        icmp4_error, icmp6_error, put_words,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, echo, echo_request, fresh, icmp4_error, icmp6_error,
+        put_words, words,
     },
     rules,
 };
@@ -184,8 +184,8 @@ fn first_packet(k: &SessionKey, e: &SessionEntry) -> Option<&'static Summary> {
     // Volatile stores, as in `parse::classify`, keep LLVM from a memset call.
     unsafe {
         let f = &mut *slot;
-        put_words(&mut f.src, src[0], src[1]);
-        put_words(&mut f.dst, dst[0], dst[1]);
+        put_words(&mut f.src, src);
+        put_words(&mut f.dst, dst);
         write_volatile(&raw mut f.class, counter::OTHER_L4);
         write_volatile(&raw mut f.bad, 0);
         write_volatile(&raw mut f.markers, 0);
