@@ -107,4 +107,37 @@ pub const NAMES: [(u32, &str); 23] = [
     (BAD_IPV6_FRAG, "bad_ipv6_frag"),
 ];
 
-const _: () = assert!(BAD_IPV6_FRAG < SLOTS);
+/// The counter numbers of [`NAMES`], in its order.
+const NUMBERS: [u32; NAMES.len()] = {
+    let mut numbers = [0; NAMES.len()];
+    let mut i = 0;
+    while i < NAMES.len() {
+        numbers[i] = NAMES[i].0;
+        i += 1;
+    }
+    numbers
+};
+
+/// The names of [`NAMES`], in its order.
+const LABELS: [&str; NAMES.len()] = {
+    let mut labels = [""; NAMES.len()];
+    let mut i = 0;
+    while i < NAMES.len() {
+        labels[i] = NAMES[i].1;
+        i += 1;
+    }
+    labels
+};
+
+// Every counter is named at the index of its number (0, 1, 2, …: no gap,
+// none twice, the last being `BAD_IPV6_FRAG`); each has a slot in its hook
+// direction and, as a marker, a bit in `markers` (a `u32`); the classes are
+// every counter from `NON_IP` to `MALFORMED`, once each; no name is empty
+// or given twice.
+const _: () = assert!(crate::checks::dense(&NUMBERS, PACKETS));
+const _: () = assert!(NUMBERS[NUMBERS.len() - 1] == BAD_IPV6_FRAG);
+const _: () = assert!(crate::checks::below(&NUMBERS, SLOTS));
+const _: () = assert!(SLOTS <= u32::BITS);
+const _: () = assert!(crate::checks::dense(&CLASSES, NON_IP));
+const _: () = assert!(CLASSES[CLASSES.len() - 1] == MALFORMED);
+const _: () = assert!(crate::checks::names_distinct(&LABELS));

@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod agent;
+mod checks;
 pub mod counter;
 pub mod droplog;
 pub mod maps;

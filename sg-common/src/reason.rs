@@ -86,5 +86,40 @@ pub const NAMES: [&str; 24] = [
     "fragment_expired",
 ];
 
-const _: () = assert!(NAMES.len() == FRAGMENT_EXPIRED as usize + 1);
-const _: () = assert!(FRAGMENT_EXPIRED < SLOTS);
+/// Every reason, in number order: what the checks below go by. A new reason
+/// joins it, [`NAMES`] and the constants above together.
+const ALL: [u32; 24] = [
+    NONE,
+    RULE,
+    DEFAULT_INTRA_GROUP,
+    DEFAULT_INGRESS_DROP,
+    DEFAULT_EGRESS_BASIC,
+    DEFAULT_EGRESS_ENTERPRISE,
+    MALFORMED,
+    SPOOF_SOURCE,
+    SPOOF_ARP,
+    SPOOF_ND_TARGET,
+    SPOOF_ETHERTYPE,
+    NOT_IP,
+    NEIGHBOUR_DISCOVERY,
+    PATH_MTU,
+    PLATFORM_ADDRESS,
+    PORT_25,
+    FRAGMENT_FOLLOWS_FIRST,
+    FRAGMENT_NO_FIRST,
+    UNBOUND,
+    NO_TABLE,
+    SESSION,
+    RELATED,
+    SPOOF_TAGGED,
+    FRAGMENT_EXPIRED,
+];
+
+// The numbers are 0, 1, 2, … (no gap, none twice), each has a counter slot
+// (the kernel masks a reason with `SLOTS - 1`: a power of two), and each
+// has exactly one name, none empty or twice.
+const _: () = assert!(crate::checks::dense(&ALL, NONE));
+const _: () = assert!(crate::checks::below(&ALL, SLOTS));
+const _: () = assert!(SLOTS.is_power_of_two());
+const _: () = assert!(NAMES.len() == ALL.len());
+const _: () = assert!(crate::checks::names_distinct(&NAMES));
