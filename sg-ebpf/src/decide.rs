@@ -26,7 +26,7 @@ use crate::{
 /// (XDP, TC ingress) to `IfaceConfig::xdp_dir`, the transmit side (TC egress)
 /// to `tc_dir`. The numbers are the drop log's (`sg_common::droplog::hook`).
 pub const HOOK_XDP: u32 = hook::XDP;
-pub const HOOK_TC: u32 = hook::TC_EGRESS;
+pub const HOOK_TC_EGRESS: u32 = hook::TC_EGRESS;
 pub const HOOK_TC_INGRESS: u32 = hook::TC_INGRESS;
 
 /// Decides a parsed frame seen by `hook` on interface `ifindex`, and counts
@@ -40,7 +40,7 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
         return verdict::ACCEPT;
     };
     let cfg = *cfg;
-    let dir = if hook == HOOK_TC {
+    let dir = if hook == HOOK_TC_EGRESS {
         cfg.tc_dir
     } else {
         cfg.xdp_dir

@@ -74,7 +74,7 @@ fn sg_xdp(ctx: XdpContext) -> u32 {
     reason = "aya's entry macros pass the context by value"
 )]
 fn sg_tc_egress(ctx: TcContext) -> i32 {
-    tc(&ctx, DIR_EGRESS, decide::HOOK_TC)
+    tc(&ctx, DIR_EGRESS, decide::HOOK_TC_EGRESS)
 }
 
 /// TC ingress: the interface's receive side, where XDP is not used (attach
