@@ -33,10 +33,11 @@ pub const INTERVAL_SEARCH_STEPS: u32 = 12;
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
 
-/// The table of NIC `nic`, direction `dir`, slot `slot`.
+/// The id of the table of NIC `nic`, direction `dir`, slot `slot`: its
+/// header's index in the tables map, and the first part of its entries' keys.
 #[inline(always)]
 #[expect(clippy::inline_always, reason = "called on the eBPF hot path")]
-pub const fn table_tag(nic: u32, dir: u32, slot: u32) -> u32 {
+pub const fn table_id(nic: u32, dir: u32, slot: u32) -> u32 {
     nic * 4 + dir * 2 + slot
 }
 
@@ -75,7 +76,7 @@ pub struct IfaceConfig {
     pub version: u32,
 }
 
-/// One table's header (key: table tag).
+/// One table's header (key: [`table_id`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableMeta {
@@ -119,13 +120,14 @@ pub const PROTO_OTHER: u16 = 256;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BitsKey {
-    pub tag: u32,
+    /// [`table_id`].
+    pub table: u32,
     pub kind: u16,
     pub index: u16,
 }
 
 /// Lower bounds of a table's elementary port intervals, ascending; interval
-/// `i` is `bounds[i] ..= bounds[i + 1] - 1`. `bounds[0]` is 0. Key: `tag * 2 +
+/// `i` is `bounds[i] ..= bounds[i + 1] - 1`. `bounds[0]` is 0. Key: `table * 2 +
 /// field` (0 = destination, 1 = source).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,19 +138,19 @@ pub struct PortBounds {
     pub pad: u32,
 }
 
-/// Address fields in the LPM tries' key tags.
+/// Address fields, as in the LPM tries' keys (`table * 2 + field`).
 pub const FIELD_PEER: u32 = 0;
 pub const FIELD_LOCAL: u32 = 1;
 
 /// Bits of [`OwnAddrKey`] before the address.
 pub const OWN_KEY_PREFIX_BITS: u32 = 64;
 
-/// LPM key for IPv4 address tables: `tag * 2 + field`, then the address.
-/// The prefix length counts the 32 tag bits too.
+/// LPM key for IPv4 address tables: `table * 2 + field` ([`table_id`],
+/// `FIELD_*`), then the address. The prefix length counts those 32 bits too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddrKeyV4 {
-    pub key_tag: [u8; 4],
+    pub table_field: [u8; 4],
     pub addr: [u8; 4],
 }
 
@@ -156,7 +158,7 @@ pub struct AddrKeyV4 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddrKeyV6 {
-    pub key_tag: [u8; 4],
+    pub table_field: [u8; 4],
     pub addr: [u8; 16],
 }
 
@@ -269,7 +271,7 @@ pub struct FragFirst {
     pub pad: [u8; 4],
 }
 
-/// Per-rule counters (per CPU), index `tag * MAX_RANKS + rank`.
+/// Per-rule counters (per CPU), index `table * MAX_RANKS + rank`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RuleStats {

@@ -8,7 +8,7 @@ use core::ptr::{read_volatile, write_volatile};
 use sg_common::{
     droplog::hook,
     policy::{
-        DIR_EGRESS, IfaceConfig, LastDecision, MAX_RANKS, NO_RANK, iface_flags, table_tag, verdict,
+        DIR_EGRESS, IfaceConfig, LastDecision, MAX_RANKS, NO_RANK, iface_flags, table_id, verdict,
     },
     reason,
 };
@@ -45,8 +45,8 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     } else {
         cfg.xdp_dir
     };
-    let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
-    decide_bound(&cfg, dir, tag, s);
+    let table = table_id(cfg.nic, dir, cfg.slot & 1);
+    decide_bound(&cfg, dir, table, s);
     let d = settled();
     // The summary's fields are read again below (remembered, logged) through
     // a pointer the compiler cannot see is the same one, so it does not keep
@@ -57,7 +57,7 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     if fresh(&s.frag) == FRAG_FIRST && d.reason != reason::MALFORMED {
         fragment::remember_first(cfg.nic, dir, s, d.verdict);
     }
-    record(&cfg, dir, tag, &d, frame_len);
+    record(&cfg, dir, table, &d, frame_len);
     if d.verdict != verdict::ACCEPT {
         droplog::dropped(hook, ifindex, &cfg, dir, &d, s, frame_len);
     }
@@ -134,7 +134,7 @@ fn settled() -> Decision {
 /// (step 8) by the same code as any whole packet, marked `again` so the
 /// decision changes no session.
 #[inline(always)]
-fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
+fn decide_bound(cfg: &IfaceConfig, dir: u32, table: u32, s: &Summary) {
     let mut pkt = s;
     if fresh(&s.frag) == FRAG_LATER {
         let d = early::decide(cfg, dir, s).unwrap_or(drop(reason::FRAGMENT_NO_FIRST));
@@ -146,7 +146,7 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
             Err(d) => return settle(d),
         };
     }
-    decide_whole(cfg, dir, tag, pkt);
+    decide_whole(cfg, dir, table, pkt);
     if fresh(&pkt.again) {
         settle(fragment::follows(&settled()));
     }
@@ -155,7 +155,7 @@ fn decide_bound(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
 /// Steps 0 to 7 for a packet with its upper-layer header (a whole datagram,
 /// a first fragment, or one rebuilt to be decided again), settled.
 #[inline(always)]
-fn decide_whole(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
+fn decide_whole(cfg: &IfaceConfig, dir: u32, table: u32, s: &Summary) {
     if let Some(d) = early::decide(cfg, dir, s) {
         return settle(d);
     }
@@ -163,21 +163,21 @@ fn decide_whole(cfg: &IfaceConfig, dir: u32, tag: u32, s: &Summary) {
     if let Some(d) = session::lookup(cfg, s) {
         return settle(d);
     }
-    let d = rules::decide(tag, dir, s);
+    let d = rules::decide(table, dir, s);
     settle(d);
     // Step 7.
     session::start(cfg, dir, s, &d);
 }
 
 #[inline(always)]
-fn record(cfg: &IfaceConfig, dir: u32, tag: u32, d: &Decision, frame_len: u64) {
+fn record(cfg: &IfaceConfig, dir: u32, table: u32, d: &Decision, frame_len: u64) {
     let idx = (cfg.nic * 2 + dir) * reason::SLOTS + (d.reason & (reason::SLOTS - 1));
     if let Some(c) = SG_REASONS.get_ptr_mut(idx) {
         // SAFETY: this CPU's slot.
         unsafe { *c += 1 };
     }
     if d.rank != NO_RANK
-        && let Some(st) = SG_RULE_STATS.get_ptr_mut(tag * MAX_RANKS + (d.rank & (MAX_RANKS - 1)))
+        && let Some(st) = SG_RULE_STATS.get_ptr_mut(table * MAX_RANKS + (d.rank & (MAX_RANKS - 1)))
     {
         // SAFETY: this CPU's slot.
         unsafe {

@@ -29,7 +29,7 @@ pub static SG_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER
 #[map(name = "SG_IFACES_V1")]
 pub static SG_IFACES: HashMap<u32, IfaceConfig> = HashMap::with_max_entries(MAX_NICS, 0);
 
-/// Table headers, by table tag. Only the inactive slot's entry is ever written.
+/// Table headers, by table id (`table_id`). Only the inactive slot's entry is ever written.
 #[map(name = "SG_TABLES_V1")]
 pub static SG_TABLES: Array<TableMeta> = Array::with_max_entries(MAX_TABLES, 0);
 
@@ -39,7 +39,7 @@ pub static SG_TABLES: Array<TableMeta> = Array::with_max_entries(MAX_TABLES, 0);
 pub static SG_BITS: HashMap<BitsKey, RuleBits> =
     HashMap::with_max_entries(BITS_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// Elementary port interval bounds, key `tag * 2 + field`.
+/// Elementary port interval bounds, key `table * 2 + field`.
 #[map(name = "SG_BOUNDS_V1")]
 pub static SG_BOUNDS: HashMap<u32, PortBounds> =
     HashMap::with_max_entries(MAX_TABLES * 2, BPF_F_NO_PREALLOC);
@@ -76,7 +76,7 @@ pub static SG_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map(name = "SG_FRAGS_V2")]
 pub static SG_FRAGS: LruHashMap<FragKey, FragFirst> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
-/// Per-rule hits, index `tag * MAX_RANKS + rank`.
+/// Per-rule hits, index `table * MAX_RANKS + rank`.
 #[map(name = "SG_RULESTATS_V1")]
 pub static SG_RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(RULE_STATS_LEN, 0);
 

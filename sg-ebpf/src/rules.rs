@@ -19,13 +19,14 @@ use crate::{
     parse::{IPPROTO_TCP, IPPROTO_UDP, L3_V4, Summary},
 };
 
-/// Steps 5 and 6: the rules of table `tag` (direction `dir`), then the defaults.
+/// Steps 5 and 6: the rules of table `table` (`table_id`; direction `dir`),
+/// then the defaults.
 #[inline(always)]
-pub fn decide(tag: u32, dir: u32, s: &Summary) -> Decision {
-    let Some(meta) = SG_TABLES.get(tag) else {
+pub fn decide(table: u32, dir: u32, s: &Summary) -> Decision {
+    let Some(meta) = SG_TABLES.get(table) else {
         return drop(reason::NO_TABLE);
     };
-    let rank = classify(tag, meta, dir, s.l3 == L3_V4, s);
+    let rank = classify(table, meta, dir, s.l3 == L3_V4, s);
     if rank == NO_RANK {
         return Decision {
             verdict: meta.default_verdict,
@@ -56,11 +57,11 @@ pub fn decide(tag: u32, dir: u32, s: &Summary) -> Decision {
 /// The rule bits of an address field, or `None` if no rule's condition on
 /// that field holds.
 #[inline(always)]
-fn addr_bits(tag: u32, field: u32, v4: bool, addr: &[u8; 16]) -> Option<&'static RuleBits> {
-    let key_tag = (tag * 2 + field).to_be_bytes();
+fn addr_bits(table: u32, field: u32, v4: bool, addr: &[u8; 16]) -> Option<&'static RuleBits> {
+    let table_field = (table * 2 + field).to_be_bytes();
     if v4 {
         let data = AddrKeyV4 {
-            key_tag,
+            table_field,
             addr: [addr[12], addr[13], addr[14], addr[15]],
         };
         SG_ADDR4.get(&Key::new(64, data))
@@ -68,7 +69,7 @@ fn addr_bits(tag: u32, field: u32, v4: bool, addr: &[u8; 16]) -> Option<&'static
         SG_ADDR6.get(&Key::new(
             160,
             AddrKeyV6 {
-                key_tag,
+                table_field,
                 addr: *addr,
             },
         ))
@@ -76,17 +77,17 @@ fn addr_bits(tag: u32, field: u32, v4: bool, addr: &[u8; 16]) -> Option<&'static
 }
 
 #[inline(always)]
-fn bits(tag: u32, kind: u16, index: u16) -> Option<&'static RuleBits> {
+fn bits(table: u32, kind: u16, index: u16) -> Option<&'static RuleBits> {
     // SAFETY: read-only lookup; the agent replaces values only in inactive slots.
-    unsafe { SG_BITS.get(&BitsKey { tag, kind, index }) }
+    unsafe { SG_BITS.get(&BitsKey { table, kind, index }) }
 }
 
 /// Index of the elementary interval holding `port` (largest `i` with
 /// `bounds[i] <= port`), by binary search.
 #[inline(always)]
-fn interval(tag: u32, field: u32, port: u16) -> Option<u16> {
+fn interval(table: u32, field: u32, port: u16) -> Option<u16> {
     // SAFETY: read-only lookup.
-    let b = unsafe { SG_BOUNDS.get(&(tag * 2 + field)) }?;
+    let b = unsafe { SG_BOUNDS.get(&(table * 2 + field)) }?;
     let mut lo: u32 = 0;
     let mut hi: u32 = b.n;
     for _ in 0..INTERVAL_SEARCH_STEPS {
@@ -105,48 +106,48 @@ fn interval(tag: u32, field: u32, port: u16) -> Option<u16> {
 }
 
 #[inline(always)]
-fn port_bits(tag: u32, has_ports: bool, field: u32, port: u16) -> Option<&'static RuleBits> {
+fn port_bits(table: u32, has_ports: bool, field: u32, port: u16) -> Option<&'static RuleBits> {
     if has_ports {
         let kind = if field == 0 {
             bits_kind::DPORT
         } else {
             bits_kind::SPORT
         };
-        bits(tag, kind, interval(tag, field, port)?)
+        bits(table, kind, interval(table, field, port)?)
     } else {
         let kind = if field == 0 {
             bits_kind::DPORT_NONE
         } else {
             bits_kind::SPORT_NONE
         };
-        bits(tag, kind, 0)
+        bits(table, kind, 0)
     }
 }
 
 /// The deciding rank, or [`NO_RANK`] when no rule (or pseudo-rule) matches.
 #[inline(always)]
-fn classify(tag: u32, meta: &TableMeta, dir: u32, v4: bool, s: &Summary) -> u32 {
+fn classify(table: u32, meta: &TableMeta, dir: u32, v4: bool, s: &Summary) -> u32 {
     let (peer, local) = if dir == DIR_INGRESS {
         (&s.src, &s.dst)
     } else {
         (&s.dst, &s.src)
     };
-    let Some(peer) = addr_bits(tag, FIELD_PEER, v4, peer) else {
+    let Some(peer) = addr_bits(table, FIELD_PEER, v4, peer) else {
         return NO_RANK;
     };
-    let Some(local) = addr_bits(tag, FIELD_LOCAL, v4, local) else {
+    let Some(local) = addr_bits(table, FIELD_LOCAL, v4, local) else {
         return NO_RANK;
     };
-    let Some(proto) = bits(tag, bits_kind::PROTO, u16::from(s.proto))
-        .or_else(|| bits(tag, bits_kind::PROTO, PROTO_OTHER))
+    let Some(proto) = bits(table, bits_kind::PROTO, u16::from(s.proto))
+        .or_else(|| bits(table, bits_kind::PROTO, PROTO_OTHER))
     else {
         return NO_RANK;
     };
     let has_ports = s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP;
-    let Some(dport) = port_bits(tag, has_ports, 0, s.dport) else {
+    let Some(dport) = port_bits(table, has_ports, 0, s.dport) else {
         return NO_RANK;
     };
-    let Some(sport) = port_bits(tag, has_ports, 1, s.sport) else {
+    let Some(sport) = port_bits(table, has_ports, 1, s.sport) else {
         return NO_RANK;
     };
     for w in 0..MAX_RANKS / 64 {

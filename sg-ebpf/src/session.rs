@@ -16,7 +16,7 @@ use core::ptr::write_volatile;
 
 use sg_common::{
     counter,
-    policy::{IfaceConfig, table_tag, verdict},
+    policy::{IfaceConfig, table_id, verdict},
     reason,
     session::{SIDE_A, SIDE_B, SessionEntry, SessionKey, event, tcp, timeout},
 };
@@ -150,11 +150,11 @@ fn allowed(cfg: &IfaceConfig, k: &SessionKey, e: &mut SessionEntry) -> bool {
         return false;
     };
     let dir = u32::from(e.first_dir & 1);
-    let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
+    let table = table_id(cfg.nic, dir, cfg.slot & 1);
     // The steps a first packet went through, but not `crate::decide` itself:
     // that would count, remember and log a decision no packet made, and
     // look at sessions again.
-    let d = early::decide(cfg, dir, first).unwrap_or_else(|| rules::decide(tag, dir, first));
+    let d = early::decide(cfg, dir, first).unwrap_or_else(|| rules::decide(table, dir, first));
     if d.verdict != verdict::ACCEPT {
         return false;
     }

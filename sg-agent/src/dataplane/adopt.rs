@@ -8,7 +8,7 @@ use sg_common::{
     maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, RULE_STATS, TABLES},
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, MAX_RANKS, OwnAddrKey,
-        PortBounds, RuleBits, RuleStats, TableMeta, table_tag,
+        PortBounds, RuleBits, RuleStats, TableMeta, table_id,
     },
 };
 
@@ -20,11 +20,11 @@ use super::{
 };
 
 /// Everything the policy maps hold, read back: interface entries, table
-/// entries by table tag, own-address entries by their key's NIC field.
+/// entries by table id, own-address entries by their key's NIC field.
 #[derive(Debug, Default)]
 pub(super) struct Scan {
     pub(super) ifaces: BTreeMap<u32, IfaceConfig>,
-    /// Headers are not scanned (every tag has one): see [`Dataplane::meta`].
+    /// Headers are not scanned (every table has one): see [`Dataplane::meta`].
     pub(super) tables: BTreeMap<u32, TableImage>,
     pub(super) own: BTreeMap<u32, BTreeSet<OwnEntry>>,
 }
@@ -40,8 +40,8 @@ fn zero_meta() -> TableMeta {
 }
 
 impl Scan {
-    fn table(&mut self, tag: u32) -> &mut TableImage {
-        self.tables.entry(tag).or_insert_with(|| TableImage {
+    fn table(&mut self, table: u32) -> &mut TableImage {
+        self.tables.entry(table).or_insert_with(|| TableImage {
             meta: zero_meta(),
             bits: BTreeMap::new(),
             bounds: BTreeMap::new(),
@@ -66,7 +66,7 @@ impl Dataplane {
         };
         let bits = HashMap::<_, BitsKey, RuleBits>::try_from(map(BITS)?).map_err(map_err(BITS))?;
         for (k, v) in bits.iter().filter_map(Result::ok) {
-            scan.table(k.tag).bits.insert((k.kind, k.index), v);
+            scan.table(k.table).bits.insert((k.kind, k.index), v);
         }
         let bounds =
             HashMap::<_, u32, PortBounds>::try_from(map(BOUNDS)?).map_err(map_err(BOUNDS))?;
@@ -77,19 +77,19 @@ impl Dataplane {
             LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(map(ADDR4)?).map_err(map_err(ADDR4))?;
         for (k, v) in addr4.iter().filter_map(Result::ok) {
             let d = k.data();
-            let kt = u32::from_be_bytes(d.key_tag);
-            scan.table(kt / 2)
+            let tf = u32::from_be_bytes(d.table_field);
+            scan.table(tf / 2)
                 .addr4
-                .insert((kt % 2, k.prefix_len(), d.addr), v);
+                .insert((tf % 2, k.prefix_len(), d.addr), v);
         }
         let addr6 =
             LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(map(ADDR6)?).map_err(map_err(ADDR6))?;
         for (k, v) in addr6.iter().filter_map(Result::ok) {
             let d = k.data();
-            let kt = u32::from_be_bytes(d.key_tag);
-            scan.table(kt / 2)
+            let tf = u32::from_be_bytes(d.table_field);
+            scan.table(tf / 2)
                 .addr6
-                .insert((kt % 2, k.prefix_len(), d.addr), v);
+                .insert((tf % 2, k.prefix_len(), d.addr), v);
         }
         let own = LpmTrie::<_, OwnAddrKey, u32>::try_from(map(OWN)?).map_err(map_err(OWN))?;
         for k in own.keys().filter_map(Result::ok) {
@@ -102,12 +102,12 @@ impl Dataplane {
         Ok(scan)
     }
 
-    /// The header of table `tag` as the kernel holds it.
-    pub(super) fn meta(&self, tag: u32) -> Result<TableMeta, Error> {
+    /// The header of table `table` as the kernel holds it.
+    pub(super) fn meta(&self, table: u32) -> Result<TableMeta, Error> {
         let map = self.ebpf.map(TABLES).ok_or(Error::MissingMap(TABLES))?;
         Array::<_, TableMeta>::try_from(map)
             .map_err(map_err(TABLES))?
-            .get(&tag, 0)
+            .get(&table, 0)
             .map_err(map_err(TABLES))
     }
 
@@ -166,7 +166,7 @@ impl Dataplane {
 
     fn zero_rule_stats(&mut self) -> Result<(), Error> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
-        let tags: Vec<u32> = self
+        let tables: Vec<u32> = self
             .nics
             .by_name
             .values()
@@ -178,12 +178,12 @@ impl Dataplane {
             .ok_or(Error::MissingMap(RULE_STATS))?;
         let mut stats =
             PerCpuArray::<&mut MapData, RuleStats>::try_from(map).map_err(map_err(RULE_STATS))?;
-        for tag in tags {
+        for table in tables {
             for rank in 0..MAX_RANKS {
                 let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
                     .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
                 stats
-                    .set(tag * MAX_RANKS + rank, zero, 0)
+                    .set(table * MAX_RANKS + rank, zero, 0)
                     .map_err(map_err(RULE_STATS))?;
             }
         }
@@ -200,7 +200,7 @@ fn take_held(
 ) {
     for dir in [DIR_INGRESS, DIR_EGRESS] {
         for slot in 0..2 {
-            if let Some(t) = scan.tables.remove(&table_tag(id, dir, slot)) {
+            if let Some(t) = scan.tables.remove(&table_id(id, dir, slot)) {
                 held[dir as usize][slot as usize].keys = t.keys();
             }
         }

@@ -18,7 +18,7 @@ use sg_common::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
         INTERVAL_SEARCH_STEPS, IfaceConfig, MAX_INTERVALS, NO_RANK, OWN_KEY_PREFIX_BITS,
         OwnAddrKey, PROTO_OTHER, PortBounds, RuleBits, Settings, TableMeta, WORDS, bits_kind,
-        iface_flags, own_key_nic, settings_flags, table_tag, verdict,
+        iface_flags, own_key_nic, settings_flags, table_id, verdict,
     },
     reason,
 };
@@ -95,17 +95,17 @@ impl Dataplane {
         if let Some(d) = self.before_rules(&cfg, dir, p)? {
             return Ok(d);
         }
-        let tag = table_tag(cfg.nic, dir, cfg.slot & 1);
+        let table = table_id(cfg.nic, dir, cfg.slot & 1);
         let meta: TableMeta = Array::<_, TableMeta>::try_from(self.map_ref(TABLES)?)
             .map_err(map_err(TABLES))?
-            .get(&tag, 0)
+            .get(&table, 0)
             .map_err(map_err(TABLES))?;
         let (peer, local) = if dir == DIR_INGRESS {
             (p.src, p.dst)
         } else {
             (p.dst, p.src)
         };
-        let rank = self.classify(tag, &meta, peer, local, p)?;
+        let rank = self.classify(table, &meta, peer, local, p)?;
         let mut d = KernelDecision::of(cfg, meta.default_verdict, meta.default_reason);
         if rank == NO_RANK {
             return Ok(d);
@@ -208,30 +208,30 @@ impl Dataplane {
     /// `rules::classify` over the maps.
     fn classify(
         &self,
-        tag: u32,
+        table: u32,
         meta: &TableMeta,
         peer: IpAddr,
         local: IpAddr,
         p: &Packet,
     ) -> Result<u32, Error> {
-        let Some(peer) = self.addr_bits(tag, FIELD_PEER, peer)? else {
+        let Some(peer) = self.addr_bits(table, FIELD_PEER, peer)? else {
             return Ok(NO_RANK);
         };
-        let Some(local) = self.addr_bits(tag, FIELD_LOCAL, local)? else {
+        let Some(local) = self.addr_bits(table, FIELD_LOCAL, local)? else {
             return Ok(NO_RANK);
         };
-        let proto = match self.bits(tag, bits_kind::PROTO, u16::from(p.protocol))? {
+        let proto = match self.bits(table, bits_kind::PROTO, u16::from(p.protocol))? {
             Some(b) => b,
-            None => match self.bits(tag, bits_kind::PROTO, PROTO_OTHER)? {
+            None => match self.bits(table, bits_kind::PROTO, PROTO_OTHER)? {
                 Some(b) => b,
                 None => return Ok(NO_RANK),
             },
         };
         let has_ports = matches!(p.protocol, 6 | 17);
-        let Some(dport) = self.port_bits(tag, has_ports, 0, p.dst_port)? else {
+        let Some(dport) = self.port_bits(table, has_ports, 0, p.dst_port)? else {
             return Ok(NO_RANK);
         };
-        let Some(sport) = self.port_bits(tag, has_ports, 1, p.src_port)? else {
+        let Some(sport) = self.port_bits(table, has_ports, 1, p.src_port)? else {
             return Ok(NO_RANK);
         };
         let words = (meta.words as usize).min(WORDS);
@@ -245,14 +245,14 @@ impl Dataplane {
         Ok(NO_RANK)
     }
 
-    fn addr_bits(&self, tag: u32, field: u32, addr: IpAddr) -> Result<Option<RuleBits>, Error> {
-        let key_tag = (tag * 2 + field).to_be_bytes();
+    fn addr_bits(&self, table: u32, field: u32, addr: IpAddr) -> Result<Option<RuleBits>, Error> {
+        let table_field = (table * 2 + field).to_be_bytes();
         match addr {
             IpAddr::V4(a) => {
                 let t = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_ref(ADDR4)?)
                     .map_err(map_err(ADDR4))?;
                 let key = AddrKeyV4 {
-                    key_tag,
+                    table_field,
                     addr: a.octets(),
                 };
                 found(t.get(&Key::new(64, key), 0), ADDR4)
@@ -261,7 +261,7 @@ impl Dataplane {
                 let t = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_ref(ADDR6)?)
                     .map_err(map_err(ADDR6))?;
                 let key = AddrKeyV6 {
-                    key_tag,
+                    table_field,
                     addr: a.octets(),
                 };
                 found(t.get(&Key::new(160, key), 0), ADDR6)
@@ -269,15 +269,15 @@ impl Dataplane {
         }
     }
 
-    fn bits(&self, tag: u32, kind: u16, index: u16) -> Result<Option<RuleBits>, Error> {
+    fn bits(&self, table: u32, kind: u16, index: u16) -> Result<Option<RuleBits>, Error> {
         let m = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_ref(BITS)?)
             .map_err(map_err(BITS))?;
-        found(m.get(&BitsKey { tag, kind, index }, 0), BITS)
+        found(m.get(&BitsKey { table, kind, index }, 0), BITS)
     }
 
     fn port_bits(
         &self,
-        tag: u32,
+        table: u32,
         has_ports: bool,
         field: u32,
         port: u16,
@@ -288,11 +288,11 @@ impl Dataplane {
             (bits_kind::SPORT, bits_kind::SPORT_NONE)
         };
         if !has_ports {
-            return self.bits(tag, none, 0);
+            return self.bits(table, none, 0);
         }
         let m = HashMap::<_, u32, PortBounds>::try_from(self.map_ref(BOUNDS)?)
             .map_err(map_err(BOUNDS))?;
-        let Some(b) = found(m.get(&(tag * 2 + field), 0), BOUNDS)? else {
+        let Some(b) = found(m.get(&(table * 2 + field), 0), BOUNDS)? else {
             return Ok(None);
         };
         let (mut lo, mut hi) = (0u32, b.n);
@@ -308,7 +308,7 @@ impl Dataplane {
             }
         }
         match u16::try_from(lo) {
-            Ok(i) => self.bits(tag, kind, i),
+            Ok(i) => self.bits(table, kind, i),
             Err(_) => Ok(None),
         }
     }

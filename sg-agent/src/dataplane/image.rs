@@ -1,5 +1,5 @@
 //! What a compiled table and a NIC's own addresses put into the maps, keyed
-//! as the kernel keys them, minus the table tag (which says whose table and
+//! as the kernel keys them, minus the table id (which says whose table and
 //! which slot). One definition serves writing them (`writer.rs`), reading
 //! them back (adoption, `verify`), so the two cannot drift apart.
 
@@ -22,9 +22,9 @@ use sg_policy::{Cidr, SessionTimeouts};
 
 /// A rule-bits entry: (kind, index) of its `BitsKey`.
 pub type BitsIndex = (u16, u16);
-/// An IPv4 trie entry: (field, prefix length with the 32 tag bits, address).
+/// An IPv4 trie entry: (field, prefix length with the 32 table and field bits, address).
 pub type Addr4 = (u32, u32, [u8; 4]);
-/// An IPv6 trie entry: (field, prefix length with the 32 tag bits, address).
+/// An IPv6 trie entry: (field, prefix length with the 32 table and field bits, address).
 pub type Addr6 = (u32, u32, [u8; 16]);
 /// An own-address trie entry: (prefix length as keyed, family, address).
 pub type OwnEntry = (u32, u32, [u8; 16]);

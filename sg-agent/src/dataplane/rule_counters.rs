@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap as StdHashMap};
 use aya::maps::{PerCpuArray, PerCpuValues};
 use sg_common::{
     maps::{LAST, REASONS, RULE_STATS},
-    policy::{DIR_EGRESS, DIR_INGRESS, LastDecision, MAX_RANKS, RuleStats, table_tag},
+    policy::{DIR_EGRESS, DIR_INGRESS, LastDecision, MAX_RANKS, RuleStats, table_id},
     reason,
 };
 
@@ -61,12 +61,12 @@ impl Dataplane {
         if ranks.is_empty() {
             return Ok(());
         }
-        let tag = table_tag(n.id, dir, slot);
+        let table = table_id(n.id, dir, slot);
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
         let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
             .map_err(map_err(RULE_STATS))?;
         for (rank, meaning) in ranks.iter().enumerate() {
-            let idx = tag * MAX_RANKS + u32::try_from(rank).expect("rank fits");
+            let idx = table * MAX_RANKS + u32::try_from(rank).expect("rank fits");
             let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
             let sum = values.iter().fold(RuleStats::default(), |a, v| RuleStats {
                 packets: a.packets + v.packets,
@@ -113,7 +113,7 @@ impl Dataplane {
             for slot in 0..2 {
                 for (rank, meaning) in n.held[dir as usize][slot as usize].ranks.iter().enumerate()
                 {
-                    let idx = table_tag(id, dir, slot) * MAX_RANKS
+                    let idx = table_id(id, dir, slot) * MAX_RANKS
                         + u32::try_from(rank).expect("rank fits");
                     reads.push((dir, rank_name(meaning), idx));
                 }

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::Array;
 use sg_common::{
     maps::{IFACES, SETTINGS},
-    policy::{DIR_EGRESS, DIR_INGRESS, Settings, own_key_nic, table_tag},
+    policy::{DIR_EGRESS, DIR_INGRESS, Settings, own_key_nic, table_id},
 };
 
 use super::{
@@ -126,7 +126,7 @@ impl Dataplane {
                 known_ifaces.insert(n.ifindex);
                 for dir in [DIR_INGRESS, DIR_EGRESS] {
                     for slot in 0..2 {
-                        scan.tables.remove(&table_tag(n.id, dir, slot));
+                        scan.tables.remove(&table_id(n.id, dir, slot));
                     }
                 }
                 for slot in 0..2 {
@@ -225,9 +225,9 @@ impl Dataplane {
             ));
         }
         for (dir, table) in [(DIR_INGRESS, want.ingress), (DIR_EGRESS, want.egress)] {
-            let tag = table_tag(n.id, dir, slot);
-            let mut have = scan.tables.remove(&tag).unwrap_or_else(TableImage::empty);
-            have.meta = self.meta(tag)?;
+            let this = table_id(n.id, dir, slot);
+            let mut have = scan.tables.remove(&this).unwrap_or_else(TableImage::empty);
+            have.meta = self.meta(this)?;
             let want = table_image(table);
             let which = if dir == DIR_INGRESS {
                 "ingress"
@@ -251,7 +251,7 @@ impl Dataplane {
                     Repair::Reinstall,
                 ));
             }
-            let other = table_tag(n.id, dir, slot ^ 1);
+            let other = table_id(n.id, dir, slot ^ 1);
             let held = &n.held[dir as usize][(slot ^ 1) as usize].keys;
             let extra = unknown(&keys_of(scan.tables.remove(&other).as_ref()), held);
             if extra > 0 {
@@ -332,7 +332,7 @@ impl Dataplane {
             };
             for dir in [DIR_INGRESS, DIR_EGRESS] {
                 for slot in 0..2 {
-                    let have = keys_of(scan.tables.remove(&table_tag(id, dir, slot)).as_ref());
+                    let have = keys_of(scan.tables.remove(&table_id(id, dir, slot)).as_ref());
                     let held = &n.held[dir as usize][slot as usize].keys;
                     // Only what the agent does not record, and never in the
                     // slot in force (a reinstall puts that one right).
@@ -356,7 +356,7 @@ impl Dataplane {
         for l in &self.nics.leftovers {
             for dir in [DIR_INGRESS, DIR_EGRESS] {
                 for slot in 0..2 {
-                    scan.tables.remove(&table_tag(l.id, dir, slot));
+                    scan.tables.remove(&table_id(l.id, dir, slot));
                 }
             }
             for slot in 0..2 {
@@ -378,7 +378,7 @@ impl Dataplane {
             };
             for dir in [DIR_INGRESS, DIR_EGRESS] {
                 for slot in 0..2 {
-                    if let Some(t) = scan.tables.remove(&table_tag(id, dir, slot)) {
+                    if let Some(t) = scan.tables.remove(&table_id(id, dir, slot)) {
                         removed += t.keys().len();
                         l.held[dir as usize][slot as usize].keys = t.keys();
                     }

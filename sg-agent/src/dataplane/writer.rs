@@ -28,7 +28,7 @@ use sg_common::{
     maps::{ADDR4, ADDR6, BITS, BOUNDS, FRAGS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FragFirst, FragKey, IfaceConfig,
-        OwnAddrKey, PortBounds, Settings, TableMeta, own_key_nic, table_tag,
+        OwnAddrKey, PortBounds, Settings, TableMeta, own_key_nic, table_id,
     },
 };
 
@@ -115,24 +115,24 @@ fn sync_hash<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
     )
 }
 
-pub(super) fn addr4_key(tag: u32) -> impl Fn((u32, u32, [u8; 4])) -> Key<AddrKeyV4> {
+pub(super) fn addr4_key(table: u32) -> impl Fn((u32, u32, [u8; 4])) -> Key<AddrKeyV4> {
     move |(field, len, addr)| {
         Key::new(
             len,
             AddrKeyV4 {
-                key_tag: (tag * 2 + field).to_be_bytes(),
+                table_field: (table * 2 + field).to_be_bytes(),
                 addr,
             },
         )
     }
 }
 
-pub(super) fn addr6_key(tag: u32) -> impl Fn((u32, u32, [u8; 16])) -> Key<AddrKeyV6> {
+pub(super) fn addr6_key(table: u32) -> impl Fn((u32, u32, [u8; 16])) -> Key<AddrKeyV6> {
     move |(field, len, addr)| {
         Key::new(
             len,
             AddrKeyV6 {
-                key_tag: (tag * 2 + field).to_be_bytes(),
+                table_field: (table * 2 + field).to_be_bytes(),
                 addr,
             },
         )
@@ -343,7 +343,7 @@ impl Dataplane {
         let id = self.nics.by_name[name].id;
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             self.fold_and_zero_stats(name, dir, slot)?;
-            self.set_meta(table_tag(id, dir, slot), &TableImage::closed_meta())?;
+            self.set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
             self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize]
                 .ranks
                 .clear();
@@ -358,11 +358,11 @@ impl Dataplane {
         self.nics.by_name.get(name).is_some_and(|n| n.closed)
     }
 
-    fn set_meta(&mut self, tag: u32, meta: &TableMeta) -> Result<(), Error> {
+    fn set_meta(&mut self, table: u32, meta: &TableMeta) -> Result<(), Error> {
         injected(TABLES)?;
         Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
             .map_err(map_err(TABLES))?
-            .set(tag, meta, 0)
+            .set(table, meta, 0)
             .map_err(map_err(TABLES))
     }
 
@@ -479,7 +479,7 @@ impl Dataplane {
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for slot in 0..2 {
                 held[dir as usize][slot as usize].ranks.clear();
-                self.set_meta(table_tag(id, dir, slot), &TableImage::closed_meta())?;
+                self.set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
             }
         }
         Ok(())
@@ -497,7 +497,7 @@ impl Dataplane {
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for slot in 0..2 {
                 let h = &mut held[dir as usize][slot as usize];
-                self.sync_table(table_tag(id, dir, slot), &empty, &mut h.keys)?;
+                self.sync_table(table_id(id, dir, slot), &empty, &mut h.keys)?;
             }
         }
         for slot in 0..2 {
@@ -565,17 +565,17 @@ impl Dataplane {
         image: &TableImage,
         ranks: &[Rank],
     ) -> Result<(), Error> {
-        let (tag, mut keys) = {
+        let (table, mut keys) = {
             let n = self.nics.by_name.get_mut(name).expect("bound");
             let h = &mut n.held[dir as usize][slot as usize];
             // Its counters were folded: until the write succeeds, no rank
             // of this slot means anything.
             h.ranks.clear();
-            (table_tag(n.id, dir, slot), std::mem::take(&mut h.keys))
+            (table_id(n.id, dir, slot), std::mem::take(&mut h.keys))
         };
         let r = self
-            .sync_table(tag, image, &mut keys)
-            .and_then(|()| self.set_meta(tag, &image.meta));
+            .sync_table(table, image, &mut keys)
+            .and_then(|()| self.set_meta(table, &image.meta));
         let h =
             &mut self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize];
         h.keys = keys;
@@ -585,11 +585,11 @@ impl Dataplane {
         r
     }
 
-    /// Makes table `tag`'s entries those of `image` (not its header), with
+    /// Makes table `table`'s entries those of `image` (not its header), with
     /// `keys` the superset record of what it holds.
     fn sync_table(
         &mut self,
-        tag: u32,
+        table: u32,
         image: &TableImage,
         keys: &mut TableKeys,
     ) -> Result<(), Error> {
@@ -598,28 +598,28 @@ impl Dataplane {
             BITS,
             &image.bits,
             &mut keys.bits,
-            |(kind, index)| BitsKey { tag, kind, index },
+            |(kind, index)| BitsKey { table, kind, index },
         )?;
         sync_hash::<u32, u32, PortBounds>(
             self.map_mut(BOUNDS)?,
             BOUNDS,
             &image.bounds,
             &mut keys.bounds,
-            |field| tag * 2 + field,
+            |field| table * 2 + field,
         )?;
         sync_trie(
             self.map_mut(ADDR4)?,
             ADDR4,
             &image.addr4,
             &mut keys.addr4,
-            addr4_key(tag),
+            addr4_key(table),
         )?;
         sync_trie(
             self.map_mut(ADDR6)?,
             ADDR6,
             &image.addr6,
             &mut keys.addr6,
-            addr6_key(tag),
+            addr6_key(table),
         )
     }
 }
