@@ -9,12 +9,12 @@
 
 pub mod agent;
 mod checks;
+pub mod conntrack;
 pub mod counter;
 pub mod droplog;
 pub mod maps;
 pub mod policy;
 pub mod reason;
-pub mod session;
 
 #[cfg(feature = "user")]
 mod pod;

@@ -1,11 +1,11 @@
 //! `aya::Pod` for every layout the agent reads or writes.
 
 use crate::agent::AgentRecord;
+use crate::conntrack::{SessionEntry, SessionKey};
 use crate::policy::{
     AddrKeyV4, AddrKeyV6, BitsKey, FragFirst, FragKey, IfaceConfig, LastDecision, OwnAddrKey,
     PortBounds, RuleBits, RuleStats, Settings, TableMeta,
 };
-use crate::session::{SessionEntry, SessionKey};
 
 // SAFETY: each is #[repr(C)], Copy, made of integers and integer arrays, with
 // explicit padding fields: every bit pattern is valid and none is uninitialised.

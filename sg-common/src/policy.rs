@@ -191,9 +191,9 @@ pub struct Settings {
     pub flags: u32,
     /// Explicit padding: always zero.
     pub pad: u32,
-    /// Session idle timeouts in nanoseconds, by `session::timeout` class.
+    /// Session idle timeouts in nanoseconds, by `conntrack::timeout` class.
     /// Zero (never written) expires every session at once: stateless, never open.
-    pub timeouts_ns: [u64; crate::session::timeout::COUNT],
+    pub timeouts_ns: [u64; crate::conntrack::timeout::COUNT],
     /// How long a first fragment is remembered for its later fragments, in
     /// nanoseconds, counted from when it was seen (SPEC §3 item 8). Zero
     /// (never written) forgets it at once: every later fragment drops.

@@ -1,6 +1,6 @@
 //! Deciding one packet (SPEC §3), step by step in order: the steps before
 //! sessions (`crate::early`), fragments (`crate::fragment`), sessions
-//! (`crate::session`), then the rules and defaults (`crate::rules`); the
+//! (`crate::conntrack`), then the rules and defaults (`crate::rules`); the
 //! decision counted, remembered and, for a drop, logged.
 
 use core::ptr::{read_volatile, write_volatile};
@@ -14,11 +14,12 @@ use sg_common::{
 };
 
 use crate::{
+    conntrack,
     decision::{Decision, drop},
     droplog, early, fragment,
     maps::{SG_IFACES, SG_LAST, SG_REASONS, SG_RULE_STATS},
     parse::{FRAG_FIRST, FRAG_LATER, Summary, fresh},
-    rules, session,
+    rules,
 };
 
 /// Which program is asking: XDP, TC egress, or TC ingress (attach mode
@@ -160,13 +161,13 @@ fn decide_whole(cfg: &IfaceConfig, dir: u32, table: u32, s: &Summary) {
         return settle(d);
     }
     // Step 4.
-    if let Some(d) = session::lookup(cfg, s) {
+    if let Some(d) = conntrack::lookup(cfg, s) {
         return settle(d);
     }
     let d = rules::decide(table, dir, s);
     settle(d);
     // Step 7.
-    session::start(cfg, dir, s, &d);
+    conntrack::start(cfg, dir, s, &d);
 }
 
 #[inline(always)]

@@ -13,6 +13,7 @@
 )]
 
 mod clock;
+mod conntrack;
 mod counters;
 mod decide;
 mod decision;
@@ -23,7 +24,6 @@ mod maps;
 mod packet;
 mod parse;
 mod rules;
-mod session;
 
 use aya_ebpf::{
     EbpfContext as _,

@@ -7,6 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sg_common::{
+    conntrack::{SessionEntry, SessionKey},
     droplog::{DropLogBucket, DropLogConfig, RING_BYTES, stat},
     maps::{
         ADDR_ENTRIES, BITS_ENTRIES, COUNTERS_LEN, FRAG_ENTRIES, OWN_ADDR_ENTRIES, PLATFORM_ENTRIES,
@@ -16,7 +17,6 @@ use sg_common::{
         AddrKeyV4, AddrKeyV6, BitsKey, FragFirst, FragKey, IfaceConfig, LastDecision, MAX_NICS,
         MAX_TABLES, OwnAddrKey, PortBounds, RuleBits, RuleStats, Settings, TableMeta,
     },
-    session::{SessionEntry, SessionKey},
 };
 
 /// Packet counters by hook and parse class. Key: `counter::index(hook, counter)`.
@@ -95,10 +95,10 @@ pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1,
 pub static SG_SESSIONS: LruHashMap<SessionKey, SessionEntry> =
     LruHashMap::with_max_entries(SESSION_ENTRIES, 0);
 
-/// Session events by `session::event`, per CPU.
+/// Session events by `conntrack::event`, per CPU.
 #[map(name = "SG_SESSION_EVENTS_V1")]
 pub static SG_SESSION_EVENTS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(sg_common::session::event::COUNT, 0);
+    PerCpuArray::with_max_entries(sg_common::conntrack::event::COUNT, 0);
 
 /// Scratch space for the parsed summary ([`SCRATCH_PACKET`]), for a
 /// session's first packet rebuilt for revalidation ([`SCRATCH_SESSION_FIRST`])

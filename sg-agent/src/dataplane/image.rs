@@ -9,12 +9,12 @@ use std::{
 };
 
 use sg_common::{
+    conntrack::timeout,
     policy::{
         FIELD_LOCAL, FIELD_PEER, MAX_INTERVALS, OWN_KEY_PREFIX_BITS, PortBounds, RuleBits,
         Settings, TableMeta, bits_kind, settings_flags, verdict,
     },
     reason,
-    session::timeout,
 };
 
 use sg_policy::compile::{Prefix, Table, mapped};
@@ -207,7 +207,7 @@ pub fn settings_image(settings: &sg_policy::Settings) -> SettingsImage {
     }
 }
 
-/// The kernel's timeout table (`session::timeout` classes) in nanoseconds.
+/// The kernel's timeout table (`conntrack::timeout` classes) in nanoseconds.
 fn timeouts_ns(t: &SessionTimeouts) -> [u64; timeout::COUNT] {
     let ns = |secs: u32| u64::from(secs) * 1_000_000_000;
     let mut out = [0; timeout::COUNT];

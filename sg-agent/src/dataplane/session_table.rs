@@ -9,9 +9,9 @@ use std::{
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use serde::Serialize;
 use sg_common::{
+    conntrack::{SIDE_A, SessionEntry, SessionKey, event, timeout},
     maps::{SESSION_EVENTS, SESSIONS, SETTINGS},
     policy::{DIR_INGRESS, Settings},
-    session::{SIDE_A, SessionEntry, SessionKey, event, timeout},
 };
 
 use super::{Dataplane, Error, mapio::map_err};
@@ -192,7 +192,7 @@ impl Dataplane {
         Ok(flush_in(&mut map, filter))
     }
 
-    /// Session events (`sg_common::session::event`) summed over CPUs.
+    /// Session events (`sg_common::conntrack::event`) summed over CPUs.
     pub fn session_events(&self) -> Result<Vec<(&'static str, u64)>, Error> {
         let map = self
             .ebpf
@@ -209,7 +209,7 @@ impl Dataplane {
             .collect()
     }
 
-    /// One session event (`sg_common::session::event::NAMES`) summed over
+    /// One session event (`sg_common::conntrack::event::NAMES`) summed over
     /// CPUs; 0 for a name that is not an event.
     pub fn session_event(&self, name: &str) -> Result<u64, Error> {
         Ok(self

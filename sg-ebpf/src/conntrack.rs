@@ -1,7 +1,7 @@
-//! Sessions (SPEC §3 step 4, step 7 and §4).
+//! Connection tracking: sessions (SPEC §3 step 4, step 7 and §4).
 //!
 //! One LRU hash, shared by both programs, holds every NIC's sessions under a
-//! normalised key (`sg_common::session`), so a packet and its reply find the
+//! normalised key (`sg_common::conntrack`), so a packet and its reply find the
 //! same entry with one lookup. An entry counts only while it is *live* (idle
 //! below its timeout) and *allowed*: after the NIC's policy version changed,
 //! the session's first packet is rebuilt and decided again under the policy
@@ -15,10 +15,10 @@
 use core::ptr::write_volatile;
 
 use sg_common::{
+    conntrack::{SIDE_A, SIDE_B, SessionEntry, SessionKey, event, tcp, timeout},
     counter,
     policy::{IfaceConfig, table_id, verdict},
     reason,
-    session::{SIDE_A, SIDE_B, SessionEntry, SessionKey, event, tcp, timeout},
 };
 
 use crate::{

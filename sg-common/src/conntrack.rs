@@ -1,4 +1,5 @@
-//! The session table (SPEC §4): one LRU hash shared by both programs.
+//! The kernel's connection tracking: the session table (SPEC §4), one LRU
+//! hash shared by both programs.
 //!
 //! A session is keyed by its NIC and its *normalised* 5-tuple: the two
 //! endpoints (address, port) are stored in a fixed order, so a packet and its
