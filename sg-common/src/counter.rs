@@ -5,8 +5,10 @@
 //! ([`CLASSES`]); markers ([`VLAN`], [`IPV4`], …) add detail, and a malformed
 //! packet also increments the one `BAD_*` counter that names what was wrong.
 
-/// The hook a packet was seen in. For now the XDP program is the interface's
-/// receive side and the TC program its transmit side.
+/// The side of the interface a packet was counted on: its receive side
+/// (XDP or TC ingress) or its transmit side (TC egress). Not a policy
+/// direction (`policy::DIR_*`): in `port` mode the receive side is the
+/// workload's egress.
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
 pub const HOOK_DIRECTIONS: u32 = 2;

@@ -65,10 +65,12 @@ pub mod iface_flags {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IfaceConfig {
     pub nic: u32,
-    /// Direction the XDP program sees ([`DIR_INGRESS`] in `local` mode).
-    pub xdp_dir: u32,
-    /// Direction the TC egress program sees.
-    pub tc_dir: u32,
+    /// Policy direction of the interface's receive side, which XDP or TC
+    /// ingress decides ([`DIR_INGRESS`] in `local` mode).
+    pub rx_dir: u32,
+    /// Policy direction of the interface's transmit side, which TC egress
+    /// decides.
+    pub tx_dir: u32,
     pub flags: u32,
     /// The slot in force.
     pub slot: u32,

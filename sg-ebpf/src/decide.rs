@@ -24,8 +24,8 @@ use crate::{
 
 /// Which program is asking: XDP, TC egress, or TC ingress (attach mode
 /// `tc`). The binding maps each side to a policy direction: the receive side
-/// (XDP, TC ingress) to `IfaceConfig::xdp_dir`, the transmit side (TC egress)
-/// to `tc_dir`. The numbers are the drop log's (`sg_common::droplog::hook`).
+/// (XDP, TC ingress) to `IfaceConfig::rx_dir`, the transmit side (TC egress)
+/// to `tx_dir`. The numbers are the drop log's (`sg_common::droplog::hook`).
 pub const HOOK_XDP: u32 = hook::XDP;
 pub const HOOK_TC_EGRESS: u32 = hook::TC_EGRESS;
 pub const HOOK_TC_INGRESS: u32 = hook::TC_INGRESS;
@@ -42,9 +42,9 @@ pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
     };
     let cfg = *cfg;
     let dir = if hook == HOOK_TC_EGRESS {
-        cfg.tc_dir
+        cfg.tx_dir
     } else {
-        cfg.xdp_dir
+        cfg.rx_dir
     };
     let table = table_id(cfg.nic, dir, cfg.slot & 1);
     decide_bound(&cfg, dir, table, s);
@@ -81,7 +81,7 @@ pub fn tag_guard(ifindex: u32, tagged_beside: bool) -> u32 {
     let Some(cfg) = (unsafe { SG_IFACES.get(&ifindex) }) else {
         return verdict::ACCEPT;
     };
-    if cfg.xdp_dir != DIR_EGRESS || cfg.flags & iface_flags::ANTI_SPOOF == 0 {
+    if cfg.rx_dir != DIR_EGRESS || cfg.flags & iface_flags::ANTI_SPOOF == 0 {
         return verdict::ACCEPT;
     }
     let idx = (cfg.nic * 2 + DIR_EGRESS) * reason::SLOTS + reason::SPOOF_TAGGED;

@@ -47,8 +47,8 @@ impl Nic {
             // Slot 1 "in force" before the first switch: slot 0 is written first.
             config: IfaceConfig {
                 nic: id,
-                xdp_dir: DIR_INGRESS,
-                tc_dir: DIR_EGRESS,
+                rx_dir: DIR_INGRESS,
+                tx_dir: DIR_EGRESS,
                 flags: 0,
                 slot: 1,
                 version: 0,
@@ -119,14 +119,14 @@ pub struct Binding {
 
 impl Binding {
     pub(super) fn config(&self, nic: u32, slot: u32, version: u32) -> IfaceConfig {
-        let (xdp_dir, tc_dir) = match self.mode {
+        let (rx_dir, tx_dir) = match self.mode {
             BindingMode::Local => (DIR_INGRESS, DIR_EGRESS),
             BindingMode::Port => (DIR_EGRESS, DIR_INGRESS),
         };
         IfaceConfig {
             nic,
-            xdp_dir,
-            tc_dir,
+            rx_dir,
+            tx_dir,
             flags: if self.anti_spoof {
                 iface_flags::ANTI_SPOOF
             } else {
