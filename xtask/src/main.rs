@@ -15,6 +15,7 @@
 //! agent and its eBPF programs being built first, so `lint` checks formatting
 //! even when they do not build.
 
+mod cycles;
 mod lint;
 
 use std::path::PathBuf;
