@@ -278,8 +278,17 @@ impl Reconciler {
             // the kernel dropped the old attachment with it.
             self.dp.forget(name);
             if let Err(e) = self.dp.attach(name, mode) {
-                let why = format!("attaching: {e}: NOT ENFORCED");
-                problem = Some(problem.map_or(why.clone(), |p| format!("{p}; {why}")));
+                if crate::iface::index(name) == Some(ifindex_now) {
+                    let why = format!("attaching: {e}: NOT ENFORCED");
+                    problem = Some(problem.map_or(why.clone(), |p| format!("{p}; {why}")));
+                } else {
+                    // The interface went (or was made again) while it was
+                    // being attached: it is absent for this change, as if
+                    // it had gone a moment before, and the link watcher's
+                    // event for it brings it in again.
+                    log::info!("{name}: gone while being attached ({e}); enforced when it is back");
+                    self.dp.forget(name);
+                }
             }
         }
         match problem {
