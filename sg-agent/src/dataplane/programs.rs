@@ -4,71 +4,54 @@
 
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, Xdp},
+    programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use sg_common::maps::{PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_TC_TAG_GUARD, PROG_XDP};
 
 use super::Error;
 
+/// Program `prog` of the object, as the kind it is.
+fn program<'a, T>(ebpf: &'a mut Ebpf, prog: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(prog)
+        .ok_or(Error::MissingProgram(prog))?
+        .try_into()
+        .map_err(|source| Error::Program { prog, source })
+}
+
+/// TC program `prog`, loaded into the kernel on first use.
+fn loaded_classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    prog: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
+    let p: &mut SchedClassifier = program(ebpf, prog)?;
+    if p.fd().is_err() {
+        p.load().map_err(|source| Error::Program { prog, source })?;
+    }
+    Ok(p)
+}
+
 /// The XDP program.
 pub(super) fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
-    ebpf.program_mut(PROG_XDP)
-        .ok_or(Error::MissingProgram(PROG_XDP))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            prog: PROG_XDP,
-            source,
-        })
+    program(ebpf, PROG_XDP)
 }
 
 /// The TC egress program.
 pub(super) fn tc_egress(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    ebpf.program_mut(PROG_TC_EGRESS)
-        .ok_or(Error::MissingProgram(PROG_TC_EGRESS))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            prog: PROG_TC_EGRESS,
-            source,
-        })
+    program(ebpf, PROG_TC_EGRESS)
 }
 
 /// The TC ingress program (attach mode `tc`; loaded with the others).
 pub(super) fn tc_ingress(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_TC_INGRESS)
-        .ok_or(Error::MissingProgram(PROG_TC_INGRESS))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            prog: PROG_TC_INGRESS,
-            source,
-        })?;
-    if prog.fd().is_err() {
-        prog.load().map_err(|source| Error::Program {
-            prog: PROG_TC_INGRESS,
-            source,
-        })?;
-    }
-    Ok(prog)
+    loaded_classifier(ebpf, PROG_TC_INGRESS)
 }
 
 /// The tag guard (TC ingress beside an XDP receive side; loaded with the
 /// others).
 pub(super) fn tc_tag_guard(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(PROG_TC_TAG_GUARD)
-        .ok_or(Error::MissingProgram(PROG_TC_TAG_GUARD))?
-        .try_into()
-        .map_err(|source| Error::Program {
-            prog: PROG_TC_TAG_GUARD,
-            source,
-        })?;
-    if prog.fd().is_err() {
-        prog.load().map_err(|source| Error::Program {
-            prog: PROG_TC_TAG_GUARD,
-            source,
-        })?;
-    }
-    Ok(prog)
+    loaded_classifier(ebpf, PROG_TC_TAG_GUARD)
 }
 
 /// The loaded programs, by role, with their kernel ids.
