@@ -78,19 +78,17 @@ fn import_cycles() -> anyhow::Result<()> {
 
 /// Fails if `sg-policy` depends on any of [`NOT_IN_POLICY`].
 fn policy_is_pure() -> anyhow::Result<()> {
-    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "tree",
-            "--locked",
-            "-p",
-            "sg-policy",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(crate::root())
-        .output()?;
+    let out = crate::cargo_command(&[
+        "tree",
+        "--locked",
+        "-p",
+        "sg-policy",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ])
+    .output()?;
     anyhow::ensure!(out.status.success(), "cargo tree -p sg-policy failed");
     let tree = String::from_utf8_lossy(&out.stdout);
     let bad: Vec<&str> = tree

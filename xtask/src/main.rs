@@ -93,14 +93,17 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
+/// `cargo ARGS` in the workspace root, with the cargo that runs xtask.
+pub fn cargo_command(args: &[&str]) -> std::process::Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = std::process::Command::new(cargo);
+    command.args(args).current_dir(root());
+    command
+}
+
 /// Runs `cargo ARGS` in the workspace root, failing on a non-zero exit.
 pub fn cargo(args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(args)
-        .envs(envs.iter().copied())
-        .current_dir(root())
-        .status()?;
+    let status = cargo_command(args).envs(envs.iter().copied()).status()?;
     anyhow::ensure!(
         status.success(),
         "cargo {} failed: {status}",
