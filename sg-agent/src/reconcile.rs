@@ -287,7 +287,6 @@ impl Reconciler {
                     // it had gone a moment before, and the link watcher's
                     // event for it brings it in again.
                     log::info!("{name}: gone while being attached ({e}); enforced when it is back");
-                    self.dp.forget(name);
                 }
             }
         }
