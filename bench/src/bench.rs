@@ -286,7 +286,7 @@ fn programs(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<St
         for (what, n, deny, v6) in cases {
             reconciler.reconcile(&policy(n, deny, dir, &nics)?)?;
             let dp = reconciler.dataplane();
-            dp.flush_sessions(&Filter::default())?;
+            dp.maps_mut().flush_sessions(&Filter::default());
             let live = what.contains("live session");
             if live {
                 // Its SYN opens the session; the ACKs measured ride on it.
@@ -331,7 +331,7 @@ fn new_flows(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<S
     for n in [10, 1000] {
         reconciler.reconcile(&policy(n, false, "ingress", &nics)?)?;
         let dp = reconciler.dataplane();
-        dp.flush_sessions(&Filter::default())?;
+        dp.maps_mut().flush_sessions(&Filter::default());
         let runs = (0..NEW_FLOWS)
             .map(|i| {
                 let syn = frame(Hook::Xdp, false, TCP_SYN, 10_000 + i);

@@ -171,7 +171,7 @@ impl Reconciler {
         });
         // Written only when they changed (or their last write failed).
         if self.settings.as_ref() != Some(&state.settings) {
-            match self.dp.set_settings(&state.settings) {
+            match self.dp.maps_mut().set_settings(&state.settings) {
                 Ok(()) => {
                     self.degraded.remove(SETTINGS);
                     self.settings = Some(state.settings.clone());
@@ -416,7 +416,7 @@ impl Reconciler {
                 .insert("(unknown entries)".to_owned(), e.to_string());
         }
         if settings {
-            match self.dp.set_settings(&state.settings) {
+            match self.dp.maps_mut().set_settings(&state.settings) {
                 Ok(()) => {
                     self.degraded.remove(SETTINGS);
                 }

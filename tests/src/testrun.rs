@@ -115,9 +115,9 @@ pub fn counted(dp: &mut Dataplane, hook: Hook, frame: &[u8]) -> anyhow::Result<(
     } else {
         DIR_EGRESS
     };
-    let before = Counters::read(dp)?;
+    let before = Counters::read(dp.maps())?;
     let verdict = verdict(dp, hook, frame)?;
-    let delta = Counters::read(dp)?.since(&before);
+    let delta = Counters::read(dp.maps())?.since(&before);
     Ok((verdict, (0..SLOTS).map(|c| delta.get(dir, c)).collect()))
 }
 

@@ -215,7 +215,7 @@ struct Report {
 /// Packet counters, and per NIC its rule hits and decisions by reason.
 fn report(reconciler: &mut Reconciler, state: Option<&State>) -> anyhow::Result<Report> {
     use std::fmt::Write as _;
-    let counters = Counters::read(reconciler.dataplane())?;
+    let counters = Counters::read(reconciler.dataplane().maps())?;
     let mut json = counters.to_json();
     let mut text = counters.table();
     let mut nics = serde_json::Map::new();
@@ -267,7 +267,7 @@ fn report(reconciler: &mut Reconciler, state: Option<&State>) -> anyhow::Result<
         );
     }
     json["nics"] = serde_json::Value::Object(nics);
-    let events = reconciler.dataplane().session_events()?;
+    let events = reconciler.dataplane().maps().session_events()?;
     let _ = writeln!(text, "\nsessions");
     let mut by_event = serde_json::Map::new();
     for (name, n) in events {

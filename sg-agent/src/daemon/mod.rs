@@ -557,12 +557,18 @@ fn start_drop_log(
 ) -> anyhow::Result<Option<AsyncFd<DropLogReader>>> {
     let dp = service.reconciler().dataplane();
     let Some(rate) = rate else {
-        dp.set_drop_log(None).context("turning the drop log off")?;
+        dp.maps_mut()
+            .set_drop_log(None)
+            .context("turning the drop log off")?;
         return Ok(None);
     };
-    dp.set_drop_log(Some(rate))
+    dp.maps_mut()
+        .set_drop_log(Some(rate))
         .context("turning the drop log on")?;
-    let reader = dp.take_drop_log().context("reading the drop log")?;
+    let reader = dp
+        .maps_mut()
+        .take_drop_log()
+        .context("reading the drop log")?;
     log::info!(
         "logging dropped packets, at most {} a second per CPU (bursts of {})",
         rate.per_sec,

@@ -3,17 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie};
+use aya::maps::PerCpuValues;
 use sg_common::{
-    maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, RULE_STATS, TABLES},
+    maps::{RULE_STATS, TABLES},
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, MAX_RANKS, OwnAddrKey,
-        PortBounds, RuleBits, RuleStats, TableMeta, table_id,
+        DIR_EGRESS, DIR_INGRESS, IfaceConfig, MAX_RANKS, RuleBits, RuleStats, TableMeta, table_id,
     },
 };
 
 use super::{
-    Dataplane, Error,
+    Dataplane, Error, Maps,
     image::{OwnEntry, TableImage, TableKeys},
     mapio::map_err,
     nics::{Leftover, Nic, SlotRecord},
@@ -51,66 +50,51 @@ impl Scan {
     }
 }
 
-impl Dataplane {
+impl Maps {
     /// Reads every entry of the policy maps. Entries that vanish while it
     /// reads (nothing else writes these maps) are skipped.
-    pub(super) fn scan(&self) -> Result<Scan, Error> {
-        let map = |name: &'static str| self.ebpf.map(name).ok_or(Error::MissingMap(name));
+    pub(super) fn scan(&self) -> Scan {
         let mut scan = Scan {
-            ifaces: HashMap::<_, u32, IfaceConfig>::try_from(map(IFACES)?)
-                .map_err(map_err(IFACES))?
-                .iter()
-                .filter_map(Result::ok)
-                .collect(),
+            ifaces: self.ifaces.iter().filter_map(Result::ok).collect(),
             ..Scan::default()
         };
-        let bits = HashMap::<_, BitsKey, RuleBits>::try_from(map(BITS)?).map_err(map_err(BITS))?;
-        for (k, v) in bits.iter().filter_map(Result::ok) {
+        for (k, v) in self.bits.iter().filter_map(Result::ok) {
             scan.table(k.table).bits.insert((k.kind, k.index), v);
         }
-        let bounds =
-            HashMap::<_, u32, PortBounds>::try_from(map(BOUNDS)?).map_err(map_err(BOUNDS))?;
-        for (k, v) in bounds.iter().filter_map(Result::ok) {
+        for (k, v) in self.bounds.iter().filter_map(Result::ok) {
             scan.table(k / 2).bounds.insert(k % 2, v);
         }
-        let addr4 =
-            LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(map(ADDR4)?).map_err(map_err(ADDR4))?;
-        for (k, v) in addr4.iter().filter_map(Result::ok) {
+        for (k, v) in self.addr4.iter().filter_map(Result::ok) {
             let d = k.data();
             let tf = u32::from_be_bytes(d.table_field);
             scan.table(tf / 2)
                 .addr4
                 .insert((tf % 2, k.prefix_len(), d.addr), v);
         }
-        let addr6 =
-            LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(map(ADDR6)?).map_err(map_err(ADDR6))?;
-        for (k, v) in addr6.iter().filter_map(Result::ok) {
+        for (k, v) in self.addr6.iter().filter_map(Result::ok) {
             let d = k.data();
             let tf = u32::from_be_bytes(d.table_field);
             scan.table(tf / 2)
                 .addr6
                 .insert((tf % 2, k.prefix_len(), d.addr), v);
         }
-        let own = LpmTrie::<_, OwnAddrKey, u32>::try_from(map(OWN)?).map_err(map_err(OWN))?;
-        for k in own.keys().filter_map(Result::ok) {
+        for k in self.own.keys().filter_map(Result::ok) {
             let d = k.data();
             scan.own
                 .entry(d.nic)
                 .or_default()
                 .insert((k.prefix_len(), d.family, d.addr));
         }
-        Ok(scan)
+        scan
     }
 
     /// The header of table `table` as the kernel holds it.
     pub(super) fn meta(&self, table: u32) -> Result<TableMeta, Error> {
-        let map = self.ebpf.map(TABLES).ok_or(Error::MissingMap(TABLES))?;
-        Array::<_, TableMeta>::try_from(map)
-            .map_err(map_err(TABLES))?
-            .get(&table, 0)
-            .map_err(map_err(TABLES))
+        self.tables.get(&table, 0).map_err(map_err(TABLES))
     }
+}
 
+impl Dataplane {
     /// Takes over the bindings an earlier agent left in the adopted maps:
     /// each interface entry whose index still names an interface here
     /// becomes a bound NIC again, with what its table slots and own
@@ -119,7 +103,7 @@ impl Dataplane {
     /// belongs to no adopted NIC, are removed. Per-rule counters start again
     /// at zero: which rule each rank meant died with the earlier agent.
     pub(super) fn adopt_bindings(&mut self) -> Result<(), Error> {
-        let mut scan = self.scan()?;
+        let mut scan = self.maps.scan();
         super::faults::point("adopt.scanned");
         for (ifindex, config) in std::mem::take(&mut scan.ifaces) {
             let name = crate::iface::name(ifindex).filter(|_| config.nic < self.nics.limit);
@@ -172,17 +156,12 @@ impl Dataplane {
             .values()
             .flat_map(|n| (0..4).map(move |i| n.id * 4 + i))
             .collect();
-        let map = self
-            .ebpf
-            .map_mut(RULE_STATS)
-            .ok_or(Error::MissingMap(RULE_STATS))?;
-        let mut stats =
-            PerCpuArray::<&mut MapData, RuleStats>::try_from(map).map_err(map_err(RULE_STATS))?;
         for table in tables {
             for rank in 0..MAX_RANKS {
                 let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
                     .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
-                stats
+                self.maps
+                    .rule_stats
                     .set(table * MAX_RANKS + rank, zero, 0)
                     .map_err(map_err(RULE_STATS))?;
             }

@@ -1,12 +1,11 @@
 //! Reading the per-CPU packet counters.
 
-use aya::maps::PerCpuArray;
 use sg_common::{
     counter::{self, HOOK_DIRECTIONS, NAMES, SLOTS},
     maps::COUNTERS,
 };
 
-use super::{Dataplane, Error};
+use super::{Error, Maps, mapio::map_err};
 
 /// A snapshot of every counter, summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,19 +14,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Reads all counters of `dp`.
-    pub fn read(dp: &Dataplane) -> Result<Self, Error> {
-        let map = dp.ebpf().map(COUNTERS).ok_or(Error::MissingMap(COUNTERS))?;
-        let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| Error::Map {
-            map: COUNTERS,
-            source,
-        })?;
+    /// Reads all counters of `maps`.
+    pub fn read(maps: &Maps) -> Result<Self, Error> {
         let mut values = Vec::with_capacity((HOOK_DIRECTIONS * SLOTS) as usize);
         for index in 0..HOOK_DIRECTIONS * SLOTS {
-            let per_cpu = array.get(&index, 0).map_err(|source| Error::Map {
-                map: COUNTERS,
-                source,
-            })?;
+            let per_cpu = maps.counters.get(&index, 0).map_err(map_err(COUNTERS))?;
             values.push(per_cpu.iter().sum());
         }
         Ok(Self { values })

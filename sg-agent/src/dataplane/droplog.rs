@@ -13,18 +13,18 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
 };
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{MapData, PerCpuValues, RingBuf};
 use sg_common::{
     droplog::{
         DropLogBucket, DropLogConfig, DropRecord, MAX_RATE, family, hook,
         stat::{self, LOGGED, RINGBUF_FULL, SUPPRESSED},
     },
-    maps::{DROPLOG, DROPLOG_BUCKET, DROPLOG_CFG, DROPLOG_STATS},
+    maps::{DROPLOG_BUCKET, DROPLOG_CFG, DROPLOG_STATS},
     policy::{DIR_INGRESS, NO_RANK},
     reason,
 };
 
-use super::{Dataplane, Error};
+use super::{Error, Maps};
 
 /// How many drops the kernel logs: per CPU, `per_sec` records a second on
 /// average, at most `burst` at once.
@@ -89,7 +89,7 @@ impl DropLogStats {
     }
 }
 
-impl Dataplane {
+impl Maps {
     /// Turns the drop log on at `rate`, or off with `None` (the state after
     /// loading). Turning it on refills every CPU's bucket.
     pub fn set_drop_log(&mut self, rate: Option<DropLogRate>) -> Result<(), DropLogError> {
@@ -113,21 +113,11 @@ impl Dataplane {
                 .get() as usize;
             let zero = PerCpuValues::try_from(vec![DropLogBucket::default(); cpus])
                 .map_err(|e| DropLogError::Dataplane(Error::Cpus(e)))?;
-            let map = self
-                .ebpf
-                .map_mut(DROPLOG_BUCKET)
-                .ok_or(Error::MissingMap(DROPLOG_BUCKET))?;
-            PerCpuArray::<_, DropLogBucket>::try_from(map)
-                .map_err(map_err(DROPLOG_BUCKET))?
+            self.droplog_bucket
                 .set(0, zero, 0)
                 .map_err(map_err(DROPLOG_BUCKET))?;
         }
-        let map = self
-            .ebpf
-            .map_mut(DROPLOG_CFG)
-            .ok_or(Error::MissingMap(DROPLOG_CFG))?;
-        Array::<_, DropLogConfig>::try_from(map)
-            .map_err(map_err(DROPLOG_CFG))?
+        self.droplog_cfg
             .set(0, &config, 0)
             .map_err(map_err(DROPLOG_CFG))?;
         Ok(())
@@ -135,13 +125,11 @@ impl Dataplane {
 
     /// The drop log's counters, summed over CPUs.
     pub fn drop_log_stats(&self) -> Result<DropLogStats, DropLogError> {
-        let map = self
-            .ebpf
-            .map(DROPLOG_STATS)
-            .ok_or(Error::MissingMap(DROPLOG_STATS))?;
-        let counts = PerCpuArray::<_, u64>::try_from(map).map_err(map_err(DROPLOG_STATS))?;
         let read = |i: u32| -> Result<u64, DropLogError> {
-            let v = counts.get(&i, 0).map_err(map_err(DROPLOG_STATS))?;
+            let v = self
+                .droplog_stats
+                .get(&i, 0)
+                .map_err(map_err(DROPLOG_STATS))?;
             Ok(v.iter().sum())
         };
         Ok(DropLogStats {
@@ -155,11 +143,7 @@ impl Dataplane {
     /// a second call fails with [`DropLogError::ReaderTaken`]. The programs
     /// keep writing to the buffer whoever holds the reader.
     pub fn take_drop_log(&mut self) -> Result<DropLogReader, DropLogError> {
-        let map = self
-            .ebpf
-            .take_map(DROPLOG)
-            .ok_or(DropLogError::ReaderTaken)?;
-        let ring = RingBuf::try_from(map).map_err(map_err(DROPLOG))?;
+        let ring = self.droplog.take().ok_or(DropLogError::ReaderTaken)?;
         Ok(DropLogReader { ring })
     }
 }

@@ -8,22 +8,19 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{
-    Array, HashMap,
-    lpm_trie::{Key, LpmTrie},
-};
+use aya::maps::lpm_trie::Key;
 use sg_common::{
     maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
     policy::{
         AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FIELD_LOCAL, FIELD_PEER,
         INTERVAL_SEARCH_STEPS, IfaceConfig, MAX_INTERVALS, NO_RANK, OWN_KEY_PREFIX_BITS,
-        OwnAddrKey, PROTO_OTHER, PortBounds, RuleBits, Settings, TableMeta, WORDS, bits_kind,
-        iface_flags, own_key_nic, settings_flags, table_id, verdict,
+        OwnAddrKey, PROTO_OTHER, RuleBits, Settings, TableMeta, WORDS, bits_kind, iface_flags,
+        own_key_nic, settings_flags, table_id, verdict,
     },
     reason,
 };
 
-use super::{Dataplane, Error, mapio::map_err};
+use super::{Error, Maps, mapio::map_err};
 use sg_policy::compile::mapped;
 use sg_policy::{Direction, Packet};
 
@@ -63,11 +60,7 @@ fn found<V>(r: Result<V, aya::maps::MapError>, name: &'static str) -> Result<Opt
     }
 }
 
-impl Dataplane {
-    fn map_ref(&self, name: &'static str) -> Result<&aya::maps::Map, Error> {
-        self.ebpf.map(name).ok_or(Error::MissingMap(name))
-    }
-
+impl Maps {
     /// Decides `p`, the first packet of a flow (no session, not a later
     /// fragment), crossing interface `ifindex` in the workload's
     /// `direction`, the way the programs would with what the maps hold now.
@@ -77,8 +70,7 @@ impl Dataplane {
         direction: Direction,
         p: &Packet,
     ) -> Result<KernelDecision, Error> {
-        let ifaces = HashMap::<_, u32, IfaceConfig>::try_from(self.map_ref(IFACES)?)
-            .map_err(map_err(IFACES))?;
+        let ifaces = &self.ifaces;
         let Some(cfg) = found(ifaces.get(&ifindex, 0), IFACES)? else {
             return Ok(KernelDecision {
                 verdict: verdict::ACCEPT,
@@ -96,10 +88,7 @@ impl Dataplane {
             return Ok(d);
         }
         let table = table_id(cfg.nic, dir, cfg.slot & 1);
-        let meta: TableMeta = Array::<_, TableMeta>::try_from(self.map_ref(TABLES)?)
-            .map_err(map_err(TABLES))?
-            .get(&table, 0)
-            .map_err(map_err(TABLES))?;
+        let meta: TableMeta = self.tables.get(&table, 0).map_err(map_err(TABLES))?;
         let (peer, local) = if dir == DIR_INGRESS {
             (p.src, p.dst)
         } else {
@@ -161,10 +150,7 @@ impl Dataplane {
         if p.is_path_mtu() {
             return Ok(accept(reason::PATH_MTU));
         }
-        let settings: Settings = Array::<_, Settings>::try_from(self.map_ref(SETTINGS)?)
-            .map_err(map_err(SETTINGS))?
-            .get(&0, 0)
-            .map_err(map_err(SETTINGS))?;
+        let settings: Settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
         let peer = if dir == DIR_INGRESS { p.src } else { p.dst };
         if settings.flags & settings_flags::PLATFORM_ADDRESSES != 0 && self.platform(peer)? {
             return Ok(accept(reason::PLATFORM_ADDRESS));
@@ -180,8 +166,7 @@ impl Dataplane {
     }
 
     fn owns(&self, cfg: &IfaceConfig, addr: IpAddr) -> Result<bool, Error> {
-        let trie =
-            LpmTrie::<_, OwnAddrKey, u32>::try_from(self.map_ref(OWN)?).map_err(map_err(OWN))?;
+        let trie = &self.own;
         let key = OwnAddrKey {
             nic: own_key_nic(cfg.nic, cfg.slot & 1),
             family: if addr.is_ipv4() { 4 } else { 6 },
@@ -193,13 +178,11 @@ impl Dataplane {
     fn platform(&self, addr: IpAddr) -> Result<bool, Error> {
         Ok(match addr {
             IpAddr::V4(a) => {
-                let t = LpmTrie::<_, [u8; 4], u32>::try_from(self.map_ref(PLAT4)?)
-                    .map_err(map_err(PLAT4))?;
+                let t = &self.plat4;
                 found(t.get(&Key::new(32, a.octets()), 0), PLAT4)?.is_some()
             }
             IpAddr::V6(a) => {
-                let t = LpmTrie::<_, [u8; 16], u32>::try_from(self.map_ref(PLAT6)?)
-                    .map_err(map_err(PLAT6))?;
+                let t = &self.plat6;
                 found(t.get(&Key::new(128, a.octets()), 0), PLAT6)?.is_some()
             }
         })
@@ -249,8 +232,7 @@ impl Dataplane {
         let table_field = (table * 2 + field).to_be_bytes();
         match addr {
             IpAddr::V4(a) => {
-                let t = LpmTrie::<_, AddrKeyV4, RuleBits>::try_from(self.map_ref(ADDR4)?)
-                    .map_err(map_err(ADDR4))?;
+                let t = &self.addr4;
                 let key = AddrKeyV4 {
                     table_field,
                     addr: a.octets(),
@@ -258,8 +240,7 @@ impl Dataplane {
                 found(t.get(&Key::new(64, key), 0), ADDR4)
             }
             IpAddr::V6(a) => {
-                let t = LpmTrie::<_, AddrKeyV6, RuleBits>::try_from(self.map_ref(ADDR6)?)
-                    .map_err(map_err(ADDR6))?;
+                let t = &self.addr6;
                 let key = AddrKeyV6 {
                     table_field,
                     addr: a.octets(),
@@ -270,8 +251,7 @@ impl Dataplane {
     }
 
     fn bits(&self, table: u32, kind: u16, index: u16) -> Result<Option<RuleBits>, Error> {
-        let m = HashMap::<_, BitsKey, RuleBits>::try_from(self.map_ref(BITS)?)
-            .map_err(map_err(BITS))?;
+        let m = &self.bits;
         found(m.get(&BitsKey { table, kind, index }, 0), BITS)
     }
 
@@ -290,8 +270,7 @@ impl Dataplane {
         if !has_ports {
             return self.bits(table, none, 0);
         }
-        let m = HashMap::<_, u32, PortBounds>::try_from(self.map_ref(BOUNDS)?)
-            .map_err(map_err(BOUNDS))?;
+        let m = &self.bounds;
         let Some(b) = found(m.get(&(table * 2 + field), 0), BOUNDS)? else {
             return Ok(None);
         };

@@ -1,8 +1,12 @@
 //! The data plane: the embedded object loaded (its programs verified, its
-//! maps created or adopted from pins), composed of the programs
-//! (`programs.rs`), the links that attach them (`links.rs`) and the NICs
-//! bound in the maps (`nics.rs`); what it does with the maps is in the
-//! files named for each job (`writer.rs`, `adopt.rs`, `verify.rs`, …).
+//! maps created or adopted from pins), composed of four parts: the programs
+//! (`programs.rs`), the maps as typed handles taken once (`maps.rs`), the
+//! links that attach the programs (`links.rs`) and the NICs bound in the
+//! maps (`nics.rs`). A job that needs one part is written on that part
+//! (sessions, counters, the drop log, the record and `explain` on
+//! [`Maps`]); the jobs that keep parts in step are written on
+//! [`Dataplane`]: the switch (`writer.rs`), adoption (`adopt.rs`), drift
+//! checks (`verify.rs`), rule counters (`rule_counters.rs`).
 //!
 //! Two lifetimes: loaded plainly ([`Dataplane::load_with`]), everything
 //! attached is detached by [`Dataplane::detach`] or on drop, and nothing is
@@ -23,7 +27,7 @@ use sg_common::{
 };
 use sg_policy::Settings;
 
-use super::{AttachMode, Error, NamespaceLock, links::Links, nics::Nics, pins, programs};
+use super::{AttachMode, Error, Maps, NamespaceLock, links::Links, nics::Nics, pins, programs};
 
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));
@@ -50,7 +54,9 @@ impl Default for Limits {
 /// The loaded programs and maps, attached to any number of interfaces of one
 /// network namespace (interfaces are keyed by ifindex, which is per namespace).
 pub struct Dataplane {
+    /// The object, holding the programs (the maps are taken out of it).
     pub(super) ebpf: Ebpf,
+    pub(super) maps: Maps,
     pub(super) links: Links,
     pub(super) nics: Nics,
     /// Where maps and links are pinned, if loaded persistently.
@@ -125,25 +131,27 @@ impl Dataplane {
                 prog: PROG_TC_EGRESS,
                 source,
             })?;
+        // Every program is verified now, before any interface is attached:
+        // loading one on first use (the verifier takes about a second) left
+        // a cold attach's receive side open meanwhile.
+        programs::tc_ingress(&mut ebpf)?;
+        programs::tc_tag_guard(&mut ebpf)?;
+        let maps = Maps::take(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
+            maps,
             links: Links::new(pins.map(|p| p.join("links"))),
             nics: Nics::new(limits.nics),
             pins: pins.map(Path::to_path_buf),
             lock: None,
         };
-        // Every program is verified now, before any interface is attached:
-        // loading one on first use (the verifier takes about a second) left
-        // a cold attach's receive side open meanwhile.
-        programs::tc_ingress(&mut dp.ebpf)?;
-        programs::tc_tag_guard(&mut dp.ebpf)?;
         if adopting {
             // The adopted maps hold the settings and bindings in force: keep
             // enforcing them until the caller installs its policy. Whatever
             // belongs to no adopted binding is removed on the way.
             dp.adopt_bindings()?;
         } else {
-            dp.set_settings(&Settings::default())?;
+            dp.maps.set_settings(&Settings::default())?;
             if pins.is_some() {
                 // Pinned maps without the interface map (a cleanup killed
                 // halfway) hold entries of no binding at all.
@@ -159,19 +167,26 @@ impl Dataplane {
         Ok(dp)
     }
 
-    /// The aya handle, for map access and `BPF_PROG_TEST_RUN`.
+    /// The aya handle of the object, for its programs (`BPF_PROG_TEST_RUN`,
+    /// programs only tests load). Its maps are in [`Dataplane::maps`].
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
-    }
-
-    /// The map `name`, which the object must have.
-    pub(super) fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, Error> {
-        self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))
     }
 
     /// The aya handle, mutably.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The maps, for the jobs that need nothing else: sessions, counters,
+    /// the drop log, the agent's record, explaining a decision.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// The maps, mutably.
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
     }
 
     /// The loaded XDP program.

@@ -12,7 +12,7 @@ use sg_common::{
     policy::IfaceConfig,
 };
 
-use super::{Dataplane, Error, mapio::map_err};
+use super::{Error, Maps, mapio::map_err};
 
 /// What a pinned data plane enforces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,22 +99,14 @@ pub fn inspect(root: &Path) -> Result<Option<Enforced>, Error> {
     Ok(Some(Enforced { record, interfaces }))
 }
 
-impl Dataplane {
+impl Maps {
     /// The agent's record in the kernel.
     pub fn record(&self) -> Result<AgentRecord, Error> {
-        let map = self.ebpf.map(AGENT).ok_or(Error::MissingMap(AGENT))?;
-        Array::<_, AgentRecord>::try_from(map)
-            .map_err(map_err(AGENT))?
-            .get(&0, 0)
-            .map_err(map_err(AGENT))
+        self.agent.get(&0, 0).map_err(map_err(AGENT))
     }
 
     /// Records which store's state is in force, and how far into it.
     pub fn set_record(&mut self, record: &AgentRecord) -> Result<(), Error> {
-        let map = self.ebpf.map_mut(AGENT).ok_or(Error::MissingMap(AGENT))?;
-        Array::<_, AgentRecord>::try_from(map)
-            .map_err(map_err(AGENT))?
-            .set(0, record, 0)
-            .map_err(map_err(AGENT))
+        self.agent.set(0, record, 0).map_err(map_err(AGENT))
     }
 }

@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 
-use aya::maps::{PerCpuArray, PerCpuValues};
+use aya::maps::PerCpuValues;
 use sg_common::{
     maps::{LAST, REASONS, RULE_STATS},
     policy::{DIR_EGRESS, DIR_INGRESS, LastDecision, MAX_RANKS, RuleStats, table_id},
     reason,
 };
 
-use super::{Dataplane, Error, mapio::map_err, nics::Nic};
+use super::{Dataplane, Error, Maps, mapio::map_err, nics::Nic};
 use sg_policy::compile::Rank;
 
 /// Per-rule counters, as read back.
@@ -41,47 +41,17 @@ impl Dataplane {
         dir: u32,
         slot: u32,
     ) -> Result<(), Error> {
-        let mut n = self.nics.by_name.remove(name).expect("bound");
-        let r = self.fold_stats(&mut n, dir, slot);
-        self.nics.by_name.insert(name.to_owned(), n);
-        r
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        self.maps.fold_stats(n, dir, slot)
     }
 
     /// [`Dataplane::fold_and_zero_stats`] on a NIC taken out of the table,
     /// for one that is going away (errors only logged: its counts are lost
     /// with it anyway).
     pub(super) fn fold_stats_of(&mut self, n: &mut Nic, dir: u32, slot: u32) {
-        if let Err(e) = self.fold_stats(n, dir, slot) {
+        if let Err(e) = self.maps.fold_stats(n, dir, slot) {
             log::warn!("folding the rule counters of NIC id {}: {e}", n.id);
         }
-    }
-
-    fn fold_stats(&mut self, n: &mut Nic, dir: u32, slot: u32) -> Result<(), Error> {
-        let ranks = n.held[dir as usize][slot as usize].ranks.clone();
-        if ranks.is_empty() {
-            return Ok(());
-        }
-        let table = table_id(n.id, dir, slot);
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
-        let mut stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
-        for (rank, meaning) in ranks.iter().enumerate() {
-            let idx = table * MAX_RANKS + u32::try_from(rank).expect("rank fits");
-            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
-            let sum = values.iter().fold(RuleStats::default(), |a, v| RuleStats {
-                packets: a.packets + v.packets,
-                bytes: a.bytes + v.bytes,
-            });
-            if sum.packets > 0 {
-                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
-                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
-                stats.set(idx, zero, 0).map_err(map_err(RULE_STATS))?;
-                let t = n.totals.entry((dir, rank_name(meaning))).or_default();
-                t.packets += sum.packets;
-                t.bytes += sum.bytes;
-            }
-        }
-        Ok(())
     }
 
     /// Forgets the folded totals of rules neither slot holds any more, so
@@ -128,10 +98,12 @@ impl Dataplane {
                     .map(move |r| (d, r.clone()))
             })
             .collect();
-        let stats = PerCpuArray::<_, RuleStats>::try_from(self.map_mut(RULE_STATS)?)
-            .map_err(map_err(RULE_STATS))?;
         for (dir, key, idx) in reads {
-            let values = stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
+            let values = self
+                .maps
+                .rule_stats
+                .get(&idx, 0)
+                .map_err(map_err(RULE_STATS))?;
             let sum = sums.entry((dir, key)).or_default();
             for v in values.iter() {
                 sum.packets += v.packets;
@@ -160,12 +132,12 @@ impl Dataplane {
         let Some(id) = self.nic_id(name) else {
             return Ok(Vec::new());
         };
-        let counts =
-            PerCpuArray::<_, u64>::try_from(self.map_mut(REASONS)?).map_err(map_err(REASONS))?;
         let mut out = Vec::new();
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for r in 0..reason::SLOTS {
-                let values = counts
+                let values = self
+                    .maps
+                    .reasons
                     .get(&((id * 2 + dir) * reason::SLOTS + r), 0)
                     .map_err(map_err(REASONS))?;
                 let n: u64 = values.iter().sum();
@@ -176,12 +148,42 @@ impl Dataplane {
         }
         Ok(out)
     }
+}
+
+impl Maps {
+    /// Moves the counters of NIC `n`'s `slot` ranks into its running
+    /// totals and zeroes them.
+    pub(super) fn fold_stats(&mut self, n: &mut Nic, dir: u32, slot: u32) -> Result<(), Error> {
+        let ranks = n.held[dir as usize][slot as usize].ranks.clone();
+        if ranks.is_empty() {
+            return Ok(());
+        }
+        let table = table_id(n.id, dir, slot);
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Cpus(e))?.get() as usize;
+        for (rank, meaning) in ranks.iter().enumerate() {
+            let idx = table * MAX_RANKS + u32::try_from(rank).expect("rank fits");
+            let values = self.rule_stats.get(&idx, 0).map_err(map_err(RULE_STATS))?;
+            let sum = values.iter().fold(RuleStats::default(), |a, v| RuleStats {
+                packets: a.packets + v.packets,
+                bytes: a.bytes + v.bytes,
+            });
+            if sum.packets > 0 {
+                let zero = PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+                    .map_err(|e| Error::Cpus(std::io::Error::other(e.to_string())))?;
+                self.rule_stats
+                    .set(idx, zero, 0)
+                    .map_err(map_err(RULE_STATS))?;
+                let t = n.totals.entry((dir, rank_name(meaning))).or_default();
+                t.packets += sum.packets;
+                t.bytes += sum.bytes;
+            }
+        }
+        Ok(())
+    }
 
     /// The last decision made on CPU `cpu` (tests pin themselves to a CPU).
-    pub fn last_decision(&mut self, cpu: usize) -> Result<LastDecision, Error> {
-        let last =
-            PerCpuArray::<_, LastDecision>::try_from(self.map_mut(LAST)?).map_err(map_err(LAST))?;
-        let values = last.get(&0, 0).map_err(map_err(LAST))?;
+    pub fn last_decision(&self, cpu: usize) -> Result<LastDecision, Error> {
+        let values = self.last.get(&0, 0).map_err(map_err(LAST))?;
         values.get(cpu).copied().ok_or(Error::MissingMap(LAST))
     }
 }

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData};
 use serde::Serialize;
 use sg_common::{
     conntrack::{SIDE_A, SessionEntry, SessionKey, event, timeout},
@@ -14,7 +14,7 @@ use sg_common::{
     policy::{DIR_INGRESS, Settings},
 };
 
-use super::{Dataplane, Error, mapio::map_err};
+use super::{Error, Maps, mapio::map_err};
 use sg_policy::Cidr;
 
 /// Which sessions an operation applies to; every set field must match.
@@ -171,39 +171,29 @@ fn flush_in<T: BorrowMut<MapData>>(
     keys.iter().filter(|k| map.remove(k).is_ok()).count()
 }
 
-impl Dataplane {
+impl Maps {
     /// The sessions matching `filter`, newest first within each NIC.
     pub fn sessions(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
-        let map = self.ebpf.map(SESSIONS).ok_or(Error::MissingMap(SESSIONS))?;
-        let map =
-            HashMap::<_, SessionKey, SessionEntry>::try_from(map).map_err(map_err(SESSIONS))?;
-        Ok(list_in(&map, &self.settings_value()?, filter))
+        let settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
+        Ok(list_in(&self.sessions, &settings, filter))
     }
 
     /// Removes the sessions matching `filter`; returns how many went. The next
     /// packet of a removed session is decided by the rules again.
-    pub fn flush_sessions(&mut self, filter: &Filter) -> Result<usize, Error> {
-        let map = self
-            .ebpf
-            .map_mut(SESSIONS)
-            .ok_or(Error::MissingMap(SESSIONS))?;
-        let mut map =
-            HashMap::<_, SessionKey, SessionEntry>::try_from(map).map_err(map_err(SESSIONS))?;
-        Ok(flush_in(&mut map, filter))
+    pub fn flush_sessions(&mut self, filter: &Filter) -> usize {
+        flush_in(&mut self.sessions, filter)
     }
 
     /// Session events (`sg_common::conntrack::event`) summed over CPUs.
     pub fn session_events(&self) -> Result<Vec<(&'static str, u64)>, Error> {
-        let map = self
-            .ebpf
-            .map(SESSION_EVENTS)
-            .ok_or(Error::MissingMap(SESSION_EVENTS))?;
-        let arr = PerCpuArray::<_, u64>::try_from(map).map_err(map_err(SESSION_EVENTS))?;
         event::NAMES
             .iter()
             .zip(0u32..)
             .map(|(name, i)| {
-                let v = arr.get(&i, 0).map_err(map_err(SESSION_EVENTS))?;
+                let v = self
+                    .session_events
+                    .get(&i, 0)
+                    .map_err(map_err(SESSION_EVENTS))?;
                 Ok((*name, v.iter().sum()))
             })
             .collect()
@@ -217,14 +207,6 @@ impl Dataplane {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, v)| *v))
-    }
-
-    fn settings_value(&self) -> Result<Settings, Error> {
-        let map = self.ebpf.map(SETTINGS).ok_or(Error::MissingMap(SETTINGS))?;
-        Array::<_, Settings>::try_from(map)
-            .map_err(map_err(SETTINGS))?
-            .get(&0, 0)
-            .map_err(map_err(SETTINGS))
     }
 }
 

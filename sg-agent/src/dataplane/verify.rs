@@ -9,7 +9,6 @@ use std::{
     path::Path,
 };
 
-use aya::maps::Array;
 use sg_common::{
     maps::{IFACES, SETTINGS},
     policy::{DIR_EGRESS, DIR_INGRESS, Settings, own_key_nic, table_id},
@@ -21,7 +20,8 @@ use super::{
     image::{TableImage, TableKeys, own_image, settings_image, table_image},
     mapio::map_err,
     nics::Binding,
-    pins::{PINNED_MAPS, map_data, pin_err},
+    pins::pin_err,
+    writer::plat_keys,
 };
 use sg_policy::compile::Table;
 
@@ -101,7 +101,7 @@ impl Dataplane {
         expected: &BTreeMap<String, Expected<'_>>,
         settings: &sg_policy::Settings,
     ) -> Result<Vec<Drift>, Error> {
-        let mut scan = self.scan()?;
+        let mut scan = self.maps.scan();
         let mut out = Vec::new();
         let mut known_ifaces = BTreeSet::new();
         let mut known_ids = BTreeSet::new();
@@ -227,7 +227,7 @@ impl Dataplane {
         for (dir, table) in [(DIR_INGRESS, want.ingress), (DIR_EGRESS, want.egress)] {
             let this = table_id(n.id, dir, slot);
             let mut have = scan.tables.remove(&this).unwrap_or_else(TableImage::empty);
-            have.meta = self.meta(this)?;
+            have.meta = self.maps.meta(this)?;
             let want = table_image(table);
             let which = if dir == DIR_INGRESS {
                 "ingress"
@@ -291,16 +291,12 @@ impl Dataplane {
 
     fn verify_settings(&self, settings: &sg_policy::Settings) -> Result<Vec<Drift>, Error> {
         let want = settings_image(settings);
-        let map = self.ebpf.map(SETTINGS).ok_or(Error::MissingMap(SETTINGS))?;
-        let have: Settings = Array::<_, Settings>::try_from(map)
-            .map_err(map_err(SETTINGS))?
-            .get(&0, 0)
-            .map_err(map_err(SETTINGS))?;
+        let have: Settings = self.maps.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
         let plat4: BTreeSet<(u32, [u8; 4])> = want.plat4.keys().copied().collect();
         let plat6: BTreeSet<(u32, [u8; 16])> = want.plat6.keys().copied().collect();
         let ok = have == want.value
-            && self.plat_keys::<4>(sg_common::maps::PLAT4)? == plat4
-            && self.plat_keys::<16>(sg_common::maps::PLAT6)? == plat6;
+            && plat_keys(&self.maps.plat4) == plat4
+            && plat_keys(&self.maps.plat6) == plat6;
         Ok(if ok {
             Vec::new()
         } else {
@@ -316,7 +312,7 @@ impl Dataplane {
     /// of: tables and own addresses of no NIC it knows, entries out of force
     /// it does not record, interface entries of no bound NIC.
     pub fn remove_unknown(&mut self) -> Result<usize, Error> {
-        let mut scan = self.scan()?;
+        let mut scan = self.maps.scan();
         let mut removed = 0;
         let mut known_ifaces: BTreeSet<u32> = self.nics.stale_ifaces.clone();
         let mut leftovers = Vec::new();
@@ -395,19 +391,11 @@ impl Dataplane {
         for mut l in leftovers {
             // Entries of a known NIC's slot out of force are deleted in
             // place: its record stays as it is.
-            self.delete_only(l.id, &mut l.held, &mut l.own)?;
+            self.maps.delete_only(l.id, &mut l.held, &mut l.own)?;
         }
         for ifindex in scan.ifaces.keys() {
             if !known_ifaces.contains(ifindex) {
-                let r = self
-                    .ebpf
-                    .map_mut(IFACES)
-                    .ok_or(Error::MissingMap(IFACES))
-                    .and_then(|m| {
-                        aya::maps::HashMap::<_, u32, sg_common::policy::IfaceConfig>::try_from(m)
-                            .map_err(map_err(IFACES))
-                    })?
-                    .remove(ifindex);
+                let r = self.maps.ifaces.remove(ifindex);
                 super::mapio::deleted(IFACES, r)?;
                 removed += 1;
             }
@@ -437,10 +425,10 @@ impl Dataplane {
             ))];
         }
         let mut out = Vec::new();
-        for name in PINNED_MAPS {
+        for &(name, ours) in self.maps.pinned_ids() {
             let path = root.join("maps").join(name);
-            let (ours, pinned) = self.map_ids(name, &path);
-            if pinned.is_none() || pinned != ours {
+            let pinned = pinned_id(&path);
+            if pinned != Some(ours) {
                 out.push(drift(format!(
                     "map pin {} {}",
                     path.display(),
@@ -453,21 +441,6 @@ impl Dataplane {
             }
         }
         out
-    }
-
-    /// The kernel ids of this agent's map `name` and of the map pinned at
-    /// `path` (`None` where there is none).
-    fn map_ids(&self, name: &str, path: &Path) -> (Option<u32>, Option<u32>) {
-        let ours = self
-            .ebpf
-            .map(name)
-            .and_then(|m| map_data(m).info().ok())
-            .map(|i| i.id());
-        let pinned = aya::maps::MapData::from_pin(path)
-            .ok()
-            .and_then(|m| m.info().ok())
-            .map(|i| i.id());
-        (ours, pinned)
     }
 
     /// Puts the pin directory and the map pins back: takes the namespace's
@@ -487,21 +460,31 @@ impl Dataplane {
         }
         let dir = root.join("maps");
         std::fs::create_dir_all(&dir).map_err(|e| pin_err(&dir, e))?;
-        for name in PINNED_MAPS {
+        for &(name, ours) in self.maps.pinned_ids() {
             let path = dir.join(name);
-            let (ours, pinned) = self.map_ids(name, &path);
-            let Some(map) = self.ebpf.map(name) else {
-                continue;
-            };
-            if pinned.is_some() && pinned == ours {
+            let pinned = pinned_id(&path);
+            if pinned == Some(ours) {
                 continue;
             }
             if pinned.is_some() {
                 std::fs::remove_file(&path).map_err(|e| pin_err(&path, e))?;
             }
-            map_data(map).pin(&path).map_err(|e| pin_err(&path, e))?;
+            // Our own map, reopened by its id: the handle the jobs use
+            // cannot pin without giving itself up.
+            aya::maps::MapData::from_id(ours)
+                .map_err(map_err(name))?
+                .pin(&path)
+                .map_err(|e| pin_err(&path, e))?;
             log::warn!("pinned {} again", path.display());
         }
         Ok(())
     }
+}
+
+/// The kernel id of the map pinned at `path`, if one is.
+fn pinned_id(path: &Path) -> Option<u32> {
+    aya::maps::MapData::from_pin(path)
+        .ok()
+        .and_then(|m| m.info().ok())
+        .map(|i| i.id())
 }

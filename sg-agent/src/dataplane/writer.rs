@@ -21,19 +21,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{
-    Array, HashMap, MapData,
+    HashMap, MapData,
     lpm_trie::{Key, LpmTrie},
 };
 use sg_common::{
-    maps::{ADDR4, ADDR6, BITS, BOUNDS, FRAGS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
+    maps::{ADDR4, ADDR6, BITS, BOUNDS, IFACES, OWN, PLAT4, PLAT6, SETTINGS, TABLES},
     policy::{
-        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, FragFirst, FragKey, IfaceConfig,
-        OwnAddrKey, PortBounds, Settings, TableMeta, own_key_nic, table_id,
+        AddrKeyV4, AddrKeyV6, BitsKey, DIR_EGRESS, DIR_INGRESS, IfaceConfig, OwnAddrKey, TableMeta,
+        own_key_nic, table_id,
     },
 };
 
 use super::{
-    Dataplane, Error,
+    Dataplane, Error, Maps,
     image::{OwnEntry, TableImage, TableKeys, own_image, settings_image, table_image},
     mapio::{deleted, injected, map_err},
     nics::{Binding, Leftover, Nic, SlotRecord},
@@ -77,15 +77,13 @@ fn sync_entries<E: Ord + Copy, V>(
 
 /// [`sync_entries`] on an LPM trie; `key` turns a recorded entry into its key.
 fn sync_trie<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
-    map: &mut aya::maps::Map,
+    trie: &mut LpmTrie<MapData, K, V>,
     name: &'static str,
     want: &BTreeMap<E, V>,
     held: &mut BTreeSet<E>,
     key: impl Fn(E) -> Key<K>,
 ) -> Result<(), Error> {
-    let trie = std::cell::RefCell::new(
-        LpmTrie::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?,
-    );
+    let trie = std::cell::RefCell::new(trie);
     sync_entries(
         name,
         want,
@@ -97,15 +95,13 @@ fn sync_trie<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
 
 /// [`sync_entries`] on a hash map.
 fn sync_hash<E: Ord + Copy, K: aya::Pod, V: aya::Pod>(
-    map: &mut aya::maps::Map,
+    hash: &mut HashMap<MapData, K, V>,
     name: &'static str,
     want: &BTreeMap<E, V>,
     held: &mut BTreeSet<E>,
     key: impl Fn(E) -> K,
 ) -> Result<(), Error> {
-    let hash = std::cell::RefCell::new(
-        HashMap::<&mut MapData, K, V>::try_from(map).map_err(map_err(name))?,
-    );
+    let hash = std::cell::RefCell::new(hash);
     sync_entries(
         name,
         want,
@@ -152,58 +148,150 @@ pub(super) fn own_key(nic: u32, slot: u32) -> impl Fn(OwnEntry) -> Key<OwnAddrKe
     }
 }
 
-impl Dataplane {
-    /// The interface → binding map, whose whole-value updates are the switches.
-    fn ifaces(&mut self) -> Result<HashMap<&mut MapData, u32, IfaceConfig>, Error> {
-        HashMap::try_from(self.map_mut(IFACES)?).map_err(map_err(IFACES))
-    }
-
+impl Maps {
     /// Writes the global settings: the port-25 block, platform addresses,
     /// session timeouts and the fragment timeout.
     pub fn set_settings(&mut self, settings: &sg_policy::Settings) -> Result<(), Error> {
         let image = settings_image(settings);
         // The tries first: the flag that makes programs look at them goes on
         // only once they hold the addresses.
-        let mut held4 = self.plat_keys::<4>(PLAT4)?;
+        let mut held4 = plat_keys(&self.plat4);
         sync_trie(
-            self.map_mut(PLAT4)?,
+            &mut self.plat4,
             PLAT4,
             &image.plat4,
             &mut held4,
             |(l, a)| Key::new(l, a),
         )?;
-        let mut held6 = self.plat_keys::<16>(PLAT6)?;
+        let mut held6 = plat_keys(&self.plat6);
         sync_trie(
-            self.map_mut(PLAT6)?,
+            &mut self.plat6,
             PLAT6,
             &image.plat6,
             &mut held6,
             |(l, a)| Key::new(l, a),
         )?;
         injected(SETTINGS)?;
-        Array::<_, Settings>::try_from(self.map_mut(SETTINGS)?)
-            .map_err(map_err(SETTINGS))?
+        self.settings
             .set(0, &image.value, 0)
             .map_err(map_err(SETTINGS))
     }
 
-    /// What a platform trie holds, read from the map itself.
-    pub(super) fn plat_keys<const N: usize>(
-        &self,
-        name: &'static str,
-    ) -> Result<BTreeSet<(u32, [u8; N])>, Error>
-    where
-        [u8; N]: aya::Pod,
-    {
-        let map = self.ebpf.map(name).ok_or(Error::MissingMap(name))?;
-        Ok(LpmTrie::<&MapData, [u8; N], u32>::try_from(map)
-            .map_err(map_err(name))?
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect())
+    fn set_meta(&mut self, table: u32, meta: &TableMeta) -> Result<(), Error> {
+        injected(TABLES)?;
+        self.tables.set(table, meta, 0).map_err(map_err(TABLES))
     }
 
+    /// Forgets the first fragments NIC id `id` remembered.
+    fn flush_fragments(&mut self, id: u32) -> usize {
+        self.forget_fragments_where(|k| k.nic == id)
+    }
+
+    /// Deletes every entry `held` and `own` record, forgetting each once
+    /// gone, and resets the tables' headers.
+    pub(super) fn clear_held(
+        &mut self,
+        id: u32,
+        held: &mut [[SlotRecord; 2]; 2],
+        own: &mut [BTreeSet<OwnEntry>; 2],
+    ) -> Result<(), Error> {
+        self.delete_only(id, held, own)?;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                held[dir as usize][slot as usize].ranks.clear();
+                self.set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every entry `held` and `own` record for NIC id `id`
+    /// (headers stay), forgetting each once gone.
+    pub(super) fn delete_only(
+        &mut self,
+        id: u32,
+        held: &mut [[SlotRecord; 2]; 2],
+        own: &mut [BTreeSet<OwnEntry>; 2],
+    ) -> Result<(), Error> {
+        let empty = TableImage::empty();
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for slot in 0..2 {
+                let h = &mut held[dir as usize][slot as usize];
+                self.sync_table(table_id(id, dir, slot), &empty, &mut h.keys)?;
+            }
+        }
+        for slot in 0..2 {
+            self.sync_own(id, slot, &BTreeSet::new(), &mut own[slot as usize])?;
+        }
+        Ok(())
+    }
+
+    /// Makes NIC id `id`'s own addresses of `slot` those of `want`, with
+    /// `held` the superset record of what the trie holds.
+    fn sync_own(
+        &mut self,
+        id: u32,
+        slot: u32,
+        want: &BTreeSet<OwnEntry>,
+        held: &mut BTreeSet<OwnEntry>,
+    ) -> Result<(), Error> {
+        let want: BTreeMap<OwnEntry, u32> = want.iter().map(|e| (*e, 1)).collect();
+        sync_trie(&mut self.own, OWN, &want, held, own_key(id, slot))
+    }
+
+    /// Makes table `table`'s entries those of `image` (not its header), with
+    /// `keys` the superset record of what it holds.
+    fn sync_table(
+        &mut self,
+        table: u32,
+        image: &TableImage,
+        keys: &mut TableKeys,
+    ) -> Result<(), Error> {
+        sync_hash(
+            &mut self.bits,
+            BITS,
+            &image.bits,
+            &mut keys.bits,
+            |(kind, index)| BitsKey { table, kind, index },
+        )?;
+        sync_hash(
+            &mut self.bounds,
+            BOUNDS,
+            &image.bounds,
+            &mut keys.bounds,
+            |field| table * 2 + field,
+        )?;
+        sync_trie(
+            &mut self.addr4,
+            ADDR4,
+            &image.addr4,
+            &mut keys.addr4,
+            addr4_key(table),
+        )?;
+        sync_trie(
+            &mut self.addr6,
+            ADDR6,
+            &image.addr6,
+            &mut keys.addr6,
+            addr6_key(table),
+        )
+    }
+}
+
+/// What a platform trie holds, read from the map itself.
+pub(super) fn plat_keys<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], u32>,
+) -> BTreeSet<(u32, [u8; N])>
+where
+    [u8; N]: aya::Pod,
+{
+    trie.keys()
+        .filter_map(Result::ok)
+        .map(|k| (k.prefix_len(), k.data()))
+        .collect()
+}
+
+impl Dataplane {
     /// The NIC entry of `name`, made (with a free id) if it has none.
     fn nic_entry(&mut self, name: &str, ifindex: u32) -> Result<&mut Nic, Error> {
         if !self.nics.by_name.contains_key(name) {
@@ -298,7 +386,8 @@ impl Dataplane {
         let mut last = self.nics.last_version;
         let config = binding.config(id, slot, next_version(&mut last));
         injected(IFACES)?;
-        self.ifaces()?
+        self.maps
+            .ifaces
             .insert(&binding.ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
         self.nics.last_version = last;
@@ -319,7 +408,7 @@ impl Dataplane {
     /// failure is remembered and retried by [`Dataplane::clean_leftovers`].
     fn remove_iface(&mut self, ifindex: u32) {
         let r = injected(IFACES).and_then(|()| {
-            let r = self.ifaces()?.remove(&ifindex);
+            let r = self.maps.ifaces.remove(&ifindex);
             deleted(IFACES, r)
         });
         match r {
@@ -343,7 +432,8 @@ impl Dataplane {
         let id = self.nics.by_name[name].id;
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             self.fold_and_zero_stats(name, dir, slot)?;
-            self.set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
+            self.maps
+                .set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
             self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize]
                 .ranks
                 .clear();
@@ -356,14 +446,6 @@ impl Dataplane {
     /// Whether NIC `name` is bound to a table that drops everything.
     pub fn is_closed(&self, name: &str) -> bool {
         self.nics.by_name.get(name).is_some_and(|n| n.closed)
-    }
-
-    fn set_meta(&mut self, table: u32, meta: &TableMeta) -> Result<(), Error> {
-        injected(TABLES)?;
-        Array::<_, TableMeta>::try_from(self.map_mut(TABLES)?)
-            .map_err(map_err(TABLES))?
-            .set(table, meta, 0)
-            .map_err(map_err(TABLES))
     }
 
     /// Gives NIC `name` a new policy version without changing its tables, so
@@ -380,7 +462,8 @@ impl Dataplane {
         let mut last = self.nics.last_version;
         config.version = next_version(&mut last);
         injected(IFACES)?;
-        self.ifaces()?
+        self.maps
+            .ifaces
             .insert(&ifindex, &config, 0)
             .map_err(map_err(IFACES))?;
         self.nics.last_version = last;
@@ -399,7 +482,7 @@ impl Dataplane {
         let (id, ifindex, in_force) = (n.id, n.ifindex, n.config.version != 0);
         if in_force {
             injected(IFACES)?;
-            let r = self.ifaces()?.remove(&ifindex);
+            let r = self.maps.ifaces.remove(&ifindex);
             deleted(IFACES, r)?;
         }
         let mut n = self.nics.by_name.remove(name).expect("bound");
@@ -417,26 +500,12 @@ impl Dataplane {
         self.nics.grace.synchronize();
         // Its id may go to another NIC: none of its sessions, nor what it
         // remembers of first fragments, may carry over.
-        let flushed = self
-            .flush_sessions(&super::session_table::Filter {
-                nic: Some(id),
-                ..Default::default()
-            })
-            .and_then(|_| self.flush_fragments(id));
-        let cleaned = self.clean_leftovers();
-        flushed.map(drop).and(cleaned)
-    }
-
-    /// Forgets the first fragments NIC id `id` remembered.
-    fn flush_fragments(&mut self, id: u32) -> Result<usize, Error> {
-        let mut frags = HashMap::<&mut MapData, FragKey, FragFirst>::try_from(self.map_mut(FRAGS)?)
-            .map_err(map_err(FRAGS))?;
-        let keys: Vec<FragKey> = frags
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.nic == id)
-            .collect();
-        Ok(keys.iter().filter(|k| frags.remove(k).is_ok()).count())
+        self.maps.flush_sessions(&super::session_table::Filter {
+            nic: Some(id),
+            ..Default::default()
+        });
+        self.maps.flush_fragments(id);
+        self.clean_leftovers()
     }
 
     /// Removes what unbound NICs left in the maps, and interface entries of
@@ -454,7 +523,7 @@ impl Dataplane {
         }
         let mut still = Vec::new();
         for mut l in std::mem::take(&mut self.nics.leftovers) {
-            match self.clear_held(l.id, &mut l.held, &mut l.own) {
+            match self.maps.clear_held(l.id, &mut l.held, &mut l.own) {
                 Ok(()) => {}
                 Err(e) => {
                     log::error!("removing what NIC id {} left in the maps: {e}", l.id);
@@ -465,51 +534,6 @@ impl Dataplane {
         }
         self.nics.leftovers = still;
         result
-    }
-
-    /// Deletes every entry `held` and `own` record, forgetting each once
-    /// gone, and resets the tables' headers.
-    pub(super) fn clear_held(
-        &mut self,
-        id: u32,
-        held: &mut [[SlotRecord; 2]; 2],
-        own: &mut [BTreeSet<OwnEntry>; 2],
-    ) -> Result<(), Error> {
-        self.delete_only(id, held, own)?;
-        for dir in [DIR_INGRESS, DIR_EGRESS] {
-            for slot in 0..2 {
-                held[dir as usize][slot as usize].ranks.clear();
-                self.set_meta(table_id(id, dir, slot), &TableImage::closed_meta())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes every entry `held` and `own` record for NIC id `id`
-    /// (headers stay), forgetting each once gone.
-    pub(super) fn delete_only(
-        &mut self,
-        id: u32,
-        held: &mut [[SlotRecord; 2]; 2],
-        own: &mut [BTreeSet<OwnEntry>; 2],
-    ) -> Result<(), Error> {
-        let empty = TableImage::empty();
-        for dir in [DIR_INGRESS, DIR_EGRESS] {
-            for slot in 0..2 {
-                let h = &mut held[dir as usize][slot as usize];
-                self.sync_table(table_id(id, dir, slot), &empty, &mut h.keys)?;
-            }
-        }
-        for slot in 0..2 {
-            sync_trie(
-                self.map_mut(OWN)?,
-                OWN,
-                &BTreeMap::<OwnEntry, u32>::new(),
-                &mut own[slot as usize],
-                own_key(id, slot),
-            )?;
-        }
-        Ok(())
     }
 
     /// The interface config in force for NIC `name`, as the agent wrote it.
@@ -546,15 +570,10 @@ impl Dataplane {
     }
 
     fn write_own(&mut self, name: &str, slot: u32, want: &BTreeSet<OwnEntry>) -> Result<(), Error> {
-        let (id, mut held) = {
-            let n = self.nics.by_name.get_mut(name).expect("bound");
-            (n.id, std::mem::take(&mut n.own[slot as usize]))
-        };
-        let want: BTreeMap<OwnEntry, u32> = want.iter().map(|e| (*e, 1)).collect();
-        let r = sync_trie(self.map_mut(OWN)?, OWN, &want, &mut held, own_key(id, slot));
-        // Put back whatever happened: `held` is what the kernel may hold.
-        self.nics.by_name.get_mut(name).expect("bound").own[slot as usize] = held;
-        r
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        // `held` stays what the kernel may hold, whatever happens.
+        self.maps
+            .sync_own(n.id, slot, want, &mut n.own[slot as usize])
     }
 
     fn write_table(
@@ -565,62 +584,20 @@ impl Dataplane {
         image: &TableImage,
         ranks: &[Rank],
     ) -> Result<(), Error> {
-        let (table, mut keys) = {
-            let n = self.nics.by_name.get_mut(name).expect("bound");
-            let h = &mut n.held[dir as usize][slot as usize];
-            // Its counters were folded: until the write succeeds, no rank
-            // of this slot means anything.
-            h.ranks.clear();
-            (table_id(n.id, dir, slot), std::mem::take(&mut h.keys))
-        };
+        let n = self.nics.by_name.get_mut(name).expect("bound");
+        let table = table_id(n.id, dir, slot);
+        let h = &mut n.held[dir as usize][slot as usize];
+        // Its counters were folded: until the write succeeds, no rank of
+        // this slot means anything.
+        h.ranks.clear();
         let r = self
-            .sync_table(table, image, &mut keys)
-            .and_then(|()| self.set_meta(table, &image.meta));
-        let h =
-            &mut self.nics.by_name.get_mut(name).expect("bound").held[dir as usize][slot as usize];
-        h.keys = keys;
+            .maps
+            .sync_table(table, image, &mut h.keys)
+            .and_then(|()| self.maps.set_meta(table, &image.meta));
         if r.is_ok() {
             h.ranks = ranks.to_vec();
         }
         r
-    }
-
-    /// Makes table `table`'s entries those of `image` (not its header), with
-    /// `keys` the superset record of what it holds.
-    fn sync_table(
-        &mut self,
-        table: u32,
-        image: &TableImage,
-        keys: &mut TableKeys,
-    ) -> Result<(), Error> {
-        sync_hash(
-            self.map_mut(BITS)?,
-            BITS,
-            &image.bits,
-            &mut keys.bits,
-            |(kind, index)| BitsKey { table, kind, index },
-        )?;
-        sync_hash::<u32, u32, PortBounds>(
-            self.map_mut(BOUNDS)?,
-            BOUNDS,
-            &image.bounds,
-            &mut keys.bounds,
-            |field| table * 2 + field,
-        )?;
-        sync_trie(
-            self.map_mut(ADDR4)?,
-            ADDR4,
-            &image.addr4,
-            &mut keys.addr4,
-            addr4_key(table),
-        )?;
-        sync_trie(
-            self.map_mut(ADDR6)?,
-            ADDR6,
-            &image.addr6,
-            &mut keys.addr6,
-            addr6_key(table),
-        )
     }
 }
 

@@ -21,11 +21,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use sg_agent::{dataplane::Dataplane, iface::index as ifindex, reconcile::Reconciler};
-use sg_common::{
-    maps::FRAGS,
-    policy::{FragFirst, FragKey, NO_RANK},
-    reason,
-};
+use sg_common::{policy::NO_RANK, reason};
 use sg_policy::compile::Rank;
 use sg_policy::{
     AlwaysAllowed, Decision, Direction, Fragment, Frame, Packet, Reason, SessionTimeouts, Sessions,
@@ -184,13 +180,7 @@ fn other(hook: Hook, rng: &mut Rng) -> Hook {
 /// own beside): between whole policies, since a NIC unbound and bound again
 /// may or may not get its old NIC id, and with it its old fragment entries.
 fn flush_kernel_fragments(dp: &mut Dataplane) {
-    let map = dp.ebpf_mut().map_mut(FRAGS).expect("fragment map");
-    let mut frags =
-        aya::maps::HashMap::<_, FragKey, FragFirst>::try_from(map).expect("fragment map");
-    let keys: Vec<FragKey> = frags.keys().filter_map(Result::ok).collect();
-    for k in keys {
-        let _ = frags.remove(&k);
-    }
+    dp.maps_mut().forget_fragments();
 }
 
 /// A TCP connection's life after its SYN, as (from the responder, flags):
@@ -621,7 +611,7 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
                 made += 1;
                 let dp = reconciler.dataplane();
                 let v = testrun::verdict_on(dp, case.hook, &case.frame, ifindexes[case.nic]).expect("test run");
-                let last = dp.last_decision(0).expect("last decision");
+                let last = dp.maps().last_decision(0).expect("last decision");
                 let dir = last.dir;
                 let rank = (last.rank != NO_RANK).then(|| dp.rank(case.nic, dir, last.rank).cloned()).flatten();
                 let got = Want { accept: testrun::passes(case.hook, v), reason: last.reason, rank };
@@ -641,10 +631,10 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
         }
         println!("{checked} packets over {POLICIES} policies ({big} with 900+ rules on n0, at most {most}) agree");
         println!("policy changes between packets: {changes:?}");
-        let events = reconciler.dataplane().session_events().expect("session events");
+        let events = reconciler.dataplane().maps().session_events().expect("session events");
         println!("kernel session events: {events:?}");
         for e in ["created", "revoked", "revalidated", "reopened"] {
-            assert!(reconciler.dataplane().session_event(e).expect("session events") > 0, "no session was {e}");
+            assert!(reconciler.dataplane().maps().session_event(e).expect("session events") > 0, "no session was {e}");
         }
         assert!(checked >= 200_000, "only {checked} packets");
         assert!(big >= 5 && most >= 990, "{big} policies with 900+ rules, at most {most}");

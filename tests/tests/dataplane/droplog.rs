@@ -110,7 +110,7 @@ fn drain(reader: &mut DropLogReader) -> Vec<DropEvent> {
 }
 
 fn stats(dp: &Dataplane) -> DropLogStats {
-    dp.drop_log_stats().expect("drop log counters")
+    dp.maps().drop_log_stats().expect("drop log counters")
 }
 
 #[test]
@@ -120,8 +120,11 @@ fn drops_are_logged_only_when_the_log_is_on() {
         let (mut reconciler, idx, deny) = setup(&ns);
         let dp = reconciler.dataplane();
         let nic = dp.nic_id(NIC).expect("bound");
-        let mut reader = dp.take_drop_log().expect("the reader");
-        assert!(matches!(dp.take_drop_log(), Err(DropLogError::ReaderTaken)));
+        let mut reader = dp.maps_mut().take_drop_log().expect("the reader");
+        assert!(matches!(
+            dp.maps_mut().take_drop_log(),
+            Err(DropLogError::ReaderTaken)
+        ));
 
         // Off (as loaded): the drop happens, nothing is logged or counted.
         let syn22 = tcp_in(22);
@@ -130,7 +133,7 @@ fn drops_are_logged_only_when_the_log_is_on() {
         assert_eq!(stats(dp), DropLogStats::default());
 
         // On: one record for one drop, with what decided it.
-        dp.set_drop_log(Some(OPEN)).unwrap();
+        dp.maps_mut().set_drop_log(Some(OPEN)).unwrap();
         assert!(!run(dp, idx, Hook::Xdp, &syn22));
         let events = drain(&mut reader);
         assert_eq!(events.len(), 1, "{events:#?}");
@@ -202,7 +205,7 @@ fn drops_are_logged_only_when_the_log_is_on() {
         assert_eq!(e.src, Some(IpAddr::V4(Ipv4Addr::from(ME))));
 
         // Off again: nothing more.
-        dp.set_drop_log(None).unwrap();
+        dp.maps_mut().set_drop_log(None).unwrap();
         assert!(!run(dp, idx, Hook::Xdp, &syn22));
         assert_eq!(drain(&mut reader), vec![]);
         assert_eq!(
@@ -246,8 +249,8 @@ fn tc_ingress_drops_are_logged_as_ingress_by_their_own_hook() {
     ns.exec(|| {
         let (mut reconciler, idx, _) = setup(&ns);
         let dp = reconciler.dataplane();
-        let mut reader = dp.take_drop_log().unwrap();
-        dp.set_drop_log(Some(OPEN)).unwrap();
+        let mut reader = dp.maps_mut().take_drop_log().unwrap();
+        dp.maps_mut().set_drop_log(Some(OPEN)).unwrap();
         // TC ingress decides as the receive side: 80 in passes, 22 drops.
         assert!(run_tc_ingress(dp, idx, &tcp_in(80)));
         assert!(!run_tc_ingress(dp, idx, &tcp_in(22)));
@@ -273,8 +276,8 @@ fn ipv6_drops_are_logged_with_their_addresses() {
     ns.exec(|| {
         let (mut reconciler, idx, _) = setup(&ns);
         let dp = reconciler.dataplane();
-        let mut reader = dp.take_drop_log().unwrap();
-        dp.set_drop_log(Some(OPEN)).unwrap();
+        let mut reader = dp.maps_mut().take_drop_log().unwrap();
+        dp.maps_mut().set_drop_log(Some(OPEN)).unwrap();
         assert!(run(dp, idx, Hook::Xdp, &tcp_in6(80)));
         let frame = tcp_in6(22);
         assert!(!run(dp, idx, Hook::Xdp, &frame));
@@ -303,8 +306,8 @@ fn malformed_drops_are_logged_with_what_was_parsed_and_nothing_stale() {
     ns.exec(|| {
         let (mut reconciler, idx, _) = setup(&ns);
         let dp = reconciler.dataplane();
-        let mut reader = dp.take_drop_log().unwrap();
-        dp.set_drop_log(Some(OPEN)).unwrap();
+        let mut reader = dp.maps_mut().take_drop_log().unwrap();
+        dp.maps_mut().set_drop_log(Some(OPEN)).unwrap();
         // A TCP header cut short inside a consistent IPv4 datagram: the
         // addresses were read, the ports were not.
         let built = packet::build(&Spec::new(
@@ -352,12 +355,13 @@ fn a_burst_of_drops_logs_the_bucket_and_counts_the_rest() {
     ns.exec(|| {
         let (mut reconciler, idx, _) = setup(&ns);
         let dp = reconciler.dataplane();
-        let mut reader = dp.take_drop_log().unwrap();
-        dp.set_drop_log(Some(DropLogRate {
-            per_sec: 1,
-            burst: 5,
-        }))
-        .unwrap();
+        let mut reader = dp.maps_mut().take_drop_log().unwrap();
+        dp.maps_mut()
+            .set_drop_log(Some(DropLogRate {
+                per_sec: 1,
+                burst: 5,
+            }))
+            .unwrap();
         let frame = tcp_in(22);
         for _ in 0..100 {
             assert!(!run(dp, idx, Hook::Xdp, &frame));
@@ -369,11 +373,12 @@ fn a_burst_of_drops_logs_the_bucket_and_counts_the_rest() {
         assert_eq!(s.ringbuf_full, 0);
         assert_eq!(drain(&mut reader).len() as u64, s.logged);
         // Turning it on again refills the bucket.
-        dp.set_drop_log(Some(DropLogRate {
-            per_sec: 1,
-            burst: 2,
-        }))
-        .unwrap();
+        dp.maps_mut()
+            .set_drop_log(Some(DropLogRate {
+                per_sec: 1,
+                burst: 2,
+            }))
+            .unwrap();
         for _ in 0..10 {
             assert!(!run(dp, idx, Hook::Xdp, &frame));
         }
@@ -389,7 +394,7 @@ fn a_full_ring_buffer_is_counted_not_waited_for() {
     ns.exec(|| {
         let (mut reconciler, idx, _) = setup(&ns);
         let dp = reconciler.dataplane();
-        dp.set_drop_log(Some(OPEN)).unwrap();
+        dp.maps_mut().set_drop_log(Some(OPEN)).unwrap();
         // Nobody reads: 256 KiB hold about 3,300 records of 72 bytes (plus
         // an 8-byte header each).
         let frame = tcp_in(22);
@@ -401,7 +406,7 @@ fn a_full_ring_buffer_is_counted_not_waited_for() {
         assert!(s.ringbuf_full > 0, "{s:?}");
         assert_eq!(s.logged + s.ringbuf_full, 4_000, "{s:?}");
         // What was logged is all there, and reading makes room again.
-        let mut reader = dp.take_drop_log().unwrap();
+        let mut reader = dp.maps_mut().take_drop_log().unwrap();
         assert_eq!(drain(&mut reader).len() as u64, s.logged);
         assert!(!run(dp, idx, Hook::Xdp, &frame));
         assert_eq!(drain(&mut reader).len(), 1);
@@ -416,7 +421,8 @@ fn rates_out_of_range_are_refused_by_name() {
         let (mut reconciler, _, _) = setup(&ns);
         let dp = reconciler.dataplane();
         let refused = |dp: &mut Dataplane, per_sec, burst| {
-            dp.set_drop_log(Some(DropLogRate { per_sec, burst }))
+            dp.maps_mut()
+                .set_drop_log(Some(DropLogRate { per_sec, burst }))
                 .unwrap_err()
                 .to_string()
         };
@@ -428,11 +434,12 @@ fn rates_out_of_range_are_refused_by_name() {
         assert!(e.contains("drop_log.burst") && e.contains("10000"), "{e}");
         let e = refused(dp, 5, 10_001);
         assert!(e.contains("drop_log.burst"), "{e}");
-        dp.set_drop_log(Some(DropLogRate {
-            per_sec: 10_000,
-            burst: 1,
-        }))
-        .unwrap();
+        dp.maps_mut()
+            .set_drop_log(Some(DropLogRate {
+                per_sec: 10_000,
+                burst: 1,
+            }))
+            .unwrap();
     })
     .expect("namespace thread");
 }

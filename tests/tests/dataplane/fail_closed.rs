@@ -84,13 +84,14 @@ impl Host {
     fn run(&mut self, hook: Hook, frame: &[u8]) -> (bool, u32) {
         let dp = self.reconciler.dataplane();
         let v = testrun::verdict_on(dp, hook, frame, self.ifindex).unwrap();
-        let last = dp.last_decision(0).unwrap();
+        let last = dp.maps().last_decision(0).unwrap();
         (testrun::passes(hook, v), last.reason)
     }
 
     fn sessions(&mut self) -> usize {
         self.reconciler
             .dataplane()
+            .maps()
             .sessions(&Filter::default())
             .unwrap()
             .len()

@@ -53,7 +53,7 @@ fn frame(src: [u8; 4], dst: [u8; 4], l4: L4) -> Vec<u8> {
 /// Runs `frame` through `hook` and returns (passed, reason).
 fn run(dp: &mut Dataplane, ifindex: u32, hook: Hook, frame: &[u8]) -> (bool, u32) {
     let v = testrun::verdict_on(dp, hook, frame, ifindex).expect("test run");
-    let last = dp.last_decision(0).expect("last decision");
+    let last = dp.maps().last_decision(0).expect("last decision");
     (testrun::passes(hook, v), last.reason)
 }
 
@@ -86,7 +86,7 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             )
         };
         let state = |dp: &mut Dataplane| {
-            let l = dp.sessions(&Filter::default()).expect("sessions");
+            let l = dp.maps().sessions(&Filter::default()).expect("sessions");
             assert_eq!(l.len(), 1, "{l:#?}");
             l[0].state
         };
@@ -99,7 +99,7 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             run(dp, idx, Hook::Xdp, &back(0x10)),
             (false, reason::DEFAULT_INGRESS_DROP)
         );
-        assert_eq!(dp.sessions(&Filter::default()).unwrap(), vec![]);
+        assert_eq!(dp.maps().sessions(&Filter::default()).unwrap(), vec![]);
         // SYN out, SYN-ACK back, ACK out: established.
         assert_eq!(
             run(dp, idx, Hook::TcEgress, &out(0x02)),
@@ -145,8 +145,8 @@ fn tcp_progress_follows_the_handshake_and_the_close() {
             run(dp, idx, Hook::Xdp, &back(0x02)),
             (false, reason::DEFAULT_INGRESS_DROP)
         );
-        assert_eq!(dp.sessions(&Filter::default()).unwrap(), vec![]);
-        let ev = |n: &str| dp.session_event(n).unwrap();
+        assert_eq!(dp.maps().sessions(&Filter::default()).unwrap(), vec![]);
+        let ev = |n: &str| dp.maps().session_event(n).unwrap();
         assert_eq!((ev("created"), ev("reopened")), (2, 2));
     })
     .expect("namespace thread");
@@ -164,7 +164,7 @@ fn a_full_table_evicts_sessions_and_their_replies_are_decided_by_the_rules() {
             let f = frame(ME, PEER, L4::Udp { sport: 10_000 + port, dport: 53 });
             assert!(run(dp, idx, Hook::TcEgress, &f).0);
         }
-        let held = dp.sessions(&Filter::default()).unwrap().len();
+        let held = dp.maps().sessions(&Filter::default()).unwrap().len();
         assert!(held <= CAPACITY as usize && held > 0, "{held} sessions held");
         let (mut passed, mut dropped) = (0usize, 0usize);
         let mut newest_passed = false;

@@ -68,7 +68,7 @@ fn check_traffic(mode: AttachMode) {
     // Poll until the last frames (FINs, ACKs) have crossed and both agree.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (rx, tx, tally) = loop {
-        let c = Counters::read(&dp).expect("counters").since(&before);
+        let c = Counters::read(dp.maps()).expect("counters").since(&before);
         let rx: Vec<u64> = (0..SLOTS).map(|i| c.get(DIR_INGRESS, i)).collect();
         let tx: Vec<u64> = (0..SLOTS).map(|i| c.get(DIR_EGRESS, i)).collect();
         let tally = capture.drain().expect("capture").clone();
@@ -117,7 +117,7 @@ fn check_traffic(mode: AttachMode) {
 fn quiet_baseline(dp: &Dataplane, capture: &mut Capture) -> Counters {
     let read = || {
         let seen = capture.drain().expect("capture").clone();
-        (seen, Counters::read(dp).expect("counters"))
+        (seen, Counters::read(dp.maps()).expect("counters"))
     };
     let (_, counted) = sg_tests::steady(Duration::from_secs(10), Duration::from_millis(100), read)
         .expect("the link never went quiet");

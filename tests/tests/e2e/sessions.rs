@@ -25,6 +25,7 @@ fn sessions(bench: &mut Bench) -> Vec<sg_agent::dataplane::session_table::Sessio
     bench
         .reconciler
         .dataplane()
+        .maps()
         .sessions(&Filter::default())
         .expect("sessions")
 }
@@ -33,6 +34,7 @@ fn event(bench: &mut Bench, name: &str) -> u64 {
     bench
         .reconciler
         .dataplane()
+        .maps()
         .session_event(name)
         .expect("session events")
 }

@@ -240,7 +240,7 @@ impl Service {
             store_id: position.id.0,
             netns_cookie: crate::dataplane::netns_cookie().unwrap_or(0),
         };
-        if let Err(e) = self.reconciler.dataplane().set_record(&record) {
+        if let Err(e) = self.reconciler.dataplane().maps_mut().set_record(&record) {
             log::error!("recording the store's generation in the kernel: {e}");
         }
     }

@@ -87,7 +87,7 @@ impl Service {
             None => self.state.nics.keys().cloned().collect(),
         };
         let dp = self.reconciler.dataplane();
-        let counters = Counters::read(dp).map_err(err)?;
+        let counters = Counters::read(dp.maps()).map_err(err)?;
         let mut nics = serde_json::Map::new();
         for name in names {
             if dp.nic_id(&name).is_none() {
@@ -105,6 +105,7 @@ impl Service {
             nics.insert(name, json!({ "rules": rules, "reasons": reasons }));
         }
         let sessions: serde_json::Map<String, Value> = dp
+            .maps()
             .session_events()
             .map_err(err)?
             .into_iter()
@@ -114,7 +115,7 @@ impl Service {
             "counters": counters.to_json(),
             "nics": nics,
             "sessions": sessions,
-            "drop_log": dp.drop_log_stats().ok().map(|d| json!({
+            "drop_log": dp.maps().drop_log_stats().ok().map(|d| json!({
                 "logged": d.logged, "suppressed": d.suppressed, "ringbuf_full": d.ringbuf_full,
             })),
         }))
@@ -126,16 +127,17 @@ impl Service {
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
         let dp = self.reconciler.dataplane();
         let mut input = MetricsInput {
-            packets: Counters::read(dp)
+            packets: Counters::read(dp.maps())
                 .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
                 .unwrap_or_default(),
             rule_hits: Vec::new(),
             reasons: Vec::new(),
             session_events: dp
+                .maps()
                 .session_events()
                 .map(|v| v.into_iter().map(|(k, n)| (k.to_owned(), n)).collect())
                 .unwrap_or_default(),
-            drop_log: dp.drop_log_stats().ok(),
+            drop_log: dp.maps().drop_log_stats().ok(),
             policy_version: Vec::new(),
             degraded: Vec::new(),
             self_check: None,

@@ -31,7 +31,10 @@ impl Service {
         })?;
         let dir = u32::from(direction == Direction::Egress);
         let dp = self.reconciler.dataplane();
-        let k = dp.explain(ifindex, direction, &packet).map_err(err)?;
+        let k = dp
+            .maps()
+            .explain(ifindex, direction, &packet)
+            .map_err(err)?;
         let rank =
             (k.rank != sg_common::policy::NO_RANK).then(|| dp.rank(&t.nic, dir, k.rank).cloned());
         let mut rule = None;
