@@ -6,7 +6,13 @@ set -euo pipefail
 RUST_VERSION=1.99.1
 BPF_LINKER_VERSION=0.13.0
 BPF_LINKER_LLVM_FEATURE=llvm-23
-APT_PACKAGES=(gcc libc6-dev iproute2 iputils-ping netcat-openbsd nftables iptables bpftool netsniff-ng jq procps)
+# etcd-server and etcd-client (etcd and etcdctl 3.4) for the fleet tests, which
+# start their own members on ports of their own, never 2379 (where the package
+# starts a system etcd on a machine with systemd); openssl makes their TLS
+# certificates; protobuf-compiler and libprotobuf-dev (protoc and the
+# well-known .proto files) build the etcd-client crate.
+APT_PACKAGES=(gcc libc6-dev iproute2 iputils-ping netcat-openbsd nftables iptables bpftool netsniff-ng jq procps
+  etcd-server etcd-client openssl protobuf-compiler libprotobuf-dev)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { printf '[setup] %s\n' "$*"; }

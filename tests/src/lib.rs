@@ -7,15 +7,18 @@
 //!   of the eBPF parser, to check its counters against;
 //! - [`packet`]: a builder for crafted frames with known header boundaries;
 //! - [`testrun`]: run a loaded program on a frame through `BPF_PROG_TEST_RUN`;
-//! - [`workspace`]: the build output and cargo, for the demo and the benchmark.
+//! - [`workspace`]: the build output and cargo, for the demo and the benchmark;
+//! - [`etcd`]: real etcd servers on loopback (one member or a cluster, TLS,
+//!   authentication) for the fleet store, stopped and removed on drop.
 //!
-//! Everything here needs root. Nothing skips itself.
+//! Everything here but [`etcd`] needs root. Nothing skips itself.
 
 pub mod agent;
 pub mod bench;
 pub mod capture;
 pub mod classify;
 pub mod daemon;
+pub mod etcd;
 pub mod flow;
 pub mod packet;
 pub mod policygen;
