@@ -776,7 +776,8 @@ impl Default for SessionTimeouts {
     }
 }
 
-/// Everything the policy knows: the desired state of one host.
+/// Everything the policy knows: the desired state of one host, and in a
+/// fleet what the other hosts bind (members of groups span hosts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
@@ -787,9 +788,14 @@ pub struct State {
     pub prefix_lists: BTreeMap<PrefixListId, PrefixList>,
     #[serde(default)]
     pub port_lists: BTreeMap<PortListId, PortList>,
-    /// NIC bindings by interface name.
+    /// NIC bindings of this host by interface name: the NICs it enforces.
     #[serde(default)]
     pub nics: BTreeMap<String, NicBinding>,
+    /// In a fleet, the NIC bindings of every other host, by host name then
+    /// interface name: members of their groups (SPEC §1), counted by every
+    /// check that spans NICs, never enforced here. Empty on a single host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<String, BTreeMap<String, NicBinding>>,
     pub ids: IdGen,
 }
 
@@ -817,6 +823,7 @@ impl State {
             prefix_lists: BTreeMap::new(),
             port_lists: BTreeMap::new(),
             nics: BTreeMap::new(),
+            remote: BTreeMap::new(),
             ids,
         }
     }
@@ -847,9 +854,17 @@ impl State {
         self.all_rules().find(|(_, r)| &r.id == id)
     }
 
-    /// The NICs that are members of `group`.
+    /// The NICs that are members of `group`, on this host and (in a fleet)
+    /// on every other.
     pub fn members<'a>(&'a self, group: &'a GroupId) -> impl Iterator<Item = &'a NicBinding> + 'a {
-        self.nics.values().filter(move |n| n.groups.contains(group))
+        self.all_nics().filter(move |n| n.groups.contains(group))
+    }
+
+    /// Every NIC binding: this host's, then the other hosts'.
+    pub fn all_nics(&self) -> impl Iterator<Item = &NicBinding> {
+        self.nics
+            .values()
+            .chain(self.remote.values().flat_map(BTreeMap::values))
     }
 
     pub(crate) fn fresh_group_id(&mut self) -> GroupId {

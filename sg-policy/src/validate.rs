@@ -487,7 +487,12 @@ fn check_max_entries(f: &str, max: u32, len: usize) -> Result<(), PolicyError> {
 /// Checks a NIC binding against the state: name, addresses, 1..=10 existing
 /// groups of one type, and the 1,000-rule quota.
 pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
-    let f = format!("nics[{}]", nic.name);
+    check_nic_at(state, nic, &format!("nics[{}]", nic.name))
+}
+
+/// [`check_nic`] with the errors' field paths under `f` (another host's
+/// NIC is `hosts[HOST].nics[NAME]`).
+fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyError> {
     if nic.name.is_empty()
         || nic.name.len() > MAX_IFNAME_BYTES
         || nic
@@ -841,6 +846,21 @@ pub fn validate_state(state: &State) -> Result<(), PolicyError> {
             ));
         }
         check_nic(state, nic)?;
+    }
+    // Every other host's NICs are members too: a change that would take
+    // one of them past a limit is refused here, wherever it was made.
+    for (host, nics) in &state.remote {
+        for (name, nic) in nics {
+            let f = format!("hosts[{host}].nics[{name}]");
+            if name != &nic.name {
+                return Err(PolicyError::invalid(
+                    format!("{f}.name"),
+                    &nic.name,
+                    "differs from its key",
+                ));
+            }
+            check_nic_at(state, nic, &f)?;
+        }
     }
     Ok(())
 }

@@ -980,6 +980,7 @@ impl Reader<'_> {
             prefix_lists: self.keyed("prefix_lists", "id", |l: &PrefixList| &l.id)?,
             port_lists: self.keyed("port_lists", "id", |l: &PortList| &l.id)?,
             nics: self.keyed("nics", "name", |n: &NicBinding| &n.name)?,
+            remote: BTreeMap::new(),
             ids,
         }))
     }

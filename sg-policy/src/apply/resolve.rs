@@ -297,6 +297,8 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         prefix_lists,
         port_lists,
         nics,
+        // Another host's bindings are that host's to change.
+        remote: current.remote.clone(),
         ids: fresh.gen_,
     };
     validate_change(current, &next).map_err(|e| labels.apply(e))?;

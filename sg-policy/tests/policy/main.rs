@@ -4,6 +4,7 @@
 
 mod apply;
 mod decide;
+mod fleet;
 mod input;
 mod io;
 mod limits;
