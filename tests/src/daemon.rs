@@ -74,9 +74,11 @@ impl Daemon {
             "run".to_owned(),
             "--netns".to_owned(),
             self.netns.clone(),
-            "--store".to_owned(),
-            self.store.display().to_string(),
         ];
+        // A daemon of a fleet names its etcd store among `extra`.
+        if !self.extra.iter().any(|a| a == "--store") {
+            args.extend(["--store".to_owned(), self.store.display().to_string()]);
+        }
         args.extend(self.extra.iter().cloned());
         args.extend(once.iter().map(|s| (*s).to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -4,18 +4,40 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use sg_agent::{
-    daemon::{self, Config},
+    daemon::{self, Config, StoreChoice},
     dataplane::{AttachMode, Limits, droplog::DropLogRate},
     netns,
+    store::{EtcdConfig, EtcdStore},
 };
 
 use super::attach::XdpModeArg;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The policy store (SQLite); created if missing.
+    /// The policy store: a SQLite file (one host; created if missing), or a
+    /// fleet's etcd, `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (`etcds://`
+    /// for TLS; see docs/fleet.md).
     #[arg(long, default_value = "/var/lib/sg-agent/state.db")]
-    store: PathBuf,
+    store: String,
+    /// This host's name in the fleet (etcd stores only): its NIC bindings
+    /// are kept under it. Default: the kernel's host name.
+    #[arg(long)]
+    host: Option<String>,
+    /// A CA certificate (PEM) to check the etcd servers with.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// This host's client certificate (PEM) for etcd, with --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user (etcd's own authentication), with --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// A file whose first line is the password of --etcd-user.
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
     /// Network namespace whose interfaces to serve: a name made by `ip netns
     /// add`, or a path such as /proc/PID/ns/net. Default: the agent's own.
     #[arg(long)]
@@ -82,6 +104,48 @@ fn parse_rate(text: &str) -> Result<DropLogRate, String> {
     Ok(rate)
 }
 
+/// The store `--store` names: a fleet's etcd (connected now), or a SQLite
+/// path (its directory made); with its name for messages.
+fn open_store(args: &Args) -> anyhow::Result<(StoreChoice, String)> {
+    let fleet = args.store.starts_with("etcd://") || args.store.starts_with("etcds://");
+    if !fleet {
+        let tls = args.etcd_ca.is_some() || args.etcd_cert.is_some() || args.etcd_user.is_some();
+        if args.host.is_some() || tls {
+            anyhow::bail!(
+                "--host and --etcd-* are for an etcd store (--store etcd://...); --store {} is a SQLite file",
+                args.store
+            );
+        }
+        let path = PathBuf::from(&args.store);
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        return Ok((StoreChoice::Sqlite(path), args.store.clone()));
+    }
+    let host = match &args.host {
+        Some(h) => h.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (give --host)")?
+            .trim()
+            .to_owned(),
+    };
+    let mut config = EtcdConfig::parse(&args.store, &host).map_err(anyhow::Error::msg)?;
+    config.ca.clone_from(&args.etcd_ca);
+    config.identity = args.etcd_cert.clone().zip(args.etcd_key.clone());
+    if let (Some(user), Some(file)) = (&args.etcd_user, &args.etcd_password_file) {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--etcd-password-file {}", file.display()))?;
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        config.user = Some((user.clone(), password));
+    }
+    let name = format!("{} (host {host})", args.store);
+    let store =
+        EtcdStore::open(config).with_context(|| format!("opening the fleet store {name}"))?;
+    Ok((StoreChoice::Fleet(Box::new(store)), name))
+}
+
 /// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600).
 pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     // The metrics endpoint listens in the agent's own namespace, not in the
@@ -98,20 +162,19 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // Enter the namespace before any thread exists, so the runtime's threads
-    // (netlink, interface lookups, pins) all live in it.
+    // The fleet's etcd is reached from the agent's own namespace too, like
+    // the metrics: its client's thread is made before entering the served one.
+    let (store, store_name) = open_store(args)?;
+    // Enter the namespace before any other thread exists, so the runtime's
+    // threads (netlink, interface lookups, pins) all live in it.
     if let Some(ns) = &args.netns {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
-    if let Some(dir) = args.store.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let config = Config {
         socket: socket.to_owned(),
-        store: args.store.clone(),
+        store,
+        store_name,
         limits: Limits {
             sessions: args.session_capacity,
             nics: args.max_nics,

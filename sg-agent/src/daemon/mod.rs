@@ -36,15 +36,39 @@ use crate::{
     },
     netlink::{LinkEvent, LinkWatcher},
     reconcile::Reconciler,
-    store::{SqliteStore, Store, StoreId, StorePosition},
+    store::{EtcdStore, SqliteStore, Store, StoreId, StorePosition},
 };
 use sg_policy::State;
+
+/// Where the policy lives.
+pub enum StoreChoice {
+    /// A local SQLite database (one host): its path.
+    Sqlite(PathBuf),
+    /// The fleet's etcd, connected from the agent's own network namespace
+    /// before it entered the one it serves.
+    Fleet(Box<EtcdStore>),
+    /// Taken by the daemon.
+    Taken,
+}
+
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            Self::Fleet(s) => write!(f, "Fleet(host {})", s.layout().host),
+            Self::Taken => f.write_str("Taken"),
+        }
+    }
+}
 
 /// How the daemon runs.
 #[derive(Debug)]
 pub struct Config {
     pub socket: PathBuf,
-    pub store: PathBuf,
+    pub store: StoreChoice,
+    /// How the store is named in messages and `status`: the SQLite path,
+    /// or the etcd endpoints and this host's name.
+    pub store_name: String,
     pub limits: Limits,
     pub mode: AttachMode,
     /// Serve Prometheus text on this listener (`--metrics`): bound, in the
@@ -300,6 +324,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut check = self_check_timer(config.self_check).await;
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut metrics: Option<(std::time::Instant, String)> = None;
+    // A fleet store's feed of other hosts' changes; taken again a second
+    // after it broke (the store away), from the revision in force.
+    let fleet = service.is_fleet();
+    let mut feed = service.feed();
+    let mut refollow = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut report = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         // Biased: signals, then interface events (an interface that appears
         // must be enforced before anything else), then requests.
@@ -332,6 +362,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 };
                 let _ = reply.send(answer);
             }
+            // A broken feed (or one whose watch ended) is taken again later.
+            batch = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => {
+                if batch.is_none_or(|b| service.follow(b)) { feed = None }
+            }
+            _ = refollow.tick(), if fleet && feed.is_none() => feed = service.feed(),
+            _ = report.tick(), if fleet => service.report_in_force(),
             _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
             _ = check.tick(), if config.self_check.is_some() => {
                 if let Ok(drift) = service.self_check(true)
@@ -410,7 +446,7 @@ async fn self_check_timer(every: Option<std::time::Duration>) -> tokio::time::In
 fn start_service(
     config: &Config,
     lock: NamespaceLock,
-    store: SqliteStore,
+    store: Box<dyn Store>,
     state: State,
 ) -> anyhow::Result<Service> {
     let root = lock.root().to_path_buf();
@@ -425,12 +461,12 @@ fn start_service(
     let reconciler = Reconciler::new(dp, Some(config.mode));
     let info = Info {
         socket: config.socket.clone(),
-        store: config.store.clone(),
+        store: config.store_name.clone(),
         pins: root.clone(),
     };
     let sessions = crate::dataplane::session_table::SessionTable::open(&root)
         .context("opening the pinned session table")?;
-    let mut service = Service::new(state, Box::new(store), reconciler, info, sessions);
+    let mut service = Service::new(state, store, reconciler, info, sessions);
     match service.reconcile() {
         Ok(report) => log::info!("policy in force: {report:?}"),
         // The maps keep what was in force; say so loudly and go on serving,
@@ -451,22 +487,29 @@ fn start_service(
 /// agent refuses to start (see [`store_matches`]) and changes nothing, not
 /// even by creating the store file.
 fn open_store(
-    config: &Config,
+    config: &mut Config,
     enforced: Option<&Enforced>,
-) -> anyhow::Result<(SqliteStore, State)> {
-    let path = &config.store;
+) -> anyhow::Result<(Box<dyn Store>, State)> {
     let guard = enforced.filter(|e| !e.is_empty() && !config.replace_enforced_policy);
-    if let Some(e) = guard
-        && !path.exists()
-    {
-        bail!(refusal(
-            config,
-            e,
-            &format!("the store {} does not exist", path.display())
-        ));
-    }
-    let mut store =
-        SqliteStore::open(path).with_context(|| format!("opening the store {}", path.display()))?;
+    let mut store: Box<dyn Store> = match std::mem::replace(&mut config.store, StoreChoice::Taken) {
+        StoreChoice::Sqlite(path) => {
+            if let Some(e) = guard
+                && !path.exists()
+            {
+                bail!(refusal(
+                    config,
+                    e,
+                    &format!("the store {} does not exist", path.display())
+                ));
+            }
+            Box::new(
+                SqliteStore::open(&path)
+                    .with_context(|| format!("opening the store {}", path.display()))?,
+            )
+        }
+        StoreChoice::Fleet(store) => store,
+        StoreChoice::Taken => bail!("the store was taken already"),
+    };
     let loaded = store.load().context("loading the policy from the store")?;
     if let Some(e) = guard
         && let Err(why) = store_matches(e, loaded.is_some(), store.position())
@@ -476,13 +519,13 @@ fn open_store(
     if let Some(s) = loaded {
         return Ok((store, s));
     }
+    let name = &config.store_name;
     if enforced.is_some_and(|e| !e.is_empty()) {
         log::warn!(
-            "new store at {}: replacing the enforced policy with an empty one, as --replace-enforced-policy asks",
-            path.display()
+            "new store at {name}: replacing the enforced policy with an empty one, as --replace-enforced-policy asks"
         );
     } else {
-        log::info!("new store at {}: starting with no policy", path.display());
+        log::info!("new store at {name}: starting with no policy");
     }
     let s = State::new();
     store.commit(&s, &[]).context("initialising the store")?;
@@ -537,7 +580,7 @@ fn refusal(config: &Config, enforced: &Enforced, why: &str) -> String {
     format!(
         "refusing to start: {why}, but the data plane pinned here enforces a policy on {} NIC(s) ({}){source}. \
          Starting would replace that policy and unbind every NIC the store does not bind, so they pass traffic unfiltered. \
-         If --store {} is not the right path, start with the right one; to put this store's policy in force anyway, \
+         If --store {} is not the right store, start with the right one; to put this store's policy in force anyway, \
          start with --replace-enforced-policy",
         names.len(),
         if names.is_empty() {
@@ -545,7 +588,7 @@ fn refusal(config: &Config, enforced: &Enforced, why: &str) -> String {
         } else {
             names.join(", ")
         },
-        config.store.display()
+        config.store_name
     )
 }
 

@@ -7,6 +7,8 @@
 //! hands the new state and those snapshots to [`Store::commit`], which keeps all
 //! of it or none of it.
 
+mod etcd;
+mod fleet_keys;
 mod sqlite;
 
 use thiserror::Error;
@@ -15,6 +17,8 @@ use sg_policy::{GroupId, PolicyError, State};
 
 pub use sg_policy::snapshot::{Snapshot, SnapshotInfo};
 
+pub use etcd::{EtcdConfig, EtcdStore, Feed};
+pub use fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, check_host};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// Where the policy state and the snapshots live.
@@ -47,6 +51,35 @@ pub trait Store: Send {
     /// Which store this is and how many commits it holds (as of the last
     /// open or commit).
     fn position(&self) -> StorePosition;
+
+    /// Whether other hosts write this store too (a fleet).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// For a store other hosts write too (a fleet): a feed of their
+    /// changes from the state last loaded or committed on. `None` for a
+    /// store only this agent writes.
+    fn follow(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Feed>> {
+        None
+    }
+
+    /// Folds a batch of the feed in; the new state, if it changed.
+    fn catch_up(&mut self, _feed: Feed) -> Result<Option<State>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records in the store what this host has in force (a fleet's hosts
+    /// read each other's), as of the last load, catch-up or commit.
+    fn report_in_force(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every live host of the fleet and what it has in force; empty for a
+    /// store of one host.
+    fn hosts(&mut self) -> Result<Vec<HostStatus>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A store's identity, made at random with it.
@@ -153,6 +186,22 @@ pub enum StoreError {
         path: String,
         source: Box<PolicyError>,
     },
+    /// A key of the fleet store cannot be read back.
+    #[error("store key {key}: {reason}")]
+    CorruptKey { key: String, reason: String },
+    /// etcd did not answer, or refused.
+    #[error("etcd store at {endpoints}: {what}: {source}")]
+    Etcd {
+        endpoints: String,
+        what: String,
+        source: Box<etcd_client::Error>,
+    },
+    /// Another host committed since this one read the policy: nothing of
+    /// this commit was kept.
+    #[error(
+        "the fleet's policy changed while this change was made (this host had generation {generation}); nothing of it was kept"
+    )]
+    Conflict { generation: u64 },
     /// The stored rows read back as a state that fails validation.
     #[error("store {path}: the stored state is invalid: {source}")]
     InvalidState {

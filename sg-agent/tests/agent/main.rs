@@ -9,6 +9,7 @@
 
 mod api_requests;
 mod cli_client;
+mod fleet_store;
 mod metrics;
 mod snapshot;
 mod store;

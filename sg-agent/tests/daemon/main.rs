@@ -13,6 +13,7 @@ mod apply;
 mod attach;
 mod fail_closed;
 mod faults;
+mod fleet;
 mod input;
 mod lifecycle;
 mod netlink_watch;

@@ -28,7 +28,7 @@ impl Service {
                     deletion_protection,
                     tags,
                 };
-                self.change(|s| s.modify_group(&gid, change))?;
+                self.change(|s| s.modify_group(&gid, change.clone()))?;
                 Ok(json!({ "id": gid }))
             }
             Request::GroupSetInnerPolicy { id, policy } => {
@@ -102,7 +102,7 @@ impl Service {
                 managed: false,
                 tags,
             };
-            self.change(|s| s.create_group(spec))?
+            self.change(|s| s.create_group(spec.clone()))?
         };
         Ok(json!({ "id": id }))
     }

@@ -27,7 +27,7 @@ impl Service {
                     max_entries,
                     entries: prefix_entries(&entries).map_err(err)?,
                 };
-                let id = self.change(|s| s.create_prefix_list(spec))?;
+                let id = self.change(|s| s.create_prefix_list(spec.clone()))?;
                 Ok(json!({ "id": id }))
             }
             Request::PrefixListModify {
@@ -55,7 +55,7 @@ impl Service {
                         None => cur.entries.clone(),
                     },
                 };
-                self.change(|s| s.modify_prefix_list(&pid, spec))?;
+                self.change(|s| s.modify_prefix_list(&pid, spec.clone()))?;
                 Ok(json!({ "id": pid }))
             }
             Request::PrefixListDelete { id } => {
@@ -81,7 +81,7 @@ impl Service {
                     max_entries,
                     entries: port_entries(&entries).map_err(err)?,
                 };
-                let id = self.change(|s| s.create_port_list(spec))?;
+                let id = self.change(|s| s.create_port_list(spec.clone()))?;
                 Ok(json!({ "id": id }))
             }
             Request::PortListModify {
@@ -104,7 +104,7 @@ impl Service {
                         None => cur.entries.clone(),
                     },
                 };
-                self.change(|s| s.modify_port_list(&pid, spec))?;
+                self.change(|s| s.modify_port_list(&pid, spec.clone()))?;
                 Ok(json!({ "id": pid }))
             }
             Request::PortListDelete { id } => {

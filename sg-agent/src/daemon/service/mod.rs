@@ -38,7 +38,8 @@ pub use input::rule_spec;
 #[derive(Debug, Clone)]
 pub struct Info {
     pub socket: PathBuf,
-    pub store: PathBuf,
+    /// The SQLite path, or the etcd endpoints and this host's name.
+    pub store: String,
     pub pins: PathBuf,
 }
 
@@ -72,6 +73,16 @@ pub struct SelfChecks {
 }
 
 type Answer = Result<Value, String>;
+
+/// How many times a change is tried when other hosts keep committing first.
+const CONFLICT_ATTEMPTS: u32 = 8;
+
+/// Why a commit did not land.
+enum Failed {
+    /// Another host committed first; the state is now the newer one.
+    Conflict(String),
+    Other(String),
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -164,21 +175,38 @@ impl Service {
     }
 
     /// Runs `f` on a copy of the state and makes the result the state: in
-    /// force, then durable, then acknowledged (see the module doc).
+    /// force, then durable, then acknowledged (see the module doc). If
+    /// another host committed meanwhile (a fleet store), the state is
+    /// brought up to date and `f` runs again on it, so the change is
+    /// validated against the fleet as it is when it lands.
     fn change<T>(
         &mut self,
-        f: impl FnOnce(&mut State) -> Result<T, PolicyError>,
+        mut f: impl FnMut(&mut State) -> Result<T, PolicyError>,
     ) -> Result<T, String> {
-        let mut next = self.state.clone();
-        let out = f(&mut next).map_err(err)?;
-        self.commit(next)?;
-        Ok(out)
+        let mut attempt = 1;
+        loop {
+            let mut next = self.state.clone();
+            let out = f(&mut next).map_err(err)?;
+            match self.commit_or_conflict(next) {
+                Ok(()) => return Ok(out),
+                Err(Failed::Conflict(e)) if attempt < CONFLICT_ATTEMPTS => {
+                    log::info!("change: {e}; trying again on the fleet's newer policy");
+                    attempt += 1;
+                }
+                Err(Failed::Conflict(e) | Failed::Other(e)) => return Err(e),
+            }
+        }
     }
 
     /// Makes `next` the state (see [`Service::commit_in_force`]) and
     /// publishes the outcome for the reads, whichever it was: a refused
     /// change may still leave NICs degraded.
     fn commit(&mut self, next: State) -> Result<(), String> {
+        self.commit_or_conflict(next)
+            .map_err(|(Failed::Conflict(e) | Failed::Other(e))| e)
+    }
+
+    fn commit_or_conflict(&mut self, next: State) -> Result<(), Failed> {
         if next == self.state {
             return Ok(());
         }
@@ -187,23 +215,93 @@ impl Service {
         r
     }
 
+    /// Takes the store's state (a fleet's, changed by other hosts) as the
+    /// state and puts it in force.
+    fn take_stored(&mut self, state: State) {
+        if state != self.state {
+            if let Err(e) = self.reconciler.reconcile(&state) {
+                // As at start: the maps keep what was in force where it
+                // could not be written; `status` names those NICs.
+                log::error!("putting the fleet's policy in force: {e}");
+            }
+            self.state = state;
+        }
+        self.record_in_kernel();
+        self.report_in_force();
+        self.publish();
+    }
+
+    /// Brings the state up to the store's (after a conflict).
+    fn refresh(&mut self) -> Result<(), String> {
+        match self.store.load() {
+            Ok(Some(state)) => {
+                self.take_stored(state);
+                Ok(())
+            }
+            Ok(None) => Err("store: the fleet's policy is gone from the store".to_owned()),
+            Err(e) => Err(format!("store: {e}")),
+        }
+    }
+
+    /// Folds in what other hosts changed (a batch of the store's feed) and
+    /// puts the result in force. Returns whether the feed must be taken
+    /// again (it broke, and the store reloaded).
+    pub fn follow(&mut self, feed: crate::store::Feed) -> bool {
+        let lost = matches!(feed, crate::store::Feed::Lost(_));
+        match self.store.catch_up(feed) {
+            Ok(Some(state)) => self.take_stored(state),
+            Ok(None) => {}
+            Err(e) => log::error!("following the fleet store: {e}"),
+        }
+        lost
+    }
+
+    /// Whether the store is a fleet's, which other hosts write too.
+    pub fn is_fleet(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// A feed of other hosts' changes, if the store has any.
+    pub fn feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Feed>> {
+        self.store.follow()
+    }
+
+    /// Records in the store what this host has in force.
+    pub fn report_in_force(&mut self) {
+        if let Err(e) = self.store.report_in_force() {
+            log::warn!("recording this host's policy in force in the store: {e}");
+        }
+    }
+
     /// In force, then durable, then the state.
-    fn commit_in_force(&mut self, next: State) -> Result<(), String> {
+    fn commit_in_force(&mut self, next: State) -> Result<(), Failed> {
         // Every producer of `next` validated it (the operations, apply,
         // restore), and the store checks it again before it writes.
         let now = unix_now();
         let started = Instant::now();
         let store = &mut self.store;
         let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
-            .map_err(|e| format!("store: {e}; nothing changed"))?;
+            .map_err(|e| Failed::Other(format!("store: {e}; nothing changed")))?;
         let snapshotted = started.elapsed();
         if let Err(e) = self.reconciler.reconcile(&next) {
-            return Err(format!("{e}; {}", self.put_back("a refused change")));
+            return Err(Failed::Other(format!(
+                "{e}; {}",
+                self.put_back("a refused change")
+            )));
         }
         let in_force = started.elapsed();
         crate::dataplane::faults::point("change.in-force");
         if let Err(e) = self.store.commit(&next, &snaps) {
-            return Err(format!("store: {e}; {}", self.put_back("a failed commit")));
+            let conflict = matches!(e, crate::store::StoreError::Conflict { .. });
+            let text = format!("store: {e}; {}", self.put_back("a failed commit"));
+            if conflict {
+                // Retried on the newer state if it can be read.
+                return Err(match self.refresh() {
+                    Ok(()) => Failed::Conflict(text),
+                    Err(why) => Failed::Other(format!("{text}; {why}")),
+                });
+            }
+            return Err(Failed::Other(text));
         }
         log::debug!(
             "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
@@ -212,6 +310,7 @@ impl Service {
         crate::dataplane::faults::point("change.durable");
         self.state = next;
         self.record_in_kernel();
+        self.report_in_force();
         self.prune_snapshots();
         Ok(())
     }

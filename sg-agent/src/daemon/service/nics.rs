@@ -29,7 +29,7 @@ impl Service {
                     anti_spoof,
                     groups: group_ids("nic.groups", &groups).map_err(err)?,
                 };
-                self.change(|s| s.bind_nic(binding))?;
+                self.change(|s| s.bind_nic(binding.clone()))?;
                 Ok(json!({ "nic": name }))
             }
             Request::NicUnbind { name } => {
@@ -48,7 +48,7 @@ impl Service {
             }
             Request::NicSetGroups { name, groups } => {
                 let gids = group_ids("nic.groups", &groups).map_err(err)?;
-                self.change(|s| s.set_nic_groups(&name, gids))?;
+                self.change(|s| s.set_nic_groups(&name, gids.clone()))?;
                 Ok(json!({ "nic": name }))
             }
             Request::NicSetAddresses {
@@ -58,7 +58,7 @@ impl Service {
             } => {
                 let a = addresses("nic.addresses", &addrs).map_err(err)?;
                 let e = cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?;
-                self.change(|s| s.set_nic_addresses(&name, a, e))?;
+                self.change(|s| s.set_nic_addresses(&name, a.clone(), e.clone()))?;
                 Ok(json!({ "nic": name }))
             }
             _ => unreachable!("handle dispatches only these here"),

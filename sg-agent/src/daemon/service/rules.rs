@@ -18,7 +18,7 @@ impl Service {
                     .enumerate()
                     .map(|(i, r)| rule_spec(r).map_err(|e| format!("rules[{i}]: {e}")))
                     .collect::<Result<Vec<_>, _>>()?;
-                let ids = self.change(|s| s.authorize_all(&gid, specs))?;
+                let ids = self.change(|s| s.authorize_all(&gid, specs.clone()))?;
                 Ok(json!({ "ids": ids }))
             }
             Request::RuleRevoke { group, rules } => {
@@ -41,7 +41,7 @@ impl Service {
                 let gid = group_id("group", &group).map_err(err)?;
                 let rid = RuleId::parse("rule", &rule).map_err(err)?;
                 let spec = rule_spec(&spec).map_err(err)?;
-                self.change(|s| s.modify_rule(&gid, &rid, spec))?;
+                self.change(|s| s.modify_rule(&gid, &rid, spec.clone()))?;
                 Ok(json!({ "id": rid }))
             }
             Request::RuleImport {

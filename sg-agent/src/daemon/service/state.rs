@@ -47,7 +47,7 @@ impl Service {
                         *slot = v;
                     }
                 }
-                self.change(|st| st.set_settings(s))?;
+                self.change(|st| st.set_settings(s.clone()))?;
                 Ok(to_value(&self.state.settings))
             }
             Request::Apply {

@@ -1,0 +1,811 @@
+//! [`Store`] on etcd: one policy for a fleet of hosts (`docs/fleet.md`).
+//!
+//! The store keeps a mirror of the policy keys (see `fleet_keys.rs`) at a
+//! known revision. A commit is one transaction conditioned on the
+//! generation key not having been written since that revision; its writes
+//! are the keys whose values the new state changes. Changes other hosts
+//! commit arrive over a watch of the policy prefix ([`EtcdStore::take_feed`])
+//! and are folded into the mirror by [`EtcdStore::catch_up`].
+//!
+//! The trait is synchronous and the daemon calls it from its own runtime:
+//! the client runs on a runtime of the store's own (one thread), and each
+//! call waits for its answer on a channel, with a deadline.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    TlsOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    Snapshot, SnapshotInfo, Store, StoreError, StoreId, StorePosition,
+    fleet_keys::{FLEET_SCHEMA, HostStatus, Layout},
+};
+use sg_policy::{GroupId, State, validate_state};
+
+/// How long one call to etcd may take before the store counts as
+/// unreachable for it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a host's status outlives its agent: the lease's time to live.
+const STATUS_TTL_SECS: i64 = 10;
+
+/// How to reach the fleet's etcd and who this host is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://` or, with TLS, `https://`).
+    pub endpoints: Vec<String>,
+    /// This host's name in the fleet.
+    pub host: String,
+    /// Where the fleet's keys live; ends with `/`.
+    pub prefix: String,
+    /// A CA to check the servers' certificates with (TLS).
+    pub ca: Option<PathBuf>,
+    /// This host's client certificate and key (TLS client authentication).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// etcd's own authentication: a user and its password.
+    pub user: Option<(String, String)>,
+}
+
+impl EtcdConfig {
+    /// Reads `--store etcd://HOST:PORT[,HOST:PORT…]` (or `etcds://` for
+    /// TLS) for host `host`; the other fields stay at their defaults.
+    pub fn parse(url: &str, host: &str) -> Result<Self, String> {
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("etcd://") {
+            ("http", r)
+        } else if let Some(r) = url.strip_prefix("etcds://") {
+            ("https", r)
+        } else {
+            return Err(format!(
+                "--store {url:?}: an etcd store is etcd://HOST:PORT[,HOST:PORT...] (etcds:// for TLS)"
+            ));
+        };
+        let (list, prefix) = match rest.split_once('/') {
+            Some((l, p)) if !p.is_empty() => (l, format!("/{}/", p.trim_matches('/'))),
+            Some((l, _)) => (l, "/sg/v1/".to_owned()),
+            None => (rest, "/sg/v1/".to_owned()),
+        };
+        let mut endpoints = Vec::new();
+        for ep in list.split(',') {
+            let ok = ep
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(format!(
+                    "--store {url:?}: endpoint {ep:?} is not HOST:PORT (port 1..=65535)"
+                ));
+            }
+            endpoints.push(format!("{scheme}://{ep}"));
+        }
+        super::fleet_keys::check_host(host)?;
+        Ok(Self {
+            endpoints,
+            host: host.to_owned(),
+            prefix,
+            ca: None,
+            identity: None,
+            user: None,
+        })
+    }
+
+    fn options(&self) -> Result<ConnectOptions, StoreError> {
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some((user, password)) = &self.user {
+            o = o.with_user(user.clone(), password.clone());
+        }
+        if self.ca.is_some() || self.identity.is_some() {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|source| StoreError::Create {
+                    path: p.display().to_string(),
+                    source,
+                })
+            };
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = &self.identity {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            o = o.with_tls(tls);
+        }
+        Ok(o)
+    }
+}
+
+/// A put (`Some`) or a delete (`None`) of one key.
+type Write = (String, Option<Vec<u8>>);
+
+/// A batch of changes to the policy keys, as a watch delivered them.
+#[derive(Debug)]
+pub enum Feed {
+    /// Puts (`Some`) and deletes (`None`) of policy keys, in revision order,
+    /// each with its revision.
+    Changes(Vec<(i64, String, Option<Vec<u8>>)>),
+    /// The watch broke (the store is unreachable, or the revision it
+    /// started from was compacted): reload the whole policy.
+    Lost(String),
+}
+
+/// The policy keys at one revision.
+#[derive(Debug, Default, Clone)]
+struct Mirror {
+    kvs: BTreeMap<String, Vec<u8>>,
+    /// The store's revision these keys are as of.
+    revision: i64,
+    /// The revision the generation key was last written at (0: never).
+    gen_rev: i64,
+}
+
+/// The fleet store of one host.
+pub struct EtcdStore {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    config: EtcdConfig,
+    layout: Layout,
+    mirror: Mirror,
+    position: StorePosition,
+    lease: Option<i64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl EtcdStore {
+    /// Connects to the fleet's etcd and reads the policy keys. Fails if no
+    /// endpoint answers within the call timeout.
+    pub fn open(config: EtcdConfig) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sg-etcd")
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Create {
+                path: "the etcd client's runtime".to_owned(),
+                source,
+            })?;
+        let options = config.options()?;
+        let endpoints = config.endpoints.clone();
+        let client = wait(&rt, async move {
+            Client::connect(endpoints, Some(options)).await
+        })
+        .map_err(|e| etcd_err(&config, "connecting", e))?;
+        let layout = Layout {
+            prefix: config.prefix.clone(),
+            host: config.host.clone(),
+        };
+        let mut store = Self {
+            rt,
+            client,
+            config,
+            layout,
+            mirror: Mirror::default(),
+            position: StorePosition::default(),
+            lease: None,
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// Runs `f` with a client on the store's runtime and waits for it;
+    /// runs it again, for up to [`CALL_TIMEOUT`], while it fails in a way
+    /// another member may not (a member down, a leader election).
+    fn call<
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    >(
+        &self,
+        what: &str,
+        f: impl Fn(Client) -> F,
+    ) -> Result<T, StoreError> {
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        let mut attempt: u64 = 0;
+        loop {
+            match wait(&self.rt, f(self.client.clone())) {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
+                    attempt += 1;
+                    log::debug!("etcd: {what}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(10 * attempt.min(20)));
+                }
+                Err(e) => return Err(etcd_err(&self.config, what, e)),
+            }
+        }
+    }
+
+    /// Reads every policy key afresh.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        let prefix = self.layout.policy();
+        let mut resp = self.call("reading the policy", move |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        let revision = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let gen_key = self.layout.generation();
+        let mut gen_rev = 0;
+        let kvs = resp
+            .take_kvs()
+            .into_iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                if key == gen_key {
+                    gen_rev = kv.mod_revision();
+                }
+                (key, kv.value().to_vec())
+            })
+            .collect();
+        self.mirror = Mirror {
+            kvs,
+            revision,
+            gen_rev,
+        };
+        let (id, generation) = self.layout.position(&self.mirror.kvs)?;
+        self.position = StorePosition { id, generation };
+        Ok(())
+    }
+
+    /// The store's revision the state is as of.
+    pub fn revision(&self) -> i64 {
+        self.mirror.revision
+    }
+
+    /// The layout, for the status of every host.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Starts a watch of the policy keys from just after the mirror's
+    /// revision; its batches arrive on the receiver until it breaks (a
+    /// [`Feed::Lost`] is the last). Call again after a reload.
+    pub fn take_feed(&mut self) -> mpsc::UnboundedReceiver<Feed> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.client.clone();
+        let prefix = self.layout.policy();
+        let from = self.mirror.revision + 1;
+        self.rt.spawn(async move {
+            let lost = follow(client, prefix, from, &tx).await;
+            let _ = tx.send(Feed::Lost(lost));
+        });
+        rx
+    }
+
+    /// Folds a batch of the feed into the mirror. Returns the new state if
+    /// the batch changed the policy (changes at or before the mirror's
+    /// revision, this host's own commits among them, are skipped); on
+    /// [`Feed::Lost`], reloads the whole policy and returns it.
+    pub fn catch_up(&mut self, feed: Feed) -> Result<Option<State>, StoreError> {
+        match feed {
+            Feed::Lost(why) => {
+                log::warn!("fleet store: the watch broke ({why}); reloading the policy");
+                self.reload()?;
+            }
+            Feed::Changes(batch) => {
+                let mut changed = false;
+                for (rev, key, value) in batch {
+                    if rev <= self.mirror.revision {
+                        continue;
+                    }
+                    changed = true;
+                    if key == self.layout.generation() {
+                        self.mirror.gen_rev = rev;
+                    }
+                    match value {
+                        Some(v) => self.mirror.kvs.insert(key, v),
+                        None => self.mirror.kvs.remove(&key),
+                    };
+                    self.mirror.revision = rev;
+                }
+                if !changed {
+                    return Ok(None);
+                }
+                let (id, generation) = self.layout.position(&self.mirror.kvs)?;
+                self.position = StorePosition { id, generation };
+            }
+        }
+        Ok(Some(
+            self.layout.decode(&self.mirror.kvs)?.unwrap_or_default(),
+        ))
+    }
+
+    /// Records under `status/<host>` (under a lease, so that a host whose
+    /// agent is gone drops out) what this host has in force.
+    pub fn report_status(&mut self) -> Result<(), StoreError> {
+        let lease = if let Some(l) = self.lease {
+            l
+        } else {
+            let l = self
+                .call("granting the status lease", |mut c| async move {
+                    c.lease_grant(STATUS_TTL_SECS, None).await
+                })?
+                .id();
+            let keep = self.client.clone();
+            self.rt.spawn(keep_alive(keep, l));
+            self.lease = Some(l);
+            l
+        };
+        let status = HostStatus {
+            host: self.layout.host.clone(),
+            revision: self.mirror.revision,
+            generation: self.position.generation,
+            at: unix_now(),
+            agent: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let key = self.layout.status(&self.layout.host);
+        let value = serde_json::to_vec(&status).map_err(|source| StoreError::Encode {
+            path: self.layout.prefix.clone(),
+            what: key.clone(),
+            source,
+        })?;
+        let r = self.call("recording this host's status", move |mut c| {
+            let key = key.clone();
+            let value = value.clone();
+            async move {
+                c.put(
+                    key,
+                    value,
+                    Some(etcd_client::PutOptions::new().with_lease(lease)),
+                )
+                .await
+            }
+        });
+        if r.is_err() {
+            // The lease may be gone (the store was away longer than its
+            // time to live): take a new one next time.
+            self.lease = None;
+        }
+        r.map(drop)
+    }
+
+    /// What every live host has in force.
+    pub fn host_status(&self) -> Result<Vec<HostStatus>, StoreError> {
+        let prefix = self.layout.other("status/");
+        let resp = self.call("reading the hosts' status", move |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    }
+
+    /// Makes a new store: writes its schema and identity, if no one did.
+    fn create(&mut self) -> Result<(), StoreError> {
+        let id = StoreId::random().map_err(|source| StoreError::Create {
+            path: self.layout.prefix.clone(),
+            source,
+        })?;
+        let schema = self.layout.key("schema");
+        let ops = vec![
+            TxnOp::put(schema.clone(), FLEET_SCHEMA.to_string(), None),
+            TxnOp::put(self.layout.key("store-id"), id.to_string(), None),
+        ];
+        self.call("creating the store", move |mut c| {
+            let ops = ops.clone();
+            let schema = schema.clone();
+            async move {
+                c.txn(
+                    Txn::new()
+                        .when(vec![Compare::version(schema, CompareOp::Equal, 0)])
+                        .and_then(ops),
+                )
+                .await
+            }
+        })?;
+        self.reload()
+    }
+
+    /// The last snapshot id given out, and the revision it was written at.
+    fn snapshot_seq(&self) -> Result<(i64, u64), StoreError> {
+        let key = self.layout.other("snapshot-seq");
+        let resp = self.call("reading the snapshot sequence", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        let (rev, last) = match resp.kvs().first() {
+            None => (0, 0),
+            Some(kv) => (
+                kv.mod_revision(),
+                std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| StoreError::CorruptKey {
+                        key: self.layout.other("snapshot-seq"),
+                        reason: "not a number".to_owned(),
+                    })?,
+            ),
+        };
+        Ok((rev, last))
+    }
+}
+
+/// Waits for `f` on `rt` from any thread, also one of another runtime.
+fn wait<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+) -> Result<T, etcd_client::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let r = tokio::time::timeout(CALL_TIMEOUT, f).await;
+        let _ = tx.send(r);
+    });
+    match rx.recv() {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) | Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {CALL_TIMEOUT:?}"),
+        ))),
+    }
+}
+
+/// Whether `e` may go away by asking again: the member asked is down or
+/// cut off, or the cluster is electing a leader. Such a failure of a write
+/// is ambiguous (it may have been applied): see [`EtcdStore::commit`].
+fn transient(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded
+            )
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn etcd_err(config: &EtcdConfig, what: &str, source: etcd_client::Error) -> StoreError {
+    StoreError::Etcd {
+        endpoints: config.endpoints.join(","),
+        what: what.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Forwards the watch of `prefix` from revision `from`; returns why it
+/// stopped.
+async fn follow(
+    mut client: Client,
+    prefix: String,
+    from: i64,
+    tx: &mpsc::UnboundedSender<Feed>,
+) -> String {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from)
+        .with_progress_notify();
+    let mut stream = match client.watch(prefix, Some(options)).await {
+        Ok(s) => s,
+        Err(e) => return format!("starting the watch: {e}"),
+    };
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return "the watch ended".to_owned(),
+            Err(e) => return format!("the watch failed: {e}"),
+        };
+        if msg.compact_revision() > 0 {
+            return format!(
+                "revision {from} was compacted (the store keeps from {})",
+                msg.compact_revision()
+            );
+        }
+        if msg.canceled() {
+            return format!("the watch was cancelled: {}", msg.cancel_reason());
+        }
+        let changes: Vec<_> = msg
+            .events()
+            .iter()
+            .filter_map(|e| {
+                let kv = e.kv()?;
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                Some((kv.mod_revision(), key, value))
+            })
+            .collect();
+        if !changes.is_empty() && tx.send(Feed::Changes(changes)).is_err() {
+            return "nobody follows the feed".to_owned();
+        }
+    }
+}
+
+async fn keep_alive(mut client: Client, lease: i64) {
+    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await else {
+        return;
+    };
+    let period = Duration::from_secs((STATUS_TTL_SECS / 3).max(1).unsigned_abs());
+    loop {
+        if keeper.keep_alive().await.is_err() {
+            return;
+        }
+        match stream.message().await {
+            Ok(Some(r)) if r.ttl() > 0 => {}
+            _ => return,
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+impl Store for EtcdStore {
+    fn load(&mut self) -> Result<Option<State>, StoreError> {
+        self.reload()?;
+        self.layout.decode(&self.mirror.kvs)
+    }
+
+    fn commit(&mut self, state: &State, snapshots: &[Snapshot]) -> Result<(), StoreError> {
+        validate_state(state).map_err(|source| StoreError::Refused {
+            path: self.layout.prefix.clone(),
+            source: Box::new(source),
+        })?;
+        if !self.mirror.kvs.contains_key(&self.layout.key("schema")) {
+            self.create()?;
+        }
+        let want = self.layout.encode(state)?;
+        let (mut ops, mut writes) = self.diff(&want);
+        let generation = self.position.generation + 1;
+        let gen_key = self.layout.generation();
+        ops.push(TxnOp::put(gen_key.clone(), generation.to_string(), None));
+        // Which commit this is: a commit whose answer was lost (a member
+        // went down meanwhile) is tried again, finds the generation moved,
+        // and recognises its own write here instead of calling it a conflict.
+        let token = format!(
+            "{}:{generation}:{}",
+            self.layout.host,
+            StoreId::random().map_or_else(|_| unix_now().to_string(), |id| id.to_string())
+        );
+        let token_key = self.layout.key("last-commit");
+        ops.push(TxnOp::put(token_key.clone(), token.clone(), None));
+        writes.push((token_key.clone(), Some(token.clone().into_bytes())));
+        writes.push((gen_key.clone(), Some(generation.to_string().into_bytes())));
+        // The generation key as this host last read it: if anyone committed
+        // since, it moved, and this commit holds nothing.
+        let mut when = vec![Compare::mod_revision(
+            gen_key,
+            CompareOp::Equal,
+            self.mirror.gen_rev,
+        )];
+        if !snapshots.is_empty() {
+            self.snapshot_ops(snapshots, &mut when, &mut ops)?;
+        }
+        let txn = Txn::new().when(when).and_then(ops);
+        let resp = self.call("committing the change", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        let revision = self.landed(&resp, token_key, &token)?;
+        for (k, v) in writes {
+            match v {
+                Some(v) => self.mirror.kvs.insert(k, v),
+                None => self.mirror.kvs.remove(&k),
+            };
+        }
+        self.mirror.revision = revision;
+        self.mirror.gen_rev = revision;
+        self.position.generation = generation;
+        Ok(())
+    }
+
+    fn has_snapshot(&mut self, group: &GroupId, window_start: u64) -> Result<bool, StoreError> {
+        let window = self
+            .layout
+            .other(&format!("snapshot-windows/{group}/{window_start}"));
+        self.has_window(&window)
+    }
+
+    fn snapshots(&mut self, group: Option<&GroupId>) -> Result<Vec<SnapshotInfo>, StoreError> {
+        let mut out: Vec<SnapshotInfo> = self
+            .all_snapshots()?
+            .into_iter()
+            .filter(|s| group.is_none_or(|g| &s.group == g))
+            .map(|s| s.info())
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.id));
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, id: u64) -> Result<Option<Snapshot>, StoreError> {
+        let key = self.layout.other(&format!("snapshots/{id:020}"));
+        let resp = self.call("reading a snapshot", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| StoreError::CorruptKey {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn prune_snapshots(&mut self, before: u64) -> Result<usize, StoreError> {
+        let old: Vec<Snapshot> = self
+            .all_snapshots()?
+            .into_iter()
+            .filter(|s| s.taken_at < before)
+            .collect();
+        for s in &old {
+            let ops = vec![
+                TxnOp::delete(self.layout.other(&format!("snapshots/{:020}", s.id)), None),
+                TxnOp::delete(
+                    self.layout
+                        .other(&format!("snapshot-windows/{}/{}", s.group, s.window_start)),
+                    None,
+                ),
+            ];
+            self.call("deleting an old snapshot", move |mut c| {
+                let ops = ops.clone();
+                async move { c.txn(Txn::new().and_then(ops)).await }
+            })?;
+        }
+        Ok(old.len())
+    }
+
+    fn position(&self) -> StorePosition {
+        self.position
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn follow(&mut self) -> Option<mpsc::UnboundedReceiver<Feed>> {
+        Some(self.take_feed())
+    }
+
+    fn catch_up(&mut self, feed: Feed) -> Result<Option<State>, StoreError> {
+        EtcdStore::catch_up(self, feed)
+    }
+
+    fn report_in_force(&mut self) -> Result<(), StoreError> {
+        self.report_status()
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostStatus>, StoreError> {
+        self.host_status()
+    }
+}
+
+impl EtcdStore {
+    fn has_window(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        let resp = self.call("looking up a snapshot", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })?;
+        Ok(resp.count() > 0)
+    }
+
+    fn all_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        let prefix = self.layout.other("snapshots/");
+        let resp = self.call("reading the snapshots", move |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| StoreError::CorruptKey {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl EtcdStore {
+    /// The writes that make the policy keys hold `want`: puts of what
+    /// changed, deletes of what went (the store's own keys stay); as
+    /// transaction operations and as what they leave in the mirror.
+    fn diff(&self, want: &BTreeMap<String, Vec<u8>>) -> (Vec<TxnOp>, Vec<Write>) {
+        let policy = self.layout.policy();
+        let keep = |k: &str| {
+            ["schema", "store-id", "generation", "last-commit"]
+                .iter()
+                .any(|n| k == self.layout.key(n))
+        };
+        let mut ops = Vec::new();
+        let mut writes = Vec::new();
+        for (k, v) in want {
+            if self.mirror.kvs.get(k) != Some(v) {
+                ops.push(TxnOp::put(k.clone(), v.clone(), None));
+                writes.push((k.clone(), Some(v.clone())));
+            }
+        }
+        for k in self.mirror.kvs.keys() {
+            if k.starts_with(&policy) && !keep(k) && !want.contains_key(k) {
+                ops.push(TxnOp::delete(k.clone(), None));
+                writes.push((k.clone(), None));
+            }
+        }
+        (ops, writes)
+    }
+
+    /// Adds to a commit the snapshots it takes, with fresh ids: each window
+    /// of a group keeps its first snapshot.
+    fn snapshot_ops(
+        &self,
+        snapshots: &[Snapshot],
+        when: &mut Vec<Compare>,
+        ops: &mut Vec<TxnOp>,
+    ) -> Result<(), StoreError> {
+        let (seq_rev, last) = self.snapshot_seq()?;
+        let seq_key = self.layout.other("snapshot-seq");
+        when.push(Compare::mod_revision(
+            seq_key.clone(),
+            CompareOp::Equal,
+            seq_rev,
+        ));
+        let mut next = last;
+        for s in snapshots {
+            let window = self
+                .layout
+                .other(&format!("snapshot-windows/{}/{}", s.group, s.window_start));
+            if self.has_window(&window)? {
+                continue;
+            }
+            next += 1;
+            let mut s = s.clone();
+            s.id = next;
+            let value = serde_json::to_vec(&s).map_err(|source| StoreError::Encode {
+                path: self.layout.prefix.clone(),
+                what: format!("snapshot {next}"),
+                source,
+            })?;
+            ops.push(TxnOp::put(
+                self.layout.other(&format!("snapshots/{next:020}")),
+                value,
+                None,
+            ));
+            ops.push(TxnOp::put(window, next.to_string(), None));
+        }
+        ops.push(TxnOp::put(seq_key, next.to_string(), None));
+        Ok(())
+    }
+
+    /// The revision a commit landed at: its own, or, when it was tried
+    /// again after an answer got lost, that of its first try (its token is
+    /// in the store); a conflict otherwise.
+    fn landed(
+        &self,
+        resp: &etcd_client::TxnResponse,
+        token_key: String,
+        token: &str,
+    ) -> Result<i64, StoreError> {
+        if resp.succeeded() {
+            return Ok(resp
+                .header()
+                .map_or(self.mirror.revision, etcd_client::ResponseHeader::revision));
+        }
+        let mine = self.call("checking the commit", move |mut c| {
+            let key = token_key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        match mine.kvs().first() {
+            Some(kv) if kv.value() == token.as_bytes() => Ok(kv.mod_revision()),
+            _ => Err(StoreError::Conflict {
+                generation: self.position.generation,
+            }),
+        }
+    }
+}

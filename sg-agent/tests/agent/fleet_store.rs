@@ -1,0 +1,130 @@
+//! The fleet store's key layout (`store/fleet_keys.rs`), without a server:
+//! a fleet's state written as keys and read back by each host as its own.
+
+use std::collections::BTreeMap;
+
+use sg_agent::store::{Layout, StoreError, check_host};
+use sg_policy::{BindingMode, GroupSpec, NicBinding, State};
+
+fn layout(host: &str) -> Layout {
+    Layout {
+        prefix: "/sg/v1/".to_owned(),
+        host: host.to_owned(),
+    }
+}
+
+/// A fleet of two hosts as host `a` sees it.
+fn fleet() -> State {
+    let mut s = State::with_seed(7);
+    let g = s.create_group(GroupSpec::basic("web")).unwrap();
+    let nic = |name: &str, addr: &str| {
+        NicBinding::new(
+            name,
+            BindingMode::Local,
+            vec![addr.parse().unwrap()],
+            vec![g.clone()],
+        )
+    };
+    s.bind_nic(nic("eth0", "10.0.0.1")).unwrap();
+    s.remote
+        .entry("b".to_owned())
+        .or_default()
+        .insert("eth0".to_owned(), nic("eth0", "10.0.0.2"));
+    s
+}
+
+/// The keys as a store holds them: what `encode` writes plus the schema.
+fn stored(l: &Layout, s: &State) -> BTreeMap<String, Vec<u8>> {
+    let mut kvs = l.encode(s).unwrap();
+    kvs.insert(l.key("schema"), b"1".to_vec());
+    kvs
+}
+
+#[test]
+fn each_host_reads_the_fleet_with_its_own_nics_as_its_own() {
+    let a = fleet();
+    let kvs = stored(&layout("a"), &a);
+    assert!(kvs.contains_key("/sg/v1/policy/hosts/a/nics/eth0"));
+    assert!(kvs.contains_key("/sg/v1/policy/hosts/b/nics/eth0"));
+    assert_eq!(layout("a").decode(&kvs).unwrap(), Some(a.clone()));
+    let b = layout("b").decode(&kvs).unwrap().unwrap();
+    assert_eq!(b.nics["eth0"].addresses, a.remote["b"]["eth0"].addresses);
+    assert_eq!(b.remote["a"]["eth0"].addresses, a.nics["eth0"].addresses);
+    assert_eq!(b.groups, a.groups);
+    // Written again by host b, the keys are the same.
+    assert_eq!(stored(&layout("b"), &b), kvs);
+}
+
+#[test]
+fn a_key_the_layout_does_not_know_is_refused_naming_it() {
+    let l = layout("a");
+    let mut kvs = stored(&l, &fleet());
+    kvs.insert(l.key("grops/sg-x"), b"{}".to_vec());
+    let e = l.decode(&kvs).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::CorruptKey { key, .. } if key == "/sg/v1/policy/grops/sg-x"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_value_under_another_objects_key_is_refused() {
+    let l = layout("a");
+    let mut kvs = stored(&l, &fleet());
+    let v = kvs["/sg/v1/policy/hosts/b/nics/eth0"].clone();
+    kvs.insert("/sg/v1/policy/hosts/b/nics/eth9".to_owned(), v);
+    let e = l.decode(&kvs).unwrap_err().to_string();
+    assert!(e.contains("hosts/b/nics/eth9") && e.contains("eth0"), "{e}");
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused() {
+    let l = layout("a");
+    let mut kvs = stored(&l, &fleet());
+    kvs.insert(l.key("schema"), b"2".to_vec());
+    assert!(matches!(
+        l.decode(&kvs),
+        Err(StoreError::SchemaTooNew { found: 2, .. })
+    ));
+}
+
+#[test]
+fn a_store_never_written_holds_no_state() {
+    assert_eq!(layout("a").decode(&BTreeMap::new()).unwrap(), None);
+}
+
+#[test]
+fn host_names_are_one_key_segment() {
+    for ok in ["db-7", "web_1.example", "a"] {
+        check_host(ok).unwrap();
+    }
+    for bad in ["", "a/b", "..", "has space", &"x".repeat(64)] {
+        let e = check_host(bad).unwrap_err();
+        assert!(e.contains("--host") && e.contains("63"), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn the_store_url_names_endpoints_tls_and_prefix() {
+    use sg_agent::store::EtcdConfig;
+    let c = EtcdConfig::parse("etcd://10.0.0.1:2379,10.0.0.2:2379", "db-7").unwrap();
+    assert_eq!(
+        c.endpoints,
+        ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+    );
+    assert_eq!(c.prefix, "/sg/v1/");
+    let c = EtcdConfig::parse("etcds://e1:2379/prod/sg", "db-7").unwrap();
+    assert_eq!(c.endpoints, ["https://e1:2379"]);
+    assert_eq!(c.prefix, "/prod/sg/");
+    for bad in [
+        "etcd://",
+        "etcd://h",
+        "etcd://h:0",
+        "etcd://h:99999",
+        "http://h:1",
+    ] {
+        let e = EtcdConfig::parse(bad, "db-7").unwrap_err();
+        assert!(e.contains("--store"), "{bad}: {e}");
+    }
+    assert!(EtcdConfig::parse("etcd://h:1", "a/b").is_err());
+}

@@ -1,0 +1,98 @@
+//! Fleet mode (issue 14) with real parts: a real etcd on loopback, agents
+//! serving namespaces of their own as hosts of one fleet, real traffic
+//! between them. Every agent reaches etcd from its own namespace (the
+//! test's), as `run` does before it enters the one it serves.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use sg_tests::{daemon::Daemon, etcd::Etcd, probe, topology::Pair};
+
+use crate::support::bin;
+
+/// `--store` for the fleet of `etcd`.
+fn store_url(etcd: &Etcd) -> String {
+    let eps: Vec<String> = etcd
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_owned())
+        .collect();
+    format!("etcd://{}", eps.join(","))
+}
+
+/// An agent of the fleet of `etcd`, host `host`, serving `ns`.
+fn host(etcd: &Etcd, ns: &str, host: &str) -> Daemon {
+    let url = store_url(etcd);
+    Daemon::start(bin(), ns, &["--store", &url, "--host", host]).unwrap()
+}
+
+/// `rule add` of an ingress rule allowing TCP to `port` from the members of
+/// group `peer`.
+fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) {
+    let port = format!("{port}/{port}");
+    d.ok(&[
+        "rule",
+        "add",
+        group,
+        "--direction",
+        "ingress",
+        "--protocol",
+        "TCP",
+        "--port-range",
+        &port,
+        "--peer",
+        peer,
+    ]);
+}
+
+#[test]
+fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
+    let etcd = Etcd::single().unwrap();
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let db = host(&etcd, pair.b.ns.name(), "db-1");
+    let web = host(&etcd, pair.a.ns.name(), "web-1");
+    // Groups are the fleet's: made on one host, used on the other.
+    let g_db = db.group("db");
+    let g_web = db.group("web");
+    let g_other = web.group("other");
+    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    let to = SocketAddr::new(IpAddr::V4(pair.b.v4), servers.tcp_port);
+    let admitted = || probe::tcp(&pair.a.ns, to).allowed();
+    let becomes = |want: bool, what: &str| {
+        assert!(
+            sg_tests::eventually(Duration::from_secs(5), || admitted() == want),
+            "{what}: db-1 {} web-1's NIC",
+            if want {
+                "does not admit"
+            } else {
+                "still admits"
+            }
+        );
+    };
+    // Not a member anywhere yet.
+    assert!(!admitted(), "admitted before any member exists");
+    // Bound on web-1 in another group: not a member.
+    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_other);
+    becomes(false, "bound in another group");
+    // Joins web on web-1: db-1 admits it.
+    web.ok(&["nic", "join", &pair.a.ifname, &g_web]);
+    becomes(true, "joined web on its own host");
+    // set-groups without web: out again.
+    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_other]);
+    becomes(false, "left web by set-groups");
+    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_web]);
+    becomes(true, "back in web");
+    // Unbound: no member.
+    web.ok(&["nic", "unbind", &pair.a.ifname]);
+    becomes(false, "unbound on its host");
+    // Each host lists the fleet's groups.
+    let listed = web.json(&["group", "list"]);
+    assert!(
+        listed.to_string().contains(&g_db),
+        "web-1 does not list db-1's group: {listed}"
+    );
+}
