@@ -1,8 +1,6 @@
 //! A fleet's state: the NICs other hosts bind are members of groups and
 //! count towards every limit, and this host's operations never change them.
 
-use std::collections::BTreeMap;
-
 use sg_policy::{BindingMode, Direction, NicBinding, State, Verdict};
 
 use crate::support::{basic, bind, ip, rule, state, tcp, verdict};
@@ -17,7 +15,7 @@ fn remote(s: &mut State, host: &str, nic: &str, address: &str, groups: &[&sg_pol
     );
     s.remote
         .entry(host.to_owned())
-        .or_insert_with(BTreeMap::new)
+        .or_default()
         .insert(nic.to_owned(), n);
 }
 
