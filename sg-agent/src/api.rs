@@ -445,6 +445,12 @@ pub fn unknown_field(given: &serde_json::Value, known: &serde_json::Value) -> Op
 pub enum Reply {
     Ok(serde_json::Value),
     Error(String),
+    /// A read answered while the fleet store is unreachable: the state as
+    /// of the revision in force, and why it may be out of date.
+    Stale {
+        value: serde_json::Value,
+        note: String,
+    },
 }
 
 /// A failed call: the daemon's own message, or why it could not be reached.
@@ -524,6 +530,10 @@ impl Client {
         }
         match serde_json::from_str(&answer) {
             Ok(Reply::Ok(v)) => Ok(v),
+            Ok(Reply::Stale { value, note }) => {
+                eprintln!("warning: {note}");
+                Ok(value)
+            }
             Ok(Reply::Error(e)) => Err(CallError::Refused(e)),
             Err(e) => Err(CallError::Protocol {
                 path: self.path.clone(),

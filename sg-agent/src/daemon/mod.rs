@@ -329,7 +329,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let fleet = service.is_fleet();
     let mut feed = service.feed();
     let mut refollow = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut report = tokio::time::interval(std::time::Duration::from_secs(5));
+    let mut tend = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         // Biased: signals, then interface events (an interface that appears
         // must be enforced before anything else), then requests.
@@ -367,7 +367,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 if batch.is_none_or(|b| service.follow(b)) { feed = None }
             }
             _ = refollow.tick(), if fleet && feed.is_none() => feed = service.feed(),
-            _ = report.tick(), if fleet => service.report_in_force(),
+            _ = tend.tick(), if fleet => service.tend_fleet(),
             _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
             _ = check.tick(), if config.self_check.is_some() => {
                 if let Ok(drift) = service.self_check(true)

@@ -82,6 +82,18 @@ pub fn is_read(r: &Request) -> bool {
     )
 }
 
+/// Why the view may be out of date: the fleet store is unreachable.
+fn stale(view: &View) -> Option<String> {
+    let fleet = view.status.get("fleet")?;
+    if fleet.get("stale")? != &Value::Bool(true) {
+        return None;
+    }
+    Some(format!(
+        "the fleet store is unreachable (since {}): this is the policy as of store revision {}, which this host enforces",
+        fleet["since"], fleet["revision"]
+    ))
+}
+
 /// The answer line (`{"ok": …}` or `{"error": …}`, newline-terminated) to a
 /// read, shared with every other client that asked this view the same
 /// question without arguments.
@@ -96,9 +108,10 @@ pub fn line(view: &View, r: &Request) -> Arc<Vec<u8>> {
         _ => None,
     };
     let make = || {
-        let reply = match answer(view, r) {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(e),
+        let reply = match (answer(view, r), stale(view)) {
+            (Ok(value), Some(note)) => Reply::Stale { value, note },
+            (Ok(v), None) => Reply::Ok(v),
+            (Err(e), _) => Reply::Error(e),
         };
         let mut out = serde_json::to_vec(&reply).unwrap_or_default();
         out.push(b'\n');

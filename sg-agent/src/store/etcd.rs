@@ -18,6 +18,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
     TlsOptions, Txn, TxnOp, WatchOptions,
@@ -25,7 +30,7 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    Snapshot, SnapshotInfo, Store, StoreError, StoreId, StorePosition,
+    Snapshot, SnapshotInfo, Store, StoreError, StoreHealth, StoreId, StorePosition,
     fleet_keys::{FLEET_SCHEMA, HostStatus, Layout},
 };
 use sg_policy::{GroupId, State, validate_state};
@@ -155,7 +160,38 @@ pub struct EtcdStore {
     layout: Layout,
     mirror: Mirror,
     position: StorePosition,
-    lease: Option<i64>,
+    /// The status key's lease, and whether its keepalives stopped.
+    lease: Option<(i64, Arc<AtomicBool>)>,
+    /// The revision last recorded under `status/<host>`.
+    reported: Option<i64>,
+    /// What the background watch of `status/` and the calls learn.
+    shared: Arc<Shared>,
+}
+
+/// What the store's background tasks and its calls share.
+#[derive(Default)]
+struct Shared {
+    /// Every live host's status, by host, as the watch of `status/` has it.
+    hosts: Mutex<BTreeMap<String, HostStatus>>,
+    /// Whether the store answered last time anything asked.
+    unreachable: AtomicBool,
+    /// Since when it has not (unix seconds), or when it came back.
+    since: AtomicU64,
+}
+
+impl Shared {
+    fn set_reachable(&self, ok: bool) {
+        if self.unreachable.swap(!ok, Ordering::Relaxed) == ok {
+            self.since.store(unix_now(), Ordering::Relaxed);
+            if ok {
+                log::info!("fleet store: reachable again");
+            } else {
+                log::error!(
+                    "fleet store: unreachable; enforcing the policy last in force, refusing changes"
+                );
+            }
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -195,7 +231,14 @@ impl EtcdStore {
             mirror: Mirror::default(),
             position: StorePosition::default(),
             lease: None,
+            reported: None,
+            shared: Arc::default(),
         };
+        store.rt.spawn(watch_hosts(
+            store.client.clone(),
+            store.layout.other("status/"),
+            Arc::clone(&store.shared),
+        ));
         store.reload()?;
         Ok(store)
     }
@@ -215,13 +258,21 @@ impl EtcdStore {
         let mut attempt: u64 = 0;
         loop {
             match wait(&self.rt, f(self.client.clone())) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.shared.set_reachable(true);
+                    return Ok(v);
+                }
                 Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
                     attempt += 1;
                     log::debug!("etcd: {what}: {e}; trying again");
                     std::thread::sleep(Duration::from_millis(10 * attempt.min(20)));
                 }
-                Err(e) => return Err(etcd_err(&self.config, what, e)),
+                Err(e) => {
+                    if transient(&e) {
+                        self.shared.set_reachable(false);
+                    }
+                    return Err(etcd_err(&self.config, what, e));
+                }
             }
         }
     }
@@ -290,6 +341,13 @@ impl EtcdStore {
     /// [`Feed::Lost`], reloads the whole policy and returns it.
     pub fn catch_up(&mut self, feed: Feed) -> Result<Option<State>, StoreError> {
         match feed {
+            Feed::Lost(why) if self.shared.unreachable.load(Ordering::Relaxed) => {
+                // Nothing to reload from: the next feed starts from the
+                // revision in force, and brings what was missed once the
+                // store answers (or breaks again, compacted, and reloads).
+                log::debug!("fleet store: the watch broke ({why}) while the store is away");
+                return Ok(None);
+            }
             Feed::Lost(why) => {
                 log::warn!("fleet store: the watch broke ({why}); reloading the policy");
                 self.reload()?;
@@ -325,17 +383,30 @@ impl EtcdStore {
     /// Records under `status/<host>` (under a lease, so that a host whose
     /// agent is gone drops out) what this host has in force.
     pub fn report_status(&mut self) -> Result<(), StoreError> {
-        let lease = if let Some(l) = self.lease {
-            l
+        if self
+            .lease
+            .as_ref()
+            .is_some_and(|(_, lost)| lost.load(Ordering::Relaxed))
+        {
+            // Its keepalives stopped (the store was away): the key went
+            // with the lease; take a new one.
+            self.lease = None;
+        }
+        if self.lease.is_some() && self.reported == Some(self.mirror.revision) {
+            return Ok(());
+        }
+        let lease = if let Some((l, _)) = &self.lease {
+            *l
         } else {
             let l = self
                 .call("granting the status lease", |mut c| async move {
                     c.lease_grant(STATUS_TTL_SECS, None).await
                 })?
                 .id();
-            let keep = self.client.clone();
-            self.rt.spawn(keep_alive(keep, l));
-            self.lease = Some(l);
+            let lost = Arc::new(AtomicBool::new(false));
+            self.rt
+                .spawn(keep_alive(self.client.clone(), l, Arc::clone(&lost)));
+            self.lease = Some((l, lost));
             l
         };
         let status = HostStatus {
@@ -363,26 +434,30 @@ impl EtcdStore {
                 .await
             }
         });
-        if r.is_err() {
-            // The lease may be gone (the store was away longer than its
-            // time to live): take a new one next time.
-            self.lease = None;
+        match r {
+            Ok(_) => {
+                self.reported = Some(status.revision);
+                Ok(())
+            }
+            Err(e) => {
+                // The lease may be gone (the store was away longer than
+                // its time to live): take a new one next time.
+                if let Some((_, lost)) = self.lease.take() {
+                    lost.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
         }
-        r.map(drop)
     }
 
-    /// What every live host has in force.
-    pub fn host_status(&self) -> Result<Vec<HostStatus>, StoreError> {
-        let prefix = self.layout.other("status/");
-        let resp = self.call("reading the hosts' status", move |mut c| {
-            let prefix = prefix.clone();
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
-            .collect())
+    /// What every live host has in force, as the watch of `status/` last
+    /// saw it (no call: it answers while the store is away).
+    pub fn host_status(&self) -> Vec<HostStatus> {
+        self.shared
+            .hosts
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Makes a new store: writes its schema and identity, if no one did.
@@ -526,21 +601,72 @@ async fn follow(
     }
 }
 
-async fn keep_alive(mut client: Client, lease: i64) {
-    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await else {
-        return;
-    };
-    let period = Duration::from_secs((STATUS_TTL_SECS / 3).max(1).unsigned_abs());
+/// Keeps `shared.hosts` what `status/` holds: reads it, then follows it;
+/// reads it again a second after the watch broke (marking the store
+/// unreachable meanwhile).
+async fn watch_hosts(mut client: Client, prefix: String, shared: Arc<Shared>) {
+    let parse = |v: &[u8]| serde_json::from_slice::<HostStatus>(v).ok();
     loop {
-        if keeper.keep_alive().await.is_err() {
-            return;
+        let got = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await;
+        let Ok(resp) = got else {
+            shared.set_reachable(false);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        shared.set_reachable(true);
+        let from = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision)
+            + 1;
+        if let Ok(mut h) = shared.hosts.lock() {
+            *h = resp
+                .kvs()
+                .iter()
+                .filter_map(|kv| parse(kv.value()))
+                .map(|s| (s.host.clone(), s))
+                .collect();
         }
-        match stream.message().await {
-            Ok(Some(r)) if r.ttl() > 0 => {}
-            _ => return,
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_progress_notify();
+        if let Ok(mut stream) = client.watch(prefix.clone(), Some(options)).await {
+            while let Ok(Some(msg)) = stream.message().await {
+                if msg.canceled() {
+                    break;
+                }
+                let Ok(mut h) = shared.hosts.lock() else {
+                    break;
+                };
+                for e in msg.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let host = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
+                    match (e.event_type(), parse(kv.value())) {
+                        (EventType::Put, Some(s)) => h.insert(host, s),
+                        _ => h.remove(&host),
+                    };
+                }
+            }
         }
-        tokio::time::sleep(period).await;
+        shared.set_reachable(false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+async fn keep_alive(mut client: Client, lease: i64, lost: Arc<AtomicBool>) {
+    let period = Duration::from_secs((STATUS_TTL_SECS / 3).max(1).unsigned_abs());
+    if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+        while !lost.load(Ordering::Relaxed) && keeper.keep_alive().await.is_ok() {
+            match stream.message().await {
+                Ok(Some(r)) if r.ttl() > 0 => tokio::time::sleep(period).await,
+                _ => break,
+            }
+        }
+    }
+    lost.store(true, Ordering::Relaxed);
 }
 
 impl Store for EtcdStore {
@@ -680,8 +806,17 @@ impl Store for EtcdStore {
         self.report_status()
     }
 
-    fn hosts(&mut self) -> Result<Vec<HostStatus>, StoreError> {
+    fn hosts(&self) -> Vec<HostStatus> {
         self.host_status()
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            reachable: !self.shared.unreachable.load(Ordering::Relaxed),
+            since: self.shared.since.load(Ordering::Relaxed),
+            revision: self.mirror.revision,
+            host: Some(self.layout.host.clone()),
+        }
     }
 }
 

@@ -75,11 +75,32 @@ pub trait Store: Send {
         Ok(())
     }
 
-    /// Every live host of the fleet and what it has in force; empty for a
-    /// store of one host.
-    fn hosts(&mut self) -> Result<Vec<HostStatus>, StoreError> {
-        Ok(Vec::new())
+    /// Every live host of the fleet and what it has in force, as last
+    /// heard (no call); empty for a store of one host.
+    fn hosts(&self) -> Vec<HostStatus> {
+        Vec::new()
     }
+
+    /// Whether the store answers, as last heard (no call).
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            reachable: true,
+            ..StoreHealth::default()
+        }
+    }
+}
+
+/// Whether a store answers, and how far this host has read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// It answered last time anything asked.
+    pub reachable: bool,
+    /// When that last changed (unix seconds; 0: never).
+    pub since: u64,
+    /// The store's revision the state is as of (fleet stores; 0 otherwise).
+    pub revision: i64,
+    /// This host's name in the fleet.
+    pub host: Option<String>,
 }
 
 /// A store's identity, made at random with it.

@@ -95,4 +95,78 @@ fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
         listed.to_string().contains(&g_db),
         "web-1 does not list db-1's group: {listed}"
     );
+    // A change on one host is in force on every live host once `status
+    // --wait fleet` returns.
+    web.ok(&[
+        "nic",
+        "bind",
+        &pair.a.ifname,
+        "--mode",
+        "local",
+        "--group",
+        &g_web,
+        "--address",
+        &pair.a.v4.to_string(),
+    ]);
+    let status = web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
+    let hosts = status["fleet"]["hosts"].as_array().expect("hosts").clone();
+    assert_eq!(hosts.len(), 2, "{status}");
+    assert!(hosts.iter().all(|h| h["behind"] == 0), "{status}");
+    assert!(admitted(), "in force on db-1 once --wait fleet returned");
+}
+
+#[test]
+fn with_the_store_away_every_host_keeps_enforcing_refuses_changes_and_catches_up_after() {
+    let mut etcd = Etcd::single().unwrap();
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let db = host(&etcd, pair.b.ns.name(), "db-1");
+    let web = host(&etcd, pair.a.ns.name(), "web-1");
+    let g_db = db.group("db");
+    let g_web = db.group("web");
+    let g_other = db.group("other");
+    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
+    let leave_web = ["nic", "set-groups", &pair.a.ifname, "--group", &g_other];
+    let b = IpAddr::V4(pair.b.v4);
+    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
+    let denied = || !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed();
+    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
+    assert!(denied());
+
+    etcd.stop();
+    let away = |d: &Daemon| d.json(&["status"])["fleet"]["store_reachable"] == false;
+    assert!(
+        sg_tests::eventually(Duration::from_secs(15), || away(&db) && away(&web)),
+        "the hosts do not say the store is away"
+    );
+    // Fail-static: nothing is decided differently while it is away.
+    for _ in 0..5 {
+        assert!(
+            allowed(),
+            "an allowed connection was refused with the store away"
+        );
+        assert!(denied(), "a denied packet passed with the store away");
+    }
+    // Changes are refused, saying why; reads answer, marked stale.
+    let refused = web.fails(&leave_web);
+    assert!(refused.contains("unreachable"), "{refused}");
+    let read = web.cli(&["group", "list"]);
+    assert!(read.status.success());
+    let warning = String::from_utf8_lossy(&read.stderr);
+    assert!(warning.contains("unreachable"), "{warning}");
+    assert!(allowed(), "the refused change took effect");
+
+    etcd.restart().unwrap();
+    assert!(
+        sg_tests::eventually(Duration::from_secs(15), || !away(&db) && !away(&web)),
+        "the hosts do not see the store back"
+    );
+    // Followed again: a change on web-1 is in force on db-1.
+    web.ok(&leave_web);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), || !allowed()),
+        "db-1 did not follow a change made after the store came back"
+    );
 }

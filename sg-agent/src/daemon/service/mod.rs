@@ -52,6 +52,8 @@ pub struct Service {
     checks: SelfChecks,
     /// What the reads answer from.
     views: tokio::sync::watch::Sender<std::sync::Arc<reads::View>>,
+    /// The fleet store's health and hosts as last published.
+    fleet_seen: Option<(crate::store::StoreHealth, Vec<crate::store::HostStatus>)>,
     /// The session table, opened apart from the data plane so connections
     /// can list and flush on their own threads.
     sessions: std::sync::Arc<std::sync::Mutex<SessionTable>>,
@@ -109,6 +111,7 @@ impl Service {
             info,
             started: Instant::now(),
             checks: SelfChecks::default(),
+            fleet_seen: None,
             sessions: std::sync::Arc::new(std::sync::Mutex::new(sessions)),
             views: tokio::sync::watch::Sender::new(std::sync::Arc::new(reads::View::new(
                 State::new(),
@@ -273,8 +276,32 @@ impl Service {
         }
     }
 
+    /// The periodic look at a fleet store: records what is in force if it
+    /// is not recorded yet, and publishes the status again when the store's
+    /// health or the hosts changed.
+    pub fn tend_fleet(&mut self) {
+        if self.store.health().reachable {
+            self.report_in_force();
+        }
+        let now = (self.store.health(), self.store.hosts());
+        if self.fleet_seen.as_ref() != Some(&now) {
+            self.fleet_seen = Some(now);
+            self.publish();
+        }
+    }
+
     /// In force, then durable, then the state.
     fn commit_in_force(&mut self, next: State) -> Result<(), Failed> {
+        let health = self.store.health();
+        if !health.reachable {
+            // Refused before anything is put in force: the policy in force
+            // stays the store's last, which every other host enforces too.
+            return Err(Failed::Other(format!(
+                "store: the fleet store {} is unreachable (since {}): changes are refused until it answers again; \
+                 the policy in force stays as of revision {}, and reads answer that (marked stale); nothing changed",
+                self.info.store, health.since, health.revision
+            )));
+        }
         // Every producer of `next` validated it (the operations, apply,
         // restore), and the store checks it again before it writes.
         let now = unix_now();

@@ -51,6 +51,7 @@ impl Service {
             .into_iter()
             .collect();
         let position = self.store.position();
+        let fleet = self.fleet_status();
         let degraded = self.reconciler.degraded().clone();
         let c = &self.checks;
         json!({
@@ -75,6 +76,40 @@ impl Service {
                 "errors": c.errors,
                 "last_at": c.last_at,
             },
+            "fleet": fleet,
+        })
+    }
+
+    /// The fleet part of `status`: this host's revision in force, whether
+    /// the store answers, and every live host with how far it is behind
+    /// this one (in store revisions); null on a single host.
+    fn fleet_status(&self) -> Value {
+        if !self.store.is_shared() {
+            return Value::Null;
+        }
+        let health = self.store.health();
+        let hosts: Vec<Value> = self
+            .store
+            .hosts()
+            .iter()
+            .map(|h| {
+                json!({
+                    "host": h.host,
+                    "revision": h.revision,
+                    "generation": h.generation,
+                    "behind": (health.revision - h.revision).max(0),
+                    "at": h.at,
+                    "agent": h.agent,
+                })
+            })
+            .collect();
+        json!({
+            "host": health.host,
+            "revision": health.revision,
+            "store_reachable": health.reachable,
+            "stale": !health.reachable,
+            "since": health.since,
+            "hosts": hosts,
         })
     }
 
