@@ -75,8 +75,14 @@ impl Daemon {
             "--netns".to_owned(),
             self.netns.clone(),
         ];
-        // A daemon of a fleet names its etcd store among `extra`.
-        if !self.extra.iter().any(|a| a == "--store") {
+        // A daemon of a fleet names its etcd store among `extra`; its copy
+        // of the fleet's policy is kept in its own directory.
+        if self.extra.iter().any(|a| a == "--store") {
+            if !self.extra.iter().any(|a| a == "--fleet-cache") {
+                let copy = self.dir.join("fleet-cache.json");
+                args.extend(["--fleet-cache".to_owned(), copy.display().to_string()]);
+            }
+        } else {
             args.extend(["--store".to_owned(), self.store.display().to_string()]);
         }
         args.extend(self.extra.iter().cloned());

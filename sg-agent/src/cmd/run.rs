@@ -38,6 +38,15 @@ pub struct Args {
     /// A file whose first line is the password of --etcd-user.
     #[arg(long, value_name = "FILE", requires = "etcd_user")]
     etcd_password_file: Option<PathBuf>,
+    /// Where this host keeps a copy of the fleet's policy as last in force,
+    /// to start from (and enforce, and answer reads from) while etcd is
+    /// away (etcd stores only).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/sg-agent/fleet-cache.json"
+    )]
+    fleet_cache: PathBuf,
     /// Network namespace whose interfaces to serve: a name made by `ip netns
     /// add`, or a path such as /proc/PID/ns/net. Default: the agent's own.
     #[arg(long)]
@@ -133,6 +142,12 @@ fn open_store(args: &Args) -> anyhow::Result<(StoreChoice, String)> {
     };
     let mut config = EtcdConfig::parse(&args.store, &host).map_err(anyhow::Error::msg)?;
     config.ca.clone_from(&args.etcd_ca);
+    if let Some(dir) = args.fleet_cache.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    config.cache = Some(args.fleet_cache.clone());
     config.identity = args.etcd_cert.clone().zip(args.etcd_key.clone());
     if let (Some(user), Some(file)) = (&args.etcd_user, &args.etcd_password_file) {
         let text = std::fs::read_to_string(file)

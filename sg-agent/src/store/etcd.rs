@@ -57,6 +57,9 @@ pub struct EtcdConfig {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// etcd's own authentication: a user and its password.
     pub user: Option<(String, String)>,
+    /// Where this host keeps a copy of the fleet's policy keys as last in
+    /// force, to start from while the store is away (`--fleet-cache`).
+    pub cache: Option<PathBuf>,
 }
 
 impl EtcdConfig {
@@ -97,6 +100,7 @@ impl EtcdConfig {
             ca: None,
             identity: None,
             user: None,
+            cache: None,
         })
     }
 
@@ -142,6 +146,14 @@ pub enum Feed {
     Lost(String),
 }
 
+/// This host's copy of the policy keys, on disk (`--fleet-cache`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Copy {
+    revision: i64,
+    gen_rev: i64,
+    kvs: BTreeMap<String, String>,
+}
+
 /// The policy keys at one revision.
 #[derive(Debug, Default, Clone)]
 struct Mirror {
@@ -154,7 +166,8 @@ struct Mirror {
 
 /// The fleet store of one host.
 pub struct EtcdStore {
-    rt: tokio::runtime::Runtime,
+    /// Taken only when the store is dropped.
+    rt: Rt,
     client: Client,
     config: EtcdConfig,
     layout: Layout,
@@ -166,6 +179,8 @@ pub struct EtcdStore {
     reported: Option<i64>,
     /// What the background watch of `status/` and the calls learn.
     shared: Arc<Shared>,
+    /// The revision of the copy on disk.
+    copied: i64,
 }
 
 /// What the store's background tasks and its calls share.
@@ -190,6 +205,27 @@ impl Shared {
                     "fleet store: unreachable; enforcing the policy last in force, refusing changes"
                 );
             }
+        }
+    }
+}
+
+/// The store's runtime, shut down without waiting when the store goes: a
+/// store may be dropped inside the daemon's runtime, where waiting for
+/// another runtime's threads is not allowed.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Rt {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -224,7 +260,7 @@ impl EtcdStore {
             host: config.host.clone(),
         };
         let mut store = Self {
-            rt,
+            rt: Rt(Some(rt)),
             client,
             config,
             layout,
@@ -233,14 +269,89 @@ impl EtcdStore {
             lease: None,
             reported: None,
             shared: Arc::default(),
+            copied: 0,
         };
         store.rt.spawn(watch_hosts(
             store.client.clone(),
             store.layout.other("status/"),
             Arc::clone(&store.shared),
         ));
-        store.reload()?;
+        match store.reload() {
+            Ok(()) => {}
+            Err(e) if store.shared.unreachable.load(Ordering::Relaxed) => {
+                // Away: start from this host's copy of what it had in force
+                // (fail-static), and catch up from its revision later.
+                store.mirror = store.read_copy().map_err(|why| StoreError::Unreachable {
+                    store: store.config.endpoints.join(","),
+                    why: format!("{e}; and no copy of the policy to start from: {why}"),
+                })?;
+                let (id, generation) = store.layout.position(&store.mirror.kvs)?;
+                store.position = StorePosition { id, generation };
+                store.copied = store.mirror.revision;
+                log::warn!(
+                    "fleet store unreachable ({e}): starting from this host's copy of the policy at revision {}",
+                    store.mirror.revision
+                );
+            }
+            Err(e) => return Err(e),
+        }
         Ok(store)
+    }
+
+    /// Writes this host's copy of the policy keys, if the revision in force
+    /// moved since the last: a whole new file, renamed over the old.
+    pub fn keep_copy(&mut self) {
+        let Some(path) = &self.config.cache else {
+            return;
+        };
+        if self.copied == self.mirror.revision {
+            return;
+        }
+        let copy = Copy {
+            revision: self.mirror.revision,
+            gen_rev: self.mirror.gen_rev,
+            kvs: self
+                .mirror
+                .kvs
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+        };
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(&copy)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => self.copied = self.mirror.revision,
+            Err(e) => log::warn!(
+                "writing the copy of the fleet's policy to {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    fn read_copy(&self) -> Result<Mirror, String> {
+        let Some(path) = &self.config.cache else {
+            return Err("--fleet-cache is not set".to_owned());
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let copy: Copy =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Mirror {
+            kvs: copy
+                .kvs
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect(),
+            revision: copy.revision,
+            gen_rev: copy.gen_rev,
+        })
     }
 
     /// Runs `f` with a client on the store's runtime and waits for it;
@@ -671,7 +782,20 @@ async fn keep_alive(mut client: Client, lease: i64, lost: Arc<AtomicBool>) {
 
 impl Store for EtcdStore {
     fn load(&mut self) -> Result<Option<State>, StoreError> {
-        self.reload()?;
+        match self.reload() {
+            Ok(()) => {}
+            // Away, with a policy already in hand (the copy this agent
+            // started from, or what it followed): that one, as it stands.
+            Err(e)
+                if self.shared.unreachable.load(Ordering::Relaxed) && self.mirror.revision > 0 =>
+            {
+                log::warn!(
+                    "fleet store: {e}; going on with the policy at revision {}",
+                    self.mirror.revision
+                );
+            }
+            Err(e) => return Err(e),
+        }
         self.layout.decode(&self.mirror.kvs)
     }
 
@@ -808,6 +932,10 @@ impl Store for EtcdStore {
 
     fn hosts(&self) -> Vec<HostStatus> {
         self.host_status()
+    }
+
+    fn keep_copy(&mut self) {
+        EtcdStore::keep_copy(self);
     }
 
     fn health(&self) -> StoreHealth {

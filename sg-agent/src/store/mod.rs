@@ -81,6 +81,10 @@ pub trait Store: Send {
         Vec::new()
     }
 
+    /// Keeps a local copy of what is in force, to start from while the
+    /// store is away (fleet stores).
+    fn keep_copy(&mut self) {}
+
     /// Whether the store answers, as last heard (no call).
     fn health(&self) -> StoreHealth {
         StoreHealth {
@@ -217,6 +221,9 @@ pub enum StoreError {
         what: String,
         source: Box<etcd_client::Error>,
     },
+    /// The fleet store does not answer, and nothing else can stand in.
+    #[error("the fleet store at {store} is unreachable: {why}")]
+    Unreachable { store: String, why: String },
     /// Another host committed since this one read the policy: nothing of
     /// this commit was kept.
     #[error(

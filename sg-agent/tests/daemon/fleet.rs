@@ -170,3 +170,55 @@ fn with_the_store_away_every_host_keeps_enforcing_refuses_changes_and_catches_up
         "db-1 did not follow a change made after the store came back"
     );
 }
+
+#[test]
+fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after() {
+    let mut etcd = Etcd::single().unwrap();
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let db = host(&etcd, pair.b.ns.name(), "db-1");
+    let mut web = host(&etcd, pair.a.ns.name(), "web-1");
+    let g_db = db.group("db");
+    let g_web = db.group("web");
+    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
+    let b = IpAddr::V4(pair.b.v4);
+    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
+    let denied = || !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed();
+    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
+    // web-1's agent has kept its copy (within a second of a change).
+    std::thread::sleep(Duration::from_millis(1500));
+    web.stop(libc::SIGTERM).unwrap();
+    // Changed while web-1's agent is down: it learns of it only later.
+    let late = db.group("made-while-web-1-was-down");
+    etcd.stop();
+    let line = web.restart().unwrap();
+    assert!(line.contains("serving"), "{line}");
+    assert_eq!(
+        web.json(&["status"])["fleet"]["store_reachable"],
+        false,
+        "started with the store away, it must say so"
+    );
+    // It enforces what it had in force, and answers from it (stale).
+    assert!(
+        allowed() && denied(),
+        "decided differently after a restart with the store away"
+    );
+    let groups = web.cli(&["group", "list", "--json"]);
+    let listed = String::from_utf8_lossy(&groups.stdout);
+    assert!(
+        listed.contains(&g_web) && !listed.contains(&late),
+        "{listed}"
+    );
+    assert!(String::from_utf8_lossy(&groups.stderr).contains("unreachable"));
+
+    etcd.restart().unwrap();
+    assert!(
+        sg_tests::eventually(Duration::from_secs(15), || {
+            web.ok(&["group", "list", "--json"]).contains(&late)
+        }),
+        "web-1 did not catch up with what changed while it was away"
+    );
+    assert!(allowed() && denied());
+}

@@ -283,6 +283,7 @@ impl Service {
         if self.store.health().reachable {
             self.report_in_force();
         }
+        self.store.keep_copy();
         let now = (self.store.health(), self.store.hosts());
         if self.fleet_seen.as_ref() != Some(&now) {
             self.fleet_seen = Some(now);
