@@ -405,6 +405,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&config.socket);
+    service.depart();
     log::info!(
         "stopping; the data plane stays attached and pinned at {} (sg-agent cleanup removes it)",
         service.info().pins.display()

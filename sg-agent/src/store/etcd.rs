@@ -37,7 +37,19 @@ use sg_policy::{GroupId, State, validate_state};
 
 /// How long one call to etcd may take before the store counts as
 /// unreachable for it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one attempt of a call may take: a member that does not answer
+/// (down, cut off, or in a cluster electing a leader) is left for another
+/// within [`CALL_TIMEOUT`].
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a starting agent tries to read the policy before it starts
+/// from its copy instead.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long no member may answer before the store counts as away.
+const AWAY_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a host's status outlives its agent: the lease's time to live.
 const STATUS_TTL_SECS: i64 = 10;
@@ -106,8 +118,8 @@ impl EtcdConfig {
 
     fn options(&self) -> Result<ConnectOptions, StoreError> {
         let mut o = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT)
+            .with_connect_timeout(ATTEMPT_TIMEOUT)
+            .with_timeout(ATTEMPT_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
         if let Some((user, password)) = &self.user {
             o = o.with_user(user.clone(), password.clone());
@@ -276,7 +288,7 @@ impl EtcdStore {
             store.layout.other("status/"),
             Arc::clone(&store.shared),
         ));
-        match store.reload() {
+        match store.reload_within(START_TIMEOUT) {
             Ok(()) => {}
             Err(e) if store.shared.unreachable.load(Ordering::Relaxed) => {
                 // Away: start from this host's copy of what it had in force
@@ -365,7 +377,20 @@ impl EtcdStore {
         what: &str,
         f: impl Fn(Client) -> F,
     ) -> Result<T, StoreError> {
-        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        self.call_within(CALL_TIMEOUT, what, f)
+    }
+
+    /// [`EtcdStore::call`], trying again for up to `within`.
+    fn call_within<
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    >(
+        &self,
+        within: Duration,
+        what: &str,
+        f: impl Fn(Client) -> F,
+    ) -> Result<T, StoreError> {
+        let deadline = std::time::Instant::now() + within;
         let mut attempt: u64 = 0;
         loop {
             match wait(&self.rt, f(self.client.clone())) {
@@ -375,7 +400,7 @@ impl EtcdStore {
                 }
                 Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
                     attempt += 1;
-                    log::debug!("etcd: {what}: {e}; trying again");
+                    log::info!("etcd: {what}: {e}; trying again (attempt {attempt})");
                     std::thread::sleep(Duration::from_millis(10 * attempt.min(20)));
                 }
                 Err(e) => {
@@ -390,8 +415,13 @@ impl EtcdStore {
 
     /// Reads every policy key afresh.
     fn reload(&mut self) -> Result<(), StoreError> {
+        self.reload_within(CALL_TIMEOUT)
+    }
+
+    /// [`EtcdStore::reload`], trying for up to `within`.
+    fn reload_within(&mut self, within: Duration) -> Result<(), StoreError> {
         let prefix = self.layout.policy();
-        let mut resp = self.call("reading the policy", move |mut c| {
+        let mut resp = self.call_within(within, "reading the policy", move |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
@@ -461,7 +491,16 @@ impl EtcdStore {
             }
             Feed::Lost(why) => {
                 log::warn!("fleet store: the watch broke ({why}); reloading the policy");
-                self.reload()?;
+                // Briefly: the daemon waits meanwhile. If the store does
+                // not answer, the next feed starts from the revision in
+                // force and the reload is tried again if it breaks again.
+                if let Err(e) = self.reload_within(ATTEMPT_TIMEOUT) {
+                    log::warn!(
+                        "fleet store: reloading the policy: {e}; following from revision {}",
+                        self.mirror.revision
+                    );
+                    return Ok(None);
+                }
             }
             Feed::Changes(batch) => {
                 let mut changed = false;
@@ -628,14 +667,14 @@ fn wait<T: Send + 'static>(
 ) -> Result<T, etcd_client::Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let r = tokio::time::timeout(CALL_TIMEOUT, f).await;
+        let r = tokio::time::timeout(ATTEMPT_TIMEOUT + Duration::from_millis(500), f).await;
         let _ = tx.send(r);
     });
     match rx.recv() {
         Ok(Ok(r)) => r,
         Ok(Err(_)) | Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no answer within {CALL_TIMEOUT:?}"),
+            format!("no answer within {ATTEMPT_TIMEOUT:?}"),
         ))),
     }
 }
@@ -649,7 +688,7 @@ fn transient(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) => {
             matches!(
                 s.code(),
-                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded
+                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
             )
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
@@ -717,15 +756,22 @@ async fn follow(
 /// unreachable meanwhile).
 async fn watch_hosts(mut client: Client, prefix: String, shared: Arc<Shared>) {
     let parse = |v: &[u8]| serde_json::from_slice::<HostStatus>(v).ok();
+    // A member going away breaks the watch; another may answer at once, so
+    // the store counts as away only once none has for a while.
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let got = client
             .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
             .await;
         let Ok(resp) = got else {
-            shared.set_reachable(false);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= AWAY_AFTER {
+                shared.set_reachable(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        failing_since = None;
         shared.set_reachable(true);
         let from = resp
             .header()
@@ -762,8 +808,7 @@ async fn watch_hosts(mut client: Client, prefix: String, shared: Arc<Shared>) {
                 }
             }
         }
-        shared.set_reachable(false);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -936,6 +981,21 @@ impl Store for EtcdStore {
 
     fn keep_copy(&mut self) {
         EtcdStore::keep_copy(self);
+    }
+
+    fn depart(&mut self) {
+        EtcdStore::keep_copy(self);
+        if let Some((lease, lost)) = self.lease.take() {
+            lost.store(true, Ordering::Relaxed);
+            let r = self.call_within(
+                ATTEMPT_TIMEOUT,
+                "revoking the status lease",
+                move |mut c| async move { c.lease_revoke(lease).await },
+            );
+            if let Err(e) = r {
+                log::warn!("{e}: other hosts count this one as live until its lease runs out");
+            }
+        }
     }
 
     fn health(&self) -> StoreHealth {

@@ -81,6 +81,10 @@ pub trait Store: Send {
         Vec::new()
     }
 
+    /// Says this host is leaving (its agent stops): a fleet's hosts stop
+    /// counting it as live at once, not when its record's lease runs out.
+    fn depart(&mut self) {}
+
     /// Keeps a local copy of what is in force, to start from while the
     /// store is away (fleet stores).
     fn keep_copy(&mut self) {}

@@ -172,7 +172,7 @@ fn with_the_store_away_every_host_keeps_enforcing_refuses_changes_and_catches_up
 }
 
 #[test]
-fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after() {
+fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after_a_compaction() {
     let mut etcd = Etcd::single().unwrap();
     let pair = Pair::new().unwrap();
     let servers = probe::Servers::start(&pair.b.ns).unwrap();
@@ -190,8 +190,19 @@ fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after
     // web-1's agent has kept its copy (within a second of a change).
     std::thread::sleep(Duration::from_millis(1500));
     web.stop(libc::SIGTERM).unwrap();
-    // Changed while web-1's agent is down: it learns of it only later.
+    // Changed while web-1's agent is down: it learns of it only later,
+    // and not from the watch: the history since its copy is compacted.
     let late = db.group("made-while-web-1-was-down");
+    // A stopped agent left the fleet's live hosts at once: nobody waits
+    // for it.
+    let status = db.json(&["status", "--wait", "fleet", "--timeout", "3"]);
+    let hosts = status["fleet"]["hosts"].to_string();
+    assert!(!hosts.contains("web-1"), "{hosts}");
+    let now = etcd.etcdctl(&["get", "/", "-w", "json"]).unwrap();
+    let revision = serde_json::from_str::<serde_json::Value>(&now).unwrap()["header"]["revision"]
+        .as_i64()
+        .expect("a revision");
+    etcd.etcdctl(&["compact", &revision.to_string()]).unwrap();
     etcd.stop();
     let line = web.restart().unwrap();
     assert!(line.contains("serving"), "{line}");
@@ -221,4 +232,43 @@ fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after
         "web-1 did not catch up with what changed while it was away"
     );
     assert!(allowed() && denied());
+}
+
+#[test]
+fn a_three_member_cluster_losing_its_leader_keeps_the_fleet_working() {
+    let mut etcd = Etcd::three().unwrap();
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let db = host(&etcd, pair.b.ns.name(), "db-1");
+    let web = host(&etcd, pair.a.ns.name(), "web-1");
+    let g_db = db.group("db");
+    let g_web = db.group("web");
+    let g_other = web.group("other");
+    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
+    let b = IpAddr::V4(pair.b.v4);
+    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
+    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
+    let leader = etcd.leader().unwrap().expect("a leader");
+    etcd.stop_member(leader);
+    // Changes go on, on both hosts, and are followed.
+    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_other]);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(10), || !allowed()),
+        "a change made with one member down was not followed"
+    );
+    db.ok(&[
+        "nic",
+        "set-groups",
+        &pair.b.ifname,
+        "--group",
+        &g_db,
+        "--group",
+        &g_other,
+    ]);
+    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_web]);
+    assert!(sg_tests::eventually(Duration::from_secs(10), allowed));
+    let status = web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
+    assert_eq!(status["fleet"]["store_reachable"], true, "{status}");
 }

@@ -276,6 +276,11 @@ impl Service {
         }
     }
 
+    /// The agent stops: a fleet store is told this host leaves.
+    pub fn depart(&mut self) {
+        self.store.depart();
+    }
+
     /// The periodic look at a fleet store: records what is in force if it
     /// is not recorded yet, and publishes the status again when the store's
     /// health or the hosts changed.
