@@ -322,16 +322,13 @@ impl Pair {
     }
 }
 
-/// The first three octets of every [`Fabric`]'s IPv4 subnet, `10.78.0.0/24`
-/// (clear of [`Pair`]'s `10.77.0.0/24`).
-const FABRIC_V4: [u8; 3] = [10, 78, 0];
-
 /// `n` host namespaces joined by one switch: each host has one interface, a
 /// veth whose other end is a port of a bridge in a fabric namespace of its
-/// own. Host `i` (from 0) is `10.78.0.<i + 1>/24` and `fd78::<i + 1>/64`, so
-/// every host reaches every other on one link. Like a [`Pair`], each fabric
-/// has its own namespaces, so every fabric can use the same addresses; its
-/// interfaces live only inside them, and go with them on drop.
+/// own. Host `i` (from 0) is `10.78.0.<i + 1>/24` (clear of [`Pair`]'s
+/// `10.77.0.0/24`) and `fd78::<i + 1>/64`, so every host reaches every other
+/// on one link. Like a [`Pair`], each fabric has its own namespaces, so every
+/// fabric can use the same addresses; its interfaces live only inside them,
+/// and go with them on drop.
 pub struct Fabric {
     /// The hosts, in order: their namespaces, interfaces and addresses.
     pub hosts: Vec<Host>,
@@ -352,8 +349,8 @@ impl Fabric {
             bail!("a fabric has 2 to {} hosts, not {n}", Self::MAX_HOSTS);
         }
         let switch = Netns::new("fabric")?;
-        let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let bridge = format!("sg{k}br");
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let bridge = format!("sg{id}br");
         // Quiet for the same reason as the hosts (no IPv6 chatter of the
         // switch's own in a host's counts): the switch only forwards, so
         // it needs no addresses; and no multicast snooping, so neighbour
@@ -374,7 +371,7 @@ impl Fabric {
         let mut hosts = Vec::with_capacity(n);
         for i in 0..n {
             let ns = Netns::new(&format!("h{}", i + 1))?;
-            let (ifname, port) = (format!("sg{k}h{i}"), format!("sg{k}f{i}"));
+            let (ifname, port) = (format!("sg{id}h{i}"), format!("sg{id}f{i}"));
             ns.ip(&[
                 "link",
                 "add",
@@ -391,11 +388,10 @@ impl Fabric {
             // is up: no learning delay before the first frame.
             switch.ip(&["link", "set", &port, "master", &bridge, "up"])?;
             let last = u8::try_from(i + 1).context("host number")?;
-            let [a, b, c] = FABRIC_V4;
             let host = Host {
                 ns,
                 ifname,
-                v4: Ipv4Addr::new(a, b, c, last),
+                v4: Ipv4Addr::new(10, 78, 0, last),
                 v6: Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, u16::from(last)),
             };
             host.ns.ip(&[
