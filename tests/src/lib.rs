@@ -1,7 +1,7 @@
 //! Test harness for sg.
 //!
-//! - [`topology`]: uniquely named network namespaces and veth pairs, removed on
-//!   drop even when a test panics;
+//! - [`topology`]: uniquely named network namespaces, veth pairs and fabrics
+//!   (host namespaces on one bridge), removed on drop even when a test panics;
 //! - [`probe`]: TCP, UDP and ping probes between namespaces, and echo servers;
 //! - [`capture`]: an `AF_PACKET` capture that classifies frames independently
 //!   of the eBPF parser, to check its counters against;

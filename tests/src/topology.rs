@@ -1,4 +1,5 @@
-//! Network namespaces and veth pairs with RAII cleanup.
+//! Network namespaces, veth pairs and fabrics (hosts on one switch) with RAII
+//! cleanup.
 //!
 //! Names carry the process id and a per-process counter (`sgt-<pid>-<n>-<tag>`),
 //! so tests running in parallel, and test binaries running side by side, never
@@ -80,15 +81,21 @@ impl Netns {
                 "0",
             ),
         ] {
-            let out = self
-                .cmd("sysctl", &["-q", "-w", &format!("{key}={value}")])
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "sysctl {key}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            self.sysctl(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Sets sysctl `key` to `value` inside the namespace.
+    fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let out = self
+            .cmd("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "sysctl {key}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -156,7 +163,8 @@ fn reap_orphans() {
     }
 }
 
-/// One end of a veth pair: its namespace, interface and addresses.
+/// One end of a veth pair, or one host of a [`Fabric`]: its namespace,
+/// interface and addresses.
 pub struct Host {
     pub ns: Netns,
     pub ifname: String,
@@ -308,6 +316,126 @@ impl Pair {
             }
             if Instant::now() > deadline {
                 bail!("veth pair did not come up within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `n` host namespaces joined by one switch: each host has one interface, a
+/// veth whose other end is a port of a bridge in a fabric namespace of its
+/// own. Host `i` (from 0) is `10.78.0.<i + 1>/24` (clear of [`Pair`]'s
+/// `10.77.0.0/24`) and `fd78::<i + 1>/64`, so every host reaches every other
+/// on one link. Like a [`Pair`], each fabric has its own namespaces, so every
+/// fabric can use the same addresses; its interfaces live only inside them,
+/// and go with them on drop.
+pub struct Fabric {
+    /// The hosts, in order: their namespaces, interfaces and addresses.
+    pub hosts: Vec<Host>,
+    /// The switch: the bridge and the host-facing ends of the veths.
+    pub switch: Netns,
+    /// The bridge's name inside [`Fabric::switch`].
+    pub bridge: String,
+}
+
+impl Fabric {
+    /// The most hosts a fabric has: one /24 and one interface number each.
+    pub const MAX_HOSTS: usize = 250;
+
+    /// Makes `n` hosts (2 to [`Fabric::MAX_HOSTS`]) on one switch and waits
+    /// until every host's interface is up.
+    pub fn new(n: usize) -> anyhow::Result<Self> {
+        if !(2..=Self::MAX_HOSTS).contains(&n) {
+            bail!("a fabric has 2 to {} hosts, not {n}", Self::MAX_HOSTS);
+        }
+        let switch = Netns::new("fabric")?;
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let bridge = format!("sg{id}br");
+        // Quiet for the same reason as the hosts (no IPv6 chatter of the
+        // switch's own in a host's counts): the switch only forwards, so
+        // it needs no addresses; and no multicast snooping, so neighbour
+        // discovery is flooded whether or not a host's MLD report was heard.
+        for scope in ["all", "default"] {
+            switch.sysctl(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1")?;
+        }
+        switch.ip(&[
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        switch.ip(&["link", "set", &bridge, "up"])?;
+        let mut hosts = Vec::with_capacity(n);
+        for i in 0..n {
+            let ns = Netns::new(&format!("h{}", i + 1))?;
+            let (ifname, port) = (format!("sg{id}h{i}"), format!("sg{id}f{i}"));
+            ns.ip(&[
+                "link",
+                "add",
+                &ifname,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                switch.name(),
+            ])?;
+            // STP is off on a new bridge, so a port forwards as soon as it
+            // is up: no learning delay before the first frame.
+            switch.ip(&["link", "set", &port, "master", &bridge, "up"])?;
+            let last = u8::try_from(i + 1).context("host number")?;
+            let host = Host {
+                ns,
+                ifname,
+                v4: Ipv4Addr::new(10, 78, 0, last),
+                v6: Ipv6Addr::new(0xfd78, 0, 0, 0, 0, 0, 0, u16::from(last)),
+            };
+            host.ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", host.v4),
+                "dev",
+                &host.ifname,
+            ])?;
+            // nodad: the address is usable at once, not after duplicate detection.
+            host.ns.ip(&[
+                "addr",
+                "add",
+                &format!("{}/64", host.v6),
+                "dev",
+                &host.ifname,
+                "nodad",
+            ])?;
+            host.ns.ip(&["link", "set", &host.ifname, "up"])?;
+            hosts.push(host);
+        }
+        let fabric = Self {
+            hosts,
+            switch,
+            bridge,
+        };
+        fabric.wait_up(Duration::from_secs(5))?;
+        Ok(fabric)
+    }
+
+    /// Polls until every host's interface reports operational state UP.
+    fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut up = true;
+            for h in &self.hosts {
+                let out = h.ns.ip(&["-j", "link", "show", "dev", &h.ifname])?;
+                up &= String::from_utf8_lossy(&out.stdout).contains("\"operstate\":\"UP\"");
+            }
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the fabric's interfaces did not come up within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }

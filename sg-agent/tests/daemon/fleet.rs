@@ -23,14 +23,14 @@ fn store_url(etcd: &Etcd) -> String {
 }
 
 /// An agent of the fleet of `etcd`, host `host`, serving `ns`.
-fn host(etcd: &Etcd, ns: &str, host: &str) -> Daemon {
+pub(crate) fn host(etcd: &Etcd, ns: &str, host: &str) -> Daemon {
     let url = store_url(etcd);
     Daemon::start(bin(), ns, &["--store", &url, "--host", host]).unwrap()
 }
 
 /// `rule add` of an ingress rule allowing TCP to `port` from the members of
 /// group `peer`.
-fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) {
+pub(crate) fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) {
     let port = format!("{port}/{port}");
     d.ok(&[
         "rule",

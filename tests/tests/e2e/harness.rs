@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use sg_tests::{
     probe::{self, Servers},
-    topology::{Pair, run},
+    topology::{Fabric, Pair, run},
 };
 
 fn namespaces() -> String {
@@ -75,4 +75,41 @@ fn probes_to_a_closed_port_are_blocked() {
     let addr = SocketAddr::new(IpAddr::V4(pair.b.v4), closed);
     assert!(!probe::tcp(&pair.a.ns, addr).allowed());
     assert!(!probe::udp(&pair.a.ns, addr).allowed());
+}
+
+#[test]
+fn every_host_of_a_fabric_reaches_every_other_and_the_fabric_is_removed_after() {
+    let names: Vec<String>;
+    {
+        let fabric = Fabric::new(3).expect("topology");
+        names = fabric
+            .hosts
+            .iter()
+            .map(|h| &h.ns)
+            .chain([&fabric.switch])
+            .map(|ns| ns.name().to_owned())
+            .collect();
+        let servers: Vec<Servers> = fabric
+            .hosts
+            .iter()
+            .map(|h| Servers::start(&h.ns).expect("servers"))
+            .collect();
+        for (i, from) in fabric.hosts.iter().enumerate() {
+            for (j, to) in fabric.hosts.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for addr in [IpAddr::V4(to.v4), IpAddr::V6(to.v6)] {
+                    let tcp = SocketAddr::new(addr, servers[j].tcp_port);
+                    let udp = SocketAddr::new(addr, servers[j].udp_port);
+                    assert!(probe::tcp(&from.ns, tcp).allowed(), "TCP {i} -> {tcp}");
+                    assert!(probe::udp(&from.ns, udp).allowed(), "UDP {i} -> {udp}");
+                }
+            }
+        }
+    }
+    let listed = namespaces();
+    for n in &names {
+        assert!(!listed.contains(n.as_str()), "{n} survived: {listed}");
+    }
 }
