@@ -302,6 +302,19 @@ pub enum Request {
         id: String,
     },
 
+    // --- fleet hosts ----------------------------------------------------------
+    /// Every host of the fleet: the live ones (their agents record what they
+    /// have in force) and those that bind NICs.
+    HostList,
+    /// Removes another host's NIC bindings from the fleet (a host that is
+    /// gone for good): its NICs stop being members of their groups. Refused
+    /// for this host, and for a live host unless `force`.
+    HostRemove {
+        host: String,
+        #[serde(default)]
+        force: bool,
+    },
+
     // --- settings -------------------------------------------------------------
     SettingsShow,
     SettingsSet {

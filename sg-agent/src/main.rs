@@ -33,6 +33,8 @@ enum Command {
     Export(cmd::export::Args),
     /// Manage security groups.
     Group(cmd::group::Args),
+    /// The hosts of a fleet: list them, remove one gone for good.
+    Host(cmd::host::Args),
     /// Bind NICs to security groups.
     Nic(cmd::nic::Args),
     /// Manage port lists (`prl-…`).
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => cmd::cleanup::run(args),
         Command::Export(args) => cmd::export::run(socket, args),
         Command::Group(args) => cmd::group::run(socket, args),
+        Command::Host(args) => cmd::host::run(socket, args),
         Command::Nic(args) => cmd::nic::run(socket, args),
         Command::PortList(args) => cmd::port_list::run(socket, args),
         Command::PrefixList(args) => cmd::prefix_list::run(socket, args),

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod client;
 pub mod export;
 pub mod group;
+pub mod host;
 pub mod nic;
 pub mod port_list;
 pub mod prefix_list;

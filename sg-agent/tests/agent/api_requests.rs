@@ -47,6 +47,8 @@ fn op(r: &Request) -> &'static str {
         Request::PortListDelete { .. } => "port_list_delete",
         Request::PortListList => "port_list_list",
         Request::PortListShow { .. } => "port_list_show",
+        Request::HostList => "host_list",
+        Request::HostRemove { .. } => "host_remove",
         Request::SettingsShow => "settings_show",
         Request::SettingsSet { .. } => "settings_set",
         Request::Apply { .. } => "apply",
@@ -62,7 +64,7 @@ fn op(r: &Request) -> &'static str {
     }
 }
 
-const OPS: usize = 45;
+const OPS: usize = 47;
 
 fn rule_text() -> RuleText {
     RuleText {
@@ -211,6 +213,11 @@ fn samples() -> Vec<Request> {
         Request::PortListDelete { id: "prl-1".into() },
         Request::PortListList,
         Request::PortListShow { id: "prl-1".into() },
+        Request::HostList,
+        Request::HostRemove {
+            host: "web-7".into(),
+            force: true,
+        },
         Request::SettingsShow,
         Request::SettingsSet {
             block_port_25: Some(true),
@@ -349,6 +356,7 @@ fn a_misspelt_option_of_a_request_without_fields_is_refused() {
         "prefix_list_list",
         "port_list_list",
         "settings_show",
+        "host_list",
         "export",
     ] {
         let e = parse(&json!({"op": op, "verbose": true})).unwrap_err();

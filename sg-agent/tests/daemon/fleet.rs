@@ -53,7 +53,7 @@ fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
     let pair = Pair::new().unwrap();
     let servers = probe::Servers::start(&pair.b.ns).unwrap();
     let db = host(&etcd, pair.b.ns.name(), "db-1");
-    let web = host(&etcd, pair.a.ns.name(), "web-1");
+    let mut web = host(&etcd, pair.a.ns.name(), "web-1");
     // Groups are the fleet's: made on one host, used on the other.
     let g_db = db.group("db");
     let g_web = db.group("web");
@@ -113,6 +113,27 @@ fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
     assert_eq!(hosts.len(), 2, "{status}");
     assert!(hosts.iter().all(|h| h["behind"] == 0), "{status}");
     assert!(admitted(), "in force on db-1 once --wait fleet returned");
+    // A live host cannot be removed; a host gone (its agent stopped and
+    // the operator removing it) is no member any more.
+    let refused = db.fails(&["host", "remove", "web-1"]);
+    assert!(refused.contains("live"), "{refused}");
+    let refused = db.fails(&["host", "remove", "db-1"]);
+    assert!(refused.contains("this host"), "{refused}");
+    web.stop(libc::SIGTERM).unwrap();
+    let hosts = db.json(&["host", "list"]);
+    let entry = hosts
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["host"] == "web-1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (entry["live"].clone(), entry["nics"].clone()),
+        (false.into(), 1.into()),
+        "{hosts}"
+    );
+    assert!(admitted(), "a stopped agent's NICs stay members");
+    db.ok(&["host", "remove", "web-1"]);
+    becomes(false, "its host removed");
 }
 
 #[test]

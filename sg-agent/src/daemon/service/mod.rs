@@ -12,6 +12,7 @@
 //! either the old or the new state, never a mix (the store's transaction).
 
 mod groups;
+mod hosts;
 mod input;
 mod lists;
 mod nics;
@@ -431,6 +432,7 @@ impl Service {
             r @ (Request::PortListCreate { .. }
             | Request::PortListModify { .. }
             | Request::PortListDelete { .. }) => self.port_list_request(r),
+            r @ (Request::HostList | Request::HostRemove { .. }) => self.host_request(r),
             r @ (Request::SettingsSet { .. }
             | Request::Apply { .. }
             | Request::SnapshotList { .. }

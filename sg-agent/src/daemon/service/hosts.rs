@@ -1,0 +1,85 @@
+//! The handlers of the fleet's hosts: listing them, and removing one that
+//! is gone for good.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Answer, Service};
+use crate::api::Request;
+
+impl Service {
+    pub(super) fn host_request(&mut self, request: Request) -> Answer {
+        match request {
+            Request::HostList => Ok(self.host_list()),
+            Request::HostRemove { host, force } => self.host_remove(&host, force),
+            _ => unreachable!("handle dispatches only these here"),
+        }
+    }
+
+    /// This host, every host with bindings, every live host.
+    fn host_list(&self) -> Value {
+        let health = self.store.health();
+        let live: BTreeMap<String, crate::store::HostStatus> = self
+            .store
+            .hosts()
+            .into_iter()
+            .map(|h| (h.host.clone(), h))
+            .collect();
+        let mut nics: BTreeMap<String, usize> = self
+            .state
+            .remote
+            .iter()
+            .map(|(h, n)| (h.clone(), n.len()))
+            .collect();
+        if let Some(me) = &health.host {
+            nics.insert(me.clone(), self.state.nics.len());
+        }
+        let mut names: Vec<&String> = nics.keys().chain(live.keys()).collect();
+        names.sort();
+        names.dedup();
+        Value::Array(
+            names
+                .into_iter()
+                .map(|h| {
+                    let status = live.get(h);
+                    json!({
+                        "host": h,
+                        "this": health.host.as_ref() == Some(h),
+                        "live": status.is_some(),
+                        "nics": nics.get(h).copied().unwrap_or(0),
+                        "revision": status.map(|s| s.revision),
+                        "behind": status.map(|s| (health.revision - s.revision).max(0)),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn host_remove(&mut self, host: &str, force: bool) -> Answer {
+        let health = self.store.health();
+        let Some(me) = health.host else {
+            return Err(
+                "host: this agent's store is not a fleet's: it has no other hosts".to_owned(),
+            );
+        };
+        if host == me {
+            return Err(format!(
+                "host: {host} is this host: unbind its NICs here (nic unbind) instead"
+            ));
+        }
+        if let Some(s) = self.store.hosts().iter().find(|s| s.host == host)
+            && !force
+        {
+            return Err(format!(
+                "host: {host} is live (its agent has revision {} in force): stop its agent first, or give --force",
+                s.revision
+            ));
+        }
+        let removed = self.change(|s| Ok(s.remote.remove(host).map_or(0, |n| n.len())))?;
+        if removed == 0 {
+            return Err(format!("host: {host} binds no NIC in the fleet"));
+        }
+        Ok(json!({ "host": host, "unbound": removed }))
+    }
+}
