@@ -120,9 +120,16 @@ impl EtcdConfig {
         let mut o = ConnectOptions::new()
             .with_connect_timeout(ATTEMPT_TIMEOUT)
             .with_timeout(ATTEMPT_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            // A watch on a member cut off from the others waits for a leader
+            // that will not come: fail it, so another member is asked.
+            .with_require_leader(true);
         if let Some((user, password)) = &self.user {
-            o = o.with_user(user.clone(), password.clone());
+            // etcd's simple tokens lapse after five idle minutes: the
+            // client authenticates again when one has.
+            o = o
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         if self.ca.is_some() || self.identity.is_some() {
             let read = |p: &PathBuf| {

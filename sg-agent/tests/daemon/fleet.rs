@@ -293,3 +293,114 @@ fn a_three_member_cluster_losing_its_leader_keeps_the_fleet_working() {
     let status = web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
     assert_eq!(status["fleet"]["store_reachable"], true, "{status}");
 }
+
+/// `--store` with TLS for the one member of `etcd`.
+fn tls_url(etcd: &Etcd) -> String {
+    format!(
+        "etcds://{}",
+        etcd.endpoint(0)
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+    )
+}
+
+#[test]
+fn tls_with_a_client_certificate_is_required_and_works() {
+    let etcd = Etcd::single_tls().unwrap();
+    let tls = etcd.tls().expect("TLS files").clone();
+    let pair = Pair::new().unwrap();
+    let url = tls_url(&etcd);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca, cert, key) = (path(&tls.ca), path(&tls.client_cert), path(&tls.client_key));
+    let d = Daemon::start(
+        bin(),
+        pair.b.ns.name(),
+        &[
+            "--store",
+            &url,
+            "--host",
+            "db-1",
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+        ],
+    )
+    .unwrap();
+    let g = d.group("db");
+    assert!(d.ok(&["group", "list", "--json"]).contains(&g));
+    // Without a client certificate, or with one of another CA, the store
+    // refuses the agent, and the agent refuses to start, naming the store.
+    let copy = d.dir.join("no-copy.json").display().to_string();
+    let (stranger, stranger_key) = (path(&tls.stranger_cert), path(&tls.stranger_key));
+    for extra in [
+        vec!["--etcd-ca", &ca],
+        vec![
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &stranger,
+            "--etcd-key",
+            &stranger_key,
+        ],
+    ] {
+        let mut args = vec!["--host", "db-2", "--fleet-cache", &copy];
+        args.extend(extra);
+        let e = d.refused_run(Some(std::path::Path::new(&url)), &args);
+        assert!(e.contains("fleet store") && e.contains(&url), "{e}");
+    }
+}
+
+#[test]
+fn etcd_authentication_with_a_password_is_supported_and_a_wrong_one_refused() {
+    let etcd = Etcd::single_auth().unwrap();
+    let pair = Pair::new().unwrap();
+    let url = store_url(&etcd);
+    let dir = std::env::temp_dir().join(format!("sg-fleet-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good");
+    std::fs::write(
+        &good,
+        format!("{}\n", etcd.root_password().expect("a password")),
+    )
+    .unwrap();
+    let bad = dir.join("bad");
+    std::fs::write(&bad, "not-the-password\n").unwrap();
+    let good_s = good.display().to_string();
+    let d = Daemon::start(
+        bin(),
+        pair.b.ns.name(),
+        &[
+            "--store",
+            &url,
+            "--host",
+            "db-1",
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            &good_s,
+        ],
+    )
+    .unwrap();
+    let g = d.group("db");
+    assert!(d.ok(&["group", "list", "--json"]).contains(&g));
+    let copy = d.dir.join("no-copy.json").display().to_string();
+    let bad_s = bad.display().to_string();
+    let e = d.refused_run(
+        Some(std::path::Path::new(&url)),
+        &[
+            "--host",
+            "db-2",
+            "--fleet-cache",
+            &copy,
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            &bad_s,
+        ],
+    );
+    assert!(e.contains("fleet store"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
