@@ -64,6 +64,21 @@ pub struct MetricsInput {
     pub degraded: Vec<(String, String)>,
     /// The self-check's counts, once the daemon has one.
     pub self_check: Option<SelfCheckCounts>,
+    /// A fleet store's health, on a host of a fleet.
+    pub fleet: Option<FleetCounts>,
+}
+
+/// What a host of a fleet says of its store and the other hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// The store answers.
+    pub reachable: bool,
+    /// The store revision in force here.
+    pub revision: i64,
+    /// Live hosts (this one among them, once it recorded itself).
+    pub hosts_live: u64,
+    /// The most store revisions any live host is behind this one.
+    pub behind_max: i64,
 }
 
 /// The drift check's counts (`sg-agent verify` and the periodic self-check).
@@ -239,9 +254,48 @@ pub fn render(input: &MetricsInput) -> String {
     out
 }
 
-/// The families that say whether the agent is healthy: degraded NICs and
-/// the drift check's counts.
+/// The families of a host of a fleet: whether its store answers, and how
+/// far the other hosts are.
+fn render_fleet(input: &MetricsInput, out: &mut String) {
+    let Some(f) = input.fleet else {
+        return;
+    };
+    let none = || [] as [(&'static str, String); 0];
+    for (name, help, value) in [
+        (
+            "sg_fleet_store_reachable",
+            "1 while the fleet store (etcd) answers; 0 while it is away (the policy in force stays, changes are refused).",
+            i64::from(f.reachable),
+        ),
+        (
+            "sg_fleet_revision",
+            "The fleet store revision whose policy this host has in force.",
+            f.revision,
+        ),
+        (
+            "sg_fleet_hosts_live",
+            "Hosts of the fleet whose agents record what they have in force.",
+            i64::try_from(f.hosts_live).unwrap_or(i64::MAX),
+        ),
+        (
+            "sg_fleet_hosts_behind_max",
+            "The most store revisions any live host is behind this one.",
+            f.behind_max,
+        ),
+    ] {
+        Family {
+            name,
+            help,
+            kind: "gauge",
+        }
+        .write(out, [(none(), value)]);
+    }
+}
+
+/// The families that say whether the agent is healthy: degraded NICs, the
+/// drift check's counts, and in a fleet its store's health.
 fn render_health(input: &MetricsInput, out: &mut String) {
+    render_fleet(input, out);
     Family {
         name: "sg_healthy",
         help: "1 if every NIC is brought to the policy and the last self-check found the kernel holding exactly it, else 0.",

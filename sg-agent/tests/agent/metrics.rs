@@ -58,6 +58,7 @@ fn input() -> MetricsInput {
         policy_version: vec![("web-1".into(), 42)],
         degraded: Vec::new(),
         self_check: None,
+        fleet: None,
     }
 }
 
@@ -498,4 +499,29 @@ fn degraded_nics_and_the_self_checks_are_exported() {
     assert!(text.contains("sg_drift_last 2\n"), "{text}");
     assert!(text.contains("sg_self_check_errors_total 1\n"), "{text}");
     parse(&text);
+}
+
+#[test]
+fn a_fleet_host_says_whether_its_store_answers_and_how_far_the_others_are() {
+    let away = MetricsInput {
+        fleet: Some(sg_agent::metrics::FleetCounts {
+            reachable: false,
+            revision: 41,
+            hosts_live: 3,
+            behind_max: 2,
+        }),
+        ..MetricsInput::default()
+    };
+    let text = render(&away);
+    for line in [
+        "sg_fleet_store_reachable 0\n",
+        "sg_fleet_revision 41\n",
+        "sg_fleet_hosts_live 3\n",
+        "sg_fleet_hosts_behind_max 2\n",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    parse(&text);
+    // A single host has no fleet families.
+    assert!(!render(&MetricsInput::default()).contains("sg_fleet"));
 }

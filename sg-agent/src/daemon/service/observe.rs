@@ -176,7 +176,22 @@ impl Service {
             policy_version: Vec::new(),
             degraded: Vec::new(),
             self_check: None,
+            fleet: None,
         };
+        if self.store.is_shared() {
+            let health = self.store.health();
+            let hosts = self.store.hosts();
+            input.fleet = Some(crate::metrics::FleetCounts {
+                reachable: health.reachable,
+                revision: health.revision,
+                hosts_live: hosts.len() as u64,
+                behind_max: hosts
+                    .iter()
+                    .map(|h| (health.revision - h.revision).max(0))
+                    .max()
+                    .unwrap_or(0),
+            });
+        }
         input.degraded = self
             .reconciler
             .degraded()
