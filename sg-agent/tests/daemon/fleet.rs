@@ -404,3 +404,42 @@ fn etcd_authentication_with_a_password_is_supported_and_a_wrong_one_refused() {
     assert!(e.contains("fleet store"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_single_hosts_export_applied_into_a_fleet_keeps_every_id() {
+    let pair = Pair::new().unwrap();
+    // A single host on SQLite, with groups, rules, a list and a binding.
+    let alone = Daemon::start(bin(), pair.b.ns.name(), &[]).unwrap();
+    let g_db = alone.group("db");
+    let g_web = alone.group("web");
+    allow_from_group(&alone, &g_db, 3306, &g_web);
+    alone.allow_tcp(&g_web, 443);
+    alone.ok(&[
+        "prefix-list",
+        "create",
+        "office",
+        "--family",
+        "ipv4",
+        "--max-entries",
+        "4",
+        "--entry",
+        "192.0.2.0/24",
+    ]);
+    alone.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    let exported = alone.ok(&["export"]);
+    drop(alone);
+
+    let etcd = Etcd::single().unwrap();
+    let fleet = host(&etcd, pair.b.ns.name(), "db-1");
+    let doc = crate::support::doc(&fleet.dir, "export.yaml", &exported);
+    fleet.ok(&["apply", "-f", &doc]);
+    assert_eq!(
+        fleet.ok(&["export"]),
+        exported,
+        "the fleet holds another state than the one exported"
+    );
+    // And another host of the fleet sees the same ids.
+    let other = host(&etcd, pair.a.ns.name(), "web-1");
+    let seen = other.json(&["group", "list"]).to_string();
+    assert!(seen.contains(&g_db) && seen.contains(&g_web), "{seen}");
+}
