@@ -5,8 +5,12 @@
 //! compiled tables the kernel holds; the agent is stopped and started again
 //! while the policy stays in force; `sg-agent cleanup` leaves nothing behind.
 //!
+//! With `--fleet`, two hosts of one fleet on etcd instead (`fleet.rs`).
+//!
 //! A crate of its own, apart from `xtask`, so that linting does not wait for
 //! the agent and its eBPF programs to build.
+
+mod fleet;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -53,7 +57,15 @@ fn main() -> anyhow::Result<()> {
         &[],
     )?;
     let agent_bin = target_dir().join("debug/sg-agent");
+    if std::env::args().any(|a| a == "--fleet") {
+        fleet::run(&agent_bin)
+    } else {
+        one_host(&agent_bin)
+    }
+}
 
+/// The demo of one host on SQLite.
+fn one_host(agent_bin: &std::path::Path) -> anyhow::Result<()> {
     let pair = Pair::new().context("creating the namespaces")?;
     pair.add_client_address(ADMIN.parse()?)?;
     println!(
@@ -70,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|p| Servers::start_on(&pair.b.ns, *p))
         .collect::<Result<_, _>>()?;
-    let mut d = Daemon::start(&agent_bin, pair.b.ns.name(), &[])?;
+    let mut d = Daemon::start(agent_bin, pair.b.ns.name(), &[])?;
     println!(
         "\n$ sg-agent run --netns {}   (socket {}, store {})",
         pair.b.ns.name(),

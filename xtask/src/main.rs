@@ -32,7 +32,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the demo (needs root).
-    Demo,
+    Demo {
+        /// Two hosts of one fleet on etcd instead of one host on SQLite.
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Check formatting and run clippy (host crates and the eBPF crate).
     Lint,
     /// The whole benchmark (needs root, trafgen, nft, iptables): cost per
@@ -50,7 +54,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Demo => cargo(&["run", "--quiet", "--locked", "--package", "sg-demo"], &[]),
+        Command::Demo { fleet } => {
+            let mut args = vec!["run", "--quiet", "--locked", "--package", "sg-demo"];
+            if fleet {
+                args.extend(["--", "--fleet"]);
+            }
+            cargo(&args, &[])
+        }
         Command::Lint => lint::run(),
         Command::Bench { per_packet_only } => {
             // Compile and map-writing times mean nothing in a debug build.
