@@ -160,11 +160,16 @@ impl Daemon {
 
     /// Runs `sg-agent ARGS…` against this daemon's socket.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .env("SG_AGENT_SOCKET", &self.socket)
-            .args(args)
-            .output()
-            .expect("running sg-agent")
+        self.client().cli(args)
+    }
+
+    /// The daemon's CLI as a handle of its own, for threads that drive the
+    /// daemon side by side (the daemon itself stays with its owner).
+    pub fn client(&self) -> Cli {
+        Cli {
+            bin: self.bin.clone(),
+            socket: self.socket.clone(),
+        }
     }
 
     /// [`Daemon::cli`] that must succeed; returns stdout.
@@ -246,6 +251,25 @@ impl Daemon {
             .args(["cleanup", "--netns", &self.netns])
             .output()
             .expect("running sg-agent cleanup")
+    }
+}
+
+/// `sg-agent` pointed at one daemon's socket: what [`Daemon::cli`] runs,
+/// without the daemon, so that it can be cloned and sent to other threads.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    bin: PathBuf,
+    socket: PathBuf,
+}
+
+impl Cli {
+    /// Runs `sg-agent ARGS…` against the daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .env("SG_AGENT_SOCKET", &self.socket)
+            .args(args)
+            .output()
+            .expect("running sg-agent")
     }
 }
 

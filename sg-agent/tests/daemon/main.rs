@@ -14,6 +14,7 @@ mod attach;
 mod fail_closed;
 mod faults;
 mod fleet;
+mod fleet_concurrency;
 mod fleet_fabric;
 mod input;
 mod lifecycle;
