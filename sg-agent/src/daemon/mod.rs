@@ -356,6 +356,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 reconcile(&mut service, "netlink resync");
             }
             Some((request, reply)) = jobs.recv() => {
+                // What other hosts committed first goes first: the change is
+                // made on the newest policy this host has heard of.
+                drain_feed(&mut service, &mut feed);
                 let answer = match service.handle(request) {
                     Ok(v) => Reply::Ok(v),
                     Err(e) => Reply::Error(e),
@@ -411,6 +414,24 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         service.info().pins.display()
     );
     Ok(())
+}
+
+/// Folds in every batch of the fleet store's feed that is waiting.
+fn drain_feed(
+    service: &mut Service,
+    feed: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Feed>>,
+) {
+    while let Some(f) = feed.as_mut() {
+        match f.try_recv() {
+            Ok(batch) => {
+                if service.follow(batch) {
+                    *feed = None;
+                }
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => *feed = None,
+        }
+    }
 }
 
 /// Reconciles when a batch of interface events concerns a bound NIC.

@@ -511,8 +511,12 @@ impl EtcdStore {
             }
             Feed::Changes(batch) => {
                 let mut changed = false;
+                // Every key of one commit carries its revision: compare with
+                // the revision before the batch, not the one its first key
+                // moved the mirror to.
+                let from = self.mirror.revision;
                 for (rev, key, value) in batch {
-                    if rev <= self.mirror.revision {
+                    if rev <= from {
                         continue;
                     }
                     changed = true;

@@ -1026,7 +1026,6 @@ fn ids_of(answer: &Value) -> Vec<String> {
 /// 1,040 random changes from four clients on two hosts at once, then the
 /// limit's race; prints a summary and fails on anything wrong.
 #[test]
-#[ignore = "fails on main: EtcdStore::catch_up keeps only the first key of each commit it follows, so a follower never has the fleet's generation in force; run with --ignored (see a_follower_takes_every_key_of_a_commit_it_follows)"]
 fn concurrent_changes_from_two_hosts_lose_nothing_and_keep_the_limits() {
     let seed = std::env::var("SG_FLEETCC_SEED")
         .ok()
@@ -1105,7 +1104,6 @@ fn concurrent_changes_from_two_hosts_lose_nothing_and_keep_the_limits() {
 /// keys share one revision), so that it has the commit's generation in
 /// force and every group the commit changed.
 #[test]
-#[ignore = "fails on main: EtcdStore::catch_up skips every event of a revision after the first (`rev <= self.mirror.revision` once the first set it), so a follower takes one key of each commit; run with --ignored"]
 fn a_follower_takes_every_key_of_a_commit_it_follows() {
     let etcd = Etcd::single().unwrap();
     let url = store_url(&etcd);

@@ -78,7 +78,7 @@ pub struct SelfChecks {
 type Answer = Result<Value, String>;
 
 /// How many times a change is tried when other hosts keep committing first.
-const CONFLICT_ATTEMPTS: u32 = 8;
+const CONFLICT_ATTEMPTS: u32 = 16;
 
 /// Why a commit did not land.
 enum Failed {
@@ -195,6 +195,17 @@ impl Service {
                 Ok(()) => return Ok(out),
                 Err(Failed::Conflict(e)) if attempt < CONFLICT_ATTEMPTS => {
                     log::info!("change: {e}; trying again on the fleet's newer policy");
+                    // Writers that keep colliding spread out a little: a
+                    // random wait below a bound that doubles, up to 16 ms
+                    // (the host that just won needs no reload, so a long
+                    // wait here would only hand it the next round too).
+                    let bound = 1u64 << attempt.min(4);
+                    let nanos = u64::from(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.subsec_nanos()),
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(nanos % bound));
                     attempt += 1;
                 }
                 Err(Failed::Conflict(e) | Failed::Other(e)) => return Err(e),
