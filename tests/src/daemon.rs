@@ -200,6 +200,12 @@ impl Daemon {
     /// `rule add GROUP` of an ingress rule allowing TCP to `port` from the
     /// test pairs' subnet, 10.77.0.0/24: the rule's id.
     pub fn allow_tcp(&self, group: &str, port: u16) -> String {
+        self.allow_tcp_from(group, port, "10.77.0.0/24")
+    }
+
+    /// `rule add GROUP` of an ingress rule allowing TCP to `port` from
+    /// `peer` (a CIDR, a group or a prefix list): the rule's id.
+    pub fn allow_tcp_from(&self, group: &str, port: u16, peer: &str) -> String {
         let out = self.json(&[
             "rule",
             "add",
@@ -211,7 +217,7 @@ impl Daemon {
             "--port-range",
             &format!("{port}/{port}"),
             "--peer",
-            "10.77.0.0/24",
+            peer,
         ]);
         out["ids"][0].as_str().expect("a rule id").to_owned()
     }

@@ -31,20 +31,64 @@ pub(crate) fn host(etcd: &Etcd, ns: &str, host: &str) -> Daemon {
 /// `rule add` of an ingress rule allowing TCP to `port` from the members of
 /// group `peer`.
 pub(crate) fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) {
-    let port = format!("{port}/{port}");
-    d.ok(&[
-        "rule",
-        "add",
-        group,
-        "--direction",
-        "ingress",
-        "--protocol",
-        "TCP",
-        "--port-range",
-        &port,
-        "--peer",
-        peer,
-    ]);
+    d.allow_tcp_from(group, port, peer);
+}
+
+/// Two hosts of one fleet on a veth pair: db-1 serves TCP and UDP and admits
+/// TCP from group `web` only; web-1's NIC is bound in `web`.
+struct TwoHosts {
+    pair: Pair,
+    servers: probe::Servers,
+    db: Daemon,
+    web: Daemon,
+    g_db: String,
+    g_web: String,
+    g_other: String,
+}
+
+impl TwoHosts {
+    fn new(etcd: &Etcd) -> Self {
+        let pair = Pair::new().unwrap();
+        let servers = probe::Servers::start(&pair.b.ns).unwrap();
+        let db = host(etcd, pair.b.ns.name(), "db-1");
+        let web = host(etcd, pair.a.ns.name(), "web-1");
+        let g_db = db.group("db");
+        let g_web = db.group("web");
+        let g_other = db.group("other");
+        allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+        db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+        web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
+        let h = Self {
+            pair,
+            servers,
+            db,
+            web,
+            g_db,
+            g_web,
+            g_other,
+        };
+        assert!(sg_tests::eventually(Duration::from_secs(5), || h.allowed()));
+        assert!(h.denied());
+        h
+    }
+
+    /// TCP from web-1 to db-1's server is admitted.
+    fn allowed(&self) -> bool {
+        let to = SocketAddr::new(IpAddr::V4(self.pair.b.v4), self.servers.tcp_port);
+        probe::tcp(&self.pair.a.ns, to).allowed()
+    }
+
+    /// UDP from web-1 to db-1 is refused (no rule admits it).
+    fn denied(&self) -> bool {
+        let to = SocketAddr::new(IpAddr::V4(self.pair.b.v4), self.servers.udp_port);
+        !probe::udp(&self.pair.a.ns, to).allowed()
+    }
+
+    /// `nic set-groups` of web-1's NIC to `group` only.
+    fn web_in(&self, group: &str) {
+        self.web
+            .ok(&["nic", "set-groups", &self.pair.a.ifname, "--group", group]);
+    }
 }
 
 #[test]
@@ -139,55 +183,41 @@ fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
 #[test]
 fn with_the_store_away_every_host_keeps_enforcing_refuses_changes_and_catches_up_after() {
     let mut etcd = Etcd::single().unwrap();
-    let pair = Pair::new().unwrap();
-    let servers = probe::Servers::start(&pair.b.ns).unwrap();
-    let db = host(&etcd, pair.b.ns.name(), "db-1");
-    let web = host(&etcd, pair.a.ns.name(), "web-1");
-    let g_db = db.group("db");
-    let g_web = db.group("web");
-    let g_other = db.group("other");
-    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
-    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
-    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
-    let leave_web = ["nic", "set-groups", &pair.a.ifname, "--group", &g_other];
-    let b = IpAddr::V4(pair.b.v4);
-    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
-    let denied = || !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed();
-    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
-    assert!(denied());
+    let h = TwoHosts::new(&etcd);
+    let leave_web = ["nic", "set-groups", &h.pair.a.ifname, "--group", &h.g_other];
 
     etcd.stop();
     let away = |d: &Daemon| d.json(&["status"])["fleet"]["store_reachable"] == false;
     assert!(
-        sg_tests::eventually(Duration::from_secs(15), || away(&db) && away(&web)),
+        sg_tests::eventually(Duration::from_secs(15), || away(&h.db) && away(&h.web)),
         "the hosts do not say the store is away"
     );
     // Fail-static: nothing is decided differently while it is away.
     for _ in 0..5 {
         assert!(
-            allowed(),
+            h.allowed(),
             "an allowed connection was refused with the store away"
         );
-        assert!(denied(), "a denied packet passed with the store away");
+        assert!(h.denied(), "a denied packet passed with the store away");
     }
     // Changes are refused, saying why; reads answer, marked stale.
-    let refused = web.fails(&leave_web);
+    let refused = h.web.fails(&leave_web);
     assert!(refused.contains("unreachable"), "{refused}");
-    let read = web.cli(&["group", "list"]);
+    let read = h.web.cli(&["group", "list"]);
     assert!(read.status.success());
     let warning = String::from_utf8_lossy(&read.stderr);
     assert!(warning.contains("unreachable"), "{warning}");
-    assert!(allowed(), "the refused change took effect");
+    assert!(h.allowed(), "the refused change took effect");
 
     etcd.restart().unwrap();
     assert!(
-        sg_tests::eventually(Duration::from_secs(15), || !away(&db) && !away(&web)),
+        sg_tests::eventually(Duration::from_secs(15), || !away(&h.db) && !away(&h.web)),
         "the hosts do not see the store back"
     );
     // Followed again: a change on web-1 is in force on db-1.
-    web.ok(&leave_web);
+    h.web.ok(&leave_web);
     assert!(
-        sg_tests::eventually(Duration::from_secs(5), || !allowed()),
+        sg_tests::eventually(Duration::from_secs(5), || !h.allowed()),
         "db-1 did not follow a change made after the store came back"
     );
 }
@@ -195,28 +225,16 @@ fn with_the_store_away_every_host_keeps_enforcing_refuses_changes_and_catches_up
 #[test]
 fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after_a_compaction() {
     let mut etcd = Etcd::single().unwrap();
-    let pair = Pair::new().unwrap();
-    let servers = probe::Servers::start(&pair.b.ns).unwrap();
-    let db = host(&etcd, pair.b.ns.name(), "db-1");
-    let mut web = host(&etcd, pair.a.ns.name(), "web-1");
-    let g_db = db.group("db");
-    let g_web = db.group("web");
-    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
-    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
-    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
-    let b = IpAddr::V4(pair.b.v4);
-    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
-    let denied = || !probe::udp(&pair.a.ns, SocketAddr::new(b, servers.udp_port)).allowed();
-    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
+    let mut h = TwoHosts::new(&etcd);
     // web-1's agent has kept its copy (within a second of a change).
     std::thread::sleep(Duration::from_millis(1500));
-    web.stop(libc::SIGTERM).unwrap();
+    h.web.stop(libc::SIGTERM).unwrap();
     // Changed while web-1's agent is down: it learns of it only later,
     // and not from the watch: the history since its copy is compacted.
-    let late = db.group("made-while-web-1-was-down");
+    let late = h.db.group("made-while-web-1-was-down");
     // A stopped agent left the fleet's live hosts at once: nobody waits
     // for it.
-    let status = db.json(&["status", "--wait", "fleet", "--timeout", "3"]);
+    let status = h.db.json(&["status", "--wait", "fleet", "--timeout", "3"]);
     let hosts = status["fleet"]["hosts"].to_string();
     assert!(!hosts.contains("web-1"), "{hosts}");
     let now = etcd.etcdctl(&["get", "/", "-w", "json"]).unwrap();
@@ -225,22 +243,22 @@ fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after
         .expect("a revision");
     etcd.etcdctl(&["compact", &revision.to_string()]).unwrap();
     etcd.stop();
-    let line = web.restart().unwrap();
+    let line = h.web.restart().unwrap();
     assert!(line.contains("serving"), "{line}");
     assert_eq!(
-        web.json(&["status"])["fleet"]["store_reachable"],
+        h.web.json(&["status"])["fleet"]["store_reachable"],
         false,
         "started with the store away, it must say so"
     );
     // It enforces what it had in force, and answers from it (stale).
     assert!(
-        allowed() && denied(),
+        h.allowed() && h.denied(),
         "decided differently after a restart with the store away"
     );
-    let groups = web.cli(&["group", "list", "--json"]);
+    let groups = h.web.cli(&["group", "list", "--json"]);
     let listed = String::from_utf8_lossy(&groups.stdout);
     assert!(
-        listed.contains(&g_web) && !listed.contains(&late),
+        listed.contains(&h.g_web) && !listed.contains(&late),
         "{listed}"
     );
     assert!(String::from_utf8_lossy(&groups.stderr).contains("unreachable"));
@@ -248,49 +266,39 @@ fn an_agent_restarted_with_the_store_away_enforces_its_copy_and_catches_up_after
     etcd.restart().unwrap();
     assert!(
         sg_tests::eventually(Duration::from_secs(15), || {
-            web.ok(&["group", "list", "--json"]).contains(&late)
+            h.web.ok(&["group", "list", "--json"]).contains(&late)
         }),
         "web-1 did not catch up with what changed while it was away"
     );
-    assert!(allowed() && denied());
+    assert!(h.allowed() && h.denied());
 }
 
 #[test]
 fn a_three_member_cluster_losing_its_leader_keeps_the_fleet_working() {
     let mut etcd = Etcd::three().unwrap();
-    let pair = Pair::new().unwrap();
-    let servers = probe::Servers::start(&pair.b.ns).unwrap();
-    let db = host(&etcd, pair.b.ns.name(), "db-1");
-    let web = host(&etcd, pair.a.ns.name(), "web-1");
-    let g_db = db.group("db");
-    let g_web = db.group("web");
-    let g_other = web.group("other");
-    allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
-    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
-    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
-    let b = IpAddr::V4(pair.b.v4);
-    let allowed = || probe::tcp(&pair.a.ns, SocketAddr::new(b, servers.tcp_port)).allowed();
-    assert!(sg_tests::eventually(Duration::from_secs(5), allowed));
+    let h = TwoHosts::new(&etcd);
     let leader = etcd.leader().unwrap().expect("a leader");
     etcd.stop_member(leader);
     // Changes go on, on both hosts, and are followed.
-    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_other]);
+    h.web_in(&h.g_other);
     assert!(
-        sg_tests::eventually(Duration::from_secs(10), || !allowed()),
+        sg_tests::eventually(Duration::from_secs(10), || !h.allowed()),
         "a change made with one member down was not followed"
     );
-    db.ok(&[
+    h.db.ok(&[
         "nic",
         "set-groups",
-        &pair.b.ifname,
+        &h.pair.b.ifname,
         "--group",
-        &g_db,
+        &h.g_db,
         "--group",
-        &g_other,
+        &h.g_other,
     ]);
-    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_web]);
-    assert!(sg_tests::eventually(Duration::from_secs(10), allowed));
-    let status = web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
+    h.web_in(&h.g_web);
+    assert!(sg_tests::eventually(Duration::from_secs(10), || h.allowed()));
+    let status = h
+        .web
+        .json(&["status", "--wait", "fleet", "--timeout", "10"]);
     assert_eq!(status["fleet"]["store_reachable"], true, "{status}");
 }
 
