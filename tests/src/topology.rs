@@ -304,21 +304,7 @@ impl Pair {
 
     /// Polls until both ends report operational state UP.
     fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut up = true;
-            for h in [&self.a, &self.b] {
-                let out = h.ns.ip(&["-j", "link", "show", "dev", &h.ifname])?;
-                up &= String::from_utf8_lossy(&out.stdout).contains("\"operstate\":\"UP\"");
-            }
-            if up {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("veth pair did not come up within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_up(&[&self.a, &self.b], timeout, "veth pair")
     }
 }
 
@@ -424,20 +410,27 @@ impl Fabric {
 
     /// Polls until every host's interface reports operational state UP.
     fn wait_up(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut up = true;
-            for h in &self.hosts {
-                let out = h.ns.ip(&["-j", "link", "show", "dev", &h.ifname])?;
-                up &= String::from_utf8_lossy(&out.stdout).contains("\"operstate\":\"UP\"");
-            }
-            if up {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the fabric's interfaces did not come up within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let hosts: Vec<&Host> = self.hosts.iter().collect();
+        wait_up(&hosts, timeout, "the fabric's interfaces")
+    }
+}
+
+/// Polls until every one of `hosts`' interfaces reports operational state
+/// UP; `what` names them in the error.
+fn wait_up(hosts: &[&Host], timeout: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut up = true;
+        for h in hosts {
+            let out = h.ns.ip(&["-j", "link", "show", "dev", &h.ifname])?;
+            up &= String::from_utf8_lossy(&out.stdout).contains("\"operstate\":\"UP\"");
         }
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not come up within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
