@@ -329,7 +329,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let fleet = service.is_fleet();
     let mut feed = service.feed();
     let mut refollow = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut tend = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Writes what the store's rate limits held back (the status record,
+    // the local copy) and republishes the fleet's health when it moved.
+    let mut tend = tokio::time::interval(std::time::Duration::from_millis(200));
     loop {
         // Biased: signals, then interface events (an interface that appears
         // must be enforced before anything else), then requests.

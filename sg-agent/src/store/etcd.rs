@@ -48,6 +48,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// from its copy instead.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shortest time between two status records of this host.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
+/// The shortest time between two writes of the local copy.
+const COPY_EVERY: Duration = Duration::from_secs(1);
+
 /// How long no member may answer before the store counts as away.
 const AWAY_AFTER: Duration = Duration::from_secs(2);
 
@@ -200,6 +206,9 @@ pub struct EtcdStore {
     shared: Arc<Shared>,
     /// The revision of the copy on disk.
     copied: i64,
+    /// When the status record and the copy were last written.
+    last_report: Option<std::time::Instant>,
+    last_copy: Option<std::time::Instant>,
 }
 
 /// What the store's background tasks and its calls share.
@@ -289,6 +298,8 @@ impl EtcdStore {
             reported: None,
             shared: Arc::default(),
             copied: 0,
+            last_report: None,
+            last_copy: None,
         };
         store.rt.spawn(watch_hosts(
             store.client.clone(),
@@ -323,9 +334,12 @@ impl EtcdStore {
         let Some(path) = &self.config.cache else {
             return;
         };
-        if self.copied == self.mirror.revision {
+        if self.copied == self.mirror.revision
+            || self.last_copy.is_some_and(|t| t.elapsed() < COPY_EVERY)
+        {
             return;
         }
+        self.last_copy = Some(std::time::Instant::now());
         let copy = Copy {
             revision: self.mirror.revision,
             gen_rev: self.mirror.gen_rev,
@@ -556,6 +570,13 @@ impl EtcdStore {
         if self.lease.is_some() && self.reported == Some(self.mirror.revision) {
             return Ok(());
         }
+        // At most one record per REPORT_EVERY: a fleet of hundreds of hosts
+        // following a hundred changes a second would otherwise write tens of
+        // thousands a second. The daemon's periodic call writes the last.
+        if self.lease.is_some() && self.last_report.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            return Ok(());
+        }
+        self.last_report = Some(std::time::Instant::now());
         let lease = if let Some((l, _)) = &self.lease {
             *l
         } else {
