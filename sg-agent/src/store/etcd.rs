@@ -1015,6 +1015,15 @@ impl Store for EtcdStore {
         EtcdStore::keep_copy(self);
     }
 
+    fn probe(&mut self) -> bool {
+        let key = self.layout.generation();
+        self.call_within(ATTEMPT_TIMEOUT, "probing the store", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .is_ok()
+    }
+
     fn depart(&mut self) {
         EtcdStore::keep_copy(self);
         if let Some((lease, lost)) = self.lease.take() {

@@ -89,6 +89,12 @@ pub trait Store: Send {
     /// store is away (fleet stores).
     fn keep_copy(&mut self) {}
 
+    /// Asks the store whether it answers now (one short call); `true` for a
+    /// store that is always there.
+    fn probe(&mut self) -> bool {
+        true
+    }
+
     /// Whether the store answers, as last heard (no call).
     fn health(&self) -> StoreHealth {
         StoreHealth {

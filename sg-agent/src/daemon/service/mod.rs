@@ -310,8 +310,10 @@ impl Service {
 
     /// In force, then durable, then the state.
     fn commit_in_force(&mut self, next: State) -> Result<(), Failed> {
+        // Away as last heard: asked once more (it may be back, or a member
+        // may have taken over from one that went) before refusing.
         let health = self.store.health();
-        if !health.reachable {
+        if !health.reachable && !self.store.probe() {
             // Refused before anything is put in force: the policy in force
             // stays the store's last, which every other host enforces too.
             return Err(Failed::Other(format!(
