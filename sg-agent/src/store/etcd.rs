@@ -1015,6 +1015,23 @@ impl Store for EtcdStore {
         EtcdStore::keep_copy(self);
     }
 
+    fn is_current(&mut self) -> bool {
+        let key = self.layout.generation();
+        let got = self.call_within(ATTEMPT_TIMEOUT, "checking the generation", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        });
+        match got {
+            Ok(resp) => {
+                resp.kvs()
+                    .first()
+                    .map_or(0, etcd_client::KeyValue::mod_revision)
+                    == self.mirror.gen_rev
+            }
+            Err(_) => true,
+        }
+    }
+
     fn probe(&mut self) -> bool {
         let key = self.layout.generation();
         self.call_within(ATTEMPT_TIMEOUT, "probing the store", move |mut c| {

@@ -89,6 +89,13 @@ pub trait Store: Send {
     /// store is away (fleet stores).
     fn keep_copy(&mut self) {}
 
+    /// Whether the state last loaded, followed or committed is still the
+    /// store's newest (one short call for a fleet's; `true` for a store
+    /// only this agent writes, and when the store does not answer).
+    fn is_current(&mut self) -> bool {
+        true
+    }
+
     /// Asks the store whether it answers now (one short call); `true` for a
     /// store that is always there.
     fn probe(&mut self) -> bool {

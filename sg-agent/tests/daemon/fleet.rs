@@ -459,3 +459,18 @@ fn a_single_hosts_export_applied_into_a_fleet_keeps_every_id() {
     let seen = other.json(&["group", "list"]).to_string();
     assert!(seen.contains(&g_db) && seen.contains(&g_web), "{seen}");
 }
+
+#[test]
+fn a_change_naming_what_another_host_just_made_is_accepted_at_once() {
+    // A group made on one host and named at once on another was refused as
+    // not existing while the second host had not followed yet.
+    let etcd = Etcd::single().unwrap();
+    let pair = Pair::new().unwrap();
+    let a = host(&etcd, pair.a.ns.name(), "a-1");
+    let b = host(&etcd, pair.b.ns.name(), "b-1");
+    let target = b.group("target");
+    for i in 0..20 {
+        let made = a.group(&format!("made-on-a-{i}"));
+        allow_from_group(&b, &target, 1000 + i, &made);
+    }
+}

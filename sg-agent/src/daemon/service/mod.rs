@@ -190,7 +190,22 @@ impl Service {
         let mut attempt = 1;
         loop {
             let mut next = self.state.clone();
-            let out = f(&mut next).map_err(err)?;
+            let out = match f(&mut next) {
+                Ok(out) => out,
+                // Refused on this host's copy of the fleet's policy: if
+                // another host committed since (the group this change names
+                // was just made there), the change is judged again on the
+                // newest, as a single host would judge it.
+                Err(e) if attempt < CONFLICT_ATTEMPTS && !self.store.is_current() => {
+                    log::info!(
+                        "change: {e} on a policy another host changed since; judging it again on the newest"
+                    );
+                    self.refresh()?;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            };
             match self.commit_or_conflict(next) {
                 Ok(()) => return Ok(out),
                 Err(Failed::Conflict(e)) if attempt < CONFLICT_ATTEMPTS => {
