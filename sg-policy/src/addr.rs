@@ -193,6 +193,23 @@ impl Cidr {
         Family::of(ip) == self.family() && (bits(ip) & self.mask()) == bits(&self.addr)
     }
 
+    /// The network of length `len` holding this one (itself when `len` is
+    /// its length or longer).
+    #[must_use]
+    pub fn widened(&self, len: u8) -> Self {
+        if len >= self.len {
+            return *self;
+        }
+        let wide = Self {
+            addr: self.addr,
+            len,
+        };
+        Self {
+            addr: from_bits(self.family(), bits(&self.addr) & wide.mask()),
+            len,
+        }
+    }
+
     /// Whether every address of `other` lies in `self`.
     pub fn contains_cidr(&self, other: &Cidr) -> bool {
         other.family() == self.family() && other.len >= self.len && self.contains(&other.addr)

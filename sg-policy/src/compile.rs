@@ -9,7 +9,10 @@
 //! the image holds, per value, the set of ranks whose condition on that field
 //! the value meets; the kernel ANDs the sets and takes the lowest rank.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use sg_common::{
     policy::{MAX_INTERVALS, MAX_RANKS, PROTO_OTHER, RuleBits, WORDS, verdict},
@@ -301,15 +304,27 @@ fn protocols(conditions: &[Condition<'_>]) -> Vec<(u16, RuleBits)> {
 /// contains it (itself included): a longest-prefix match then yields every rank
 /// whose condition the address meets.
 fn prefixes(pairs: impl Iterator<Item = (Cidr, usize)>) -> Vec<Prefix> {
-    let pairs: Vec<(Cidr, usize)> = pairs.collect();
-    let distinct: BTreeSet<Cidr> = pairs.iter().map(|(c, _)| *c).collect();
+    // The ranks of each prefix, and the prefix lengths present per family:
+    // the prefixes holding a prefix are its widenings to those lengths, so
+    // each is found by lookups (distinct × lengths), not by comparing every
+    // pair (distinct × pairs: 10,000 group members named by 20 rules were
+    // 200 million comparisons, seconds per NIC).
+    let mut ranks: HashMap<Cidr, RuleBits> = HashMap::new();
+    let mut lengths: BTreeSet<(Family, u8)> = BTreeSet::new();
+    for (cidr, rank) in pairs {
+        set(ranks.entry(cidr).or_insert(RuleBits::EMPTY), rank);
+        lengths.insert((cidr.family(), cidr.len()));
+    }
+    let distinct: BTreeSet<Cidr> = ranks.keys().copied().collect();
     distinct
         .into_iter()
         .map(|cidr| {
             let mut bits = RuleBits::EMPTY;
-            for (outer, rank) in &pairs {
-                if outer.contains_cidr(&cidr) {
-                    set(&mut bits, *rank);
+            for &(_, len) in lengths.range((cidr.family(), 0)..=(cidr.family(), cidr.len())) {
+                if let Some(outer) = ranks.get(&cidr.widened(len)) {
+                    for (w, o) in bits.words.iter_mut().zip(outer.words) {
+                        *w |= o;
+                    }
                 }
             }
             Prefix { cidr, bits }
