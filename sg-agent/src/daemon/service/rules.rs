@@ -29,12 +29,7 @@ impl Service {
                     .map(|(i, r)| RuleId::parse(&format!("rules[{i}]"), r))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                self.change(|s| {
-                    for id in &ids {
-                        s.revoke(&gid, id)?;
-                    }
-                    Ok(())
-                })?;
+                self.change(|s| s.revoke_all(&gid, &ids).map(drop))?;
                 Ok(json!({ "revoked": ids }))
             }
             Request::RuleModify { group, rule, spec } => {
