@@ -15,7 +15,7 @@ use crate::dataplane::{
     AttachMode, Binding, Dataplane, Drift, Error as DataplaneError, Expected, Repair,
 };
 use sg_policy::compile::{CompileError, Table, compile};
-use sg_policy::{Direction, Settings, State};
+use sg_policy::{Direction, Settings, State, touched::Touched};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -72,9 +72,9 @@ pub struct Reconciler {
     settings: Option<Settings>,
     /// NICs (and [`SETTINGS`]) not brought to the policy, and why.
     degraded: BTreeMap<String, String>,
-    /// The state `installed` was compiled from: an apply of the same state
-    /// (an interface came or went) reuses those tables instead of compiling
-    /// every NIC again.
+    /// The state `installed` was compiled from: the next apply compiles
+    /// only the NICs whose inputs differ from it (an interface that came or
+    /// went, or a change elsewhere in the fleet, recompiles nothing else).
     compiled_from: Option<State>,
 }
 
@@ -127,9 +127,18 @@ impl Reconciler {
     fn apply_all(&mut self, state: &State) -> Result<ReconcileReport, ReconcileError> {
         let mut report = ReconcileReport::default();
         // Compile every present NIC first: a policy the data plane cannot hold
-        // is refused before anything in the kernel changes. The same state
-        // compiles to the same tables: those of the last apply are reused.
-        let same_state = self.compiled_from.as_ref() == Some(state);
+        // is refused before anything in the kernel changes. A NIC none of
+        // whose inputs changed since the last apply compiles to the same
+        // tables: those are reused (`sg_policy::touched`).
+        let touched = self
+            .compiled_from
+            .as_ref()
+            .map(|old| (old, Touched::between(old, state)));
+        let keep = |name: &str| {
+            touched
+                .as_ref()
+                .is_some_and(|(old, t)| !t.nic(old.nics.get(name), state, name))
+        };
         let mut wanted = Vec::new();
         for (name, b) in &state.nics {
             let Some(ifindex) = crate::iface::index(name) else {
@@ -142,7 +151,7 @@ impl Reconciler {
                 anti_spoof: b.anti_spoof_enabled(),
                 own: b.own_cidrs(),
             };
-            let (ingress, egress) = match self.installed.get(name).filter(|_| same_state) {
+            let (ingress, egress) = match self.installed.get(name).filter(|_| keep(name)) {
                 Some(i) => (i.ingress.clone(), i.egress.clone()),
                 None => (
                     compile(state, name, Direction::Ingress)?,
@@ -159,7 +168,7 @@ impl Reconciler {
             ));
         }
         self.check_capacity(&wanted, state)?;
-        if !same_state {
+        if touched.is_none_or(|(old, _)| old != state) {
             self.compiled_from = Some(state.clone());
         }
         // The platform addresses and the port-25 block decide packets before

@@ -15,7 +15,8 @@
 //! - [`apply`]: declarative apply, a whole desired state and its diff.
 //! - [`snapshot`]: when a group's rules are backed up, restore, retention.
 //! - [`compile`]: a NIC's merged rules to the images of its map tables, in the
-//!   layouts `sg-common` shares with the eBPF programs.
+//!   layouts `sg-common` shares with the eBPF programs; [`touched`]: which
+//!   NICs' tables a change can alter.
 //!
 //! Semantics decisions are in `docs/policy.md`.
 
@@ -35,6 +36,7 @@ pub mod rule_record;
 pub mod session_model;
 pub mod snapshot;
 pub mod templates;
+pub mod touched;
 pub mod validate;
 
 pub use addr::{Cidr, Family};

@@ -10,6 +10,7 @@
 //! and the harness checking itself (pause, restart, cleanup).
 
 mod etcd;
+mod touched;
 
 /// A runtime for one test: the harness is synchronous, the client async, so
 /// a test drives the client with `block_on` between harness calls (never
