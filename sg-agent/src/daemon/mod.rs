@@ -368,9 +368,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 let _ = reply.send(answer);
             }
             // A broken feed (or one whose watch ended) is taken again later.
-            batch = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => {
-                if batch.is_none_or(|b| service.follow(b)) { feed = None }
-            }
+            batch = async { feed.as_mut().expect("guarded").recv().await }, if feed.is_some() => match batch {
+                Some(first) => follow_feed(&mut service, &mut feed, Some(first)),
+                None => feed = None,
+            },
             _ = refollow.tick(), if fleet && feed.is_none() => feed = service.feed(),
             _ = tend.tick(), if fleet => service.tend_fleet(),
             _ = sighup.recv() => reconcile(&mut service, "SIGHUP"),
@@ -423,15 +424,32 @@ fn drain_feed(
     service: &mut Service,
     feed: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Feed>>,
 ) {
-    while let Some(f) = feed.as_mut() {
-        match f.try_recv() {
-            Ok(batch) => {
-                if service.follow(batch) {
+    follow_feed(service, feed, None);
+}
+
+/// Folds in `first` and every batch of the feed waiting behind it, joined
+/// (`Feed::coalesce`): what a host fell behind by is put in force at once.
+fn follow_feed(
+    service: &mut Service,
+    feed: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::store::Feed>>,
+    first: Option<crate::store::Feed>,
+) {
+    let mut waiting: Vec<crate::store::Feed> = first.into_iter().collect();
+    if let Some(f) = feed.as_mut() {
+        loop {
+            match f.try_recv() {
+                Ok(batch) => waiting.push(batch),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
                     *feed = None;
+                    break;
                 }
             }
-            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => *feed = None,
+        }
+    }
+    for batch in crate::store::Feed::coalesce(waiting) {
+        if service.follow(batch) {
+            *feed = None;
         }
     }
 }

@@ -48,8 +48,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// from its copy instead.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The shortest time between two status records of this host.
+/// The status records of this host: one every `REPORT_EVERY` sustained, in
+/// bursts of up to `REPORT_BURST` (an operator's few changes in a row are
+/// each recorded at once; a fleet following a hundred changes a second
+/// writes five records a second per host, not a hundred).
 const REPORT_EVERY: Duration = Duration::from_millis(200);
+const REPORT_BURST: u32 = 5;
 
 /// The shortest time between two writes of the local copy.
 const COPY_EVERY: Duration = Duration::from_secs(1);
@@ -171,6 +175,23 @@ pub enum Feed {
     Lost(String),
 }
 
+impl Feed {
+    /// Batches as they arrived, consecutive changes joined into one (they
+    /// are in revision order across batches too): a host that fell behind
+    /// folds in everything waiting at once and puts the result in force
+    /// once, rather than once per commit it missed.
+    pub fn coalesce(batches: impl IntoIterator<Item = Self>) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        for b in batches {
+            match (out.last_mut(), b) {
+                (Some(Self::Changes(all)), Self::Changes(more)) => all.extend(more),
+                (_, b) => out.push(b),
+            }
+        }
+        out
+    }
+}
+
 /// This host's copy of the policy keys, on disk (`--fleet-cache`).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Copy {
@@ -206,8 +227,9 @@ pub struct EtcdStore {
     shared: Arc<Shared>,
     /// The revision of the copy on disk.
     copied: i64,
-    /// When the status record and the copy were last written.
-    last_report: Option<std::time::Instant>,
+    /// What the status record's rate limit allows; when the copy was last
+    /// written.
+    report_budget: Budget,
     last_copy: Option<std::time::Instant>,
 }
 
@@ -298,7 +320,7 @@ impl EtcdStore {
             reported: None,
             shared: Arc::default(),
             copied: 0,
-            last_report: None,
+            report_budget: Budget::new(REPORT_BURST, REPORT_EVERY),
             last_copy: None,
         };
         store.rt.spawn(watch_hosts(
@@ -570,13 +592,12 @@ impl EtcdStore {
         if self.lease.is_some() && self.reported == Some(self.mirror.revision) {
             return Ok(());
         }
-        // At most one record per REPORT_EVERY: a fleet of hundreds of hosts
-        // following a hundred changes a second would otherwise write tens of
-        // thousands a second. The daemon's periodic call writes the last.
-        if self.lease.is_some() && self.last_report.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+        // Rate-limited: a fleet of hundreds of hosts following a hundred
+        // changes a second would otherwise write tens of thousands a
+        // second. The daemon's periodic call writes what was held back.
+        if self.lease.is_some() && !self.report_budget.take(std::time::Instant::now()) {
             return Ok(());
         }
-        self.last_report = Some(std::time::Instant::now());
         let lease = if let Some((l, _)) = &self.lease {
             *l
         } else {
@@ -733,6 +754,38 @@ fn etcd_err(config: &EtcdConfig, what: &str, source: etcd_client::Error) -> Stor
         endpoints: config.endpoints.join(","),
         what: what.to_owned(),
         source: Box::new(source),
+    }
+}
+
+/// A token bucket: up to `burst` at once, one more every `every`.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    burst: u32,
+    every: Duration,
+    /// When the bucket would be full again (at or before now: it is full).
+    full_at: Option<std::time::Instant>,
+}
+
+impl Budget {
+    pub fn new(burst: u32, every: Duration) -> Self {
+        Self {
+            burst: burst.max(1),
+            every,
+            full_at: None,
+        }
+    }
+
+    /// Takes one if there is one at `now`.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let window = self.every * self.burst;
+        let full_at = self.full_at.filter(|t| *t > now).unwrap_or(now);
+        // Empty once full_at is a whole window away; a hundredth of a
+        // period's slack, so that a timer of exactly `every` finds one.
+        if full_at.saturating_duration_since(now) + self.every > window + self.every / 100 {
+            return false;
+        }
+        self.full_at = Some(full_at + self.every);
+        true
     }
 }
 

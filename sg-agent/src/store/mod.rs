@@ -17,7 +17,7 @@ use sg_policy::{GroupId, PolicyError, State};
 
 pub use sg_policy::snapshot::{Snapshot, SnapshotInfo};
 
-pub use etcd::{EtcdConfig, EtcdStore, Feed};
+pub use etcd::{Budget, EtcdConfig, EtcdStore, Feed};
 pub use fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, check_host};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 

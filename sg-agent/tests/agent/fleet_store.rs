@@ -128,3 +128,60 @@ fn the_store_url_names_endpoints_tls_and_prefix() {
     }
     assert!(EtcdConfig::parse("etcd://h:1", "a/b").is_err());
 }
+
+/// The status record's rate limit held back the record of a change that
+/// followed another within 200 ms, so that an operator's second change in
+/// a row showed on the other hosts only at the daemon's next periodic
+/// write (up to 400 ms later): a burst is recorded at once.
+#[test]
+fn status_record_rate_limit_lets_a_burst_through_at_once() {
+    use std::time::{Duration, Instant};
+    let every = Duration::from_millis(200);
+    let mut b = sg_agent::store::Budget::new(5, every);
+    let t0 = Instant::now();
+    for i in 0..5 {
+        assert!(
+            b.take(t0 + Duration::from_millis(i)),
+            "take {i} of the burst"
+        );
+    }
+    assert!(
+        !b.take(t0 + Duration::from_millis(10)),
+        "the sixth in a burst"
+    );
+    // One more per period, found by a timer of exactly that period.
+    assert!(b.take(t0 + every));
+    assert!(!b.take(t0 + every + Duration::from_millis(1)));
+    assert!(b.take(t0 + every * 2));
+    // Idle for long: a whole burst again, not more.
+    let later = t0 + Duration::from_secs(60);
+    for i in 0..5 {
+        assert!(b.take(later), "take {i} after idling");
+    }
+    assert!(!b.take(later));
+}
+
+/// An agent following a hundred commits a second put each in force on its
+/// own, one after the other, and fell further behind with every commit:
+/// what waits is joined into one batch, kept in revision order, with a
+/// broken watch kept where it came.
+#[test]
+fn feed_of_many_commits_is_folded_in_at_once() {
+    use sg_agent::store::Feed;
+    let put = |rev: i64| (rev, format!("k{rev}"), Some(vec![1]));
+    let joined = Feed::coalesce([
+        Feed::Changes(vec![put(5), put(5)]),
+        Feed::Changes(vec![put(6)]),
+        Feed::Lost("compacted".to_owned()),
+        Feed::Changes(vec![put(9)]),
+        Feed::Changes(vec![put(10)]),
+    ]);
+    let shape: Vec<Vec<i64>> = joined
+        .iter()
+        .map(|f| match f {
+            Feed::Changes(c) => c.iter().map(|(r, _, _)| *r).collect(),
+            Feed::Lost(_) => vec![-1],
+        })
+        .collect();
+    assert_eq!(shape, vec![vec![5, 5, 6], vec![-1], vec![9, 10]]);
+}
