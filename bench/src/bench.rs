@@ -21,7 +21,9 @@
 //! - **Memory**: kernel memory of every map for 1, 10 and 100 NICs with
 //!   1,000 rules each, as the kernel accounts it.
 //!
-//! - **Throughput** (unless `--per-packet-only`): `crate::throughput`.
+//! - **Fleet** (unless `--per-packet-only` or `--no-fleet`): `crate::fleet`.
+//! - **Throughput** (unless `--per-packet-only` or `--fleet-only`):
+//!   `crate::throughput`.
 //!
 //! Runs in a release build (it re-runs itself so). Tables are printed and
 //! written to `target/bench.md`; every target is printed with its measured
@@ -163,11 +165,21 @@ fn rounds(mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<(f64, f6
     ))
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
+/// Which parts of the benchmark run.
+#[derive(Clone, Copy)]
+pub struct Parts {
+    /// Per packet, new flows, updates, memory.
+    pub per_packet: bool,
+    /// The fleet: `crate::fleet`.
+    pub fleet: bool,
+    /// `crate::throughput`.
+    pub throughput: bool,
 }
 
-pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
+/// Runs `parts` in a release build (re-running itself so), prints their
+/// tables and writes them to `target/bench.md` (`target/fleet.md` for the
+/// fleet alone).
+pub fn run(parts: Parts) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         // Compile and map-writing times mean nothing in a debug build.
         let mut args = vec![
@@ -179,31 +191,65 @@ pub fn run(per_packet_only: bool) -> anyhow::Result<()> {
             "sg-bench",
             "--",
         ];
-        if per_packet_only {
-            args.push("--per-packet-only");
+        match (parts.per_packet, parts.fleet, parts.throughput) {
+            (true, false, false) => args.push("--per-packet-only"),
+            (false, true, false) => args.push("--fleet-only"),
+            (true, false, true) => args.push("--no-fleet"),
+            _ => {}
         }
         return cargo(&args, &[]);
     }
-    let ns = Netns::new("bench")?;
-    ns.ip(&[
-        "link", "add", NIC, "type", "veth", "peer", "name", "bench0p",
-    ])?;
-    ns.ip(&["link", "set", NIC, "up"])?;
-    let mut out = ns.exec(per_packet)??;
-    out.push_str(&through_api(&ns)?);
-    out.push_str(&memory(&ns)?);
-    drop(ns);
-    print!("{out}");
-    if !per_packet_only {
+    let mut out = String::new();
+    if parts.per_packet {
+        let ns = Netns::new("bench")?;
+        ns.ip(&[
+            "link", "add", NIC, "type", "veth", "peer", "name", "bench0p",
+        ])?;
+        ns.ip(&["link", "set", NIC, "up"])?;
+        out.push_str(&ns.exec(per_packet)??);
+        out.push_str(&through_api(&ns)?);
+        out.push_str(&memory(&ns)?);
+        drop(ns);
+        print!("{out}");
+    }
+    if parts.fleet {
+        let fleet = crate::fleet::tables(&agent_binary()?)?;
+        print!("{fleet}");
+        out.push_str(&fleet);
+    }
+    if parts.throughput {
         let through = crate::throughput::tables()?;
         print!("\n{through}");
         out.push('\n');
         out.push_str(&through);
     }
-    let file = target_dir().join("bench.md");
+    let name = if parts.per_packet {
+        "bench.md"
+    } else {
+        "fleet.md"
+    };
+    let file = target_dir().join(name);
     std::fs::write(&file, &out)?;
     println!("written to {}", file.display());
     Ok(())
+}
+
+/// The agent's binary, built in release.
+fn agent_binary() -> anyhow::Result<std::path::PathBuf> {
+    cargo(
+        &[
+            "build",
+            "--release",
+            "--quiet",
+            "--locked",
+            "--package",
+            "sg-agent",
+            "--bin",
+            "sg-agent",
+        ],
+        &[],
+    )?;
+    Ok(target_dir().join("release/sg-agent"))
 }
 
 /// What the targets are checked against, gathered as the tables are made.
@@ -236,13 +282,13 @@ fn per_packet() -> anyhow::Result<String> {
          | established-session cost ≤ empty-program floor + 40 ns | floor + {:.0} ns ({session:.0} / {floor:.0} ns) | {} |\n\
          | 1,000-rule policy in force within 50 ms of the call | {:.1} ms | {} |",
         r1000 / r10,
-        verdict(r1000 <= 1.5 * r10),
+        crate::report::verdict(r1000 <= 1.5 * r10),
         n1000 / n10,
-        verdict(n1000 <= 1.5 * n10),
+        crate::report::verdict(n1000 <= 1.5 * n10),
         session - floor,
-        verdict(session <= floor + 40.0),
+        crate::report::verdict(session <= floor + 40.0),
         fig.in_force_1000,
-        verdict(fig.in_force_1000 <= 50.0),
+        crate::report::verdict(fig.in_force_1000 <= 50.0),
     );
     Ok(out)
 }
@@ -379,20 +425,7 @@ fn updates(reconciler: &mut Reconciler, fig: &mut Figures) -> anyhow::Result<Str
 /// operator waits for. Alternating two policies so every call changes both
 /// the data plane and the store.
 fn through_api(ns: &Netns) -> anyhow::Result<String> {
-    cargo(
-        &[
-            "build",
-            "--release",
-            "--quiet",
-            "--locked",
-            "--package",
-            "sg-agent",
-            "--bin",
-            "sg-agent",
-        ],
-        &[],
-    )?;
-    let bin = target_dir().join("release/sg-agent");
+    let bin = agent_binary()?;
     let daemon = sg_tests::daemon::Daemon::start(&bin, ns.name(), &[])?;
     let mut client = sg_agent::api::Client::connect(&daemon.socket)?;
     let nics = [NIC.to_owned()];

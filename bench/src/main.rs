@@ -3,7 +3,10 @@
 //!
 //! - with no command: kernel-reported cost per packet (both programs, both
 //!   families, 1 to 1,000 rules, sessions, new flows), update latency, map
-//!   memory, then throughput unless `--per-packet-only` ([`bench`]);
+//!   memory ([`bench`]), then the fleet ([`fleet`]: propagation between
+//!   agents of one etcd, convergence and memory at 10,000 remote NICs) and
+//!   throughput, unless `--per-packet-only`; `--no-fleet` skips the fleet,
+//!   `--fleet-only` runs only it;
 //! - `throughput`: packets per second through a veth pair, sg against no
 //!   filter, nftables and iptables ([`throughput`]).
 //!
@@ -11,6 +14,8 @@
 //! the agent and its eBPF programs to build.
 
 mod bench;
+mod fleet;
+mod report;
 mod throughput;
 
 use clap::{Parser, Subcommand};
@@ -18,9 +23,16 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "sg-bench", args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Skip the throughput part (about six minutes).
-    #[arg(long)]
+    /// Only the per-packet part (per packet, new flows, updates, memory):
+    /// skip the fleet and the throughput parts.
+    #[arg(long, conflicts_with_all = ["fleet_only", "no_fleet"])]
     per_packet_only: bool,
+    /// Skip the fleet part (about two minutes).
+    #[arg(long, conflicts_with = "fleet_only")]
+    no_fleet: bool,
+    /// Only the fleet part (target/fleet.md).
+    #[arg(long)]
+    fleet_only: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +47,11 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        None => bench::run(cli.per_packet_only),
+        None => bench::run(bench::Parts {
+            per_packet: !cli.fleet_only,
+            fleet: !cli.per_packet_only && !cli.no_fleet,
+            throughput: !cli.per_packet_only && !cli.fleet_only,
+        }),
         Some(Command::Throughput) => throughput::run(),
     }
 }

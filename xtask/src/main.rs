@@ -6,7 +6,9 @@
 //! - `lint`: formatting, and clippy with warnings as errors for the host crates
 //!   and for the eBPF crate on its own target;
 //! - `bench`: kernel-reported cost per packet (both programs, both families,
-//!   1 to 1,000 rules, sessions, new flows), update latency, map memory;
+//!   1 to 1,000 rules, sessions, new flows), update latency, map memory, the
+//!   fleet (propagation, convergence and memory against a real etcd), then
+//!   throughput;
 //! - `throughput`: packets per second through a veth pair, sg against no
 //!   filter, nftables and iptables (both the `sg-bench` crate, run through
 //!   cargo).
@@ -39,13 +41,19 @@ enum Command {
     },
     /// Check formatting and run clippy (host crates and the eBPF crate).
     Lint,
-    /// The whole benchmark (needs root, trafgen, nft, iptables): cost per
-    /// packet, new flows, updates, memory, then throughput; all tables go to
-    /// target/bench.md.
+    /// The whole benchmark (needs root, trafgen, nft, iptables, etcd): cost
+    /// per packet, new flows, updates, memory, the fleet, then throughput;
+    /// all tables go to target/bench.md.
     Bench {
-        /// Skip the throughput part (about six minutes).
-        #[arg(long)]
+        /// Only the per-packet part: skip the fleet and throughput parts.
+        #[arg(long, conflicts_with_all = ["fleet_only", "no_fleet"])]
         per_packet_only: bool,
+        /// Skip the fleet part (about two minutes).
+        #[arg(long, conflicts_with = "fleet_only")]
+        no_fleet: bool,
+        /// Only the fleet part (target/fleet.md).
+        #[arg(long)]
+        fleet_only: bool,
     },
     /// Only the throughput part: packets per second through a veth pair with
     /// no filter, sg, nftables and iptables (target/throughput.md).
@@ -62,7 +70,11 @@ fn main() -> anyhow::Result<()> {
             cargo(&args, &[])
         }
         Command::Lint => lint::run(),
-        Command::Bench { per_packet_only } => {
+        Command::Bench {
+            per_packet_only,
+            no_fleet,
+            fleet_only,
+        } => {
             // Compile and map-writing times mean nothing in a debug build.
             let mut args = vec![
                 "run",
@@ -73,8 +85,14 @@ fn main() -> anyhow::Result<()> {
                 "sg-bench",
                 "--",
             ];
-            if per_packet_only {
-                args.push("--per-packet-only");
+            for (on, flag) in [
+                (per_packet_only, "--per-packet-only"),
+                (no_fleet, "--no-fleet"),
+                (fleet_only, "--fleet-only"),
+            ] {
+                if on {
+                    args.push(flag);
+                }
             }
             cargo(&args, &[])
         }
