@@ -64,6 +64,16 @@ enum Command {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Attach(_)) {
+        // A client printing into a closed pipe (`sg-agent rule list | head`)
+        // ends there, as other command-line tools do, rather than panicking
+        // in `println!`. The daemon keeps Rust's default (ignored: a write
+        // to a closed socket is an error it handles).
+        // SAFETY: `signal` with the default disposition, before any thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let socket = cli.connection.socket.as_path();
     let result = match &cli.command {
         Command::Apply(args) => cmd::apply::run(socket, args),

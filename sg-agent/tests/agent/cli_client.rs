@@ -1222,3 +1222,27 @@ fn status_and_settings_print_key_value_lines() {
         "{text}"
     );
 }
+
+/// `sg-agent rule list | head` panicked with a backtrace once `head` had
+/// read enough: a listing into a closed pipe now ends quietly, as other
+/// command-line tools do.
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    let groups: Vec<Value> = (0..2000)
+        .map(|i| group_json(&format!("sg-{i:04}"), &format!("group-{i}"), &[]))
+        .collect();
+    let daemon = FakeDaemon::start(&ok(&json!(groups)));
+    let (read, write) = std::io::pipe().unwrap();
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_sg-agent"))
+        .args(["group", "list"])
+        .env("SG_AGENT_SOCKET", &daemon.path)
+        .stdout(write)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err, "", "nothing said on stderr");
+    drop(daemon.requests());
+}
