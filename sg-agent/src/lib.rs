@@ -9,6 +9,7 @@ pub mod api;
 pub mod clock;
 pub mod daemon;
 pub mod dataplane;
+pub mod heap;
 pub mod iface;
 pub mod metrics;
 pub mod netlink;

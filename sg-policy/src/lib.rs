@@ -4,7 +4,8 @@
 //! it builds and tests without the eBPF toolchain, and the agent crate
 //! (`sg-agent`) puts what it computes in force.
 //!
-//! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`].
+//! - [`model`]: the objects and the [`State`] that holds them; [`ids`], [`addr`];
+//!   [`census`]: the other hosts' NICs no rule here names, counted.
 //! - [`validate`]: every limit and shape rule; [`error`]: the error type.
 //! - [`ops`]: the operations (transactional methods on [`State`]);
 //!   [`templates`], [`redundancy`], import/export in [`io_json`] and [`io_csv`]
@@ -22,6 +23,7 @@
 
 pub mod addr;
 pub mod apply;
+pub mod census;
 pub mod compile;
 pub mod error;
 pub mod evaluate;

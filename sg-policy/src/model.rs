@@ -4,12 +4,18 @@
 //! Plain data: every field is public so the store and the compiler can read it,
 //! but changes go through the operations in [`ops`](super::ops), which validate.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     addr::{Cidr, Family},
+    census::Census,
     error::{PolicyError, one_of},
     ids::{GroupId, IdGen, PortListId, PrefixListId, RuleId},
 };
@@ -794,8 +800,15 @@ pub struct State {
     /// In a fleet, the NIC bindings of every other host, by host name then
     /// interface name: members of their groups (SPEC §1), counted by every
     /// check that spans NICs, never enforced here. Empty on a single host.
+    /// Held whole only where a group of this host's NICs names their
+    /// groups (see [`State::named_groups`]); the rest are in `census`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remote: BTreeMap<String, BTreeMap<String, NicBinding>>,
+    /// In a fleet, the other hosts' NICs not in `remote`: counted by their
+    /// groups, for the checks that span NICs. Shared between the copies of
+    /// a state; kept by the fleet store, never serialised with the state.
+    #[serde(skip)]
+    pub census: Arc<Census>,
     pub ids: IdGen,
 }
 
@@ -824,6 +837,7 @@ impl State {
             port_lists: BTreeMap::new(),
             nics: BTreeMap::new(),
             remote: BTreeMap::new(),
+            census: Arc::default(),
             ids,
         }
     }
@@ -858,6 +872,31 @@ impl State {
     /// on every other.
     pub fn members<'a>(&'a self, group: &'a GroupId) -> impl Iterator<Item = &'a NicBinding> + 'a {
         self.all_nics().filter(move |n| n.groups.contains(group))
+    }
+
+    /// The interface names of every member of `group`: this host's NICs,
+    /// then the other hosts', held whole or counted.
+    pub fn member_names<'a>(&'a self, group: &'a GroupId) -> Vec<&'a str> {
+        let mut out: Vec<&str> = self.members(group).map(|n| n.name.as_str()).collect();
+        out.extend(self.census.members(group).into_iter().map(|(_, n)| n));
+        out
+    }
+
+    /// The groups whose members' addresses this host's tables hold: the
+    /// groups of its NICs (the intra-group policy) and every group a rule
+    /// of theirs names as its peer. Other hosts' members of any other group
+    /// need not be held whole (see [`census`](crate::census)).
+    pub fn named_groups(&self) -> BTreeSet<GroupId> {
+        let own: BTreeSet<&GroupId> = self.nics.values().flat_map(|n| &n.groups).collect();
+        let mut out: BTreeSet<GroupId> = own.iter().map(|g| (*g).clone()).collect();
+        for gid in own {
+            for r in self.groups.get(gid).into_iter().flat_map(|g| &g.rules) {
+                if let Peer::Group(p) = &r.spec.peer {
+                    out.insert(p.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Every NIC binding: this host's, then the other hosts'.

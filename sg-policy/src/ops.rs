@@ -226,8 +226,9 @@ impl State {
     pub fn delete_blockers(&self, id: &GroupId) -> Result<Vec<DeleteBlocker>, PolicyError> {
         let group = self.group("group", id)?;
         let mut blockers: Vec<DeleteBlocker> = self
-            .members(id)
-            .map(|n| DeleteBlocker::UsedByNic(n.name.clone()))
+            .member_names(id)
+            .into_iter()
+            .map(|n| DeleteBlocker::UsedByNic(n.to_owned()))
             .collect();
         blockers.extend(
             self.all_rules()

@@ -52,6 +52,20 @@ impl Touched {
                 walk(was.unwrap_or(&empty), now.unwrap_or(&empty), &mut moved);
             }
         }
+        // Counted NICs are members of groups no table here holds; should a
+        // count change anyway, the groups of the lists that moved count as
+        // touched, like any member's.
+        if !std::sync::Arc::ptr_eq(&old.census, &new.census) && old.census != new.census {
+            let tally = |s: &State| -> BTreeMap<Vec<GroupId>, u32> {
+                s.census.lists().map(|(g, n)| (g.to_vec(), n)).collect()
+            };
+            let (was, now) = (tally(old), tally(new));
+            for (groups, _) in was.iter().chain(&now) {
+                if was.get(groups) != now.get(groups) {
+                    t.members.extend(groups.iter().cloned());
+                }
+            }
+        }
         t
     }
 

@@ -50,6 +50,9 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 128;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ − 1).
 pub const MAX_IFNAME_BYTES: usize = 15;
+
+// Every name a NIC may have fits a census (another host's NIC, counted).
+const _: () = assert!(MAX_IFNAME_BYTES <= crate::census::MAX_NAME_BYTES);
 /// **Decided**: a session idle timeout is 1 s..=1 week (SPEC §4: configurable).
 pub const SESSION_TIMEOUT_MIN_SECS: u32 = 1;
 /// **Decided**: a session idle timeout is 1 s..=1 week.
@@ -493,6 +496,13 @@ pub fn check_nic(state: &State, nic: &NicBinding) -> Result<(), PolicyError> {
 /// [`check_nic`] with the errors' field paths under `f` (another host's
 /// NIC is `hosts[HOST].nics[NAME]`).
 fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyError> {
+    check_nic_fields_at(nic, f)?;
+    check_nic_groups_at(state, &nic.name, &nic.groups, f)
+}
+
+/// The checks of a NIC that need nothing else: its name, its addresses and
+/// how many it has (field paths under `f`).
+pub fn check_nic_fields_at(nic: &NicBinding, f: &str) -> Result<(), PolicyError> {
     if nic.name.is_empty()
         || nic.name.len() > MAX_IFNAME_BYTES
         || nic
@@ -532,7 +542,19 @@ fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyEr
             what: "addresses and extra allowed prefixes per NIC",
         });
     }
-    let count = nic.groups.len();
+    Ok(())
+}
+
+/// The checks of NIC `name`'s list of groups against the state: how many,
+/// none twice, each existing, one type, and the rules they add up to (field
+/// paths under `f`). A counted NIC of another host is checked by its list.
+pub fn check_nic_groups_at(
+    state: &State,
+    name: &str,
+    groups: &[GroupId],
+    f: &str,
+) -> Result<(), PolicyError> {
+    let count = groups.len();
     if count == 0 {
         return Err(PolicyError::out_of_range(
             format!("{f}.groups count"),
@@ -549,9 +571,9 @@ fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyEr
         });
     }
     let mut first: Option<&SecurityGroup> = None;
-    for (i, gid) in nic.groups.iter().enumerate() {
+    for (i, gid) in groups.iter().enumerate() {
         let gf = format!("{f}.groups[{i}]");
-        if nic.groups[..i].contains(gid) {
+        if groups[..i].contains(gid) {
             return Err(PolicyError::invalid(
                 gf,
                 gid,
@@ -563,7 +585,7 @@ fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyEr
             None => first = Some(g),
             Some(f0) if f0.kind != g.kind => {
                 return Err(PolicyError::MixedGroupTypes {
-                    nic: nic.name.clone(),
+                    nic: name.to_owned(),
                     first: f0.id.to_string(),
                     first_type: f0.kind.to_string(),
                     other: g.id.to_string(),
@@ -573,7 +595,7 @@ fn check_nic_at(state: &State, nic: &NicBinding, f: &str) -> Result<(), PolicyEr
             Some(_) => {}
         }
     }
-    let quota = nic_quota(state, &nic.groups);
+    let quota = nic_quota(state, groups);
     if quota > MAX_RULES_PER_NIC {
         return Err(PolicyError::LimitExceeded {
             field: format!("{f}.rules"),
@@ -861,6 +883,12 @@ pub fn validate_state(state: &State) -> Result<(), PolicyError> {
             }
             check_nic_at(state, nic, &f)?;
         }
+    }
+    // … and so are those counted by their groups (their own fields were
+    // checked when they were counted).
+    for (groups, _) in state.census.lists() {
+        let (host, name) = state.census.example(groups).unwrap_or(("?", "?"));
+        check_nic_groups_at(state, name, groups, &format!("hosts[{host}].nics[{name}]"))?;
     }
     Ok(())
 }

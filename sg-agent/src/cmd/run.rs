@@ -163,6 +163,7 @@ fn open_store(args: &Args) -> anyhow::Result<(StoreChoice, String)> {
 
 /// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600).
 pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    sg_agent::heap::fix_mmap_threshold();
     // The metrics endpoint listens in the agent's own namespace, not in the
     // workload's it serves (where any local user could read the counters):
     // bound before entering that one.

@@ -136,7 +136,7 @@ pub fn answer(view: &View, r: &Request) -> Answer {
         Request::GroupShow { id } => {
             let id = GroupId::parse("group", id).map_err(err)?;
             let g = state.group("group", &id).map_err(err)?;
-            let members: Vec<&str> = state.members(&id).map(|n| n.name.as_str()).collect();
+            let members = state.member_names(&id);
             Ok(json!({ "group": g, "members": members }))
         }
         Request::GroupHealth { id } => {

@@ -12,7 +12,7 @@
 //! call waits for its answer on a channel, with a deadline.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     future::Future,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -31,9 +31,10 @@ use tokio::sync::mpsc;
 
 use super::{
     Snapshot, SnapshotInfo, Store, StoreError, StoreHealth, StoreId, StorePosition,
-    fleet_keys::{FLEET_SCHEMA, HostStatus, Layout},
+    fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, Settled},
+    fleet_mirror::Mirror,
 };
-use sg_policy::{GroupId, State, validate_state};
+use sg_policy::{GroupId, State, census::Census, validate_state};
 
 /// How long one call to etcd may take before the store counts as
 /// unreachable for it.
@@ -192,24 +193,6 @@ impl Feed {
     }
 }
 
-/// This host's copy of the policy keys, on disk (`--fleet-cache`).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Copy {
-    revision: i64,
-    gen_rev: i64,
-    kvs: BTreeMap<String, String>,
-}
-
-/// The policy keys at one revision.
-#[derive(Debug, Default, Clone)]
-struct Mirror {
-    kvs: BTreeMap<String, Vec<u8>>,
-    /// The store's revision these keys are as of.
-    revision: i64,
-    /// The revision the generation key was last written at (0: never).
-    gen_rev: i64,
-}
-
 /// The fleet store of one host.
 pub struct EtcdStore {
     /// Taken only when the store is dropped.
@@ -218,6 +201,10 @@ pub struct EtcdStore {
     config: EtcdConfig,
     layout: Layout,
     mirror: Mirror,
+    /// A change named groups whose members the mirror only counted, and
+    /// reading them whole failed: the mirror is as before that change, and
+    /// the next [`EtcdStore::catch_up`] reads the policy again first.
+    reload_pending: bool,
     position: StorePosition,
     /// The status key's lease, and whether its keepalives stopped.
     lease: Option<(i64, Arc<AtomicBool>)>,
@@ -315,6 +302,7 @@ impl EtcdStore {
             config,
             layout,
             mirror: Mirror::default(),
+            reload_pending: false,
             position: StorePosition::default(),
             lease: None,
             reported: None,
@@ -328,7 +316,7 @@ impl EtcdStore {
             store.layout.other("status/"),
             Arc::clone(&store.shared),
         ));
-        match store.reload_within(START_TIMEOUT) {
+        match store.reload_within(START_TIMEOUT, &BTreeSet::new()) {
             Ok(()) => {}
             Err(e) if store.shared.unreachable.load(Ordering::Relaxed) => {
                 // Away: start from this host's copy of what it had in force
@@ -362,27 +350,7 @@ impl EtcdStore {
             return;
         }
         self.last_copy = Some(std::time::Instant::now());
-        let copy = Copy {
-            revision: self.mirror.revision,
-            gen_rev: self.mirror.gen_rev,
-            kvs: self
-                .mirror
-                .kvs
-                .iter()
-                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
-        };
-        let tmp = path.with_extension("tmp");
-        let written = serde_json::to_vec(&copy)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| {
-                use std::io::Write as _;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, path));
-        match written {
+        match self.mirror.write_copy(path) {
             Ok(()) => self.copied = self.mirror.revision,
             Err(e) => log::warn!(
                 "writing the copy of the fleet's policy to {}: {e}",
@@ -395,18 +363,7 @@ impl EtcdStore {
         let Some(path) = &self.config.cache else {
             return Err("--fleet-cache is not set".to_owned());
         };
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let copy: Copy =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Mirror {
-            kvs: copy
-                .kvs
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect(),
-            revision: copy.revision,
-            gen_rev: copy.gen_rev,
-        })
+        Mirror::read_copy(path)
     }
 
     /// Runs `f` with a client on the store's runtime and waits for it;
@@ -458,13 +415,17 @@ impl EtcdStore {
 
     /// Reads every policy key afresh.
     fn reload(&mut self) -> Result<(), StoreError> {
-        self.reload_within(CALL_TIMEOUT)
+        self.reload_within(CALL_TIMEOUT, &BTreeSet::new())
     }
 
     /// [`EtcdStore::reload`], trying for up to `within`.
-    fn reload_within(&mut self, within: Duration) -> Result<(), StoreError> {
+    fn reload_within(
+        &mut self,
+        within: Duration,
+        also: &BTreeSet<GroupId>,
+    ) -> Result<(), StoreError> {
         let prefix = self.layout.policy();
-        let mut resp = self.call_within(within, "reading the policy", move |mut c| {
+        let resp = self.call_within(within, "reading the policy", move |mut c| {
             let prefix = prefix.clone();
             async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
@@ -473,22 +434,29 @@ impl EtcdStore {
             .map_or(0, etcd_client::ResponseHeader::revision);
         let gen_key = self.layout.generation();
         let mut gen_rev = 0;
-        let kvs = resp
-            .take_kvs()
-            .into_iter()
+        let read: Vec<_> = resp
+            .kvs()
+            .iter()
             .map(|kv| {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let key = String::from_utf8_lossy(kv.key());
                 if key == gen_key {
                     gen_rev = kv.mod_revision();
                 }
-                (key, kv.value().to_vec())
+                (key, kv.value())
             })
             .collect();
+        let (kvs, census) = self.layout.split(&read, also)?;
+        drop(read);
+        drop(resp);
+        // The whole policy as read is freed: give it back to the system.
+        crate::heap::trim();
         self.mirror = Mirror {
             kvs,
+            census: Arc::new(census),
             revision,
             gen_rev,
         };
+        self.reload_pending = false;
         let (id, generation) = self.layout.position(&self.mirror.kvs)?;
         self.position = StorePosition { id, generation };
         Ok(())
@@ -537,7 +505,7 @@ impl EtcdStore {
                 // Briefly: the daemon waits meanwhile. If the store does
                 // not answer, the next feed starts from the revision in
                 // force and the reload is tried again if it breaks again.
-                if let Err(e) = self.reload_within(ATTEMPT_TIMEOUT) {
+                if let Err(e) = self.reload_within(ATTEMPT_TIMEOUT, &BTreeSet::new()) {
                     log::warn!(
                         "fleet store: reloading the policy: {e}; following from revision {}",
                         self.mirror.revision
@@ -545,36 +513,85 @@ impl EtcdStore {
                     return Ok(None);
                 }
             }
-            Feed::Changes(batch) => {
-                let mut changed = false;
-                // Every key of one commit carries its revision: compare with
-                // the revision before the batch, not the one its first key
-                // moved the mirror to.
-                let from = self.mirror.revision;
-                for (rev, key, value) in batch {
-                    if rev <= from {
-                        continue;
-                    }
-                    changed = true;
-                    if key == self.layout.generation() {
-                        self.mirror.gen_rev = rev;
-                    }
-                    match value {
-                        Some(v) => self.mirror.kvs.insert(key, v),
-                        None => self.mirror.kvs.remove(&key),
-                    };
-                    self.mirror.revision = rev;
-                }
-                if !changed {
+            Feed::Changes(_) if self.reload_pending => {
+                // A reload supersedes the batch (its changes are older or
+                // are read with it; later ones fold in on top).
+                if let Err(e) = self.reload_within(ATTEMPT_TIMEOUT, &BTreeSet::new()) {
+                    log::warn!("fleet store: reading the policy again: {e}");
                     return Ok(None);
                 }
-                let (id, generation) = self.layout.position(&self.mirror.kvs)?;
-                self.position = StorePosition { id, generation };
+            }
+            Feed::Changes(batch) => {
+                let Some(undo) = self.mirror.fold(&self.layout, batch) else {
+                    return Ok(None);
+                };
+                match self.layout.settle(
+                    &mut self.mirror.kvs,
+                    &mut self.mirror.census,
+                    &BTreeSet::new(),
+                )? {
+                    Settled::State(s) => {
+                        self.set_position()?;
+                        return Ok(Some(s.unwrap_or_default()));
+                    }
+                    Settled::Unheld(groups) => {
+                        log::info!(
+                            "fleet store: this host's rules now name {groups:?}, whose members on other hosts it only counted; reading the policy again"
+                        );
+                        if let Err(e) = self.reload_within(ATTEMPT_TIMEOUT, &BTreeSet::new()) {
+                            // Fail-static: what is in force stays, and so
+                            // does the mirror it came from.
+                            self.mirror.undo(undo);
+                            self.reload_pending = true;
+                            log::warn!(
+                                "fleet store: reading the policy again: {e}; keeping revision {} in force until it answers",
+                                self.mirror.revision
+                            );
+                            return Ok(None);
+                        }
+                    }
+                }
             }
         }
-        Ok(Some(
-            self.layout.decode(&self.mirror.kvs)?.unwrap_or_default(),
-        ))
+        self.settled(&BTreeSet::new())
+            .map(Option::unwrap_or_default)
+            .map(Some)
+    }
+
+    /// The state the mirror holds, after [`Layout::settle`] counted the NICs
+    /// no group of this host (nor `also`) names; reads the policy again
+    /// whole first if it named one the mirror only counted.
+    fn settled(&mut self, also: &BTreeSet<GroupId>) -> Result<Option<State>, StoreError> {
+        let mut reread = false;
+        loop {
+            let found = self
+                .layout
+                .settle(&mut self.mirror.kvs, &mut self.mirror.census, also)?;
+            match found {
+                Settled::State(s) => {
+                    self.set_position()?;
+                    return Ok(s);
+                }
+                // Read whole, nothing is counted: settling cannot find
+                // this twice.
+                Settled::Unheld(groups) if reread => {
+                    return Err(StoreError::CorruptKey {
+                        key: self.layout.policy(),
+                        reason: format!("the members of {groups:?} stay counted after a reload"),
+                    });
+                }
+                Settled::Unheld(_) => {
+                    self.reload_within(CALL_TIMEOUT, also)?;
+                    reread = true;
+                }
+            }
+        }
+    }
+
+    fn set_position(&mut self) -> Result<(), StoreError> {
+        let (id, generation) = self.layout.position(&self.mirror.kvs)?;
+        self.position = StorePosition { id, generation };
+        Ok(())
     }
 
     /// Records under `status/<host>` (under a lease, so that a host whose
@@ -926,7 +943,12 @@ impl Store for EtcdStore {
             }
             Err(e) => return Err(e),
         }
-        self.layout.decode(&self.mirror.kvs)
+        self.settled(&BTreeSet::new())
+    }
+
+    fn load_holding(&mut self, groups: &BTreeSet<GroupId>) -> Result<Option<State>, StoreError> {
+        self.reload_within(CALL_TIMEOUT, groups)?;
+        self.settled(groups)
     }
 
     fn commit(&mut self, state: &State, snapshots: &[Snapshot]) -> Result<(), StoreError> {
@@ -938,7 +960,7 @@ impl Store for EtcdStore {
             self.create()?;
         }
         let want = self.layout.encode(state)?;
-        let (mut ops, mut writes) = self.diff(&want);
+        let (mut ops, mut writes) = self.diff(&want, &state.census);
         let generation = self.position.generation + 1;
         let gen_key = self.layout.generation();
         ops.push(TxnOp::put(gen_key.clone(), generation.to_string(), None));
@@ -976,6 +998,7 @@ impl Store for EtcdStore {
                 None => self.mirror.kvs.remove(&k),
             };
         }
+        self.mirror.census = Arc::clone(&state.census);
         self.mirror.revision = revision;
         self.mirror.gen_rev = revision;
         self.position.generation = generation;
@@ -1148,10 +1171,12 @@ impl EtcdStore {
 }
 
 impl EtcdStore {
-    /// The writes that make the policy keys hold `want`: puts of what
-    /// changed, deletes of what went (the store's own keys stay); as
-    /// transaction operations and as what they leave in the mirror.
-    fn diff(&self, want: &BTreeMap<String, Vec<u8>>) -> (Vec<TxnOp>, Vec<Write>) {
+    /// The writes that make the policy keys hold `want` and the NICs
+    /// `census` counts: puts of what changed, deletes of what went (the
+    /// store's own keys stay); as transaction operations and as what they
+    /// leave in the mirror. A host none of whose NICs is left (`host
+    /// remove`) goes with one delete of its prefix.
+    fn diff(&self, want: &BTreeMap<String, Vec<u8>>, census: &Census) -> (Vec<TxnOp>, Vec<Write>) {
         let policy = self.layout.policy();
         let keep = |k: &str| {
             ["schema", "store-id", "generation", "last-commit"]
@@ -1166,10 +1191,53 @@ impl EtcdStore {
                 writes.push((k.clone(), Some(v.clone())));
             }
         }
+        // Hosts with counted NICs in the mirror and none left at all.
+        let same = std::ptr::eq(&raw const *self.mirror.census, census);
+        let whole: BTreeSet<&str> = if same {
+            BTreeSet::new()
+        } else {
+            want.keys()
+                .filter_map(|k| self.layout.remote_nic(k).map(|(h, _)| h))
+                .collect()
+        };
+        let gone: BTreeSet<&str> = self
+            .mirror
+            .census
+            .hosts()
+            .map(|(h, _)| h)
+            .filter(|h| !same && census.nics_of(h).next().is_none() && !whole.contains(h))
+            .collect();
+        for h in &gone {
+            let prefix = self.layout.key(&format!("hosts/{h}/"));
+            ops.push(TxnOp::delete(
+                prefix,
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ));
+        }
+        let under_gone = |k: &str| {
+            self.layout
+                .remote_nic(k)
+                .is_some_and(|(h, _)| gone.contains(h))
+        };
         for k in self.mirror.kvs.keys() {
             if k.starts_with(&policy) && !keep(k) && !want.contains_key(k) {
-                ops.push(TxnOp::delete(k.clone(), None));
+                if !under_gone(k) {
+                    ops.push(TxnOp::delete(k.clone(), None));
+                }
                 writes.push((k.clone(), None));
+            }
+        }
+        // Counted NICs of hosts that stay, no longer counted.
+        let stay = self
+            .mirror
+            .census
+            .hosts()
+            .filter(|(h, _)| !same && !gone.contains(h));
+        for (h, _) in stay {
+            for (name, _) in self.mirror.census.nics_of(h) {
+                if !census.contains(h, name) {
+                    ops.push(TxnOp::delete(self.layout.nic_key(h, name), None));
+                }
             }
         }
         (ops, writes)

@@ -26,12 +26,14 @@
 //! id of a group's snapshot of a window), `snapshot-seq` (the last snapshot
 //! id), and `status/<host>` (what a host has in force, under its lease).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{StoreError, StoreId};
-use sg_policy::{NicBinding, State, ids::IdGen, validate_state};
+use sg_policy::validate::check_nic_fields_at;
+use sg_policy::{GroupId, NicBinding, State, census::Census, ids::IdGen, validate_state};
 
 /// The version of this layout. A store written with a higher one is refused.
 pub const FLEET_SCHEMA: u32 = 1;
@@ -44,6 +46,16 @@ pub struct Layout {
     /// This host's name: its NICs are the state's `nics`, every other
     /// host's are its `remote`.
     pub host: String,
+}
+
+/// What [`Layout::settle`] found.
+#[derive(Debug)]
+pub enum Settled {
+    /// The state (`None`: a store never committed to).
+    State(Option<State>),
+    /// These groups are named here, and some of their members on other
+    /// hosts are only counted: read the policy again whole.
+    Unheld(BTreeSet<GroupId>),
 }
 
 /// What one host has in force, as it records it under `status/<host>`.
@@ -147,6 +159,16 @@ impl Layout {
     /// store never committed to. Every key is checked: one this layout does
     /// not know, or a value that does not read back, is an error naming it.
     pub fn decode(&self, kvs: &BTreeMap<String, Vec<u8>>) -> Result<Option<State>, StoreError> {
+        self.decode_with(kvs, &Arc::default())
+    }
+
+    /// [`Layout::decode`] of keys that hold only some of the other hosts'
+    /// NICs: `census` counts the rest.
+    pub fn decode_with(
+        &self,
+        kvs: &BTreeMap<String, Vec<u8>>,
+        census: &Arc<Census>,
+    ) -> Result<Option<State>, StoreError> {
         let prefix = self.policy();
         let corrupt = |key: &str, reason: String| StoreError::CorruptKey {
             key: key.to_owned(),
@@ -173,6 +195,7 @@ impl Layout {
         };
         let mut state = State::new();
         state.ids = json::<IdGen>(&self.key("ids"), ids)?;
+        state.census = Arc::clone(census);
         for (key, value) in kvs {
             let Some(rest) = key.strip_prefix(&prefix) else {
                 return Err(corrupt(key, "outside the policy prefix".to_owned()));
@@ -214,6 +237,120 @@ impl Layout {
             source: Box::new(source),
         })?;
         Ok(Some(state))
+    }
+
+    /// The host and name of the NIC whose key is `key`, if it is another
+    /// host's.
+    pub fn remote_nic<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("policy/hosts/")?;
+        let (host, rest) = rest.split_once('/')?;
+        let name = rest.strip_prefix("nics/")?;
+        (host != self.host && !name.contains('/')).then_some((host, name))
+    }
+
+    /// The policy keys as read (`read`), split: every key but the NICs of
+    /// other hosts that no group of this host (nor `also`) names, and the
+    /// census that counts those (their own fields checked here; their
+    /// groups with the state's). Nothing of a counted NIC is kept beyond
+    /// its name and groups, so reading a large fleet needs no more memory
+    /// than what this host names.
+    pub fn split(
+        &self,
+        read: &[(std::borrow::Cow<'_, str>, &[u8])],
+        also: &BTreeSet<GroupId>,
+    ) -> Result<(BTreeMap<String, Vec<u8>>, Census), StoreError> {
+        let mut kvs: BTreeMap<String, Vec<u8>> = read
+            .iter()
+            .filter(|(k, _)| self.remote_nic(k).is_none())
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        let mut named = also.clone();
+        if let Some(state) = self.decode_with(&kvs, &Arc::default())? {
+            named.extend(state.named_groups());
+        }
+        let mut census = Census::default();
+        for (key, value) in read {
+            let Some((host, name)) = self.remote_nic(key) else {
+                continue;
+            };
+            let nic: NicBinding = json(key, value)?;
+            if nic.groups.iter().any(|g| named.contains(g)) {
+                kvs.insert(key.to_string(), value.to_vec());
+                continue;
+            }
+            same_id(key, name, &nic.name)?;
+            check_nic_fields_at(&nic, &format!("hosts[{host}].nics[{name}]")).map_err(
+                |source| StoreError::InvalidState {
+                    path: self.prefix.clone(),
+                    source: Box::new(source),
+                },
+            )?;
+            census
+                .insert(host, name, &nic.groups)
+                .map_err(|e| StoreError::CorruptKey {
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok((kvs, census))
+    }
+
+    /// The key of NIC `name` of `host`.
+    pub fn nic_key(&self, host: &str, name: &str) -> String {
+        self.key(&format!("hosts/{host}/nics/{name}"))
+    }
+
+    /// The state the keys `kvs` and the `census` hold, with every NIC of
+    /// another host that no group of this host names (nor `also`) moved
+    /// from the keys into the census (see [`sg_policy::census`]). If a
+    /// named group has counted members, the keys do not hold what this
+    /// host must compile: [`Settled::Unheld`], and nothing moved.
+    pub fn settle(
+        &self,
+        kvs: &mut BTreeMap<String, Vec<u8>>,
+        census: &mut Arc<Census>,
+        also: &BTreeSet<GroupId>,
+    ) -> Result<Settled, StoreError> {
+        let Some(mut state) = self.decode_with(kvs, census)? else {
+            return Ok(Settled::State(None));
+        };
+        let mut named = state.named_groups();
+        named.extend(also.iter().cloned());
+        let unheld = census.counted_among(&named);
+        if !unheld.is_empty() {
+            return Ok(Settled::Unheld(unheld));
+        }
+        let unnamed: Vec<(String, String)> = state
+            .remote
+            .iter()
+            .flat_map(|(h, nics)| nics.values().map(move |n| (h, n)))
+            .filter(|(_, n)| !n.groups.iter().any(|g| named.contains(g)))
+            .map(|(h, n)| (h.clone(), n.name.clone()))
+            .collect();
+        if !unnamed.is_empty() {
+            let counted = Arc::make_mut(census);
+            for (host, name) in unnamed {
+                let nics = state.remote.get_mut(&host);
+                let Some(nic) = nics.and_then(|n| n.remove(&name)) else {
+                    continue;
+                };
+                if state.remote.get(&host).is_some_and(BTreeMap::is_empty) {
+                    state.remote.remove(&host);
+                }
+                let key = self.nic_key(&host, &name);
+                counted
+                    .insert(&host, &name, &nic.groups)
+                    .map_err(|e| StoreError::CorruptKey {
+                        key: key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                kvs.remove(&key);
+            }
+            state.census = Arc::clone(census);
+        }
+        Ok(Settled::State(Some(state)))
     }
 
     /// The store's identity and generation the policy keys hold (a store

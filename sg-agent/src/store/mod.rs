@@ -9,7 +9,10 @@
 
 mod etcd;
 mod fleet_keys;
+mod fleet_mirror;
 mod sqlite;
+
+use std::collections::BTreeSet;
 
 use thiserror::Error;
 
@@ -18,13 +21,21 @@ use sg_policy::{GroupId, PolicyError, State};
 pub use sg_policy::snapshot::{Snapshot, SnapshotInfo};
 
 pub use etcd::{Budget, EtcdConfig, EtcdStore, Feed};
-pub use fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, check_host};
+pub use fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, Settled, check_host};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 /// Where the policy state and the snapshots live.
 pub trait Store: Send {
     /// The state last committed; `None` for a store never committed to.
     fn load(&mut self) -> Result<Option<State>, StoreError>;
+
+    /// [`Store::load`], with the other hosts' members of `groups` held
+    /// whole, as those of the groups the state names are: a change about to
+    /// name them needs their addresses (see [`sg_policy::census`]).
+    fn load_holding(&mut self, groups: &BTreeSet<GroupId>) -> Result<Option<State>, StoreError> {
+        let _ = groups;
+        self.load()
+    }
 
     /// Makes `state` the stored state and adds `snapshots`, in ONE durable
     /// transaction: after it returns Ok, a crash (SIGKILL, power loss) keeps all

@@ -981,6 +981,7 @@ impl Reader<'_> {
             port_lists: self.keyed("port_lists", "id", |l: &PortList| &l.id)?,
             nics: self.keyed("nics", "name", |n: &NicBinding| &n.name)?,
             remote: BTreeMap::new(),
+            census: std::sync::Arc::default(),
             ids,
         }))
     }

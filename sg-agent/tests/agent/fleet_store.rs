@@ -1,7 +1,7 @@
 //! The fleet store's key layout (`store/fleet_keys.rs`), without a server:
 //! a fleet's state written as keys and read back by each host as its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sg_agent::store::{Layout, StoreError, check_host};
 use sg_policy::{BindingMode, GroupSpec, NicBinding, State};
@@ -184,4 +184,90 @@ fn feed_of_many_commits_is_folded_in_at_once() {
         })
         .collect();
     assert_eq!(shape, vec![vec![5, 5, 6], vec![-1], vec![9, 10]]);
+}
+
+/// Host `a` of a fleet whose group `db` (bound on `a`) admits group `web`;
+/// host `b` binds `eth0` in `web` and `eth1` in `idle`, which nothing on
+/// `a` names. The keys as stored, and the groups.
+fn naming_fleet() -> (BTreeMap<String, Vec<u8>>, [sg_policy::GroupId; 3]) {
+    let mut s = State::with_seed(9);
+    let db = s.create_group(GroupSpec::basic("db")).unwrap();
+    let web = s.create_group(GroupSpec::basic("web")).unwrap();
+    let idle = s.create_group(GroupSpec::basic("idle")).unwrap();
+    let admit =
+        sg_policy::RuleSpec::from_text("ingress", "Accept", "1", "TCP", "1/1", web.as_str())
+            .unwrap();
+    s.authorize(&db, admit).unwrap();
+    let nic = |name: &str, addr: &str, g: &sg_policy::GroupId| {
+        NicBinding::new(
+            name,
+            BindingMode::Local,
+            vec![addr.parse().unwrap()],
+            vec![g.clone()],
+        )
+    };
+    s.bind_nic(nic("eth0", "10.0.0.1", &db)).unwrap();
+    let b = s.remote.entry("b".to_owned()).or_default();
+    b.insert("eth0".to_owned(), nic("eth0", "10.0.0.2", &web));
+    b.insert("eth1".to_owned(), nic("eth1", "10.0.0.3", &idle));
+    (stored(&layout("a"), &s), [db, web, idle])
+}
+
+fn read(kvs: &BTreeMap<String, Vec<u8>>) -> Vec<(std::borrow::Cow<'_, str>, &[u8])> {
+    kvs.iter()
+        .map(|(k, v)| (std::borrow::Cow::Borrowed(k.as_str()), v.as_slice()))
+        .collect()
+}
+
+#[test]
+fn a_host_counts_the_other_hosts_nics_no_group_of_its_names() {
+    use sg_agent::store::Settled;
+    let (all, [_, web, idle]) = naming_fleet();
+    let l = layout("a");
+    let (mut kvs, census) = l.split(&read(&all), &BTreeSet::new()).unwrap();
+    assert!(kvs.contains_key("/sg/v1/policy/hosts/b/nics/eth0"));
+    assert!(!kvs.contains_key("/sg/v1/policy/hosts/b/nics/eth1"));
+    assert!(census.contains("b", "eth1") && census.len() == 1);
+    let mut census = std::sync::Arc::new(census);
+    let Settled::State(Some(s)) = l.settle(&mut kvs, &mut census, &BTreeSet::new()).unwrap() else {
+        panic!("no state")
+    };
+    assert_eq!(s.remote["b"].keys().collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(s.member_names(&idle), ["eth1"]);
+    assert_eq!(s.member_names(&web), ["eth0"]);
+    // Read whole, then settled: the same.
+    let mut whole = all.clone();
+    let mut none = std::sync::Arc::default();
+    let Settled::State(Some(again)) = l.settle(&mut whole, &mut none, &BTreeSet::new()).unwrap()
+    else {
+        panic!("no state")
+    };
+    assert_eq!(again, s);
+    assert_eq!(whole, kvs);
+    // Asked to hold `idle` too, nothing is counted.
+    let (_, census) = l.split(&read(&all), &[idle].into()).unwrap();
+    assert!(census.is_empty());
+}
+
+#[test]
+fn a_rule_that_comes_to_name_a_counted_group_asks_for_the_policy_whole() {
+    use sg_agent::store::Settled;
+    let (all, [db, _, idle]) = naming_fleet();
+    let l = layout("a");
+    let (mut kvs, census) = l.split(&read(&all), &BTreeSet::new()).unwrap();
+    let mut census = std::sync::Arc::new(census);
+    // Another host adds a rule to db naming idle.
+    let mut elsewhere = l.decode(&all).unwrap().unwrap();
+    let admit =
+        sg_policy::RuleSpec::from_text("ingress", "Accept", "1", "TCP", "2/2", idle.as_str())
+            .unwrap();
+    elsewhere.authorize(&db, admit).unwrap();
+    let key = l.key(&format!("groups/{db}"));
+    kvs.insert(key.clone(), stored(&l, &elsewhere)[&key].clone());
+    let before = (kvs.clone(), census.clone());
+    match l.settle(&mut kvs, &mut census, &BTreeSet::new()).unwrap() {
+        Settled::Unheld(g) => assert_eq!(g, [idle].into()),
+        other @ Settled::State(_) => panic!("{other:?}"),
+    }
+    assert_eq!((kvs, census), before, "nothing moved");
 }

@@ -30,8 +30,8 @@ pub(crate) fn host(etcd: &Etcd, ns: &str, host: &str) -> Daemon {
 
 /// `rule add` of an ingress rule allowing TCP to `port` from the members of
 /// group `peer`.
-pub(crate) fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) {
-    d.allow_tcp_from(group, port, peer);
+pub(crate) fn allow_from_group(d: &Daemon, group: &str, port: u16, peer: &str) -> String {
+    d.allow_tcp_from(group, port, peer)
 }
 
 /// Two hosts of one fleet on a veth pair: db-1 serves TCP and UDP and admits
@@ -178,6 +178,86 @@ fn a_cross_host_group_peer_rule_admits_exactly_the_current_members() {
     assert!(admitted(), "a stopped agent's NICs stay members");
     db.ok(&["host", "remove", "web-1"]);
     becomes(false, "its host removed");
+}
+
+/// An agent holds whole only the other hosts' members of groups its own
+/// NICs' groups name, and counts the rest (`sg_policy::census`): a rule
+/// that comes to name a group, made here or on another host, brings its
+/// members in; a host whose NICs are only counted is removed whole.
+#[test]
+fn members_only_counted_are_read_when_a_rule_comes_to_name_their_group() {
+    let etcd = Etcd::single().unwrap();
+    let pair = Pair::new().unwrap();
+    let servers = probe::Servers::start(&pair.b.ns).unwrap();
+    let db = host(&etcd, pair.b.ns.name(), "db-1");
+    let mut web = host(&etcd, pair.a.ns.name(), "web-1");
+    let g_db = db.group("db");
+    let g_web = db.group("web");
+    let g_other = db.group("other");
+    db.bind(&pair.b.ifname, &[&pair.b.v4.to_string()], &g_db);
+    web.bind(&pair.a.ifname, &[&pair.a.v4.to_string()], &g_web);
+    web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
+    let to = SocketAddr::new(IpAddr::V4(pair.b.v4), servers.tcp_port);
+    let admitted = || probe::tcp(&pair.a.ns, to).allowed();
+    assert!(!admitted(), "admitted with no rule");
+    // db-1 counts web-1's NIC (no rule of db-1 names web); it still lists
+    // it as web's member.
+    let members = db.json(&["group", "show", &g_web])["members"].clone();
+    assert_eq!(members, serde_json::json!([pair.a.ifname]), "{members}");
+    // A rule made on db-1 that names web: its answer means in force there,
+    // with web-1's NIC read whole.
+    let rule = allow_from_group(&db, &g_db, servers.tcp_port, &g_web);
+    assert!(admitted(), "a rule naming a counted group admits no member");
+    db.ok(&["rule", "remove", &g_db, &rule]);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), || !admitted()),
+        "still admitted after the rule went"
+    );
+    assert!(
+        db.wait_log(
+            "reading their members on other hosts",
+            Duration::from_secs(1)
+        )
+        .is_some(),
+        "db-1 did not say it read web's members"
+    );
+    // Any change followed on db-1 counts web-1's NIC again there; then the
+    // same rule made on web-1: db-1 follows it, reading the policy again.
+    web.group("spare");
+    web.json(&["status", "--wait", "fleet", "--timeout", "10"]);
+    allow_from_group(&web, &g_db, servers.tcp_port, &g_web);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), admitted),
+        "db-1 does not admit web's member after another host's rule named web"
+    );
+    assert!(
+        db.wait_log(
+            "only counted; reading the policy again",
+            Duration::from_secs(1)
+        )
+        .is_some(),
+        "db-1 did not read the policy again"
+    );
+    // Out of web, web-1's NIC is counted again; its host gone and removed,
+    // it is nobody's member.
+    web.ok(&["nic", "set-groups", &pair.a.ifname, "--group", &g_other]);
+    assert!(
+        sg_tests::eventually(Duration::from_secs(5), || !admitted()),
+        "admitted after leaving web"
+    );
+    web.stop(libc::SIGTERM).unwrap();
+    db.ok(&["host", "remove", "web-1"]);
+    let hosts = db.json(&["host", "list"]);
+    assert!(
+        !hosts.to_string().contains("web-1"),
+        "web-1 is still listed: {hosts}"
+    );
+    let members = db.json(&["group", "show", &g_other])["members"].clone();
+    assert_eq!(members, serde_json::json!([]), "{members}");
+    // … and the store holds none of its keys.
+    let again = host(&etcd, pair.a.ns.name(), "web-1");
+    let nics = again.json(&["nic", "list"]);
+    assert_eq!(nics, serde_json::json!([]), "{nics}");
 }
 
 #[test]

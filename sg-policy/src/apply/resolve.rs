@@ -299,6 +299,7 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
         nics,
         // Another host's bindings are that host's to change.
         remote: current.remote.clone(),
+        census: current.census.clone(),
         ids: fresh.gen_,
     };
     validate_change(current, &next).map_err(|e| labels.apply(e))?;

@@ -32,6 +32,9 @@ impl Service {
             .iter()
             .map(|(h, n)| (h.clone(), n.len()))
             .collect();
+        for (h, n) in self.state.census.hosts() {
+            *nics.entry(h.to_owned()).or_default() += n;
+        }
         if let Some(me) = &health.host {
             nics.insert(me.clone(), self.state.nics.len());
         }
@@ -76,7 +79,15 @@ impl Service {
                 s.revision
             ));
         }
-        let removed = self.change(|s| Ok(s.remote.remove(host).map_or(0, |n| n.len())))?;
+        let removed = self.change(|s| {
+            let whole = s.remote.remove(host).map_or(0, |n| n.len());
+            let counted = if s.census.hosts().any(|(h, _)| h == host) {
+                std::sync::Arc::make_mut(&mut s.census).remove_host(host)
+            } else {
+                0
+            };
+            Ok(whole + counted)
+        })?;
         if removed == 0 {
             return Err(format!("host: {host} binds no NIC in the fleet"));
         }

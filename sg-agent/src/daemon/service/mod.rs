@@ -206,6 +206,10 @@ impl Service {
                 }
                 Err(e) => return Err(err(e)),
             };
+            if self.hold_named(&next)? && attempt < CONFLICT_ATTEMPTS {
+                attempt += 1;
+                continue;
+            }
             match self.commit_or_conflict(next) {
                 Ok(()) => return Ok(out),
                 Err(Failed::Conflict(e)) if attempt < CONFLICT_ATTEMPTS => {
@@ -261,6 +265,26 @@ impl Service {
         self.publish();
     }
 
+    /// Whether `next` names groups whose members on other hosts the state
+    /// only counts (`sg_policy::census`): if so, the store reads them whole
+    /// and the state is brought up to it, for the change to be made again
+    /// on it (its tables need their addresses).
+    fn hold_named(&mut self, next: &State) -> Result<bool, String> {
+        let unheld = next.census.counted_among(&next.named_groups());
+        if unheld.is_empty() {
+            return Ok(false);
+        }
+        log::info!("change: names {unheld:?}; reading their members on other hosts");
+        match self.store.load_holding(&unheld) {
+            Ok(Some(state)) => {
+                self.take_stored(state);
+                Ok(true)
+            }
+            Ok(None) => Err("store: the fleet's policy is gone from the store".to_owned()),
+            Err(e) => Err(format!("store: {e}; nothing changed")),
+        }
+    }
+
     /// Brings the state up to the store's (after a conflict).
     fn refresh(&mut self) -> Result<(), String> {
         match self.store.load() {
@@ -313,6 +337,9 @@ impl Service {
     /// health or the hosts changed.
     pub fn tend_fleet(&mut self) {
         if self.store.health().reachable {
+            // An empty batch: a reading of the whole policy that failed
+            // while following is tried again even if the feed stays quiet.
+            self.follow(crate::store::Feed::Changes(Vec::new()));
             self.report_in_force();
         }
         self.store.keep_copy();
@@ -336,6 +363,24 @@ impl Service {
                  the policy in force stays as of revision {}, and reads answer that (marked stale); nothing changed",
                 self.info.store, health.since, health.revision
             )));
+        }
+        // A change that names groups whose members are only counted would
+        // compile without them: their members are read first (`change`
+        // does so and makes it again; `apply` and `restore` are refused
+        // here once, and succeed when tried again).
+        let unheld = next.census.counted_among(&next.named_groups());
+        if !unheld.is_empty() {
+            return Err(match self.store.load_holding(&unheld) {
+                Ok(Some(state)) => {
+                    self.take_stored(state);
+                    Failed::Conflict(format!(
+                        "store: the change names {unheld:?}, whose members on other hosts were read only now; nothing changed: try again"
+                    ))
+                }
+                Ok(None) | Err(_) => Failed::Other(format!(
+                    "store: the change names {unheld:?}, whose members on other hosts could not be read; nothing changed"
+                )),
+            });
         }
         // Every producer of `next` validated it (the operations, apply,
         // restore), and the store checks it again before it writes.
