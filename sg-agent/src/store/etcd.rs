@@ -1,7 +1,8 @@
 //! [`Store`] on etcd: one policy for a fleet of hosts (`docs/fleet.md`).
 //!
 //! The store keeps a mirror of the policy keys (see `fleet_keys.rs`) at a
-//! known revision. A commit is one transaction conditioned on the
+//! known revision (`fleet_mirror.rs`), in which the other hosts' NICs that
+//! no group of this host names are only counted (`sg_policy::census`). A commit is one transaction conditioned on the
 //! generation key not having been written since that revision; its writes
 //! are the keys whose values the new state changes. Changes other hosts
 //! commit arrive over a watch of the policy prefix ([`EtcdStore::take_feed`])
