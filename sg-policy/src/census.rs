@@ -150,11 +150,15 @@ impl Census {
 
     /// Whether NIC `name` of `host` is counted.
     pub fn contains(&self, host: &str, name: &str) -> bool {
-        IfName::new(name).is_some_and(|key| {
-            self.hosts
-                .get(host)
-                .is_some_and(|nics| nics.binary_search_by(|(n, _)| n.cmp(&key)).is_ok())
-        })
+        self.groups(host, name).is_some()
+    }
+
+    /// The groups of NIC `name` of `host`, if it is counted.
+    pub fn groups(&self, host: &str, name: &str) -> Option<&[GroupId]> {
+        let key = IfName::new(name)?;
+        let nics = self.hosts.get(host)?;
+        let at = nics.binary_search_by(|(n, _)| n.cmp(&key)).ok()?;
+        Some(self.groups_of(nics[at].1))
     }
 
     /// The hosts with counted NICs, with how many each.

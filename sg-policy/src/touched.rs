@@ -55,7 +55,7 @@ impl Touched {
         // Counted NICs are members of groups no table here holds; should a
         // count change anyway, the groups of the lists that moved count as
         // touched, like any member's.
-        if !std::sync::Arc::ptr_eq(&old.census, &new.census) && old.census != new.census {
+        if !std::sync::Arc::ptr_eq(&old.census, &new.census) {
             let tally = |s: &State| -> BTreeMap<Vec<GroupId>, u32> {
                 s.census.lists().map(|(g, n)| (g.to_vec(), n)).collect()
             };

@@ -2,8 +2,9 @@
 //!
 //! The store keeps a mirror of the policy keys (see `fleet_keys.rs`) at a
 //! known revision (`fleet_mirror.rs`), in which the other hosts' NICs that
-//! no group of this host names are only counted (`sg_policy::census`). A commit is one transaction conditioned on the
-//! generation key not having been written since that revision; its writes
+//! no group of this host names are only counted (`sg_policy::census`). A
+//! commit is one transaction conditioned on the generation key not having
+//! been written since that revision; its writes
 //! are the keys whose values the new state changes. Changes other hosts
 //! commit arrive over a watch of the policy prefix ([`EtcdStore::take_feed`])
 //! and are folded into the mirror by [`EtcdStore::catch_up`].
@@ -35,7 +36,7 @@ use super::{
     fleet_keys::{FLEET_SCHEMA, HostStatus, Layout, Settled},
     fleet_mirror::Mirror,
 };
-use sg_policy::{GroupId, State, census::Census, validate_state};
+use sg_policy::{GroupId, State, validate_state};
 
 /// How long one call to etcd may take before the store counts as
 /// unreachable for it.
@@ -961,7 +962,7 @@ impl Store for EtcdStore {
             self.create()?;
         }
         let want = self.layout.encode(state)?;
-        let (mut ops, mut writes) = self.diff(&want, &state.census);
+        let (mut ops, mut writes) = self.diff(&want, state);
         let generation = self.position.generation + 1;
         let gen_key = self.layout.generation();
         ops.push(TxnOp::put(gen_key.clone(), generation.to_string(), None));
@@ -1172,12 +1173,12 @@ impl EtcdStore {
 }
 
 impl EtcdStore {
-    /// The writes that make the policy keys hold `want` and the NICs
-    /// `census` counts: puts of what changed, deletes of what went (the
-    /// store's own keys stay); as transaction operations and as what they
-    /// leave in the mirror. A host none of whose NICs is left (`host
-    /// remove`) goes with one delete of its prefix.
-    fn diff(&self, want: &BTreeMap<String, Vec<u8>>, census: &Census) -> (Vec<TxnOp>, Vec<Write>) {
+    /// The writes that make the policy keys hold `want` (`state`, encoded)
+    /// and the NICs `state` counts: puts of what changed, deletes of what
+    /// went (the store's own keys stay); as transaction operations and as
+    /// what they leave in the mirror. A host none of whose NICs is left
+    /// (`host remove`) goes with one delete of its prefix.
+    fn diff(&self, want: &BTreeMap<String, Vec<u8>>, state: &State) -> (Vec<TxnOp>, Vec<Write>) {
         let policy = self.layout.policy();
         let keep = |k: &str| {
             ["schema", "store-id", "generation", "last-commit"]
@@ -1193,20 +1194,16 @@ impl EtcdStore {
             }
         }
         // Hosts with counted NICs in the mirror and none left at all.
-        let same = std::ptr::eq(&raw const *self.mirror.census, census);
-        let whole: BTreeSet<&str> = if same {
-            BTreeSet::new()
-        } else {
-            want.keys()
-                .filter_map(|k| self.layout.remote_nic(k).map(|(h, _)| h))
-                .collect()
-        };
+        let census = &state.census;
+        let same = Arc::ptr_eq(&self.mirror.census, census);
         let gone: BTreeSet<&str> = self
             .mirror
             .census
             .hosts()
             .map(|(h, _)| h)
-            .filter(|h| !same && census.nics_of(h).next().is_none() && !whole.contains(h))
+            .filter(|h| {
+                !same && census.nics_of(h).next().is_none() && !state.remote.contains_key(*h)
+            })
             .collect();
         for h in &gone {
             let prefix = self.layout.key(&format!("hosts/{h}/"));

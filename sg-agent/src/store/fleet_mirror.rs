@@ -68,14 +68,8 @@ impl Mirror {
             // A counted NIC that changes comes back whole; the next settle
             // counts it again if it is still not named.
             if let Some((host, name)) = layout.remote_nic(&key)
-                && self.census.contains(host, name)
+                && let Some(groups) = self.census.groups(host, name).map(<[_]>::to_vec)
             {
-                let groups = self
-                    .census
-                    .nics_of(host)
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, g)| g.to_vec())
-                    .unwrap_or_default();
                 Arc::make_mut(&mut self.census).remove(host, name);
                 undo.counted
                     .push((host.to_owned(), name.to_owned(), groups));

@@ -19,6 +19,29 @@ fn remote(s: &mut State, host: &str, nic: &str, address: &str, groups: &[&sg_pol
         .insert(nic.to_owned(), n);
 }
 
+/// An ingress rule admitting TCP to `p` from 10.0.0.0/8.
+fn port(p: u16) -> sg_policy::RuleSpec {
+    rule(
+        "ingress",
+        "Accept",
+        "1",
+        "TCP",
+        &format!("{p}/{p}"),
+        "10.0.0.0/8",
+    )
+}
+
+/// Groups `a` (600 rules) and `b` (400 rules): a NIC in both is at the
+/// 1,000-rule limit. No NIC is bound.
+fn at_the_limit_together() -> (State, sg_policy::GroupId, sg_policy::GroupId) {
+    let mut s = state();
+    let a = basic(&mut s, "a");
+    let b = basic(&mut s, "b");
+    s.authorize_all(&a, (1..=600).map(port).collect()).unwrap();
+    s.authorize_all(&b, (1..=400).map(port).collect()).unwrap();
+    (s, a, b)
+}
+
 #[test]
 fn a_group_peer_rule_admits_the_members_other_hosts_bind() {
     let mut s = state();
@@ -46,21 +69,7 @@ fn a_group_peer_rule_admits_the_members_other_hosts_bind() {
 
 #[test]
 fn a_rule_that_takes_another_hosts_nic_past_1000_rules_is_refused_naming_it() {
-    let mut s = state();
-    let a = basic(&mut s, "a");
-    let b = basic(&mut s, "b");
-    let port = |p: u16| {
-        rule(
-            "ingress",
-            "Accept",
-            "1",
-            "TCP",
-            &format!("{p}/{p}"),
-            "10.0.0.0/8",
-        )
-    };
-    s.authorize_all(&a, (1..=600).map(port).collect()).unwrap();
-    s.authorize_all(&b, (1..=400).map(port).collect()).unwrap();
+    let (mut s, a, b) = at_the_limit_together();
     // No NIC here has both groups; one on host web-7 does.
     remote(&mut s, "web-7", "eth1", "10.1.0.5", &[&a, &b]);
     let e = s.authorize(&b, port(401)).unwrap_err().to_string();
@@ -90,21 +99,7 @@ fn counted(s: &mut State, host: &str, nic: &str, groups: &[&sg_policy::GroupId])
 
 #[test]
 fn a_counted_nic_counts_towards_every_limit_and_use_as_a_whole_one_does() {
-    let mut s = state();
-    let a = basic(&mut s, "a");
-    let b = basic(&mut s, "b");
-    let port = |p: u16| {
-        rule(
-            "ingress",
-            "Accept",
-            "1",
-            "TCP",
-            &format!("{p}/{p}"),
-            "10.0.0.0/8",
-        )
-    };
-    s.authorize_all(&a, (1..=600).map(port).collect()).unwrap();
-    s.authorize_all(&b, (1..=400).map(port).collect()).unwrap();
+    let (mut s, a, b) = at_the_limit_together();
     counted(&mut s, "web-7", "eth1", &[&a, &b]);
     counted(&mut s, "web-8", "eth1", &[&a]);
     let e = s.authorize(&b, port(401)).unwrap_err().to_string();

@@ -84,6 +84,9 @@ const CONFLICT_ATTEMPTS: u32 = 16;
 enum Failed {
     /// Another host committed first; the state is now the newer one.
     Conflict(String),
+    /// The change names groups whose members on other hosts the state only
+    /// counted: they were read, the state is now one that holds them.
+    Reread(String),
     Other(String),
 }
 
@@ -206,12 +209,13 @@ impl Service {
                 }
                 Err(e) => return Err(err(e)),
             };
-            if self.hold_named(&next)? && attempt < CONFLICT_ATTEMPTS {
-                attempt += 1;
-                continue;
-            }
             match self.commit_or_conflict(next) {
                 Ok(()) => return Ok(out),
+                // Made again at once on the state that holds those members.
+                Err(Failed::Reread(e)) if attempt < CONFLICT_ATTEMPTS => {
+                    log::info!("change: {e}");
+                    attempt += 1;
+                }
                 Err(Failed::Conflict(e)) if attempt < CONFLICT_ATTEMPTS => {
                     log::info!("change: {e}; trying again on the fleet's newer policy");
                     // Writers that keep colliding spread out a little: a
@@ -227,7 +231,7 @@ impl Service {
                     std::thread::sleep(std::time::Duration::from_millis(nanos % bound));
                     attempt += 1;
                 }
-                Err(Failed::Conflict(e) | Failed::Other(e)) => return Err(e),
+                Err(Failed::Conflict(e) | Failed::Reread(e) | Failed::Other(e)) => return Err(e),
             }
         }
     }
@@ -237,7 +241,7 @@ impl Service {
     /// change may still leave NICs degraded.
     fn commit(&mut self, next: State) -> Result<(), String> {
         self.commit_or_conflict(next)
-            .map_err(|(Failed::Conflict(e) | Failed::Other(e))| e)
+            .map_err(|(Failed::Conflict(e) | Failed::Reread(e) | Failed::Other(e))| e)
     }
 
     fn commit_or_conflict(&mut self, next: State) -> Result<(), Failed> {
@@ -263,26 +267,6 @@ impl Service {
         self.record_in_kernel();
         self.report_in_force();
         self.publish();
-    }
-
-    /// Whether `next` names groups whose members on other hosts the state
-    /// only counts (`sg_policy::census`): if so, the store reads them whole
-    /// and the state is brought up to it, for the change to be made again
-    /// on it (its tables need their addresses).
-    fn hold_named(&mut self, next: &State) -> Result<bool, String> {
-        let unheld = next.census.counted_among(&next.named_groups());
-        if unheld.is_empty() {
-            return Ok(false);
-        }
-        log::info!("change: names {unheld:?}; reading their members on other hosts");
-        match self.store.load_holding(&unheld) {
-            Ok(Some(state)) => {
-                self.take_stored(state);
-                Ok(true)
-            }
-            Ok(None) => Err("store: the fleet's policy is gone from the store".to_owned()),
-            Err(e) => Err(format!("store: {e}; nothing changed")),
-        }
     }
 
     /// Brings the state up to the store's (after a conflict).
@@ -364,21 +348,26 @@ impl Service {
                 self.info.store, health.since, health.revision
             )));
         }
-        // A change that names groups whose members are only counted would
-        // compile without them: their members are read first (`change`
-        // does so and makes it again; `apply` and `restore` are refused
-        // here once, and succeed when tried again).
+        // A change that names groups whose members on other hosts the state
+        // only counts (`sg_policy::census`) would compile without them:
+        // the store reads them whole and the state is brought up to it,
+        // nothing else done (`change` makes the change again on it; `apply`
+        // and `restore` are refused once, and succeed when tried again).
         let unheld = next.census.counted_among(&next.named_groups());
         if !unheld.is_empty() {
+            log::info!("change: names {unheld:?}; reading their members on other hosts");
             return Err(match self.store.load_holding(&unheld) {
                 Ok(Some(state)) => {
                     self.take_stored(state);
-                    Failed::Conflict(format!(
+                    Failed::Reread(format!(
                         "store: the change names {unheld:?}, whose members on other hosts were read only now; nothing changed: try again"
                     ))
                 }
-                Ok(None) | Err(_) => Failed::Other(format!(
-                    "store: the change names {unheld:?}, whose members on other hosts could not be read; nothing changed"
+                Ok(None) => {
+                    Failed::Other("store: the fleet's policy is gone from the store".to_owned())
+                }
+                Err(e) => Failed::Other(format!(
+                    "store: {e}: the change names {unheld:?}, whose members on other hosts could not be read; nothing changed"
                 )),
             });
         }
