@@ -445,11 +445,13 @@ fn through_api(ns: &Netns) -> anyhow::Result<String> {
         for round in 0..ROUNDS * 2 {
             let document = if round % 2 == 0 { &a } else { &b }.clone();
             let start = std::time::Instant::now();
-            client.call(&sg_agent::api::Request::Apply {
-                document,
-                dry_run: false,
-                allow_delete_all: false,
-            })?;
+            client.call(&sg_agent::api::Request::State(
+                sg_agent::api::StateRequest::Apply {
+                    document,
+                    dry_run: false,
+                    allow_delete_all: false,
+                },
+            ))?;
             took.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         let (med, min, max) = stats(took);

@@ -42,7 +42,7 @@ use anyhow::{Context as _, bail};
 use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
 use serde_json::{Value, json};
 use sg_agent::{
-    api::{Client as Api, Request, RuleText},
+    api::{Client as Api, ObserveRequest, Request, RuleRequest, RuleText},
     store::{FLEET_SCHEMA, Layout, StoreId},
 };
 use sg_policy::{BindingMode, GroupSpec, NicBinding, RuleSpec, State, validate_state};
@@ -348,7 +348,7 @@ fn request(v: Value) -> anyhow::Result<Request> {
 
 /// This host's revision in force, as its `status` shows it.
 fn revision_of(api: &mut Api) -> anyhow::Result<i64> {
-    api.call(&Request::Status)?["fleet"]["revision"]
+    api.call(&Request::Observe(ObserveRequest::Status))?["fleet"]["revision"]
         .as_i64()
         .context("status without a fleet revision")
 }
@@ -437,15 +437,15 @@ fn timed_changes(hosts: &mut Hosts<'_>, group: &str, n: usize) -> anyhow::Result
     for change in 0..PROPAGATION_CHANGES {
         let add = change % 2 == 0;
         let call = if add {
-            Request::RuleAuthorize {
+            Request::Rule(RuleRequest::Authorize {
                 group: group.clone(),
                 rules: rules.clone(),
-            }
+            })
         } else {
-            Request::RuleRevoke {
+            Request::Rule(RuleRequest::Revoke {
                 group: group.clone(),
                 rules: std::mem::take(&mut ids),
-            }
+            })
         };
         let asked = Instant::now();
         let answer = api_a.call(&call)?;
@@ -698,7 +698,7 @@ fn converge(
     let serving = ms(started.elapsed());
     let mut api = Api::connect(&d.socket)?;
     let status = loop {
-        let status = api.call(&Request::Status)?;
+        let status = api.call(&Request::Observe(ObserveRequest::Status))?;
         let at = status["fleet"]["revision"].as_i64().unwrap_or(0) >= revision;
         let attached = status["nics"].as_array().is_some_and(|v| {
             v.len() == nics.len()

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sg_agent::api::Request;
+use sg_agent::api::{Request, StateRequest};
 
 use super::client::{self, Output};
 
@@ -35,11 +35,11 @@ struct ApplyAnswer {
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let request = Request::Apply {
+    let request = Request::State(StateRequest::Apply {
         document: client::read_input(&args.file)?,
         dry_run: args.dry_run,
         allow_delete_all: args.allow_delete_all,
-    };
+    });
     let answer = client::request(socket, &request)?;
     args.out.show(answer, |r: ApplyAnswer| {
         if r.changes.is_empty() {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use sg_agent::api::Request;
+use sg_agent::api::{Request, StateRequest};
 
 use super::client;
 
@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let document = client::request(socket, &Request::Export)?;
+    let document = client::request(socket, &Request::State(StateRequest::Export))?;
     match &args.output {
         Some(path) => {
             let mut text = serde_json::to_string_pretty(&document)?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::api::Request;
+use sg_agent::api::{GroupCreate, GroupRequest, Request};
 use sg_policy::SecurityGroup;
 
 use super::{
@@ -137,7 +137,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             deletion_protection,
             tags,
             template,
-        } => Request::GroupCreate {
+        } => Request::Group(GroupRequest::Create(GroupCreate {
             name: name.clone(),
             description: description.clone(),
             kind: kind.clone(),
@@ -145,9 +145,9 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             deletion_protection: *deletion_protection,
             tags: client::tags(tags)?,
             template: template.clone(),
-        },
-        Verb::List => Request::GroupList,
-        Verb::Show { id } => Request::GroupShow { id: id.clone() },
+        })),
+        Verb::List => Request::Group(GroupRequest::List),
+        Verb::Show { id } => Request::Group(GroupRequest::Show { id: id.clone() }),
         Verb::Modify {
             id,
             name,
@@ -155,7 +155,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             deletion_protection,
             tags,
             clear_tags,
-        } => Request::GroupModify {
+        } => Request::Group(GroupRequest::Modify {
             id: id.clone(),
             name: name.clone(),
             description: description.clone(),
@@ -163,24 +163,24 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             tags: (*clear_tags || !tags.is_empty())
                 .then(|| client::tags(tags))
                 .transpose()?,
-        },
-        Verb::SetInnerPolicy { id, policy } => Request::GroupSetInnerPolicy {
+        }),
+        Verb::SetInnerPolicy { id, policy } => Request::Group(GroupRequest::SetInnerPolicy {
             id: id.clone(),
             policy: policy.clone(),
-        },
-        Verb::Delete { id } => Request::GroupDelete { id: id.clone() },
+        }),
+        Verb::Delete { id } => Request::Group(GroupRequest::Delete { id: id.clone() }),
         Verb::Clone {
             id,
             name,
             keep_rules,
             copy_tags,
-        } => Request::GroupClone {
+        } => Request::Group(GroupRequest::Clone {
             id: id.clone(),
             name: name.clone(),
             keep_rules: *keep_rules,
             copy_tags: *copy_tags,
-        },
-        Verb::Health { id } => Request::GroupHealth { id: id.clone() },
+        }),
+        Verb::Health { id } => Request::Group(GroupRequest::Health { id: id.clone() }),
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sg_agent::api::Request;
+use sg_agent::api::{HostRequest, Request};
 
 use super::client::{self, Output};
 
@@ -33,11 +33,11 @@ enum Verb {
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let request = match &args.verb {
-        Verb::List => Request::HostList,
-        Verb::Remove { name, force } => Request::HostRemove {
+        Verb::List => Request::Host(HostRequest::List),
+        Verb::Remove { name, force } => Request::Host(HostRequest::Remove {
             host: name.clone(),
             force: *force,
-        },
+        }),
     };
     let answer = client::request(socket, &request)?;
     match args.verb {

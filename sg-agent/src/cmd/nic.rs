@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::api::Request;
+use sg_agent::api::{NicRequest, Request};
 use sg_policy::NicBinding;
 
 use super::client::{self, Output, Table};
@@ -119,38 +119,38 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             extra_allowed,
             anti_spoof,
             groups,
-        } => Request::NicBind {
+        } => Request::Nic(NicRequest::Bind {
             name: name.clone(),
             mode: mode.clone(),
             addresses: addresses.clone(),
             extra_allowed: extra_allowed.clone(),
             anti_spoof: *anti_spoof,
             groups: groups.clone(),
-        },
-        Verb::Unbind { name } => Request::NicUnbind { name: name.clone() },
-        Verb::Join { name, group } => Request::NicJoin {
+        }),
+        Verb::Unbind { name } => Request::Nic(NicRequest::Unbind { name: name.clone() }),
+        Verb::Join { name, group } => Request::Nic(NicRequest::Join {
             name: name.clone(),
             group: group.clone(),
-        },
-        Verb::Leave { name, group } => Request::NicLeave {
+        }),
+        Verb::Leave { name, group } => Request::Nic(NicRequest::Leave {
             name: name.clone(),
             group: group.clone(),
-        },
-        Verb::SetGroups { name, groups } => Request::NicSetGroups {
+        }),
+        Verb::SetGroups { name, groups } => Request::Nic(NicRequest::SetGroups {
             name: name.clone(),
             groups: groups.clone(),
-        },
+        }),
         Verb::SetAddresses {
             name,
             addresses,
             extra_allowed,
-        } => Request::NicSetAddresses {
+        } => Request::Nic(NicRequest::SetAddresses {
             name: name.clone(),
             addresses: addresses.clone(),
             extra_allowed: extra_allowed.clone(),
-        },
-        Verb::List => Request::NicList,
-        Verb::Show { name } => Request::NicShow { name: name.clone() },
+        }),
+        Verb::List => Request::Nic(NicRequest::List),
+        Verb::Show { name } => Request::Nic(NicRequest::Show { name: name.clone() }),
     };
     let answer = client::request(socket, &request)?;
     let done = match &args.verb {

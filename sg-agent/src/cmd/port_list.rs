@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sg_agent::api::Request;
+use sg_agent::api::{PortListRequest, Request};
 use sg_policy::PortList;
 
 use super::client::{self, Output, Table};
@@ -74,12 +74,12 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             max_entries,
             description,
             entries,
-        } => Request::PortListCreate {
+        } => Request::PortList(PortListRequest::Create {
             name: name.clone(),
             description: description.clone(),
             max_entries: *max_entries,
             entries: entries.clone(),
-        },
+        }),
         Verb::Modify {
             id,
             name,
@@ -87,16 +87,16 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             max_entries,
             entries,
             clear_entries,
-        } => Request::PortListModify {
+        } => Request::PortList(PortListRequest::Modify {
             id: id.clone(),
             name: name.clone(),
             description: description.clone(),
             max_entries: *max_entries,
             entries: client::replacement(entries, *clear_entries),
-        },
-        Verb::Delete { id } => Request::PortListDelete { id: id.clone() },
-        Verb::List => Request::PortListList,
-        Verb::Show { id } => Request::PortListShow { id: id.clone() },
+        }),
+        Verb::Delete { id } => Request::PortList(PortListRequest::Delete { id: id.clone() }),
+        Verb::List => Request::PortList(PortListRequest::List),
+        Verb::Show { id } => Request::PortList(PortListRequest::Show { id: id.clone() }),
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sg_agent::api::Request;
+use sg_agent::api::{PrefixListRequest, Request};
 use sg_policy::PrefixList;
 
 use super::client::{self, Output, Table};
@@ -78,13 +78,13 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             max_entries,
             description,
             entries,
-        } => Request::PrefixListCreate {
+        } => Request::PrefixList(PrefixListRequest::Create {
             name: name.clone(),
             description: description.clone(),
             family: family.clone(),
             max_entries: *max_entries,
             entries: entries.clone(),
-        },
+        }),
         Verb::Modify {
             id,
             name,
@@ -92,16 +92,16 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             max_entries,
             entries,
             clear_entries,
-        } => Request::PrefixListModify {
+        } => Request::PrefixList(PrefixListRequest::Modify {
             id: id.clone(),
             name: name.clone(),
             description: description.clone(),
             max_entries: *max_entries,
             entries: client::replacement(entries, *clear_entries),
-        },
-        Verb::Delete { id } => Request::PrefixListDelete { id: id.clone() },
-        Verb::List => Request::PrefixListList,
-        Verb::Show { id } => Request::PrefixListShow { id: id.clone() },
+        }),
+        Verb::Delete { id } => Request::PrefixList(PrefixListRequest::Delete { id: id.clone() }),
+        Verb::List => Request::PrefixList(PrefixListRequest::List),
+        Verb::Show { id } => Request::PrefixList(PrefixListRequest::Show { id: id.clone() }),
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use sg_agent::api::{Request, RuleText};
+use sg_agent::api::{Request, RuleRequest, RuleText};
 use sg_policy::{PortSpec, Rule};
 
 use super::client::{self, Output, Table};
@@ -215,19 +215,19 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
                         .context("rule add needs --file, or --direction, --protocol and --peer")?,
                 ],
             };
-            let request = Request::RuleAuthorize {
+            let request = Request::Rule(RuleRequest::Authorize {
                 group: group.clone(),
                 rules,
-            };
+            });
             out.show(client::request(socket, &request)?, |r: Ids| {
                 client::lines(&r.ids)
             })
         }
         Verb::Remove { group, rules } => {
-            let request = Request::RuleRevoke {
+            let request = Request::Rule(RuleRequest::Revoke {
                 group: group.clone(),
                 rules: rules.clone(),
-            };
+            });
             out.show(client::request(socket, &request)?, |r: Revoked| {
                 format!("revoked {}\n", client::joined(&r.revoked))
             })
@@ -237,22 +237,22 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             rule,
             fields,
         } => {
-            let request = Request::RuleModify {
+            let request = Request::Rule(RuleRequest::Modify {
                 group: group.clone(),
                 rule: rule.clone(),
                 spec: fields.text().context(
                     "rule modify replaces the whole rule: it needs --direction, --protocol and --peer",
                 )?,
-            };
+            });
             out.show(client::request(socket, &request)?, |r: client::Id| {
                 format!("modified {}\n", r.id)
             })
         }
         Verb::List { group, nic } => {
-            let request = Request::RuleList {
+            let request = Request::Rule(RuleRequest::List {
                 group: group.clone(),
                 nic: nic.clone(),
-            };
+            });
             let answer = client::request(socket, &request)?;
             if nic.is_some() {
                 out.show(answer, |rows: Vec<Value>| merged_table(&rows))
@@ -272,11 +272,11 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             output,
             save,
         } => {
-            let request = Request::RuleExport {
+            let request = Request::Rule(RuleRequest::Export {
                 group: group.clone(),
                 format: format.clone(),
                 region: region.clone(),
-            };
+            });
             let answer = client::request(socket, &request)?;
             if out.json {
                 return client::print_json(&answer);
@@ -296,13 +296,13 @@ fn import(
     let csv = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let request = Request::RuleImport {
+    let request = Request::Rule(RuleRequest::Import {
         group: group.to_owned(),
         format: format
             .unwrap_or(if csv { "csv" } else { "json" })
             .to_owned(),
         text: client::read_input(file)?,
-    };
+    });
     out.show(client::request(socket, &request)?, |r: Imported| {
         let mut text = format!(
             "imported {}\n{}",

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use serde::Deserialize;
-use sg_agent::api::{Request, SessionFilter};
+use sg_agent::api::{Request, SessionFilter, SessionRequest};
 
 use super::client::{self, Output, Table};
 
@@ -22,6 +22,9 @@ enum Action {
     List {
         #[command(flatten)]
         select: Select,
+        /// At most this many sessions (the daemon streams them; default all).
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Remove sessions; their next packets are decided by the rules again.
     Flush {
@@ -83,10 +86,11 @@ struct Flushed {
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     match &args.action {
-        Action::List { select } => {
-            let request = Request::SessionList {
+        Action::List { select, limit } => {
+            let request = Request::Session(SessionRequest::List {
                 filter: select.filter(),
-            };
+                limit: *limit,
+            });
             let answer = client::request(socket, &request)?;
             args.out.show(answer, |list: Vec<Listed>| table(&list))
         }
@@ -95,7 +99,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             if filter == SessionFilter::default() && !*all {
                 bail!("flush needs a filter (--nic, --proto, --addr, --port) or --all");
             }
-            let request = Request::SessionFlush { filter, all: *all };
+            let request = Request::Session(SessionRequest::Flush { filter, all: *all });
             let answer = client::request(socket, &request)?;
             args.out.show(answer, |r: Flushed| {
                 format!(

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sg_agent::api::Request;
+use sg_agent::api::{Request, StateRequest};
 
 use super::client::{self, Output};
 
@@ -62,7 +62,7 @@ enum Verb {
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let request = match &args.verb {
-        Verb::Show => Request::SettingsShow,
+        Verb::Show => Request::State(StateRequest::SettingsShow),
         Verb::Set {
             block_port_25,
             platform_addresses,
@@ -73,7 +73,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             tcp_closing_secs,
             other_secs,
             fragment_timeout_secs,
-        } => Request::SettingsSet {
+        } => Request::State(StateRequest::SettingsSet {
             block_port_25: *block_port_25,
             platform_addresses: client::replacement(platform_addresses, *clear_platform_addresses),
             snapshot_retention_days: *snapshot_retention_days,
@@ -82,7 +82,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             tcp_closing_secs: *tcp_closing_secs,
             other_secs: *other_secs,
             fragment_timeout_secs: *fragment_timeout_secs,
-        },
+        }),
     };
     let answer = client::request(socket, &request)?;
     // Read as JSON rather than the model, so settings added later show too.

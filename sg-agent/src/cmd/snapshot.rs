@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::api::Request;
+use sg_agent::api::{Request, SnapshotRequest};
 use sg_policy::Rule;
 
 use super::{
@@ -62,11 +62,11 @@ struct Restored {
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let out = &args.out;
     let request = match &args.verb {
-        Verb::List { group } => Request::SnapshotList {
+        Verb::List { group } => Request::Snapshot(SnapshotRequest::List {
             group: group.clone(),
-        },
-        Verb::Show { id } => Request::SnapshotShow { id: *id },
-        Verb::Restore { id } => Request::SnapshotRestore { id: *id },
+        }),
+        Verb::Show { id } => Request::Snapshot(SnapshotRequest::Show { id: *id }),
+        Verb::Restore { id } => Request::Snapshot(SnapshotRequest::Restore { id: *id }),
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sg_agent::api::Request;
+use sg_agent::api::{ObserveRequest, Request};
 
 use super::client::{self, Output, Table};
 
@@ -69,9 +69,9 @@ struct DropLog {
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let request = Request::Stats {
+    let request = Request::Observe(ObserveRequest::Stats {
         nic: args.nic.clone(),
-    };
+    });
     let answer = client::request(socket, &request)?;
     args.out.show(answer, |s: Stats| render(&s))
 }

@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::bail;
 use serde_json::Value;
-use sg_agent::api::Request;
+use sg_agent::api::{ObserveRequest, Request};
 
 use super::client::{self, Output};
 
@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let mut answer = client::request(socket, &Request::Status)?;
+    let mut answer = client::request(socket, &Request::Observe(ObserveRequest::Status))?;
     if args.wait == Some(Wait::Fleet) {
         answer = wait_fleet(socket, &answer, Duration::from_secs(args.timeout))?;
     }
@@ -64,7 +64,7 @@ fn wait_fleet(socket: &Path, first: &Value, timeout: Duration) -> anyhow::Result
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let status = client::request(socket, &Request::Status)?;
+        let status = client::request(socket, &Request::Observe(ObserveRequest::Status))?;
         let late = behind(&status, revision);
         if late.is_empty() {
             return Ok(status);

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use sg_agent::api::{Request, TraceText};
+use sg_agent::api::{ObserveRequest, Request, TraceText};
 
 use super::client::{self, Output};
 
@@ -52,7 +52,7 @@ struct Traced {
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let request = Request::Trace(TraceText {
+    let request = Request::Observe(ObserveRequest::Trace(TraceText {
         nic: args.nic.clone(),
         direction: args.direction.clone(),
         protocol: args.protocol.clone(),
@@ -62,7 +62,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
         destination_port: args.dport,
         icmp_type: args.icmp_type,
         icmp_code: args.icmp_code,
-    });
+    }));
     let answer = client::request(socket, &request)?;
     args.out.show(answer, |t: Traced| {
         let mut pairs = vec![("verdict", t.verdict), ("reason", t.reason)];

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::bail;
 use serde::Deserialize;
-use sg_agent::api::Request;
+use sg_agent::api::{ObserveRequest, Request};
 
 use super::client::{self, Output, Table};
 
@@ -35,9 +35,9 @@ struct Answer {
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let answer = client::request(
         socket,
-        &Request::Verify {
+        &Request::Observe(ObserveRequest::Verify {
             no_repair: args.no_repair,
-        },
+        }),
     )?;
     let parsed: Answer = client::decode(answer.clone())?;
     args.out.show(answer, |a: Answer| {

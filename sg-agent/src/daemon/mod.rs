@@ -8,6 +8,7 @@
 //! One task owns the [`Service`]; connection tasks hand it requests over a
 //! channel, so requests are handled one at a time, in arrival order.
 
+mod http;
 pub mod reads;
 pub mod service;
 
@@ -20,8 +21,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::{
     io::unix::AsyncFd,
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream},
+    net::UnixListener,
     signal::unix::{SignalKind, signal},
     sync::{mpsc, oneshot},
 };
@@ -29,7 +29,7 @@ use tokio::{
 pub use service::{Info, Service};
 
 use crate::{
-    api::{MAX_REQUEST_BYTES, Reply, Request},
+    api::{Reply, Request},
     dataplane::{
         AttachMode, Dataplane, Enforced, Limits, NamespaceLock,
         droplog::{DropLogRate, DropLogReader},
@@ -117,16 +117,6 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// API connections served at once; more wait in the listen backlog, so a
-/// flood of clients costs the agent a bounded amount of memory.
-const MAX_CONNECTIONS: usize = 1024;
-/// Beyond this many open connections, each is closed after one answer, so
-/// that busy clients take turns with new ones (a `status` never waits for a
-/// flood of listings to end).
-const SHARED_CONNECTIONS: usize = 32;
-/// A connection that sends nothing for this long is closed.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// What a connection needs: the owner's queue for changes, the published
 /// view for reads, the session table.
 #[derive(Clone)]
@@ -134,102 +124,6 @@ struct Ends {
     jobs: mpsc::Sender<Job>,
     views: tokio::sync::watch::Receiver<std::sync::Arc<reads::View>>,
     sessions: std::sync::Arc<std::sync::Mutex<crate::dataplane::session_table::SessionTable>>,
-}
-
-fn encode(reply: &Reply) -> std::sync::Arc<Vec<u8>> {
-    let mut out = serde_json::to_vec(reply).unwrap_or_default();
-    out.push(b'\n');
-    std::sync::Arc::new(out)
-}
-
-/// The answer line to one request: reads from the published view and
-/// session requests on a blocking thread of the connection's own, changes
-/// (and whatever needs the data plane) through the owner task.
-async fn answer(ends: &Ends, req: Request) -> Option<std::sync::Arc<Vec<u8>>> {
-    if reads::is_read(&req) {
-        let view = ends.views.borrow().clone();
-        return tokio::task::spawn_blocking(move || reads::line(&view, &req))
-            .await
-            .ok();
-    }
-    if reads::is_sessions(&req) {
-        let view = ends.views.borrow().clone();
-        let table = std::sync::Arc::clone(&ends.sessions);
-        return tokio::task::spawn_blocking(move || {
-            encode(&match reads::sessions(&view, &table, &req) {
-                Ok(v) => Reply::Ok(v),
-                Err(e) => Reply::Error(e),
-            })
-        })
-        .await
-        .ok();
-    }
-    let (tx, rx) = oneshot::channel();
-    ends.jobs.send((req, tx)).await.ok()?;
-    rx.await.ok().map(|r| encode(&r))
-}
-
-/// Reads request lines from one client and answers each; `open` counts
-/// the connections open now (this one included).
-async fn connection(stream: UnixStream, ends: Ends, open: &std::sync::atomic::AtomicUsize) {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    loop {
-        let mut line = Vec::new();
-        let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
-        let mut bounded = (&mut reader).take(limit);
-        match tokio::time::timeout(IDLE, bounded.read_until(b'\n', &mut line)).await {
-            Ok(Ok(0) | Err(_)) | Err(_) => return,
-            Ok(Ok(_)) => {}
-        }
-        let out = if line.len() > MAX_REQUEST_BYTES {
-            encode(&Reply::Error(format!(
-                "request: longer than the limit of {MAX_REQUEST_BYTES} bytes"
-            )))
-        } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Err(e) => encode(&Reply::Error(format!("request: {e}"))),
-                Ok(req) => match answer(&ends, req).await {
-                    Some(out) => out,
-                    None => return,
-                },
-            }
-        };
-        if write.write_all(&out).await.is_err()
-            || line.len() > MAX_REQUEST_BYTES
-            || open.load(std::sync::atomic::Ordering::Relaxed) > SHARED_CONNECTIONS
-        {
-            return;
-        }
-    }
-}
-
-/// Accepts API connections, at most [`MAX_CONNECTIONS`] at once, each
-/// served by a task of its own.
-async fn accept(listener: UnixListener, ends: Ends) {
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    loop {
-        let Ok(permit) = std::sync::Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let ends = ends.clone();
-                let open = std::sync::Arc::clone(&open);
-                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(async move {
-                    connection(stream, ends, &open).await;
-                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                log::warn!("accepting an API connection: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// How long a rendered metrics text is served again before it is rendered
@@ -278,7 +172,7 @@ fn start(config: &mut Config) -> anyhow::Result<Started> {
     }
     let listener = bind_socket(&config.socket)?;
     let (jobs_tx, jobs) = mpsc::channel::<Job>(64);
-    tokio::spawn(accept(
+    tokio::spawn(http::accept(
         listener,
         Ends {
             jobs: jobs_tx,

@@ -6,25 +6,28 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::Instant,
 };
 
 use serde_json::{Value, json};
 
 use crate::{
-    api::{Reply, Request, SessionFilter},
+    api::{
+        ApiError, GroupRequest, NicRequest, ObserveRequest, PortListRequest, PrefixListRequest,
+        Reply, Request, RuleRequest, SessionFilter, SessionRequest, StateRequest,
+    },
     clock::{self, unix_now},
-    dataplane::session_table::{Filter, SessionTable},
+    dataplane::session_table::{Filter, Session, SessionTable},
 };
 use sg_policy::{
     self, Cidr, Direction, GroupId, PolicyError, PortListId, PrefixListId, Protocol, State,
 };
 
-type Answer = Result<Value, String>;
+type Answer = Result<Value, ApiError>;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl Into<ApiError>) -> ApiError {
+    e.into()
 }
 
 /// What the owner task last published.
@@ -37,9 +40,9 @@ pub struct View {
     /// `status`, but for the uptime (added when read).
     pub status: Value,
     pub started: Instant,
-    /// Whole answers (`{"ok": …}` lines) of the requests without arguments,
-    /// made once per view.
-    lines: Mutex<HashMap<&'static str, Arc<Vec<u8>>>>,
+    /// The JSON of the results of the reads without arguments, made once
+    /// per view.
+    bodies: Mutex<HashMap<&'static str, bytes::Bytes>>,
 }
 
 impl View {
@@ -56,30 +59,9 @@ impl View {
             nic_ids,
             status,
             started,
-            lines: Mutex::new(HashMap::new()),
+            bodies: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// Whether `r` only reads the policy or the published status.
-pub fn is_read(r: &Request) -> bool {
-    matches!(
-        r,
-        Request::GroupList
-            | Request::GroupShow { .. }
-            | Request::GroupHealth { .. }
-            | Request::RuleList { .. }
-            | Request::RuleExport { .. }
-            | Request::NicList
-            | Request::NicShow { .. }
-            | Request::PrefixListList
-            | Request::PrefixListShow { .. }
-            | Request::PortListList
-            | Request::PortListShow { .. }
-            | Request::SettingsShow
-            | Request::Export
-            | Request::Status
-    )
 }
 
 /// Why the view may be out of date: the fleet store is unreachable.
@@ -94,104 +76,134 @@ fn stale(view: &View) -> Option<String> {
     ))
 }
 
-/// The answer line (`{"ok": …}` or `{"error": …}`, newline-terminated) to a
-/// read, shared with every other client that asked this view the same
-/// question without arguments.
-pub fn line(view: &View, r: &Request) -> Arc<Vec<u8>> {
+/// A read's answer: the result's JSON (shared with every other client that
+/// asked this view the same question without arguments) or the refusal,
+/// and why it may be out of date; `None` for a request that is not a read
+/// of the view.
+pub fn respond(
+    view: &View,
+    r: &Request,
+) -> Option<Result<(bytes::Bytes, Option<String>), ApiError>> {
     let cached = match r {
-        Request::GroupList => Some("group_list"),
-        Request::NicList => Some("nic_list"),
-        Request::PrefixListList => Some("prefix_list_list"),
-        Request::PortListList => Some("port_list_list"),
-        Request::SettingsShow => Some("settings_show"),
-        Request::Export => Some("export"),
+        Request::Group(GroupRequest::List) => Some("group_list"),
+        Request::Nic(NicRequest::List) => Some("nic_list"),
+        Request::PrefixList(PrefixListRequest::List) => Some("prefix_list_list"),
+        Request::PortList(PortListRequest::List) => Some("port_list_list"),
+        Request::State(StateRequest::SettingsShow) => Some("settings_show"),
+        Request::State(StateRequest::Export) => Some("export"),
         _ => None,
     };
-    let make = || {
-        let reply = match (answer(view, r), stale(view)) {
-            (Ok(value), Some(note)) => Reply::Stale { value, note },
-            (Ok(v), None) => Reply::Ok(v),
-            (Err(e), _) => Reply::Error(e),
-        };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
-        out.push(b'\n');
-        Arc::new(out)
-    };
+    let body = |value: &Value| bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+    let stale = stale(view);
     let Some(key) = cached else {
-        return make();
+        return answer(view, r).map(|a| a.map(|v| (body(&v), stale)));
     };
-    let mut lines = view.lines.lock().expect("view lock");
-    Arc::clone(lines.entry(key).or_insert_with(make))
+    let mut bodies = view.bodies.lock().expect("view lock");
+    if let Some(b) = bodies.get(key) {
+        return Some(Ok((b.clone(), stale)));
+    }
+    let made = answer(view, r)?;
+    Some(made.map(|v| {
+        let b = body(&v);
+        bodies.insert(key, b.clone());
+        (b, stale)
+    }))
+}
+
+/// [`respond`]'s answer as a [`Reply`] (for the owner task, which answers
+/// reads too when asked directly).
+pub fn reply(view: &View, r: &Request) -> Option<Reply> {
+    Some(match (answer(view, r)?, stale(view)) {
+        (Ok(value), Some(note)) => Reply::Stale { value, note },
+        (Ok(v), None) => Reply::Ok(v),
+        (Err(e), _) => Reply::Error(e),
+    })
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// Answers a read (see [`is_read`]) from `view`.
-pub fn answer(view: &View, r: &Request) -> Answer {
+/// Answers a read of the view; `None` for any other request.
+pub fn answer(view: &View, r: &Request) -> Option<Answer> {
     let state = &view.state;
-    match r {
-        Request::GroupList => Ok(to_value(&state.groups.values().collect::<Vec<_>>())),
-        Request::GroupShow { id } => {
-            let id = GroupId::parse("group", id).map_err(err)?;
-            let g = state.group("group", &id).map_err(err)?;
-            let members = state.member_names(&id);
-            Ok(json!({ "group": g, "members": members }))
+    Some(match r {
+        Request::Group(GroupRequest::List) => {
+            Ok(to_value(&state.groups.values().collect::<Vec<_>>()))
         }
-        Request::GroupHealth { id } => {
-            let ids: Vec<GroupId> = match id {
-                Some(id) => vec![GroupId::parse("group", id).map_err(err)?],
-                None => state.groups.keys().cloned().collect(),
-            };
-            let mut out = Vec::new();
-            for g in ids {
-                for r in sg_policy::health_check(state, &g).map_err(err)? {
-                    out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
-                }
-            }
-            Ok(Value::Array(out))
+        Request::Group(GroupRequest::Show { id }) => group_show(state, id),
+        Request::Group(GroupRequest::Health { id }) => group_health(state, id.as_deref()),
+        Request::Rule(RuleRequest::List { group, nic }) => {
+            rule_list(state, group.as_deref(), nic.as_deref())
         }
-        Request::RuleList { group, nic } => rule_list(state, group.as_deref(), nic.as_deref()),
-        Request::RuleExport {
+        Request::Rule(RuleRequest::Export {
             group,
             format,
             region,
-        } => rule_export(state, group, format, region.as_deref()),
-        Request::NicList => Ok(Value::Array(view.nics.values().cloned().collect())),
-        Request::NicShow { name } => {
-            state.nic(name).map_err(err)?;
-            Ok(view.nics.get(name).cloned().unwrap_or(Value::Null))
+        }) => rule_export(state, group, format, region.as_deref()),
+        Request::Nic(NicRequest::List) => Ok(Value::Array(view.nics.values().cloned().collect())),
+        Request::Nic(NicRequest::Show { name }) => state
+            .nic(name)
+            .map_err(err)
+            .map(|_| view.nics.get(name).cloned().unwrap_or(Value::Null)),
+        Request::PrefixList(PrefixListRequest::List) => {
+            Ok(to_value(&state.prefix_lists.values().collect::<Vec<_>>()))
         }
-        Request::PrefixListList => Ok(to_value(&state.prefix_lists.values().collect::<Vec<_>>())),
-        Request::PrefixListShow { id } => {
-            let pid = PrefixListId::parse("prefix_list", id).map_err(err)?;
-            state.prefix_lists.get(&pid).map(to_value).ok_or_else(|| {
-                err(PolicyError::not_found(
-                    "prefix_list",
-                    PrefixListId::KIND,
-                    &pid,
-                ))
-            })
+        Request::PrefixList(PrefixListRequest::Show { id }) => prefix_list_show(state, id),
+        Request::PortList(PortListRequest::List) => {
+            Ok(to_value(&state.port_lists.values().collect::<Vec<_>>()))
         }
-        Request::PortListList => Ok(to_value(&state.port_lists.values().collect::<Vec<_>>())),
-        Request::PortListShow { id } => {
-            let pid = PortListId::parse("port_list", id).map_err(err)?;
-            state
-                .port_lists
-                .get(&pid)
-                .map(to_value)
-                .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
-        }
-        Request::SettingsShow => Ok(to_value(&state.settings)),
-        Request::Export => Ok(to_value(&sg_policy::apply::document_of(state))),
-        Request::Status => {
+        Request::PortList(PortListRequest::Show { id }) => port_list_show(state, id),
+        Request::State(StateRequest::SettingsShow) => Ok(to_value(&state.settings)),
+        Request::State(StateRequest::Export) => Ok(to_value(&sg_policy::apply::document_of(state))),
+        Request::Observe(ObserveRequest::Status) => {
             let mut s = view.status.clone();
             s["uptime_secs"] = json!(view.started.elapsed().as_secs());
             Ok(s)
         }
-        _ => Err("not a read".to_owned()),
+        _ => return None,
+    })
+}
+
+fn group_show(state: &State, id: &str) -> Answer {
+    let id = GroupId::parse("group", id).map_err(err)?;
+    let g = state.group("group", &id).map_err(err)?;
+    let members = state.member_names(&id);
+    Ok(json!({ "group": g, "members": members }))
+}
+
+fn group_health(state: &State, id: Option<&str>) -> Answer {
+    let ids: Vec<GroupId> = match id {
+        Some(id) => vec![GroupId::parse("group", id).map_err(err)?],
+        None => state.groups.keys().cloned().collect(),
+    };
+    let mut out = Vec::new();
+    for g in ids {
+        for r in sg_policy::health_check(state, &g).map_err(err)? {
+            out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
+        }
     }
+    Ok(Value::Array(out))
+}
+
+fn prefix_list_show(state: &State, id: &str) -> Answer {
+    let pid = PrefixListId::parse("prefix_list", id).map_err(err)?;
+    state.prefix_lists.get(&pid).map(to_value).ok_or_else(|| {
+        err(PolicyError::not_found(
+            "prefix_list",
+            PrefixListId::KIND,
+            &pid,
+        ))
+    })
+}
+
+fn port_list_show(state: &State, id: &str) -> Answer {
+    let pid = PortListId::parse("port_list", id).map_err(err)?;
+    state
+        .port_lists
+        .get(&pid)
+        .map(to_value)
+        .ok_or_else(|| err(PolicyError::not_found("port_list", PortListId::KIND, &pid)))
 }
 
 fn rule_list(state: &State, group: Option<&str>, nic: Option<&str>) -> Answer {
@@ -204,7 +216,9 @@ fn rule_list(state: &State, group: Option<&str>, nic: Option<&str>) -> Answer {
             let mut out = Vec::new();
             for dir in [Direction::Ingress, Direction::Egress] {
                 for r in sg_policy::merged_rules(state, n, dir).map_err(err)? {
-                    let (_, rule) = state.find_rule(&r.id).ok_or("rule vanished")?;
+                    let (_, rule) = state
+                        .find_rule(&r.id)
+                        .ok_or_else(|| ApiError::internal(format!("rule {} vanished", r.id)))?;
                     let s = &rule.spec;
                     out.push(json!({
                         "direction": s.direction.to_string(),
@@ -222,7 +236,10 @@ fn rule_list(state: &State, group: Option<&str>, nic: Option<&str>) -> Answer {
             }
             Ok(Value::Array(out))
         }
-        _ => Err("rule list: give exactly one of group or nic".to_owned()),
+        _ => Err(ApiError::invalid(
+            "group",
+            "rule list: give exactly one of group or nic",
+        )),
     }
 }
 
@@ -262,70 +279,73 @@ fn port_text(p: &sg_policy::PortSpec) -> String {
     }
 }
 
-/// Whether `r` lists or flushes sessions (answered on a connection's own
-/// thread: a walk of a full table takes a while).
-pub fn is_sessions(r: &Request) -> bool {
-    matches!(
-        r,
-        Request::SessionList { .. } | Request::SessionFlush { .. }
-    )
+/// The NICs' names by data-plane id, for naming sessions.
+pub fn nic_names(view: &View) -> BTreeMap<u32, String> {
+    view.nic_ids.iter().map(|(n, i)| (*i, n.clone())).collect()
 }
 
-/// Lists or flushes the sessions `r` asks for, in `table`, naming NICs as
-/// `view` does.
-pub fn sessions(view: &View, table: &Mutex<SessionTable>, r: &Request) -> Answer {
+/// One listed session as JSON; `a` sent the first packet.
+pub fn session_row(names: &BTreeMap<u32, String>, s: &Session) -> Value {
+    json!({
+        "nic": names.get(&s.nic).map_or_else(|| s.nic.to_string(), Clone::clone),
+        "protocol": protocol_name(s.protocol),
+        "family": if s.initiator.address.is_ipv4() { 4 } else { 6 },
+        "a": s.initiator.address, "a_port": s.initiator.port,
+        "b": s.responder.address, "b_port": s.responder.port,
+        "direction": s.direction, "state": s.state,
+        "age_secs": s.age.as_secs_f64(), "idle_secs": s.idle.as_secs_f64(),
+        "version": s.policy_version,
+    })
+}
+
+/// Lists (a bounded answer, for the owner task) or flushes the sessions
+/// `r` asks for in `table`, naming NICs as `view` does. A listing on the
+/// API is streamed instead (`daemon::http`).
+pub fn sessions(view: &View, table: &Mutex<SessionTable>, r: &SessionRequest) -> Answer {
     match r {
-        Request::SessionList { filter } => {
+        SessionRequest::List { filter, limit } => {
             let f = session_filter(view, filter)?;
-            let names: BTreeMap<u32, &String> = view.nic_ids.iter().map(|(n, i)| (*i, n)).collect();
-            let rows = table
+            let names = nic_names(view);
+            let mut rows = Vec::new();
+            let limit = limit.unwrap_or(u64::MAX);
+            table
                 .lock()
                 .expect("session table lock")
-                .list(&f)
-                .map_err(err)?;
-            Ok(Value::Array(
-                rows.iter()
-                    .filter(|s| s.live)
-                    .map(|s| {
-                        json!({
-                            "nic": names.get(&s.nic).map_or_else(|| s.nic.to_string(), |n| (*n).clone()),
-                            "protocol": protocol_name(s.protocol),
-                            "family": if s.initiator.address.is_ipv4() { 4 } else { 6 },
-                            "a": s.initiator.address, "a_port": s.initiator.port,
-                            "b": s.responder.address, "b_port": s.responder.port,
-                            "direction": s.direction, "state": s.state,
-                            "age_secs": s.age.as_secs_f64(), "idle_secs": s.idle.as_secs_f64(),
-                            "version": s.policy_version,
-                        })
-                    })
-                    .collect(),
-            ))
+                .walk(&f, |s| {
+                    if s.live {
+                        rows.push(session_row(&names, s));
+                    }
+                    (rows.len() as u64) < limit
+                })
+                .map_err(|e| ApiError::unavailable(format!("reading the session table: {e}")))?;
+            Ok(Value::Array(rows))
         }
-        Request::SessionFlush { filter, all } => {
+        SessionRequest::Flush { filter, all } => {
             if *filter == SessionFilter::default() && !all {
-                return Err(
-                    "sessions flush: give a filter (nic, protocol, address, port) or all"
-                        .to_owned(),
-                );
+                return Err(ApiError::invalid(
+                    "all",
+                    "sessions flush: give a filter (nic, protocol, address, port) or all",
+                ));
             }
             let f = session_filter(view, filter)?;
             let n = table.lock().expect("session table lock").flush(&f);
             Ok(json!({ "flushed": n }))
         }
-        _ => Err("not a sessions request".to_owned()),
     }
 }
 
-fn session_filter(view: &View, f: &SessionFilter) -> Result<Filter, String> {
+/// The data plane's filter for `f`: the NIC by its id, the protocol by number.
+pub fn session_filter(view: &View, f: &SessionFilter) -> Result<Filter, ApiError> {
     let nic = match &f.nic {
         Some(n) => {
             view.state.nic(n).map_err(err)?;
-            Some(
-                *view
-                    .nic_ids
-                    .get(n)
-                    .ok_or_else(|| format!("nic: {n} is bound but its interface is absent"))?,
-            )
+            Some(*view.nic_ids.get(n).ok_or_else(|| {
+                ApiError::new(
+                    crate::api::ErrorKind::NotFound,
+                    Some("nic"),
+                    format!("nic: {n} is bound but its interface is absent"),
+                )
+            })?)
         }
         None => None,
     };

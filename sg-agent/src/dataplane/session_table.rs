@@ -159,6 +159,23 @@ fn list_in<T: Borrow<MapData>>(
     out
 }
 
+/// Calls `f` with each session matching `filter`, in the table's order,
+/// until it returns false: one entry in memory at a time.
+fn walk_in<T: Borrow<MapData>>(
+    map: &HashMap<T, SessionKey, SessionEntry>,
+    settings: &Settings,
+    filter: &Filter,
+    mut f: impl FnMut(&Session) -> bool,
+) {
+    let now = monotonic_ns();
+    // Entries may vanish while we walk (LRU, packets): skip what errs.
+    for (k, e) in map.iter().filter_map(Result::ok) {
+        if filter.matches(&k) && !f(&describe(&k, &e, now, &settings.timeouts_ns)) {
+            return;
+        }
+    }
+}
+
 fn flush_in<T: BorrowMut<MapData>>(
     map: &mut HashMap<T, SessionKey, SessionEntry>,
     filter: &Filter,
@@ -216,6 +233,7 @@ impl Maps {
 pub struct SessionTable {
     map: HashMap<MapData, SessionKey, SessionEntry>,
     settings: Array<MapData, Settings>,
+    root: std::path::PathBuf,
 }
 
 impl SessionTable {
@@ -228,13 +246,21 @@ impl SessionTable {
         Ok(Self {
             map: HashMap::try_from(open(SESSIONS)?).map_err(map_err(SESSIONS))?,
             settings: Array::try_from(open(SETTINGS)?).map_err(map_err(SETTINGS))?,
+            root: root.to_owned(),
         })
     }
 
-    /// The sessions matching `filter`, newest first within each NIC.
-    pub fn list(&self, filter: &Filter) -> Result<Vec<Session>, Error> {
+    /// The same table opened again, for a walk that takes its time (a
+    /// listing streamed to a slow client) without holding this one.
+    pub fn reopen(&self) -> Result<Self, Error> {
+        Self::open(&self.root)
+    }
+
+    /// Calls `f` with each session matching `filter` until it returns false.
+    pub fn walk(&self, filter: &Filter, f: impl FnMut(&Session) -> bool) -> Result<(), Error> {
         let settings = self.settings.get(&0, 0).map_err(map_err(SETTINGS))?;
-        Ok(list_in(&self.map, &settings, filter))
+        walk_in(&self.map, &settings, filter, f);
+        Ok(())
     }
 
     /// Removes the sessions matching `filter`; returns how many went.

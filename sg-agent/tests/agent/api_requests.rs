@@ -7,60 +7,64 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use sg_agent::api::{Request, RuleText, SessionFilter, TraceText};
+use sg_agent::api::{
+    GroupCreate, GroupRequest, HostRequest, NicRequest, ObserveRequest, PortListRequest,
+    PrefixListRequest, Request, RuleRequest, RuleText, SessionFilter, SessionRequest,
+    SnapshotRequest, StateRequest, TraceText, routes,
+};
 
 /// The `op` of each request kind. Exhaustive, so a new kind does not compile
 /// until it is named here (and then `every_kind_has_a_sample` asks for a
 /// sample of it).
 fn op(r: &Request) -> &'static str {
     match r {
-        Request::Status => "status",
-        Request::GroupCreate { .. } => "group_create",
-        Request::GroupList => "group_list",
-        Request::GroupShow { .. } => "group_show",
-        Request::GroupModify { .. } => "group_modify",
-        Request::GroupSetInnerPolicy { .. } => "group_set_inner_policy",
-        Request::GroupDelete { .. } => "group_delete",
-        Request::GroupClone { .. } => "group_clone",
-        Request::GroupHealth { .. } => "group_health",
-        Request::RuleAuthorize { .. } => "rule_authorize",
-        Request::RuleRevoke { .. } => "rule_revoke",
-        Request::RuleModify { .. } => "rule_modify",
-        Request::RuleList { .. } => "rule_list",
-        Request::RuleImport { .. } => "rule_import",
-        Request::RuleExport { .. } => "rule_export",
-        Request::NicBind { .. } => "nic_bind",
-        Request::NicUnbind { .. } => "nic_unbind",
-        Request::NicJoin { .. } => "nic_join",
-        Request::NicLeave { .. } => "nic_leave",
-        Request::NicSetGroups { .. } => "nic_set_groups",
-        Request::NicSetAddresses { .. } => "nic_set_addresses",
-        Request::NicList => "nic_list",
-        Request::NicShow { .. } => "nic_show",
-        Request::PrefixListCreate { .. } => "prefix_list_create",
-        Request::PrefixListModify { .. } => "prefix_list_modify",
-        Request::PrefixListDelete { .. } => "prefix_list_delete",
-        Request::PrefixListList => "prefix_list_list",
-        Request::PrefixListShow { .. } => "prefix_list_show",
-        Request::PortListCreate { .. } => "port_list_create",
-        Request::PortListModify { .. } => "port_list_modify",
-        Request::PortListDelete { .. } => "port_list_delete",
-        Request::PortListList => "port_list_list",
-        Request::PortListShow { .. } => "port_list_show",
-        Request::HostList => "host_list",
-        Request::HostRemove { .. } => "host_remove",
-        Request::SettingsShow => "settings_show",
-        Request::SettingsSet { .. } => "settings_set",
-        Request::Apply { .. } => "apply",
-        Request::Export => "export",
-        Request::SnapshotList { .. } => "snapshot_list",
-        Request::SnapshotShow { .. } => "snapshot_show",
-        Request::SnapshotRestore { .. } => "snapshot_restore",
-        Request::Trace(..) => "trace",
-        Request::Stats { .. } => "stats",
-        Request::Verify { .. } => "verify",
-        Request::SessionList { .. } => "session_list",
-        Request::SessionFlush { .. } => "session_flush",
+        Request::Observe(ObserveRequest::Status) => "status",
+        Request::Group(GroupRequest::Create(..)) => "group_create",
+        Request::Group(GroupRequest::List) => "group_list",
+        Request::Group(GroupRequest::Show { .. }) => "group_show",
+        Request::Group(GroupRequest::Modify { .. }) => "group_modify",
+        Request::Group(GroupRequest::SetInnerPolicy { .. }) => "group_set_inner_policy",
+        Request::Group(GroupRequest::Delete { .. }) => "group_delete",
+        Request::Group(GroupRequest::Clone { .. }) => "group_clone",
+        Request::Group(GroupRequest::Health { .. }) => "group_health",
+        Request::Rule(RuleRequest::Authorize { .. }) => "rule_authorize",
+        Request::Rule(RuleRequest::Revoke { .. }) => "rule_revoke",
+        Request::Rule(RuleRequest::Modify { .. }) => "rule_modify",
+        Request::Rule(RuleRequest::List { .. }) => "rule_list",
+        Request::Rule(RuleRequest::Import { .. }) => "rule_import",
+        Request::Rule(RuleRequest::Export { .. }) => "rule_export",
+        Request::Nic(NicRequest::Bind { .. }) => "nic_bind",
+        Request::Nic(NicRequest::Unbind { .. }) => "nic_unbind",
+        Request::Nic(NicRequest::Join { .. }) => "nic_join",
+        Request::Nic(NicRequest::Leave { .. }) => "nic_leave",
+        Request::Nic(NicRequest::SetGroups { .. }) => "nic_set_groups",
+        Request::Nic(NicRequest::SetAddresses { .. }) => "nic_set_addresses",
+        Request::Nic(NicRequest::List) => "nic_list",
+        Request::Nic(NicRequest::Show { .. }) => "nic_show",
+        Request::PrefixList(PrefixListRequest::Create { .. }) => "prefix_list_create",
+        Request::PrefixList(PrefixListRequest::Modify { .. }) => "prefix_list_modify",
+        Request::PrefixList(PrefixListRequest::Delete { .. }) => "prefix_list_delete",
+        Request::PrefixList(PrefixListRequest::List) => "prefix_list_list",
+        Request::PrefixList(PrefixListRequest::Show { .. }) => "prefix_list_show",
+        Request::PortList(PortListRequest::Create { .. }) => "port_list_create",
+        Request::PortList(PortListRequest::Modify { .. }) => "port_list_modify",
+        Request::PortList(PortListRequest::Delete { .. }) => "port_list_delete",
+        Request::PortList(PortListRequest::List) => "port_list_list",
+        Request::PortList(PortListRequest::Show { .. }) => "port_list_show",
+        Request::Host(HostRequest::List) => "host_list",
+        Request::Host(HostRequest::Remove { .. }) => "host_remove",
+        Request::State(StateRequest::SettingsShow) => "settings_show",
+        Request::State(StateRequest::SettingsSet { .. }) => "settings_set",
+        Request::State(StateRequest::Apply { .. }) => "apply",
+        Request::State(StateRequest::Export) => "export",
+        Request::Snapshot(SnapshotRequest::List { .. }) => "snapshot_list",
+        Request::Snapshot(SnapshotRequest::Show { .. }) => "snapshot_show",
+        Request::Snapshot(SnapshotRequest::Restore { .. }) => "snapshot_restore",
+        Request::Observe(ObserveRequest::Trace(..)) => "trace",
+        Request::Observe(ObserveRequest::Stats { .. }) => "stats",
+        Request::Observe(ObserveRequest::Verify { .. }) => "verify",
+        Request::Session(SessionRequest::List { .. }) => "session_list",
+        Request::Session(SessionRequest::Flush { .. }) => "session_flush",
     }
 }
 
@@ -90,8 +94,8 @@ fn samples() -> Vec<Request> {
     let id = || "sg-1".to_owned();
     let tags = || [("env".to_owned(), "prod".to_owned())].into();
     vec![
-        Request::Status,
-        Request::GroupCreate {
+        Request::Observe(ObserveRequest::Status),
+        Request::Group(GroupRequest::Create(GroupCreate {
             name: "web".into(),
             description: String::new(),
             kind: Some("basic".into()),
@@ -99,127 +103,127 @@ fn samples() -> Vec<Request> {
             deletion_protection: false,
             tags: tags(),
             template: None,
-        },
-        Request::GroupList,
-        Request::GroupShow { id: id() },
-        Request::GroupModify {
+        })),
+        Request::Group(GroupRequest::List),
+        Request::Group(GroupRequest::Show { id: id() }),
+        Request::Group(GroupRequest::Modify {
             id: id(),
             name: Some("web".into()),
             description: None,
             deletion_protection: None,
             tags: Some(tags()),
-        },
-        Request::GroupSetInnerPolicy {
+        }),
+        Request::Group(GroupRequest::SetInnerPolicy {
             id: id(),
             policy: "Drop".into(),
-        },
-        Request::GroupDelete { id: id() },
-        Request::GroupClone {
+        }),
+        Request::Group(GroupRequest::Delete { id: id() }),
+        Request::Group(GroupRequest::Clone {
             id: id(),
             name: None,
             keep_rules: true,
             copy_tags: false,
-        },
-        Request::GroupHealth { id: Some(id()) },
-        Request::RuleAuthorize {
+        }),
+        Request::Group(GroupRequest::Health { id: Some(id()) }),
+        Request::Rule(RuleRequest::Authorize {
             group: id(),
             rules: vec![rule_text()],
-        },
-        Request::RuleRevoke {
+        }),
+        Request::Rule(RuleRequest::Revoke {
             group: id(),
             rules: vec!["sgr-1".into()],
-        },
-        Request::RuleModify {
+        }),
+        Request::Rule(RuleRequest::Modify {
             group: id(),
             rule: "sgr-1".into(),
             spec: rule_text(),
-        },
-        Request::RuleList {
+        }),
+        Request::Rule(RuleRequest::List {
             group: Some(id()),
             nic: None,
-        },
-        Request::RuleImport {
+        }),
+        Request::Rule(RuleRequest::Import {
             group: id(),
             format: "json".into(),
             text: "[]".into(),
-        },
-        Request::RuleExport {
+        }),
+        Request::Rule(RuleRequest::Export {
             group: id(),
             format: "csv".into(),
             region: None,
-        },
-        Request::NicBind {
+        }),
+        Request::Nic(NicRequest::Bind {
             name: "eth0".into(),
             mode: "local".into(),
             addresses: vec!["10.0.0.2".into()],
             extra_allowed: vec![],
             anti_spoof: None,
             groups: vec![id()],
-        },
-        Request::NicUnbind {
+        }),
+        Request::Nic(NicRequest::Unbind {
             name: "eth0".into(),
-        },
-        Request::NicJoin {
-            name: "eth0".into(),
-            group: id(),
-        },
-        Request::NicLeave {
+        }),
+        Request::Nic(NicRequest::Join {
             name: "eth0".into(),
             group: id(),
-        },
-        Request::NicSetGroups {
+        }),
+        Request::Nic(NicRequest::Leave {
+            name: "eth0".into(),
+            group: id(),
+        }),
+        Request::Nic(NicRequest::SetGroups {
             name: "eth0".into(),
             groups: vec![id()],
-        },
-        Request::NicSetAddresses {
+        }),
+        Request::Nic(NicRequest::SetAddresses {
             name: "eth0".into(),
             addresses: vec![],
             extra_allowed: vec![],
-        },
-        Request::NicList,
-        Request::NicShow {
+        }),
+        Request::Nic(NicRequest::List),
+        Request::Nic(NicRequest::Show {
             name: "eth0".into(),
-        },
-        Request::PrefixListCreate {
+        }),
+        Request::PrefixList(PrefixListRequest::Create {
             name: "office".into(),
             description: String::new(),
             family: "ipv4".into(),
             max_entries: 5,
             entries: vec![],
-        },
-        Request::PrefixListModify {
+        }),
+        Request::PrefixList(PrefixListRequest::Modify {
             id: "pl-1".into(),
             name: None,
             description: None,
             max_entries: None,
             entries: None,
-        },
-        Request::PrefixListDelete { id: "pl-1".into() },
-        Request::PrefixListList,
-        Request::PrefixListShow { id: "pl-1".into() },
-        Request::PortListCreate {
+        }),
+        Request::PrefixList(PrefixListRequest::Delete { id: "pl-1".into() }),
+        Request::PrefixList(PrefixListRequest::List),
+        Request::PrefixList(PrefixListRequest::Show { id: "pl-1".into() }),
+        Request::PortList(PortListRequest::Create {
             name: "web".into(),
             description: String::new(),
             max_entries: 5,
             entries: vec![],
-        },
-        Request::PortListModify {
+        }),
+        Request::PortList(PortListRequest::Modify {
             id: "prl-1".into(),
             name: None,
             description: None,
             max_entries: None,
             entries: None,
-        },
-        Request::PortListDelete { id: "prl-1".into() },
-        Request::PortListList,
-        Request::PortListShow { id: "prl-1".into() },
-        Request::HostList,
-        Request::HostRemove {
+        }),
+        Request::PortList(PortListRequest::Delete { id: "prl-1".into() }),
+        Request::PortList(PortListRequest::List),
+        Request::PortList(PortListRequest::Show { id: "prl-1".into() }),
+        Request::Host(HostRequest::List),
+        Request::Host(HostRequest::Remove {
             host: "web-7".into(),
             force: true,
-        },
-        Request::SettingsShow,
-        Request::SettingsSet {
+        }),
+        Request::State(StateRequest::SettingsShow),
+        Request::State(StateRequest::SettingsSet {
             block_port_25: Some(true),
             platform_addresses: None,
             snapshot_retention_days: None,
@@ -228,17 +232,17 @@ fn samples() -> Vec<Request> {
             tcp_closing_secs: None,
             other_secs: None,
             fragment_timeout_secs: Some(30),
-        },
-        Request::Apply {
+        }),
+        Request::State(StateRequest::Apply {
             document: "{}".into(),
             dry_run: true,
             allow_delete_all: false,
-        },
-        Request::Export,
-        Request::SnapshotList { group: None },
-        Request::SnapshotShow { id: 1 },
-        Request::SnapshotRestore { id: 1 },
-        Request::Trace(TraceText {
+        }),
+        Request::State(StateRequest::Export),
+        Request::Snapshot(SnapshotRequest::List { group: None }),
+        Request::Snapshot(SnapshotRequest::Show { id: 1 }),
+        Request::Snapshot(SnapshotRequest::Restore { id: 1 }),
+        Request::Observe(ObserveRequest::Trace(TraceText {
             nic: "eth0".into(),
             direction: "ingress".into(),
             protocol: "TCP".into(),
@@ -248,14 +252,17 @@ fn samples() -> Vec<Request> {
             destination_port: Some(22),
             icmp_type: None,
             icmp_code: None,
+        })),
+        Request::Observe(ObserveRequest::Stats { nic: None }),
+        Request::Observe(ObserveRequest::Verify { no_repair: true }),
+        Request::Session(SessionRequest::List {
+            filter: filter(),
+            limit: Some(10),
         }),
-        Request::Stats { nic: None },
-        Request::Verify { no_repair: true },
-        Request::SessionList { filter: filter() },
-        Request::SessionFlush {
+        Request::Session(SessionRequest::Flush {
             filter: filter(),
             all: false,
-        },
+        }),
     ]
 }
 
@@ -275,14 +282,17 @@ fn every_kind_has_a_sample_and_each_reads_back() {
         assert_eq!(parse(&v).as_ref(), Ok(r), "{v}");
     }
     // What a client leaves out still takes its default.
-    assert_eq!(parse(&json!({"op": "status"})), Ok(Request::Status));
+    assert_eq!(
+        parse(&json!({"op": "status"})),
+        Ok(Request::Observe(ObserveRequest::Status))
+    );
     assert_eq!(
         parse(&json!({"op": "apply", "document": "{}"})),
-        Ok(Request::Apply {
+        Ok(Request::State(StateRequest::Apply {
             document: "{}".into(),
             dry_run: false,
             allow_delete_all: false
-        })
+        }))
     );
 }
 
@@ -372,4 +382,67 @@ fn a_misspelt_option_of_a_request_without_fields_is_refused() {
     }))
     .unwrap_err();
     assert!(e.contains("destination_prot"), "{e}");
+}
+
+/// How `request` reaches the daemon: the route table's method, path and
+/// body, decoded again as the daemon decodes them.
+fn over_the_wire(request: &Request) -> Result<Request, String> {
+    let (method, target, body) = routes::encode(request)?;
+    let (path, query) = target
+        .split_once('?')
+        .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
+    let (route, params) = routes::find(method.as_str(), path).map_err(|e| e.to_string())?;
+    assert_eq!(route.op, op(request), "{target}");
+    routes::decode(route, params, query, body.as_deref().unwrap_or_default())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_request_kind_has_a_route_and_survives_it() {
+    for r in samples() {
+        assert_eq!(over_the_wire(&r).as_ref(), Ok(&r), "{}", op(&r));
+    }
+    // Every route carries a request that exists, and every op has one.
+    let ops: BTreeSet<&str> = samples().iter().map(op).collect();
+    let routed: BTreeSet<&str> = routes::ROUTES.iter().map(|r| r.op).collect();
+    assert_eq!(ops, routed);
+}
+
+#[test]
+fn the_openapi_document_is_the_one_the_routes_and_types_make() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let made = sg_agent::api::openapi::text();
+    if std::env::var_os("SG_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, &made).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == made,
+        "docs/openapi.json differs from what the routes and request types make: \
+         write it again with `SG_WRITE_OPENAPI=1 cargo test -p sg-agent --test agent openapi`"
+    );
+    // Every route is in it, with its method, and every path parameter of a
+    // route is a field its request requires.
+    let doc: Value = serde_json::from_str(&made).unwrap();
+    for route in routes::ROUTES {
+        let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing",
+            route.method.as_str(),
+            route.path
+        );
+        for p in routes::params(route.path) {
+            let declared = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["name"] == p && x["in"] == "path");
+            assert!(declared, "{}: {p}", route.path);
+        }
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["ApiError"]["required"],
+        json!(["kind", "message"])
+    );
 }

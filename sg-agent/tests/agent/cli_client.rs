@@ -1,11 +1,11 @@
 //! The command line as a client of the daemon's API, against a fake daemon:
-//! a Unix socket in a thread that records each request line and answers
-//! with a canned reply. Checks the request each command sends, the tables
+//! a Unix socket in a thread that reads each HTTP request, decodes it with
+//! the API's own route table, records it and answers with a canned reply. Checks the request each command sends, the tables
 //! printed from answers, `--json`, and how errors reach the user.
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead, BufReader, Write as _},
     os::unix::net::UnixListener,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -18,7 +18,11 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use sg_agent::api::{Request, RuleText, SessionFilter, TraceText};
+use sg_agent::api::{
+    ApiError, ErrorKind, GroupCreate, GroupRequest, NicRequest, ObserveRequest, PortListRequest,
+    PrefixListRequest, Request, RuleRequest, RuleText, SessionFilter, SessionRequest,
+    SnapshotRequest, StateRequest, TraceText, routes,
+};
 
 /// A unique path under the temporary directory (pid plus a counter).
 fn temp_path(what: &str) -> PathBuf {
@@ -30,11 +34,76 @@ fn temp_path(what: &str) -> PathBuf {
     ))
 }
 
-/// A fake `sg-agent run`: answers every request line with `answer`.
+/// A fake `sg-agent run`: answers every HTTP request with `answer`.
 struct FakeDaemon {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Vec<String>>>,
+}
+
+/// One HTTP request from `reader`: its method, target and body; `None` at
+/// the end of the connection.
+fn http_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next()?.to_owned(), words.next()?.to_owned());
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((method, target, body))
+}
+
+/// The request the CLI sent, as JSON (or why the route table refused it).
+fn decoded(method: &str, target: &str, body: &[u8]) -> (String, bool) {
+    let (path, query) = target
+        .split_once('?')
+        .map_or((target, None), |(p, q)| (p, Some(q)));
+    let request = routes::find(method, path)
+        .and_then(|(route, params)| routes::decode(route, params, query, body));
+    match request {
+        Ok(r) => (serde_json::to_string(&r).unwrap(), r.op() == "session_list"),
+        Err(e) => (format!("{method} {target}: {e}"), false),
+    }
+}
+
+/// The HTTP answer for a canned `{"ok": …}` or `{"error": …}` (anything
+/// else is sent as it is, with status 200); a listing of sessions streams.
+fn http_answer(answer: &str, stream: bool) -> Vec<u8> {
+    let canned: Option<Value> = serde_json::from_str(answer).ok();
+    let (status, kind, body) = match canned {
+        Some(Value::Object(mut m)) if m.contains_key("ok") => {
+            let v = m.remove("ok").unwrap();
+            match v {
+                Value::Array(rows) if stream => (
+                    200,
+                    "application/x-ndjson",
+                    rows.iter().map(|r| r.to_string() + "\n").collect(),
+                ),
+                v => (200, "application/json", v.to_string()),
+            }
+        }
+        Some(Value::Object(m)) if m.contains_key("error") => {
+            let e = ApiError::new(ErrorKind::Invalid, None, m["error"].as_str().unwrap());
+            (400, "application/json", serde_json::to_string(&e).unwrap())
+        }
+        _ => (200, "application/json", answer.to_owned()),
+    };
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl FakeDaemon {
@@ -45,7 +114,7 @@ impl FakeDaemon {
         // client ever came (a command refused before calling).
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let answer = format!("{answer}\n");
+        let answer = answer.to_owned();
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
@@ -55,10 +124,11 @@ impl FakeDaemon {
                         Ok((stream, _)) => {
                             stream.set_nonblocking(false).unwrap();
                             let mut writer = stream.try_clone().unwrap();
-                            for line in BufReader::new(stream).lines() {
-                                let Ok(line) = line else { break };
-                                received.push(line);
-                                if writer.write_all(answer.as_bytes()).is_err() {
+                            let mut reader = BufReader::new(stream);
+                            while let Some((method, target, body)) = http_request(&mut reader) {
+                                let (request, stream) = decoded(&method, &target, &body);
+                                received.push(request);
+                                if writer.write_all(&http_answer(&answer, stream)).is_err() {
                                     break;
                                 }
                             }
@@ -255,7 +325,7 @@ fn group_commands_send_their_requests() {
     check_requests(vec![
         (
             "group create web --description 'the web tier' --type enterprise --inner-policy Drop --deletion-protection --tag env=prod --tag team=net=ops --template Sys-WebServer",
-            Request::GroupCreate {
+            Request::Group(GroupRequest::Create(GroupCreate {
                 name: "web".into(),
                 description: "the web tier".into(),
                 kind: Some("enterprise".into()),
@@ -266,12 +336,12 @@ fn group_commands_send_their_requests() {
                     ("team".into(), "net=ops".into()),
                 ]),
                 template: Some("Sys-WebServer".into()),
-            },
+            })),
             id.clone(),
         ),
         (
             "group create plain",
-            Request::GroupCreate {
+            Request::Group(GroupRequest::Create(GroupCreate {
                 name: "plain".into(),
                 description: String::new(),
                 kind: None,
@@ -279,63 +349,67 @@ fn group_commands_send_their_requests() {
                 deletion_protection: false,
                 tags: BTreeMap::new(),
                 template: None,
-            },
+            })),
             id.clone(),
         ),
-        ("group list", Request::GroupList, empty.clone()),
+        (
+            "group list",
+            Request::Group(GroupRequest::List),
+            empty.clone(),
+        ),
         (
             "group show sg-1",
-            Request::GroupShow { id: "sg-1".into() },
+            Request::Group(GroupRequest::Show { id: "sg-1".into() }),
             json!({"group": group_json("sg-1", "web", &[]), "members": []}),
         ),
         (
             "group modify sg-1 --name web2 --deletion-protection false --clear-tags",
-            Request::GroupModify {
+            Request::Group(GroupRequest::Modify {
                 id: "sg-1".into(),
                 name: Some("web2".into()),
                 description: None,
                 deletion_protection: Some(false),
                 tags: Some(BTreeMap::new()),
-            },
+            }),
             id.clone(),
         ),
         (
             "group modify sg-1 --description d",
-            Request::GroupModify {
+            Request::Group(GroupRequest::Modify {
                 id: "sg-1".into(),
                 name: None,
                 description: Some("d".into()),
                 deletion_protection: None,
                 tags: None,
-            },
+            }),
             id.clone(),
         ),
         (
             "group set-inner-policy sg-1 Drop",
-            Request::GroupSetInnerPolicy {
+            Request::Group(GroupRequest::SetInnerPolicy {
                 id: "sg-1".into(),
                 policy: "Drop".into(),
-            },
+            }),
             id.clone(),
         ),
         (
             "group delete sg-1",
-            Request::GroupDelete { id: "sg-1".into() },
+            Request::Group(GroupRequest::Delete { id: "sg-1".into() }),
             json!({"deleted": "sg-1"}),
         ),
         (
             "group clone sg-1 --name copy --keep-rules",
-            Request::GroupClone {
+            Request::Group(GroupRequest::Clone {
                 id: "sg-1".into(),
                 name: Some("copy".into()),
                 keep_rules: true,
                 copy_tags: false,
-            },
+            }),
             json!({"id": "sg-2"}),
         ),
         (
             "group health",
-            Request::GroupHealth { id: None },
+            Request::Group(GroupRequest::Health { id: None }),
             empty.clone(),
         ),
     ]);
@@ -347,7 +421,7 @@ fn rule_commands_send_their_requests() {
     check_requests(vec![
         (
             "rule add sg-1 --direction ingress --protocol TCP --port-range 22/22 --peer 10.0.0.0/8 --policy Drop --priority 5 --source-port-range 1024/65535 --local 10.0.0.2 --description ssh",
-            Request::RuleAuthorize {
+            Request::Rule(RuleRequest::Authorize {
                 group: "sg-1".into(),
                 rules: vec![RuleText {
                     policy: Some("Drop".into()),
@@ -358,60 +432,60 @@ fn rule_commands_send_their_requests() {
                     description: Some("ssh".into()),
                     ..text("ingress", "TCP", "10.0.0.0/8")
                 }],
-            },
+            }),
             json!({"ids": ["sgr-1"]}),
         ),
         (
             "rule add sg-1 --direction egress --protocol ICMP --port-range -1/-1 --peer pl-office",
-            Request::RuleAuthorize {
+            Request::Rule(RuleRequest::Authorize {
                 group: "sg-1".into(),
                 rules: vec![RuleText {
                     port_range: Some("-1/-1".into()),
                     ..text("egress", "ICMP", "pl-office")
                 }],
-            },
+            }),
             json!({"ids": ["sgr-2"]}),
         ),
         (
             "rule remove sg-1 sgr-1 sgr-2",
-            Request::RuleRevoke {
+            Request::Rule(RuleRequest::Revoke {
                 group: "sg-1".into(),
                 rules: strings(&["sgr-1", "sgr-2"]),
-            },
+            }),
             json!({"revoked": ["sgr-1", "sgr-2"]}),
         ),
         (
             "rule modify sg-1 sgr-1 --direction egress --protocol UDP --peer sg-2",
-            Request::RuleModify {
+            Request::Rule(RuleRequest::Modify {
                 group: "sg-1".into(),
                 rule: "sgr-1".into(),
                 spec: text("egress", "UDP", "sg-2"),
-            },
+            }),
             json!({"id": "sgr-1"}),
         ),
         (
             "rule list --group sg-1",
-            Request::RuleList {
+            Request::Rule(RuleRequest::List {
                 group: Some("sg-1".into()),
                 nic: None,
-            },
+            }),
             empty.clone(),
         ),
         (
             "rule list --nic eth0",
-            Request::RuleList {
+            Request::Rule(RuleRequest::List {
                 group: None,
                 nic: Some("eth0".into()),
-            },
+            }),
             empty.clone(),
         ),
         (
             "rule export sg-1 --format csv --region cn-hangzhou",
-            Request::RuleExport {
+            Request::Rule(RuleRequest::Export {
                 group: "sg-1".into(),
                 format: "csv".into(),
                 region: Some("cn-hangzhou".into()),
-            },
+            }),
             json!({"file_name": "sg-1.csv", "text": "a,b\n"}),
         ),
     ]);
@@ -423,62 +497,66 @@ fn nic_commands_send_their_requests() {
     check_requests(vec![
         (
             "nic bind eth0 --mode local --address 10.0.0.2 --address fd00::2 --group sg-b --group sg-a --anti-spoof on --extra-allowed 10.9.0.0/16",
-            Request::NicBind {
+            Request::Nic(NicRequest::Bind {
                 name: "eth0".into(),
                 mode: "local".into(),
                 addresses: strings(&["10.0.0.2", "fd00::2"]),
                 extra_allowed: strings(&["10.9.0.0/16"]),
                 anti_spoof: Some(true),
                 groups: strings(&["sg-b", "sg-a"]),
-            },
+            }),
             nic.clone(),
         ),
         (
             "nic unbind eth0",
-            Request::NicUnbind {
+            Request::Nic(NicRequest::Unbind {
                 name: "eth0".into(),
-            },
+            }),
             nic.clone(),
         ),
         (
             "nic join eth0 sg-c",
-            Request::NicJoin {
+            Request::Nic(NicRequest::Join {
                 name: "eth0".into(),
                 group: "sg-c".into(),
-            },
+            }),
             nic.clone(),
         ),
         (
             "nic leave eth0 sg-c",
-            Request::NicLeave {
+            Request::Nic(NicRequest::Leave {
                 name: "eth0".into(),
                 group: "sg-c".into(),
-            },
+            }),
             nic.clone(),
         ),
         (
             "nic set-groups eth0 --group sg-z --group sg-a",
-            Request::NicSetGroups {
+            Request::Nic(NicRequest::SetGroups {
                 name: "eth0".into(),
                 groups: strings(&["sg-z", "sg-a"]),
-            },
+            }),
             nic.clone(),
         ),
         (
             "nic set-addresses eth0 --address 10.0.0.3",
-            Request::NicSetAddresses {
+            Request::Nic(NicRequest::SetAddresses {
                 name: "eth0".into(),
                 addresses: strings(&["10.0.0.3"]),
                 extra_allowed: vec![],
-            },
+            }),
             nic.clone(),
         ),
-        ("nic list", Request::NicList, json!([listed_nic()])),
+        (
+            "nic list",
+            Request::Nic(NicRequest::List),
+            json!([listed_nic()]),
+        ),
         (
             "nic show eth0",
-            Request::NicShow {
+            Request::Nic(NicRequest::Show {
                 name: "eth0".into(),
-            },
+            }),
             listed_nic(),
         ),
     ]);
@@ -490,79 +568,87 @@ fn prefix_and_port_list_commands_send_their_requests() {
     check_requests(vec![
         (
             "prefix-list create office --family ipv4 --max-entries 10 --entry '10.0.0.0/8 office' --entry 192.168.0.0/16",
-            Request::PrefixListCreate {
+            Request::PrefixList(PrefixListRequest::Create {
                 name: "office".into(),
                 description: String::new(),
                 family: "ipv4".into(),
                 max_entries: 10,
                 entries: strings(&["10.0.0.0/8 office", "192.168.0.0/16"]),
-            },
+            }),
             json!({"id": "pl-1"}),
         ),
         (
             "prefix-list modify pl-1 --max-entries 20",
-            Request::PrefixListModify {
+            Request::PrefixList(PrefixListRequest::Modify {
                 id: "pl-1".into(),
                 name: None,
                 description: None,
                 max_entries: Some(20),
                 entries: None,
-            },
+            }),
             json!({"id": "pl-1"}),
         ),
         (
             "prefix-list modify pl-1 --clear-entries",
-            Request::PrefixListModify {
+            Request::PrefixList(PrefixListRequest::Modify {
                 id: "pl-1".into(),
                 name: None,
                 description: None,
                 max_entries: None,
                 entries: Some(vec![]),
-            },
+            }),
             json!({"id": "pl-1"}),
         ),
         (
             "prefix-list delete pl-1",
-            Request::PrefixListDelete { id: "pl-1".into() },
+            Request::PrefixList(PrefixListRequest::Delete { id: "pl-1".into() }),
             json!({"deleted": "pl-1"}),
         ),
-        ("prefix-list list", Request::PrefixListList, empty.clone()),
+        (
+            "prefix-list list",
+            Request::PrefixList(PrefixListRequest::List),
+            empty.clone(),
+        ),
         (
             "prefix-list show pl-1",
-            Request::PrefixListShow { id: "pl-1".into() },
+            Request::PrefixList(PrefixListRequest::Show { id: "pl-1".into() }),
             json!({"id": "pl-1", "name": "office", "description": "", "family": "IPv4",
                    "max_entries": 10, "entries": [{"cidr": "10.0.0.0/8", "description": "hq"}]}),
         ),
         (
             "port-list create web --max-entries 5 --entry '80/80 web' --description 'web ports'",
-            Request::PortListCreate {
+            Request::PortList(PortListRequest::Create {
                 name: "web".into(),
                 description: "web ports".into(),
                 max_entries: 5,
                 entries: strings(&["80/80 web"]),
-            },
+            }),
             json!({"id": "prl-1"}),
         ),
         (
             "port-list modify prl-1 --entry 443/443",
-            Request::PortListModify {
+            Request::PortList(PortListRequest::Modify {
                 id: "prl-1".into(),
                 name: None,
                 description: None,
                 max_entries: None,
                 entries: Some(strings(&["443/443"])),
-            },
+            }),
             json!({"id": "prl-1"}),
         ),
         (
             "port-list delete prl-1",
-            Request::PortListDelete { id: "prl-1".into() },
+            Request::PortList(PortListRequest::Delete { id: "prl-1".into() }),
             json!({"deleted": "prl-1"}),
         ),
-        ("port-list list", Request::PortListList, empty.clone()),
+        (
+            "port-list list",
+            Request::PortList(PortListRequest::List),
+            empty.clone(),
+        ),
         (
             "port-list show prl-1",
-            Request::PortListShow { id: "prl-1".into() },
+            Request::PortList(PortListRequest::Show { id: "prl-1".into() }),
             json!({"id": "prl-1", "name": "web", "description": "", "max_entries": 5,
                    "entries": [{"range": "80/80", "description": ""}]}),
         ),
@@ -578,10 +664,14 @@ fn settings_export_and_snapshot_commands_send_their_requests() {
         "taken_at": 60, "rules": []
     });
     check_requests(vec![
-        ("settings show", Request::SettingsShow, settings.clone()),
+        (
+            "settings show",
+            Request::State(StateRequest::SettingsShow),
+            settings.clone(),
+        ),
         (
             "settings set --block-port-25 false --platform-address 100.100.100.200 --tcp-established-secs 3600 --fragment-timeout-secs 45",
-            Request::SettingsSet {
+            Request::State(StateRequest::SettingsSet {
                 block_port_25: Some(false),
                 platform_addresses: Some(strings(&["100.100.100.200"])),
                 snapshot_retention_days: None,
@@ -590,21 +680,29 @@ fn settings_export_and_snapshot_commands_send_their_requests() {
                 tcp_closing_secs: None,
                 other_secs: None,
                 fragment_timeout_secs: Some(45),
-            },
+            }),
             settings.clone(),
         ),
-        ("export", Request::Export, json!({"groups": []})),
+        (
+            "export",
+            Request::State(StateRequest::Export),
+            json!({"groups": []}),
+        ),
         (
             "snapshot list --group sg-1",
-            Request::SnapshotList {
+            Request::Snapshot(SnapshotRequest::List {
                 group: Some("sg-1".into()),
-            },
+            }),
             empty.clone(),
         ),
-        ("snapshot show 7", Request::SnapshotShow { id: 7 }, snapshot),
+        (
+            "snapshot show 7",
+            Request::Snapshot(SnapshotRequest::Show { id: 7 }),
+            snapshot,
+        ),
         (
             "snapshot restore 7",
-            Request::SnapshotRestore { id: 7 },
+            Request::Snapshot(SnapshotRequest::Restore { id: 7 }),
             json!({"group": "sg-1", "rules": 2}),
         ),
     ]);
@@ -616,7 +714,7 @@ fn observing_commands_send_their_requests() {
     check_requests(vec![
         (
             "trace --nic eth0 --direction ingress --protocol TCP --src 10.0.0.1 --dst 10.0.0.2 --sport 40000 --dport 22",
-            Request::Trace(TraceText {
+            Request::Observe(ObserveRequest::Trace(TraceText {
                 nic: "eth0".into(),
                 direction: "ingress".into(),
                 protocol: "TCP".into(),
@@ -626,13 +724,13 @@ fn observing_commands_send_their_requests() {
                 destination_port: Some(22),
                 icmp_type: None,
                 icmp_code: None,
-            }),
+            })),
             json!({"verdict": "drop", "reason": "no rule", "rule": null, "group": null,
                    "priority": null, "detail": "nothing matched"}),
         ),
         (
             "trace --nic eth0 --direction egress --protocol ICMP --src 10.0.0.2 --dst 8.8.8.8 --icmp-type 8 --icmp-code 0",
-            Request::Trace(TraceText {
+            Request::Observe(ObserveRequest::Trace(TraceText {
                 nic: "eth0".into(),
                 direction: "egress".into(),
                 protocol: "ICMP".into(),
@@ -642,52 +740,53 @@ fn observing_commands_send_their_requests() {
                 destination_port: None,
                 icmp_type: Some(8),
                 icmp_code: Some(0),
-            }),
+            })),
             json!({"verdict": "accept", "reason": "rule", "rule": "sgr-1", "group": "sg-1",
                    "priority": 1, "detail": ""}),
         ),
         (
             "stats --nic eth0",
-            Request::Stats {
+            Request::Observe(ObserveRequest::Stats {
                 nic: Some("eth0".into()),
-            },
+            }),
             json!({"counters": {"ingress": {}, "egress": {}}, "nics": {}, "sessions": {},
                    "drop_log": null}),
         ),
         (
             "status",
-            Request::Status,
+            Request::Observe(ObserveRequest::Status),
             json!({"version": "0.1.0", "pid": 1}),
         ),
         (
             "sessions list --nic eth0 --proto tcp --addr 10.0.0.0/8 --port 22",
-            Request::SessionList {
+            Request::Session(SessionRequest::List {
                 filter: SessionFilter {
                     nic: Some("eth0".into()),
                     protocol: Some("tcp".into()),
                     address: Some("10.0.0.0/8".into()),
                     port: Some(22),
                 },
-            },
+                limit: None,
+            }),
             empty.clone(),
         ),
         (
             "sessions flush --all",
-            Request::SessionFlush {
+            Request::Session(SessionRequest::Flush {
                 filter: SessionFilter::default(),
                 all: true,
-            },
+            }),
             json!({"flushed": 3}),
         ),
         (
             "sessions flush --proto udp",
-            Request::SessionFlush {
+            Request::Session(SessionRequest::Flush {
                 filter: SessionFilter {
                     protocol: Some("udp".into()),
                     ..SessionFilter::default()
                 },
                 all: false,
-            },
+            }),
             json!({"flushed": 1}),
         ),
     ]);
@@ -744,9 +843,9 @@ fn group_show_prints_fields_members_and_rules() {
     let (requests, out) = exchange(&ok(&answer), "group show sg-web");
     assert_eq!(
         requests,
-        vec![Request::GroupShow {
+        vec![Request::Group(GroupRequest::Show {
             id: "sg-web".into()
-        }]
+        })]
     );
     let text = stdout(&out);
     assert!(text.starts_with("id:                  sg-web\n"), "{text}");
@@ -902,7 +1001,7 @@ fn rule_add_from_a_file_sends_every_rule() {
     assert_eq!(stdout(&out), "sgr-1\nsgr-2\n");
     assert_eq!(
         requests,
-        vec![Request::RuleAuthorize {
+        vec![Request::Rule(RuleRequest::Authorize {
             group: "sg-1".into(),
             rules: vec![
                 RuleText {
@@ -914,7 +1013,7 @@ fn rule_add_from_a_file_sends_every_rule() {
                     ..text("egress", "ALL", "::/0")
                 },
             ],
-        }]
+        })]
     );
 }
 
@@ -945,11 +1044,11 @@ fn rule_import_reads_csv_and_lists_what_was_skipped() {
     let _ = std::fs::remove_file(&file);
     assert_eq!(
         requests,
-        vec![Request::RuleImport {
+        vec![Request::Rule(RuleRequest::Import {
             group: "sg-1".into(),
             format: "csv".into(),
             text: "Direction,Policy\ningress,Accept\n".into(),
-        }]
+        })]
     );
     assert_eq!(
         stdout(&out),
@@ -1017,11 +1116,11 @@ fn apply_reads_the_document_from_stdin_and_prints_the_changes() {
     let (requests, out) = exchange_with(&answer, "apply -f - --dry-run", Some(document), None);
     assert_eq!(
         requests,
-        vec![Request::Apply {
+        vec![Request::State(StateRequest::Apply {
             document: document.into(),
             dry_run: true,
             allow_delete_all: false,
-        }]
+        })]
     );
     assert_eq!(
         stdout(&out),
@@ -1049,11 +1148,11 @@ fn apply_sends_allow_delete_all_and_a_dry_run_sweep_says_it_needs_it() {
     let (requests, out) = exchange_with(&answer, "apply -f - --dry-run", Some(document), None);
     assert_eq!(
         requests,
-        vec![Request::Apply {
+        vec![Request::State(StateRequest::Apply {
             document: document.into(),
             dry_run: true,
             allow_delete_all: false,
-        }]
+        })]
     );
     assert_eq!(
         stdout(&out),
@@ -1069,11 +1168,11 @@ fn apply_sends_allow_delete_all_and_a_dry_run_sweep_says_it_needs_it() {
     );
     assert_eq!(
         requests,
-        vec![Request::Apply {
+        vec![Request::State(StateRequest::Apply {
             document: document.into(),
             dry_run: false,
             allow_delete_all: true,
-        }]
+        })]
     );
 }
 

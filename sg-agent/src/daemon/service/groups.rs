@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::api::Request;
+use crate::api::{GroupCreate, GroupRequest, Request};
 use sg_policy::{
     self, CloneOptions, GroupChange, GroupSpec, GroupType, InnerPolicy, PolicyError, Template,
 };
@@ -11,10 +11,13 @@ use super::input::group_id;
 use super::{Answer, Service, err};
 
 impl Service {
-    pub(super) fn group_request(&mut self, request: Request) -> Answer {
+    pub(super) fn group_request(&mut self, request: GroupRequest) -> Answer {
         match request {
-            r @ Request::GroupCreate { .. } => self.create_group(r),
-            Request::GroupModify {
+            r @ (GroupRequest::List | GroupRequest::Show { .. } | GroupRequest::Health { .. }) => {
+                self.read(&Request::Group(r))
+            }
+            GroupRequest::Create(c) => self.create_group(c),
+            GroupRequest::Modify {
                 id,
                 name,
                 description,
@@ -31,18 +34,18 @@ impl Service {
                 self.change(|s| s.modify_group(&gid, change.clone()))?;
                 Ok(json!({ "id": gid }))
             }
-            Request::GroupSetInnerPolicy { id, policy } => {
+            GroupRequest::SetInnerPolicy { id, policy } => {
                 let gid = group_id("group", &id).map_err(err)?;
                 let p = InnerPolicy::parse("group.inner_policy", &policy).map_err(err)?;
                 self.change(|s| s.set_inner_policy(&gid, p))?;
                 Ok(json!({ "id": gid }))
             }
-            Request::GroupDelete { id } => {
+            GroupRequest::Delete { id } => {
                 let gid = group_id("group", &id).map_err(err)?;
                 self.change(|s| s.delete_group(&gid))?;
                 Ok(json!({ "deleted": gid }))
             }
-            Request::GroupClone {
+            GroupRequest::Clone {
                 id,
                 name,
                 keep_rules,
@@ -57,12 +60,11 @@ impl Service {
                 let new = self.change(|s| s.clone_group(&gid, &options))?;
                 Ok(json!({ "id": new }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
 
-    pub(super) fn create_group(&mut self, request: Request) -> Answer {
-        let Request::GroupCreate {
+    pub(super) fn create_group(&mut self, request: GroupCreate) -> Answer {
+        let GroupCreate {
             name,
             description,
             kind,
@@ -70,10 +72,7 @@ impl Service {
             deletion_protection,
             tags,
             template,
-        } = request
-        else {
-            unreachable!("create_group takes GroupCreate")
-        };
+        } = request;
         let id = if let Some(t) = template {
             let t = Template::by_name(&t).ok_or_else(|| {
                 err(PolicyError::invalid(

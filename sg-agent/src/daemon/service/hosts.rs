@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{Answer, Service};
-use crate::api::Request;
+use crate::api::{ApiError, ErrorKind, HostRequest};
 
 impl Service {
-    pub(super) fn host_request(&mut self, request: Request) -> Answer {
+    pub(super) fn host_request(&mut self, request: HostRequest) -> Answer {
         match request {
-            Request::HostList => Ok(self.host_list()),
-            Request::HostRemove { host, force } => self.host_remove(&host, force),
-            _ => unreachable!("handle dispatches only these here"),
+            HostRequest::List => Ok(self.host_list()),
+            HostRequest::Remove { host, force } => self.host_remove(&host, force),
         }
     }
 
@@ -62,21 +61,29 @@ impl Service {
     fn host_remove(&mut self, host: &str, force: bool) -> Answer {
         let health = self.store.health();
         let Some(me) = health.host else {
-            return Err(
-                "host: this agent's store is not a fleet's: it has no other hosts".to_owned(),
-            );
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                Some("host"),
+                "host: this agent's store is not a fleet's: it has no other hosts",
+            ));
         };
         if host == me {
-            return Err(format!(
-                "host: {host} is this host: unbind its NICs here (nic unbind) instead"
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                Some("host"),
+                format!("host: {host} is this host: unbind its NICs here (nic unbind) instead"),
             ));
         }
         if let Some(s) = self.store.hosts().iter().find(|s| s.host == host)
             && !force
         {
-            return Err(format!(
-                "host: {host} is live (its agent has revision {} in force): stop its agent first, or give --force",
-                s.revision
+            return Err(ApiError::new(
+                ErrorKind::InUse,
+                Some("host"),
+                format!(
+                    "host: {host} is live (its agent has revision {} in force): stop its agent first, or give --force",
+                    s.revision
+                ),
             ));
         }
         let removed = self.change(|s| {
@@ -89,7 +96,11 @@ impl Service {
             Ok(whole + counted)
         })?;
         if removed == 0 {
-            return Err(format!("host: {host} binds no NIC in the fleet"));
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                Some("host"),
+                format!("host: {host} binds no NIC in the fleet"),
+            ));
         }
         Ok(json!({ "host": host, "unbound": removed }))
     }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::api::Request;
+use crate::api::{PortListRequest, PrefixListRequest, Request};
 use sg_policy::{
     self, Family, PolicyError, PortListId, PortListSpec, PrefixListId, PrefixListSpec,
 };
@@ -11,9 +11,12 @@ use super::input::{port_entries, prefix_entries};
 use super::{Answer, Service, err};
 
 impl Service {
-    pub(super) fn prefix_list_request(&mut self, request: Request) -> Answer {
+    pub(super) fn prefix_list_request(&mut self, request: PrefixListRequest) -> Answer {
         match request {
-            Request::PrefixListCreate {
+            r @ (PrefixListRequest::List | PrefixListRequest::Show { .. }) => {
+                self.read(&Request::PrefixList(r))
+            }
+            PrefixListRequest::Create {
                 name,
                 description,
                 family: fam,
@@ -30,7 +33,7 @@ impl Service {
                 let id = self.change(|s| s.create_prefix_list(spec.clone()))?;
                 Ok(json!({ "id": id }))
             }
-            Request::PrefixListModify {
+            PrefixListRequest::Modify {
                 id,
                 name,
                 description,
@@ -58,18 +61,20 @@ impl Service {
                 self.change(|s| s.modify_prefix_list(&pid, spec.clone()))?;
                 Ok(json!({ "id": pid }))
             }
-            Request::PrefixListDelete { id } => {
+            PrefixListRequest::Delete { id } => {
                 let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
                 self.change(|s| s.delete_prefix_list(&pid))?;
                 Ok(json!({ "deleted": pid }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
 
-    pub(super) fn port_list_request(&mut self, request: Request) -> Answer {
+    pub(super) fn port_list_request(&mut self, request: PortListRequest) -> Answer {
         match request {
-            Request::PortListCreate {
+            r @ (PortListRequest::List | PortListRequest::Show { .. }) => {
+                self.read(&Request::PortList(r))
+            }
+            PortListRequest::Create {
                 name,
                 description,
                 max_entries,
@@ -84,7 +89,7 @@ impl Service {
                 let id = self.change(|s| s.create_port_list(spec.clone()))?;
                 Ok(json!({ "id": id }))
             }
-            Request::PortListModify {
+            PortListRequest::Modify {
                 id,
                 name,
                 description,
@@ -107,12 +112,11 @@ impl Service {
                 self.change(|s| s.modify_port_list(&pid, spec.clone()))?;
                 Ok(json!({ "id": pid }))
             }
-            Request::PortListDelete { id } => {
+            PortListRequest::Delete { id } => {
                 let pid = PortListId::parse("port_list", &id).map_err(err)?;
                 self.change(|s| s.delete_port_list(&pid))?;
                 Ok(json!({ "deleted": pid }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
 }

@@ -27,7 +27,10 @@ use serde_json::Value;
 
 use super::reads;
 use crate::{
-    api::Request, clock::unix_now, dataplane::session_table::SessionTable, reconcile::Reconciler,
+    api::{ApiError, Request},
+    clock::unix_now,
+    dataplane::session_table::SessionTable,
+    reconcile::Reconciler,
     store::Store,
 };
 use sg_policy::snapshot;
@@ -75,7 +78,7 @@ pub struct SelfChecks {
     pub last_at: u64,
 }
 
-type Answer = Result<Value, String>;
+type Answer = Result<Value, ApiError>;
 
 /// How many times a change is tried when other hosts keep committing first.
 const CONFLICT_ATTEMPTS: u32 = 16;
@@ -83,15 +86,32 @@ const CONFLICT_ATTEMPTS: u32 = 16;
 /// Why a commit did not land.
 enum Failed {
     /// Another host committed first; the state is now the newer one.
-    Conflict(String),
+    Conflict(ApiError),
     /// The change names groups whose members on other hosts the state only
     /// counted: they were read, the state is now one that holds them.
-    Reread(String),
-    Other(String),
+    Reread(ApiError),
+    Other(ApiError),
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl Into<ApiError>) -> ApiError {
+    e.into()
+}
+
+/// A policy error of the element `at` of a list (`rules[2]`): its field
+/// and its message name the element.
+fn within(at: &str, e: PolicyError) -> ApiError {
+    let mut out = ApiError::from(e);
+    out.field = Some(
+        out.field
+            .map_or_else(|| at.to_owned(), |f| format!("{at}.{f}")),
+    );
+    out.message = format!("{at}: {}", out.message);
+    out
+}
+
+/// The store (or the data plane) could not take it: 503, with the reason.
+fn unavailable(message: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(message.to_string())
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -132,7 +152,7 @@ impl Service {
     /// Reads every map back, compares it with the policy, and repairs what
     /// differs (`repair`), or only reports it. Counted for `status` and the
     /// metrics.
-    pub fn self_check(&mut self, repair: bool) -> Result<Vec<crate::dataplane::Drift>, String> {
+    pub fn self_check(&mut self, repair: bool) -> Result<Vec<crate::dataplane::Drift>, ApiError> {
         let found = if repair {
             self.reconciler.verify_and_repair(&self.state)
         } else {
@@ -150,7 +170,7 @@ impl Service {
             Err(e) => {
                 self.checks.errors += 1;
                 log::error!("self-check: reading the maps back: {e}");
-                Err(format!("verify: reading the maps back: {e}"))
+                Err(unavailable(format!("verify: reading the maps back: {e}")))
             }
         }
     }
@@ -176,7 +196,10 @@ impl Service {
     /// Puts the state in force again: at start, and when interfaces come
     /// and go. Returns the report for the log.
     pub fn reconcile(&mut self) -> Result<crate::reconcile::ReconcileReport, String> {
-        let r = self.reconciler.reconcile(&self.state).map_err(err);
+        let r = self
+            .reconciler
+            .reconcile(&self.state)
+            .map_err(|e| e.to_string());
         self.publish();
         r
     }
@@ -189,7 +212,7 @@ impl Service {
     fn change<T>(
         &mut self,
         mut f: impl FnMut(&mut State) -> Result<T, PolicyError>,
-    ) -> Result<T, String> {
+    ) -> Result<T, ApiError> {
         let mut attempt = 1;
         loop {
             let mut next = self.state.clone();
@@ -239,7 +262,7 @@ impl Service {
     /// Makes `next` the state (see [`Service::commit_in_force`]) and
     /// publishes the outcome for the reads, whichever it was: a refused
     /// change may still leave NICs degraded.
-    fn commit(&mut self, next: State) -> Result<(), String> {
+    fn commit(&mut self, next: State) -> Result<(), ApiError> {
         self.commit_or_conflict(next)
             .map_err(|(Failed::Conflict(e) | Failed::Reread(e) | Failed::Other(e))| e)
     }
@@ -270,14 +293,16 @@ impl Service {
     }
 
     /// Brings the state up to the store's (after a conflict).
-    fn refresh(&mut self) -> Result<(), String> {
+    fn refresh(&mut self) -> Result<(), ApiError> {
         match self.store.load() {
             Ok(Some(state)) => {
                 self.take_stored(state);
                 Ok(())
             }
-            Ok(None) => Err("store: the fleet's policy is gone from the store".to_owned()),
-            Err(e) => Err(format!("store: {e}")),
+            Ok(None) => Err(unavailable(
+                "store: the fleet's policy is gone from the store",
+            )),
+            Err(e) => Err(unavailable(format!("store: {e}"))),
         }
     }
 
@@ -342,11 +367,11 @@ impl Service {
         if !health.reachable && !self.store.probe() {
             // Refused before anything is put in force: the policy in force
             // stays the store's last, which every other host enforces too.
-            return Err(Failed::Other(format!(
+            return Err(Failed::Other(unavailable(format!(
                 "store: the fleet store {} is unreachable (since {}): changes are refused until it answers again; \
                  the policy in force stays as of revision {}, and reads answer that (marked stale); nothing changed",
                 self.info.store, health.since, health.revision
-            )));
+            ))));
         }
         // A change that names groups whose members on other hosts the state
         // only counts (`sg_policy::census`) would compile without them:
@@ -359,16 +384,20 @@ impl Service {
             return Err(match self.store.load_holding(&unheld) {
                 Ok(Some(state)) => {
                     self.take_stored(state);
-                    Failed::Reread(format!(
-                        "store: the change names {unheld:?}, whose members on other hosts were read only now; nothing changed: try again"
+                    Failed::Reread(ApiError::new(
+                        crate::api::ErrorKind::Conflict,
+                        None,
+                        format!(
+                            "store: the change names {unheld:?}, whose members on other hosts were read only now; nothing changed: try again"
+                        ),
                     ))
                 }
-                Ok(None) => {
-                    Failed::Other("store: the fleet's policy is gone from the store".to_owned())
-                }
-                Err(e) => Failed::Other(format!(
-                    "store: {e}: the change names {unheld:?}, whose members on other hosts could not be read; nothing changed"
+                Ok(None) => Failed::Other(unavailable(
+                    "store: the fleet's policy is gone from the store",
                 )),
+                Err(e) => Failed::Other(unavailable(format!(
+                    "store: {e}: the change names {unheld:?}, whose members on other hosts could not be read; nothing changed"
+                ))),
             });
         }
         // Every producer of `next` validated it (the operations, apply,
@@ -377,13 +406,13 @@ impl Service {
         let started = Instant::now();
         let store = &mut self.store;
         let snaps = snapshot::due(&self.state, &next, now, |g, w| store.has_snapshot(g, w))
-            .map_err(|e| Failed::Other(format!("store: {e}; nothing changed")))?;
+            .map_err(|e| Failed::Other(unavailable(format!("store: {e}; nothing changed"))))?;
         let snapshotted = started.elapsed();
         if let Err(e) = self.reconciler.reconcile(&next) {
-            return Err(Failed::Other(format!(
+            return Err(Failed::Other(unavailable(format!(
                 "{e}; {}",
                 self.put_back("a refused change")
-            )));
+            ))));
         }
         let in_force = started.elapsed();
         crate::dataplane::faults::point("change.in-force");
@@ -393,11 +422,13 @@ impl Service {
             if conflict {
                 // Retried on the newer state if it can be read.
                 return Err(match self.refresh() {
-                    Ok(()) => Failed::Conflict(text),
-                    Err(why) => Failed::Other(format!("{text}; {why}")),
+                    Ok(()) => {
+                        Failed::Conflict(ApiError::new(crate::api::ErrorKind::Conflict, None, text))
+                    }
+                    Err(why) => Failed::Other(unavailable(format!("{text}; {why}"))),
                 });
             }
-            return Err(Failed::Other(text));
+            return Err(Failed::Other(unavailable(text)));
         }
         log::debug!(
             "change: snapshots {snapshotted:?}, in force {in_force:?}, durable {:?}",
@@ -459,53 +490,32 @@ impl Service {
     /// answer themselves.
     pub fn handle(&mut self, request: Request) -> Answer {
         match request {
-            r @ (Request::GroupList
-            | Request::GroupShow { .. }
-            | Request::GroupHealth { .. }
-            | Request::RuleList { .. }
-            | Request::RuleExport { .. }
-            | Request::NicList
-            | Request::NicShow { .. }
-            | Request::PrefixListList
-            | Request::PrefixListShow { .. }
-            | Request::PortListList
-            | Request::PortListShow { .. }
-            | Request::SettingsShow
-            | Request::Export
-            | Request::Status) => return reads::answer(&self.views.borrow(), &r),
-            r @ (Request::GroupCreate { .. }
-            | Request::GroupModify { .. }
-            | Request::GroupSetInnerPolicy { .. }
-            | Request::GroupDelete { .. }
-            | Request::GroupClone { .. }) => self.group_request(r),
-            r @ (Request::RuleAuthorize { .. }
-            | Request::RuleRevoke { .. }
-            | Request::RuleModify { .. }
-            | Request::RuleImport { .. }) => self.rule_request(r),
-            r @ (Request::NicBind { .. }
-            | Request::NicUnbind { .. }
-            | Request::NicJoin { .. }
-            | Request::NicLeave { .. }
-            | Request::NicSetGroups { .. }
-            | Request::NicSetAddresses { .. }) => self.nic_request(r),
-            r @ (Request::PrefixListCreate { .. }
-            | Request::PrefixListModify { .. }
-            | Request::PrefixListDelete { .. }) => self.prefix_list_request(r),
-            r @ (Request::PortListCreate { .. }
-            | Request::PortListModify { .. }
-            | Request::PortListDelete { .. }) => self.port_list_request(r),
-            r @ (Request::HostList | Request::HostRemove { .. }) => self.host_request(r),
-            r @ (Request::SettingsSet { .. }
-            | Request::Apply { .. }
-            | Request::SnapshotList { .. }
-            | Request::SnapshotShow { .. }
-            | Request::SnapshotRestore { .. }) => self.state_request(r),
-            r @ (Request::Verify { .. }
-            | Request::Trace(..)
-            | Request::Stats { .. }
-            | Request::SessionList { .. }
-            | Request::SessionFlush { .. }) => self.observe_request(r),
+            Request::Group(r) => self.group_request(r),
+            Request::Rule(r) => self.rule_request(r),
+            Request::Nic(r) => self.nic_request(r),
+            Request::PrefixList(r) => self.prefix_list_request(r),
+            Request::PortList(r) => self.port_list_request(r),
+            Request::Host(r) => self.host_request(r),
+            Request::State(r) => self.state_request(r),
+            Request::Snapshot(r) => self.snapshot_request(r),
+            Request::Observe(r) => self.observe_request(r),
+            Request::Session(r) => {
+                let table = std::sync::Arc::clone(&self.sessions);
+                reads::sessions(&self.views.borrow(), &table, &r)
+            }
         }
+    }
+
+    /// Answers a read of the published view (the requests connections
+    /// answer themselves, when one reaches the owner directly).
+    fn read(&self, request: &Request) -> Answer {
+        let view = std::sync::Arc::clone(&self.views.borrow());
+        reads::answer(&view, request).unwrap_or_else(|| {
+            Err(ApiError::internal(format!(
+                "{} is not a read of the published view",
+                request.op()
+            )))
+        })
     }
 
     /// The session table, for connections to list and flush with.

@@ -4,16 +4,17 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::api::Request;
+use crate::api::{NicRequest, Request};
 use sg_policy::{BindingMode, NicBinding};
 
 use super::input::{addresses, cidrs, group_id, group_ids};
 use super::{Answer, Service, err};
 
 impl Service {
-    pub(super) fn nic_request(&mut self, request: Request) -> Answer {
+    pub(super) fn nic_request(&mut self, request: NicRequest) -> Answer {
         match request {
-            Request::NicBind {
+            r @ (NicRequest::List | NicRequest::Show { .. }) => self.read(&Request::Nic(r)),
+            NicRequest::Bind {
                 name,
                 mode,
                 addresses: addrs,
@@ -32,26 +33,26 @@ impl Service {
                 self.change(|s| s.bind_nic(binding.clone()))?;
                 Ok(json!({ "nic": name }))
             }
-            Request::NicUnbind { name } => {
+            NicRequest::Unbind { name } => {
                 self.change(|s| s.unbind_nic(&name))?;
                 Ok(json!({ "nic": name }))
             }
-            Request::NicJoin { name, group } => {
+            NicRequest::Join { name, group } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 self.change(|s| s.join(&name, &gid))?;
                 Ok(json!({ "nic": name }))
             }
-            Request::NicLeave { name, group } => {
+            NicRequest::Leave { name, group } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 self.change(|s| s.leave(&name, &gid))?;
                 Ok(json!({ "nic": name }))
             }
-            Request::NicSetGroups { name, groups } => {
+            NicRequest::SetGroups { name, groups } => {
                 let gids = group_ids("nic.groups", &groups).map_err(err)?;
                 self.change(|s| s.set_nic_groups(&name, gids.clone()))?;
                 Ok(json!({ "nic": name }))
             }
-            Request::NicSetAddresses {
+            NicRequest::SetAddresses {
                 name,
                 addresses: addrs,
                 extra_allowed,
@@ -61,7 +62,6 @@ impl Service {
                 self.change(|s| s.set_nic_addresses(&name, a.clone(), e.clone()))?;
                 Ok(json!({ "nic": name }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
 

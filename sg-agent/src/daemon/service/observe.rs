@@ -5,18 +5,21 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::daemon::reads;
-use crate::{api::Request, dataplane::Counters};
+use crate::{
+    api::{ObserveRequest, Request},
+    dataplane::Counters,
+};
 use sg_policy::compile::Rank;
 
-use super::{Answer, Service, err};
+use super::{Answer, Service, err, unavailable};
 
 const DIRS: [&str; 2] = ["ingress", "egress"];
 
 impl Service {
-    pub(super) fn observe_request(&mut self, request: Request) -> Answer {
+    pub(super) fn observe_request(&mut self, request: ObserveRequest) -> Answer {
         match request {
-            Request::Verify { no_repair } => {
+            ObserveRequest::Status => self.read(&Request::Observe(ObserveRequest::Status)),
+            ObserveRequest::Verify { no_repair } => {
                 let drift = self.self_check(!no_repair)?;
                 Ok(json!({
                     "drift": drift,
@@ -24,13 +27,8 @@ impl Service {
                     "degraded": self.reconciler.degraded(),
                 }))
             }
-            Request::Trace(t) => self.trace(&t),
-            Request::Stats { nic } => self.stats(nic.as_deref()),
-            r @ (Request::SessionList { .. } | Request::SessionFlush { .. }) => {
-                let table = std::sync::Arc::clone(&self.sessions);
-                reads::sessions(&self.views.borrow(), &table, &r)
-            }
-            _ => unreachable!("handle dispatches only these here"),
+            ObserveRequest::Trace(t) => self.trace(&t),
+            ObserveRequest::Stats { nic } => self.stats(nic.as_deref()),
         }
     }
 
@@ -122,13 +120,13 @@ impl Service {
             None => self.state.nics.keys().cloned().collect(),
         };
         let dp = self.reconciler.dataplane();
-        let counters = Counters::read(dp.maps()).map_err(err)?;
+        let counters = Counters::read(dp.maps()).map_err(unavailable)?;
         let mut nics = serde_json::Map::new();
         for name in names {
             if dp.nic_id(&name).is_none() {
                 continue;
             }
-            let (hits, counts) = nic_counters(dp, &name).map_err(err)?;
+            let (hits, counts) = nic_counters(dp, &name).map_err(unavailable)?;
             let rules: Vec<Value> = hits
                 .iter()
                 .map(|h| json!({ "dir": h.direction, "rule": h.rule, "packets": h.packets, "bytes": h.bytes }))
@@ -142,7 +140,7 @@ impl Service {
         let sessions: serde_json::Map<String, Value> = dp
             .maps()
             .session_events()
-            .map_err(err)?
+            .map_err(unavailable)?
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into()))
             .collect();

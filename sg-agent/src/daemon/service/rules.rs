@@ -2,26 +2,29 @@
 
 use serde_json::{Value, json};
 
-use crate::api::Request;
+use crate::api::{Request, RuleRequest};
 use sg_policy::{PolicyError, RuleId};
 
 use super::input::{group_id, rule_spec};
-use super::{Answer, Service, err};
+use super::{Answer, Service, err, within};
 
 impl Service {
-    pub(super) fn rule_request(&mut self, request: Request) -> Answer {
+    pub(super) fn rule_request(&mut self, request: RuleRequest) -> Answer {
         match request {
-            Request::RuleAuthorize { group, rules } => {
+            r @ (RuleRequest::List { .. } | RuleRequest::Export { .. }) => {
+                self.read(&Request::Rule(r))
+            }
+            RuleRequest::Authorize { group, rules } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 let specs = rules
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| rule_spec(r).map_err(|e| format!("rules[{i}]: {e}")))
+                    .map(|(i, r)| rule_spec(r).map_err(|e| within(&format!("rules[{i}]"), e)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let ids = self.change(|s| s.authorize_all(&gid, specs.clone()))?;
                 Ok(json!({ "ids": ids }))
             }
-            Request::RuleRevoke { group, rules } => {
+            RuleRequest::Revoke { group, rules } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 let ids = rules
                     .iter()
@@ -32,14 +35,14 @@ impl Service {
                 self.change(|s| s.revoke_all(&gid, &ids).map(drop))?;
                 Ok(json!({ "revoked": ids }))
             }
-            Request::RuleModify { group, rule, spec } => {
+            RuleRequest::Modify { group, rule, spec } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 let rid = RuleId::parse("rule", &rule).map_err(err)?;
                 let spec = rule_spec(&spec).map_err(err)?;
                 self.change(|s| s.modify_rule(&gid, &rid, spec.clone()))?;
                 Ok(json!({ "id": rid }))
             }
-            Request::RuleImport {
+            RuleRequest::Import {
                 group,
                 format,
                 text,
@@ -71,7 +74,6 @@ impl Service {
                     .collect();
                 Ok(json!({ "imported": imported, "skipped": skipped }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
 }

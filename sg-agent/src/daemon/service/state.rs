@@ -4,16 +4,20 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::api::Request;
+use crate::api::{Request, StateRequest};
 use sg_policy::snapshot;
 
 use super::input::{cidrs, group_id};
-use super::{Answer, Service, err, to_value};
+use super::{Answer, Service, err, to_value, unavailable};
+use crate::api::{ApiError, ErrorKind, SnapshotRequest};
 
 impl Service {
-    pub(super) fn state_request(&mut self, request: Request) -> Answer {
+    pub(super) fn state_request(&mut self, request: StateRequest) -> Answer {
         match request {
-            Request::SettingsSet {
+            r @ (StateRequest::SettingsShow | StateRequest::Export) => {
+                self.read(&Request::State(r))
+            }
+            StateRequest::SettingsSet {
                 block_port_25,
                 platform_addresses,
                 snapshot_retention_days,
@@ -50,7 +54,7 @@ impl Service {
                 self.change(|st| st.set_settings(s.clone()))?;
                 Ok(to_value(&self.state.settings))
             }
-            Request::Apply {
+            StateRequest::Apply {
                 document,
                 dry_run,
                 allow_delete_all,
@@ -91,28 +95,42 @@ impl Service {
                     "warnings": warnings,
                 }))
             }
-            Request::SnapshotList { group } => {
+        }
+    }
+
+    pub(super) fn snapshot_request(&mut self, request: SnapshotRequest) -> Answer {
+        match request {
+            SnapshotRequest::List { group } => {
                 let gid = group
                     .as_deref()
                     .map(|g| group_id("group", g))
                     .transpose()
                     .map_err(err)?;
-                Ok(to_value(&self.store.snapshots(gid.as_ref()).map_err(err)?))
+                Ok(to_value(
+                    &self.store.snapshots(gid.as_ref()).map_err(unavailable)?,
+                ))
             }
-            Request::SnapshotShow { id } => match self.store.snapshot(id).map_err(err)? {
+            SnapshotRequest::Show { id } => match self.store.snapshot(id).map_err(unavailable)? {
                 Some(s) => Ok(to_value(&s)),
-                None => Err(format!("snapshot: {id} does not exist")),
+                None => Err(snapshot_absent(id)),
             },
-            Request::SnapshotRestore { id } => {
+            SnapshotRequest::Restore { id } => {
                 let snap = self
                     .store
                     .snapshot(id)
-                    .map_err(err)?
-                    .ok_or_else(|| format!("snapshot: {id} does not exist"))?;
+                    .map_err(unavailable)?
+                    .ok_or_else(|| snapshot_absent(id))?;
                 self.change(|s| snapshot::restore(s, &snap))?;
                 Ok(json!({ "group": snap.group, "rules": snap.rules.len() }))
             }
-            _ => unreachable!("handle dispatches only these here"),
         }
     }
+}
+
+fn snapshot_absent(id: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        Some("id"),
+        format!("snapshot: {id} does not exist"),
+    )
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::api::TraceText;
+use crate::api::{ApiError, ErrorKind, TraceText};
 use sg_policy::compile::Rank;
 use sg_policy::{Direction, Packet, PolicyError, Protocol};
 
@@ -24,9 +24,13 @@ impl Service {
         let reference =
             sg_policy::evaluate(&self.state, &t.nic, direction, &packet).map_err(err)?;
         let ifindex = crate::iface::index(&t.nic).ok_or_else(|| {
-            format!(
-                "nic: {} is bound but its interface is absent here: nothing enforces it",
-                t.nic
+            ApiError::new(
+                ErrorKind::NotFound,
+                Some("nic"),
+                format!(
+                    "nic: {} is bound but its interface is absent here: nothing enforces it",
+                    t.nic
+                ),
             )
         })?;
         let dir = u32::from(direction == Direction::Egress);
@@ -34,7 +38,7 @@ impl Service {
         let k = dp
             .maps()
             .explain(ifindex, direction, &packet)
-            .map_err(err)?;
+            .map_err(super::unavailable)?;
         let rank =
             (k.rank != sg_common::policy::NO_RANK).then(|| dp.rank(&t.nic, dir, k.rank).cloned());
         let mut rule = None;
@@ -51,7 +55,10 @@ impl Service {
                 "the interface has no entry in the kernel: it passes untouched".to_owned()
             }
             (_, Some(Some(Rank::Rule(id)))) => {
-                let (g, r) = self.state.find_rule(id).ok_or("rule vanished")?;
+                let (g, r) = self
+                    .state
+                    .find_rule(id)
+                    .ok_or_else(|| ApiError::internal(format!("rule {id} vanished")))?;
                 rule = Some(id.to_string());
                 group = Some(g.id.to_string());
                 priority = Some(r.spec.priority);
@@ -99,7 +106,7 @@ impl Service {
 
 /// The packet `sg-agent trace` asks about: the first packet of a flow (a TCP
 /// SYN; for ICMP an echo request unless a type is given).
-pub(super) fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), String> {
+pub(super) fn trace_packet(t: &TraceText) -> Result<(Direction, u8, Packet), ApiError> {
     let direction = Direction::parse("direction", &t.direction).map_err(err)?;
     let protocol = Protocol::parse("protocol", &t.protocol).map_err(err)?;
     let number = protocol.number().ok_or_else(|| {
