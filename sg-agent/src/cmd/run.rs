@@ -88,6 +88,11 @@ pub struct Args {
     /// and repair what differs (0: never; `sg-agent verify` does it on demand).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     self_check: u64,
+    /// Let the members of GROUP (a name or a number) use the API socket: the
+    /// socket is made mode 0660 and owned by the group (a directory the agent
+    /// creates for it, 0750). Default: root only (0600, in a 0700 directory).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
 }
 
 /// `PER_SEC` or `PER_SEC/BURST`, checked against the data plane's limits.
@@ -161,7 +166,8 @@ fn open_store(args: &Args) -> anyhow::Result<(StoreChoice, String)> {
     Ok((StoreChoice::Fleet(Box::new(store)), name))
 }
 
-/// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600).
+/// Serves the API on `socket` (the global `--socket`; owner-only, mode 0600,
+/// unless `--socket-group`).
 pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     sg_agent::heap::fix_mmap_threshold();
     // The metrics endpoint listens in the agent's own namespace, not in the
@@ -187,8 +193,15 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         netns::enter_named_or_path(ns)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
+    let socket_group = args
+        .socket_group
+        .as_deref()
+        .map(daemon::group_id)
+        .transpose()
+        .context("--socket-group")?;
     let config = Config {
         socket: socket.to_owned(),
+        socket_group,
         store,
         store_name,
         limits: Limits {

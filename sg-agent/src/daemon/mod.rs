@@ -65,6 +65,9 @@ impl std::fmt::Debug for StoreChoice {
 #[derive(Debug)]
 pub struct Config {
     pub socket: PathBuf,
+    /// The group whose members may use the socket (`--socket-group`);
+    /// `None`: root only.
+    pub socket_group: Option<u32>,
     pub store: StoreChoice,
     /// How the store is named in messages and `status`: the SQLite path,
     /// or the etcd endpoints and this host's name.
@@ -86,16 +89,52 @@ pub struct Config {
 
 type Job = (Request, oneshot::Sender<Reply>);
 
+/// The id of group `name` (or `name` itself when it is a number), as the
+/// system's group database (NSS) knows it.
+pub fn group_id(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let c = std::ffi::CString::new(name).context("a group name has no NUL")?;
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory this frame owns, of the sizes given.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &raw mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut found,
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "looking up group {name}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    if found.is_null() {
+        bail!("no group named {name:?} (give a group name or a number)");
+    }
+    Ok(group.gr_gid)
+}
+
 /// Binds the API socket at `path`: owner-only (0600) in an owner-only
-/// directory. A socket file left by a dead agent is replaced; one a live
-/// agent answers on is not.
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+/// directory, or, with a `group`, 0660 owned by that group (a directory it
+/// creates, 0750 and the group's). A socket file left by a dead agent is
+/// replaced; one a live agent answers on is not.
+fn bind_socket(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
         && !dir.exists()
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::os::unix::fs::chown(dir, None, group)
+            .with_context(|| format!("giving {} to group {group:?}", dir.display()))?;
+        let mode = if group.is_some() { 0o750 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -106,14 +145,23 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    // Created with no permissions for group and others from the start.
+    // Created with no permissions for group and others from the start; the
+    // group's are given once the socket is the group's.
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0o177) };
     let listener = UnixListener::bind(path);
     // SAFETY: as above, restoring it.
     unsafe { libc::umask(old) };
     let listener = listener.with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = match group {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
@@ -170,7 +218,7 @@ fn start(config: &mut Config) -> anyhow::Result<Started> {
     if let Some(listener) = config.metrics.take() {
         start_metrics(listener, metrics_tx)?;
     }
-    let listener = bind_socket(&config.socket)?;
+    let listener = bind_socket(&config.socket, config.socket_group)?;
     let (jobs_tx, jobs) = mpsc::channel::<Job>(64);
     tokio::spawn(http::accept(
         listener,

@@ -16,6 +16,7 @@ mod faults;
 mod fleet;
 mod fleet_concurrency;
 mod fleet_fabric;
+mod http;
 mod input;
 mod lifecycle;
 mod netlink_watch;
