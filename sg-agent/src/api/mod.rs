@@ -16,6 +16,7 @@
 pub mod client;
 pub mod error;
 pub mod openapi;
+pub mod reply;
 pub mod routes;
 mod schema;
 

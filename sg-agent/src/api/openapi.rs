@@ -58,12 +58,19 @@ fn operation(route: &routes::Route, schema: &Value, id: &str) -> Value {
     if !parameters.is_empty() {
         op.insert("parameters".into(), Value::Array(parameters));
     }
+    let reply = super::reply::REPLIES
+        .iter()
+        .find(|(op, _)| *op == route.op)
+        .map_or_else(
+            || json!({}),
+            |(_, name)| json!({"$ref": format!("#{COMPONENTS}/{name}")}),
+        );
     let ok = if route.op == "session_list" {
-        json!({"description": "One session per line", "content": {routes::NDJSON: {"schema": {"type": "object"}}}})
+        json!({"description": "One session per line", "content": {routes::NDJSON: {"schema": reply}}})
     } else {
         json!({
             "description": "The result; a read answered while the fleet store is unreachable carries the x-sg-stale header",
-            "content": {"application/json": {"schema": {}}}
+            "content": {"application/json": {"schema": reply}}
         })
     };
     let error = json!({"description": "Refused: the kind says why (400 invalid, 404 not found, 405 method, 409 conflict or in use, 413 too large, 423 managed, 403 protected)", "content": {"application/json": {"schema": {"$ref": format!("#{COMPONENTS}/ApiError")}}}});

@@ -22,8 +22,12 @@ pub fn components() -> Map<String, Value> {
     let mut defs = Map::new();
     let request = generator.subschema_for::<Request>().to_value();
     let error = generator.subschema_for::<ApiError>().to_value();
+    let replies = super::reply::schemas(&mut generator);
     defs.extend(generator.take_definitions(true));
-    for (name, schema) in [("Request", request), ("ApiError", error)] {
+    let named = [("Request", request), ("ApiError", error)]
+        .into_iter()
+        .chain(replies);
+    for (name, schema) in named {
         if !defs.contains_key(name) {
             defs.insert(name.to_owned(), schema);
         }

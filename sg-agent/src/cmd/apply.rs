@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use sg_agent::api::{Request, StateRequest};
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output};
 
@@ -24,16 +25,6 @@ pub struct Args {
     out: Output,
 }
 
-#[derive(Deserialize)]
-struct ApplyAnswer {
-    applied: bool,
-    changes: Vec<String>,
-    /// The sweep lines (also the first of `changes`); absent from older
-    /// daemons.
-    #[serde(default)]
-    warnings: Vec<String>,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let request = Request::State(StateRequest::Apply {
         document: client::read_input(&args.file)?,
@@ -41,7 +32,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
         allow_delete_all: args.allow_delete_all,
     });
     let answer = client::request(socket, &request)?;
-    args.out.show(answer, |r: ApplyAnswer| {
+    args.out.show(answer, |r: reply::Applied| {
         if r.changes.is_empty() {
             return "no changes\n".to_owned();
         }

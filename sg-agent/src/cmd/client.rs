@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sg_agent::api::{self, Request};
 use sg_policy::validate::forbidden_char;
@@ -127,18 +127,6 @@ fn keep_out(c: char) -> bool {
 /// Reads the daemon's result as a `T`.
 pub fn decode<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
     serde_json::from_value(value).context("sg-agent answered in a shape this command does not know")
-}
-
-/// `{"id": …}`: what creating or changing an object answers.
-#[derive(Deserialize)]
-pub struct Id {
-    pub id: String,
-}
-
-/// `{"deleted": …}`.
-#[derive(Deserialize)]
-pub struct Deleted {
-    pub deleted: String,
 }
 
 /// Rows of text in aligned columns: columns of numbers to the right, the

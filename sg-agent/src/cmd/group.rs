@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use sg_agent::api::{GroupCreate, GroupRequest, Request};
 use sg_policy::SecurityGroup;
+
+use sg_agent::api::reply;
 
 use super::{
     client::{self, Output, Table},
@@ -113,19 +114,6 @@ enum Verb {
     },
 }
 
-#[derive(Deserialize)]
-struct Shown {
-    group: SecurityGroup,
-    members: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Redundant {
-    group: String,
-    rule: String,
-    covered_by: String,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let out = &args.out;
     let request = match &args.verb {
@@ -185,17 +173,17 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let answer = client::request(socket, &request)?;
     match &args.verb {
         Verb::Create { .. } | Verb::Clone { .. } => {
-            out.show(answer, |r: client::Id| format!("{}\n", r.id))
+            out.show(answer, |r: reply::Changed| format!("{}\n", r.id))
         }
         Verb::Modify { .. } | Verb::SetInnerPolicy { .. } => {
-            out.show(answer, |r: client::Id| format!("modified {}\n", r.id))
+            out.show(answer, |r: reply::Changed| format!("modified {}\n", r.id))
         }
-        Verb::Delete { .. } => out.show(answer, |r: client::Deleted| {
+        Verb::Delete { .. } => out.show(answer, |r: reply::Deleted| {
             format!("deleted {}\n", r.deleted)
         }),
         Verb::List => out.show(answer, |groups: Vec<SecurityGroup>| list(&groups)),
-        Verb::Show { .. } => out.show(answer, |s: Shown| show(&s)),
-        Verb::Health { .. } => out.show(answer, |found: Vec<Redundant>| {
+        Verb::Show { .. } => out.show(answer, |s: reply::GroupShown| show(&s)),
+        Verb::Health { .. } => out.show(answer, |found: Vec<reply::Redundant>| {
             if found.is_empty() {
                 return "no redundant rules\n".to_owned();
             }
@@ -242,7 +230,7 @@ fn tag_text(g: &SecurityGroup) -> String {
     tags.join(", ")
 }
 
-fn show(s: &Shown) -> String {
+fn show(s: &reply::GroupShown) -> String {
     let g = &s.group;
     let mut text = client::fields(&[
         ("id", g.id.to_string()),

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use sg_agent::api::{NicRequest, Request};
 use sg_policy::NicBinding;
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output, Table};
 
@@ -95,20 +96,6 @@ enum Verb {
     },
 }
 
-#[derive(Deserialize)]
-struct Nic {
-    nic: String,
-}
-
-/// A binding and its data-plane state.
-#[derive(Deserialize)]
-struct Listed {
-    binding: NicBinding,
-    ifindex: Option<u32>,
-    attached: bool,
-    version: Option<u64>,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let out = &args.out;
     let request = match &args.verb {
@@ -156,18 +143,18 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let done = match &args.verb {
         Verb::Bind { .. } => "bound",
         Verb::Unbind { .. } => "unbound",
-        Verb::List => return out.show(answer, |nics: Vec<Listed>| list(&nics)),
-        Verb::Show { .. } => return out.show(answer, |nic: Listed| show(&nic)),
+        Verb::List => return out.show(answer, |nics: Vec<reply::NicShown>| list(&nics)),
+        Verb::Show { .. } => return out.show(answer, |nic: reply::NicShown| show(&nic)),
         _ => "updated",
     };
-    out.show(answer, |r: Nic| format!("{done} {}\n", r.nic))
+    out.show(answer, |r: reply::NicChanged| format!("{done} {}\n", r.nic))
 }
 
 fn optional<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-fn list(nics: &[Listed]) -> String {
+fn list(nics: &[reply::NicShown]) -> String {
     if nics.is_empty() {
         return "no NICs bound\n".to_owned();
     }
@@ -208,7 +195,7 @@ fn extra(b: &NicBinding) -> Option<String> {
     (!b.extra_allowed.is_empty()).then(|| client::joined(&b.extra_allowed))
 }
 
-fn show(n: &Listed) -> String {
+fn show(n: &reply::NicShown) -> String {
     let b = &n.binding;
     client::fields(&[
         ("nic", b.name.clone()),

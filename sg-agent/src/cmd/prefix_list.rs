@@ -6,6 +6,8 @@ use std::path::Path;
 use sg_agent::api::{PrefixListRequest, Request};
 use sg_policy::PrefixList;
 
+use sg_agent::api::reply;
+
 use super::client::{self, Output, Table};
 
 #[derive(clap::Args)]
@@ -105,9 +107,9 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {
-        Verb::Create { .. } => out.show(answer, |r: client::Id| format!("{}\n", r.id)),
-        Verb::Modify { .. } => out.show(answer, |r: client::Id| format!("modified {}\n", r.id)),
-        Verb::Delete { .. } => out.show(answer, |r: client::Deleted| {
+        Verb::Create { .. } => out.show(answer, |r: reply::Changed| format!("{}\n", r.id)),
+        Verb::Modify { .. } => out.show(answer, |r: reply::Changed| format!("modified {}\n", r.id)),
+        Verb::Delete { .. } => out.show(answer, |r: reply::Deleted| {
             format!("deleted {}\n", r.deleted)
         }),
         Verb::List => out.show(answer, |lists: Vec<PrefixList>| {

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
 use serde_json::Value;
 use sg_agent::api::{Request, RuleRequest, RuleText};
 use sg_policy::{PortSpec, Rule};
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output, Table};
 
@@ -171,34 +172,6 @@ impl Fields {
     }
 }
 
-#[derive(Deserialize)]
-struct Ids {
-    ids: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Revoked {
-    revoked: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Imported {
-    imported: Vec<String>,
-    skipped: Vec<Skipped>,
-}
-
-#[derive(Deserialize)]
-struct Skipped {
-    index: u64,
-    reason: String,
-}
-
-#[derive(Deserialize)]
-struct Exported {
-    file_name: String,
-    text: String,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let out = &args.out;
     match &args.verb {
@@ -219,7 +192,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
                 group: group.clone(),
                 rules,
             });
-            out.show(client::request(socket, &request)?, |r: Ids| {
+            out.show(client::request(socket, &request)?, |r: reply::RuleIds| {
                 client::lines(&r.ids)
             })
         }
@@ -228,7 +201,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
                 group: group.clone(),
                 rules: rules.clone(),
             });
-            out.show(client::request(socket, &request)?, |r: Revoked| {
+            out.show(client::request(socket, &request)?, |r: reply::Revoked| {
                 format!("revoked {}\n", client::joined(&r.revoked))
             })
         }
@@ -244,7 +217,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
                     "rule modify replaces the whole rule: it needs --direction, --protocol and --peer",
                 )?,
             });
-            out.show(client::request(socket, &request)?, |r: client::Id| {
+            out.show(client::request(socket, &request)?, |r: reply::Changed| {
                 format!("modified {}\n", r.id)
             })
         }
@@ -303,7 +276,7 @@ fn import(
             .to_owned(),
         text: client::read_input(file)?,
     });
-    out.show(client::request(socket, &request)?, |r: Imported| {
+    out.show(client::request(socket, &request)?, |r: reply::Imported| {
         let mut text = format!(
             "imported {}\n{}",
             client::count(r.imported.len(), "rule", "rules"),
@@ -322,7 +295,7 @@ fn import(
 
 /// Writes an export to `output`, to the file name it came with (`save`), or
 /// to standard output.
-fn write_export(export: &Exported, output: Option<&Path>, save: bool) -> anyhow::Result<()> {
+fn write_export(export: &reply::Exported, output: Option<&Path>, save: bool) -> anyhow::Result<()> {
     let path = match (output, save) {
         (Some(path), _) => path.to_owned(),
         (None, true) => {

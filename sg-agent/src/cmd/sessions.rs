@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use anyhow::bail;
-use serde::Deserialize;
 use sg_agent::api::{Request, SessionFilter, SessionRequest};
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output, Table};
 
@@ -63,27 +64,6 @@ impl Select {
     }
 }
 
-/// One session; `a` sent the first packet.
-#[derive(Deserialize)]
-struct Listed {
-    nic: String,
-    protocol: String,
-    a: String,
-    a_port: Option<u16>,
-    b: String,
-    b_port: Option<u16>,
-    direction: String,
-    state: String,
-    age_secs: f64,
-    idle_secs: f64,
-    version: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Flushed {
-    flushed: usize,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     match &args.action {
         Action::List { select, limit } => {
@@ -92,7 +72,8 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
                 limit: *limit,
             });
             let answer = client::request(socket, &request)?;
-            args.out.show(answer, |list: Vec<Listed>| table(&list))
+            args.out
+                .show(answer, |list: Vec<reply::SessionRow>| table(&list))
         }
         Action::Flush { select, all } => {
             let filter = select.filter();
@@ -101,10 +82,14 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             }
             let request = Request::Session(SessionRequest::Flush { filter, all: *all });
             let answer = client::request(socket, &request)?;
-            args.out.show(answer, |r: Flushed| {
+            args.out.show(answer, |r: reply::Flushed| {
                 format!(
                     "flushed {}\n",
-                    client::count(r.flushed, "session", "sessions")
+                    client::count(
+                        usize::try_from(r.flushed).unwrap_or(usize::MAX),
+                        "session",
+                        "sessions"
+                    )
                 )
             })
         }
@@ -112,15 +97,15 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
 }
 
 /// `address:port`, the address in brackets for IPv6.
-fn endpoint(address: &str, port: Option<u16>) -> String {
-    match (port, address.contains(':')) {
-        (None, _) => address.to_owned(),
-        (Some(p), true) => format!("[{address}]:{p}"),
-        (Some(p), false) => format!("{address}:{p}"),
+fn endpoint(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
     }
 }
 
-fn table(list: &[Listed]) -> String {
+fn table(list: &[reply::SessionRow]) -> String {
     let mut t = Table::new(&[
         "nic",
         "proto",
@@ -142,7 +127,7 @@ fn table(list: &[Listed]) -> String {
             s.state.clone(),
             format!("{:.1}s", s.age_secs),
             format!("{:.1}s", s.idle_secs),
-            s.version.map(|v| v.to_string()).unwrap_or_default(),
+            s.version.to_string(),
         ]);
     }
     let mut text = if list.is_empty() {

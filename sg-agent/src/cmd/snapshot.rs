@@ -7,6 +7,8 @@ use serde::Deserialize;
 use sg_agent::api::{Request, SnapshotRequest};
 use sg_policy::Rule;
 
+use sg_agent::api::reply;
+
 use super::{
     client::{self, Output, Table},
     rule,
@@ -51,12 +53,6 @@ struct Snapshot<R> {
     taken_at: i64,
     /// A count in a list, the rules themselves in `show`.
     rules: R,
-}
-
-#[derive(Deserialize)]
-struct Restored {
-    group: String,
-    rules: u64,
 }
 
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
@@ -112,7 +108,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             text.push_str(&rule::render(&s.rules));
             text
         }),
-        Verb::Restore { .. } => out.show(answer, |r: Restored| {
+        Verb::Restore { .. } => out.show(answer, |r: reply::Restored| {
             format!(
                 "restored {} to {}\n",
                 client::count(

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
 use sg_agent::api::{ObserveRequest, Request, TraceText};
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output};
 
@@ -41,16 +42,6 @@ pub struct Args {
     out: Output,
 }
 
-#[derive(Deserialize)]
-struct Traced {
-    verdict: String,
-    reason: String,
-    rule: Option<String>,
-    group: Option<String>,
-    priority: Option<u64>,
-    detail: String,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let request = Request::Observe(ObserveRequest::Trace(TraceText {
         nic: args.nic.clone(),
@@ -64,7 +55,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
         icmp_code: args.icmp_code,
     }));
     let answer = client::request(socket, &request)?;
-    args.out.show(answer, |t: Traced| {
+    args.out.show(answer, |t: reply::Traced| {
         let mut pairs = vec![("verdict", t.verdict), ("reason", t.reason)];
         pairs.extend(t.rule.map(|r| ("rule", r)));
         pairs.extend(t.group.map(|g| ("group", g)));

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use anyhow::bail;
-use serde::Deserialize;
 use sg_agent::api::{ObserveRequest, Request};
+
+use sg_agent::api::reply;
 
 use super::client::{self, Output, Table};
 
@@ -18,20 +19,6 @@ pub struct Args {
     out: Output,
 }
 
-#[derive(Deserialize)]
-struct Drift {
-    nic: Option<String>,
-    what: String,
-    repair: String,
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    drift: Vec<Drift>,
-    repaired: bool,
-    degraded: std::collections::BTreeMap<String, String>,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let answer = client::request(
         socket,
@@ -39,8 +26,8 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             no_repair: args.no_repair,
         }),
     )?;
-    let parsed: Answer = client::decode(answer.clone())?;
-    args.out.show(answer, |a: Answer| {
+    let parsed: reply::Verified = client::decode(answer.clone())?;
+    args.out.show(answer, |a: reply::Verified| {
         if a.drift.is_empty() {
             return "the kernel holds exactly the compiled policy\n".to_owned();
         }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     api::{
         ApiError, GroupRequest, NicRequest, ObserveRequest, PortListRequest, PrefixListRequest,
-        Reply, Request, RuleRequest, SessionFilter, SessionRequest, StateRequest,
+        Reply, Request, RuleRequest, SessionFilter, SessionRequest, StateRequest, reply,
     },
     clock::{self, unix_now},
     dataplane::session_table::{Filter, Session, SessionTable},
@@ -169,7 +169,10 @@ fn group_show(state: &State, id: &str) -> Answer {
     let id = GroupId::parse("group", id).map_err(err)?;
     let g = state.group("group", &id).map_err(err)?;
     let members = state.member_names(&id);
-    Ok(json!({ "group": g, "members": members }))
+    Ok(to_value(&reply::GroupShown {
+        group: g.clone(),
+        members: members.into_iter().map(str::to_owned).collect(),
+    }))
 }
 
 fn group_health(state: &State, id: Option<&str>) -> Answer {
@@ -180,7 +183,11 @@ fn group_health(state: &State, id: Option<&str>) -> Answer {
     let mut out = Vec::new();
     for g in ids {
         for r in sg_policy::health_check(state, &g).map_err(err)? {
-            out.push(json!({ "group": g, "rule": r.rule, "covered_by": r.covered_by }));
+            out.push(to_value(&reply::Redundant {
+                group: g.to_string(),
+                rule: r.rule.to_string(),
+                covered_by: r.covered_by.to_string(),
+            }));
         }
     }
     Ok(Value::Array(out))
@@ -286,15 +293,21 @@ pub fn nic_names(view: &View) -> BTreeMap<u32, String> {
 
 /// One listed session as JSON; `a` sent the first packet.
 pub fn session_row(names: &BTreeMap<u32, String>, s: &Session) -> Value {
-    json!({
-        "nic": names.get(&s.nic).map_or_else(|| s.nic.to_string(), Clone::clone),
-        "protocol": protocol_name(s.protocol),
-        "family": if s.initiator.address.is_ipv4() { 4 } else { 6 },
-        "a": s.initiator.address, "a_port": s.initiator.port,
-        "b": s.responder.address, "b_port": s.responder.port,
-        "direction": s.direction, "state": s.state,
-        "age_secs": s.age.as_secs_f64(), "idle_secs": s.idle.as_secs_f64(),
-        "version": s.policy_version,
+    to_value(&reply::SessionRow {
+        nic: names
+            .get(&s.nic)
+            .map_or_else(|| s.nic.to_string(), Clone::clone),
+        protocol: protocol_name(s.protocol),
+        family: if s.initiator.address.is_ipv4() { 4 } else { 6 },
+        a: s.initiator.address.to_string(),
+        a_port: s.initiator.port,
+        b: s.responder.address.to_string(),
+        b_port: s.responder.port,
+        direction: s.direction.to_owned(),
+        state: s.state.to_owned(),
+        age_secs: s.age.as_secs_f64(),
+        idle_secs: s.idle.as_secs_f64(),
+        version: s.policy_version,
     })
 }
 
@@ -329,7 +342,7 @@ pub fn sessions(view: &View, table: &Mutex<SessionTable>, r: &SessionRequest) ->
             }
             let f = session_filter(view, filter)?;
             let n = table.lock().expect("session table lock").flush(&f);
-            Ok(json!({ "flushed": n }))
+            Ok(to_value(&reply::Flushed { flushed: n as u64 }))
         }
     }
 }

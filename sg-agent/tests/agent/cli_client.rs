@@ -1203,10 +1203,10 @@ fn session_flush_without_a_filter_is_refused_before_calling() {
 #[test]
 fn sessions_list_prints_endpoints_and_a_count() {
     let answer = json!([
-        {"nic": "eth0", "protocol": "udp", "family": "ipv4", "a": "10.0.0.2", "a_port": 5353,
+        {"nic": "eth0", "protocol": "udp", "family": 4, "a": "10.0.0.2", "a_port": 5353,
          "b": "10.0.0.1", "b_port": 8080, "direction": "egress", "state": "active",
          "age_secs": 1.25, "idle_secs": 0.5, "version": 4},
-        {"nic": "eth0", "protocol": "icmpv6", "family": "ipv6", "a": "fd00::2", "a_port": 7,
+        {"nic": "eth0", "protocol": "icmpv6", "family": 6, "a": "fd00::2", "a_port": 7,
          "b": "fd00::1", "b_port": 7, "direction": "egress", "state": "active",
          "age_secs": 12.0, "idle_secs": 12.0, "version": 4},
     ]);

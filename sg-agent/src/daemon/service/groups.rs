@@ -1,14 +1,13 @@
 //! Requests that change security groups: create (also from a template or a clone), modify, inner policy, delete.
 
-use serde_json::json;
-
 use crate::api::{GroupCreate, GroupRequest, Request};
 use sg_policy::{
     self, CloneOptions, GroupChange, GroupSpec, GroupType, InnerPolicy, PolicyError, Template,
 };
 
 use super::input::group_id;
-use super::{Answer, Service, err};
+use super::{Answer, Service, err, to_value};
+use crate::api::reply;
 
 impl Service {
     pub(super) fn group_request(&mut self, request: GroupRequest) -> Answer {
@@ -32,18 +31,24 @@ impl Service {
                     tags,
                 };
                 self.change(|s| s.modify_group(&gid, change.clone()))?;
-                Ok(json!({ "id": gid }))
+                Ok(to_value(&reply::Changed {
+                    id: gid.to_string(),
+                }))
             }
             GroupRequest::SetInnerPolicy { id, policy } => {
                 let gid = group_id("group", &id).map_err(err)?;
                 let p = InnerPolicy::parse("group.inner_policy", &policy).map_err(err)?;
                 self.change(|s| s.set_inner_policy(&gid, p))?;
-                Ok(json!({ "id": gid }))
+                Ok(to_value(&reply::Changed {
+                    id: gid.to_string(),
+                }))
             }
             GroupRequest::Delete { id } => {
                 let gid = group_id("group", &id).map_err(err)?;
                 self.change(|s| s.delete_group(&gid))?;
-                Ok(json!({ "deleted": gid }))
+                Ok(to_value(&reply::Deleted {
+                    deleted: gid.to_string(),
+                }))
             }
             GroupRequest::Clone {
                 id,
@@ -58,7 +63,9 @@ impl Service {
                     copy_tags,
                 };
                 let new = self.change(|s| s.clone_group(&gid, &options))?;
-                Ok(json!({ "id": new }))
+                Ok(to_value(&reply::Changed {
+                    id: new.to_string(),
+                }))
             }
         }
     }
@@ -103,6 +110,6 @@ impl Service {
             };
             self.change(|s| s.create_group(spec.clone()))?
         };
-        Ok(json!({ "id": id }))
+        Ok(to_value(&reply::Changed { id: id.to_string() }))
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Answer, Service};
+use super::{Answer, Service, to_value};
 use crate::api::{ApiError, ErrorKind, HostRequest};
 
 impl Service {
@@ -102,6 +102,9 @@ impl Service {
                 format!("host: {host} binds no NIC in the fleet"),
             ));
         }
-        Ok(json!({ "host": host, "unbound": removed }))
+        Ok(to_value(&crate::api::reply::HostRemoved {
+            host: host.to_owned(),
+            unbound: removed as u64,
+        }))
     }
 }

@@ -1,14 +1,13 @@
 //! Requests that change prefix lists and port lists.
 
-use serde_json::json;
-
 use crate::api::{PortListRequest, PrefixListRequest, Request};
 use sg_policy::{
     self, Family, PolicyError, PortListId, PortListSpec, PrefixListId, PrefixListSpec,
 };
 
 use super::input::{port_entries, prefix_entries};
-use super::{Answer, Service, err};
+use super::{Answer, Service, err, to_value};
+use crate::api::reply;
 
 impl Service {
     pub(super) fn prefix_list_request(&mut self, request: PrefixListRequest) -> Answer {
@@ -31,7 +30,7 @@ impl Service {
                     entries: prefix_entries(&entries).map_err(err)?,
                 };
                 let id = self.change(|s| s.create_prefix_list(spec.clone()))?;
-                Ok(json!({ "id": id }))
+                Ok(to_value(&reply::Changed { id: id.to_string() }))
             }
             PrefixListRequest::Modify {
                 id,
@@ -59,12 +58,16 @@ impl Service {
                     },
                 };
                 self.change(|s| s.modify_prefix_list(&pid, spec.clone()))?;
-                Ok(json!({ "id": pid }))
+                Ok(to_value(&reply::Changed {
+                    id: pid.to_string(),
+                }))
             }
             PrefixListRequest::Delete { id } => {
                 let pid = PrefixListId::parse("prefix_list", &id).map_err(err)?;
                 self.change(|s| s.delete_prefix_list(&pid))?;
-                Ok(json!({ "deleted": pid }))
+                Ok(to_value(&reply::Deleted {
+                    deleted: pid.to_string(),
+                }))
             }
         }
     }
@@ -87,7 +90,7 @@ impl Service {
                     entries: port_entries(&entries).map_err(err)?,
                 };
                 let id = self.change(|s| s.create_port_list(spec.clone()))?;
-                Ok(json!({ "id": id }))
+                Ok(to_value(&reply::Changed { id: id.to_string() }))
             }
             PortListRequest::Modify {
                 id,
@@ -110,12 +113,16 @@ impl Service {
                     },
                 };
                 self.change(|s| s.modify_port_list(&pid, spec.clone()))?;
-                Ok(json!({ "id": pid }))
+                Ok(to_value(&reply::Changed {
+                    id: pid.to_string(),
+                }))
             }
             PortListRequest::Delete { id } => {
                 let pid = PortListId::parse("port_list", &id).map_err(err)?;
                 self.change(|s| s.delete_port_list(&pid))?;
-                Ok(json!({ "deleted": pid }))
+                Ok(to_value(&reply::Deleted {
+                    deleted: pid.to_string(),
+                }))
             }
         }
     }

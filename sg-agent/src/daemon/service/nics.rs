@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::{NicRequest, Request};
 use sg_policy::{BindingMode, NicBinding};
 
 use super::input::{addresses, cidrs, group_id, group_ids};
-use super::{Answer, Service, err};
+use super::{Answer, Service, err, to_value};
+use crate::api::reply;
 
 impl Service {
     pub(super) fn nic_request(&mut self, request: NicRequest) -> Answer {
@@ -31,26 +32,26 @@ impl Service {
                     groups: group_ids("nic.groups", &groups).map_err(err)?,
                 };
                 self.change(|s| s.bind_nic(binding.clone()))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
             NicRequest::Unbind { name } => {
                 self.change(|s| s.unbind_nic(&name))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
             NicRequest::Join { name, group } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 self.change(|s| s.join(&name, &gid))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
             NicRequest::Leave { name, group } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 self.change(|s| s.leave(&name, &gid))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
             NicRequest::SetGroups { name, groups } => {
                 let gids = group_ids("nic.groups", &groups).map_err(err)?;
                 self.change(|s| s.set_nic_groups(&name, gids.clone()))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
             NicRequest::SetAddresses {
                 name,
@@ -60,7 +61,7 @@ impl Service {
                 let a = addresses("nic.addresses", &addrs).map_err(err)?;
                 let e = cidrs("nic.extra_allowed", &extra_allowed).map_err(err)?;
                 self.change(|s| s.set_nic_addresses(&name, a.clone(), e.clone()))?;
-                Ok(json!({ "nic": name }))
+                Ok(to_value(&reply::NicChanged { nic: name }))
             }
         }
     }
@@ -80,13 +81,15 @@ impl Service {
         let ifindex = crate::iface::index(name);
         let degraded = self.reconciler.degraded().get(name).cloned();
         let dp = self.reconciler.dataplane();
-        json!({
-            "binding": binding,
-            "ifindex": ifindex,
-            "attached": dp.is_attached(name),
-            "version": dp.version(name),
-            "closed": dp.is_closed(name),
-            "degraded": degraded,
+        binding.map_or(Value::Null, |binding| {
+            to_value(&reply::NicShown {
+                binding,
+                ifindex,
+                attached: dp.is_attached(name),
+                version: dp.version(name).map(u64::from),
+                closed: dp.is_closed(name),
+                degraded,
+            })
         })
     }
 }

@@ -11,9 +11,10 @@ use crate::{
 };
 use sg_policy::compile::Rank;
 
-use super::{Answer, Service, err, unavailable};
+use super::{Answer, Service, err, to_value, unavailable};
 
 const DIRS: [&str; 2] = ["ingress", "egress"];
+use crate::api::reply;
 
 impl Service {
     pub(super) fn observe_request(&mut self, request: ObserveRequest) -> Answer {
@@ -21,10 +22,17 @@ impl Service {
             ObserveRequest::Status => self.read(&Request::Observe(ObserveRequest::Status)),
             ObserveRequest::Verify { no_repair } => {
                 let drift = self.self_check(!no_repair)?;
-                Ok(json!({
-                    "drift": drift,
-                    "repaired": !no_repair && !drift.is_empty(),
-                    "degraded": self.reconciler.degraded(),
+                Ok(to_value(&reply::Verified {
+                    repaired: !no_repair && !drift.is_empty(),
+                    drift: drift
+                        .into_iter()
+                        .map(|d| reply::DriftRow {
+                            nic: d.nic,
+                            what: d.what,
+                            repair: to_value(&d.repair).as_str().unwrap_or("?").to_owned(),
+                        })
+                        .collect(),
+                    degraded: self.reconciler.degraded().clone().into_iter().collect(),
                 }))
             }
             ObserveRequest::Trace(t) => self.trace(&t),

@@ -1,12 +1,11 @@
 //! Requests that change a group's rules: authorize, revoke, modify, import.
 
-use serde_json::{Value, json};
-
 use crate::api::{Request, RuleRequest};
 use sg_policy::{PolicyError, RuleId};
 
 use super::input::{group_id, rule_spec};
-use super::{Answer, Service, err, within};
+use super::{Answer, Service, err, to_value, within};
+use crate::api::reply;
 
 impl Service {
     pub(super) fn rule_request(&mut self, request: RuleRequest) -> Answer {
@@ -22,7 +21,9 @@ impl Service {
                     .map(|(i, r)| rule_spec(r).map_err(|e| within(&format!("rules[{i}]"), e)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let ids = self.change(|s| s.authorize_all(&gid, specs.clone()))?;
-                Ok(json!({ "ids": ids }))
+                Ok(to_value(&reply::RuleIds {
+                    ids: ids.iter().map(ToString::to_string).collect(),
+                }))
             }
             RuleRequest::Revoke { group, rules } => {
                 let gid = group_id("group", &group).map_err(err)?;
@@ -33,14 +34,18 @@ impl Service {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
                 self.change(|s| s.revoke_all(&gid, &ids).map(drop))?;
-                Ok(json!({ "revoked": ids }))
+                Ok(to_value(&reply::Revoked {
+                    revoked: ids.iter().map(ToString::to_string).collect(),
+                }))
             }
             RuleRequest::Modify { group, rule, spec } => {
                 let gid = group_id("group", &group).map_err(err)?;
                 let rid = RuleId::parse("rule", &rule).map_err(err)?;
                 let spec = rule_spec(&spec).map_err(err)?;
                 self.change(|s| s.modify_rule(&gid, &rid, spec.clone()))?;
-                Ok(json!({ "id": rid }))
+                Ok(to_value(&reply::Changed {
+                    id: rid.to_string(),
+                }))
             }
             RuleRequest::Import {
                 group,
@@ -66,13 +71,18 @@ impl Service {
                         sg_policy::import_json(s, &gid, &text)
                     }
                 })?;
-                let imported: Vec<&RuleId> = report.imported.iter().map(|r| &r.id).collect();
-                let skipped: Vec<Value> = report
-                    .skipped
-                    .iter()
-                    .map(|s| json!({ "index": s.index, "rule_id": s.rule_id, "reason": s.reason.to_string() }))
-                    .collect();
-                Ok(json!({ "imported": imported, "skipped": skipped }))
+                Ok(to_value(&reply::Imported {
+                    imported: report.imported.iter().map(|r| r.id.to_string()).collect(),
+                    skipped: report
+                        .skipped
+                        .iter()
+                        .map(|s| reply::Skipped {
+                            index: s.index as u64,
+                            rule_id: s.rule_id.clone(),
+                            reason: s.reason.to_string(),
+                        })
+                        .collect(),
+                }))
             }
         }
     }

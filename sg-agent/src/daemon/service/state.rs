@@ -2,13 +2,12 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use crate::api::{Request, StateRequest};
 use sg_policy::snapshot;
 
 use super::input::{cidrs, group_id};
 use super::{Answer, Service, err, to_value, unavailable};
+use crate::api::reply;
 use crate::api::{ApiError, ErrorKind, SnapshotRequest};
 
 impl Service {
@@ -89,10 +88,10 @@ impl Service {
                     }
                     self.commit(next)?;
                 }
-                Ok(json!({
-                    "applied": !dry_run && !diff.is_empty(),
-                    "changes": changes,
-                    "warnings": warnings,
+                Ok(to_value(&reply::Applied {
+                    applied: !dry_run && !diff.is_empty(),
+                    changes,
+                    warnings,
                 }))
             }
         }
@@ -121,7 +120,10 @@ impl Service {
                     .map_err(unavailable)?
                     .ok_or_else(|| snapshot_absent(id))?;
                 self.change(|s| snapshot::restore(s, &snap))?;
-                Ok(json!({ "group": snap.group, "rules": snap.rules.len() }))
+                Ok(to_value(&reply::Restored {
+                    group: snap.group.to_string(),
+                    rules: snap.rules.len() as u64,
+                }))
             }
         }
     }

@@ -10,6 +10,7 @@ use sg_policy::{Direction, Packet, PolicyError, Protocol};
 use super::input::ip;
 use super::observe::is_default;
 use super::{Answer, Service, err};
+use crate::api::reply;
 
 impl Service {
     /// Explains one packet from what the kernel holds: the interface's
@@ -87,19 +88,24 @@ impl Service {
         let agrees = kernel_verdict == reference.verdict
             && kernel_reason(&reference.reason) == k.reason
             && same_rule;
-        Ok(json!({
-            "verdict": format!("{kernel_verdict:?}").to_lowercase(),
-            "reason": sg_common::reason::NAMES.get(k.reason as usize).copied().unwrap_or("?"),
-            "rule": rule,
-            "group": group,
-            "priority": priority,
-            "detail": detail,
-            "reference_agrees": agrees,
-            "reference": {
+        Ok(super::to_value(&reply::Traced {
+            verdict: format!("{kernel_verdict:?}").to_lowercase(),
+            reason: sg_common::reason::NAMES
+                .get(k.reason as usize)
+                .copied()
+                .unwrap_or("?")
+                .to_owned(),
+            rule,
+            group,
+            priority: priority.map(u64::from),
+            detail,
+            reference_agrees: agrees,
+            reference: json!({
                 "verdict": format!("{:?}", reference.verdict).to_lowercase(),
                 "reason": reason_name(&reference.reason),
-            },
-            "note": "for a packet that starts a flow; a live session (sessions list) accepts its packets first",
+            }),
+            note: "for a packet that starts a flow; a live session (sessions list) accepts its packets first"
+                .to_owned(),
         }))
     }
 }
