@@ -1,21 +1,29 @@
 //! The Prometheus text endpoint: counters as text exposition format 0.0.4,
-//! served over a minimal HTTP/1.1 server on an opt-in (loopback by default)
-//! address.
+//! served over HTTP/1.1 (axum's router on hyper) on an opt-in (loopback by
+//! default) address.
 //!
 //! Two halves, kept apart so the first is testable without root:
 //! [`render`] turns plain data ([`MetricsInput`], gathered by the daemon from
 //! the data plane) into text; [`serve`] answers `GET /metrics` with whatever
-//! a callback renders. The server reads a request head with a size limit and
-//! a time limit, answers once and closes, one task per connection: a slow or
-//! hostile client costs one small task for at most the time limit.
+//! a callback renders. A connection's request head is read with a size limit
+//! and a time limit, it is answered once and closed, one task per
+//! connection and a bounded number of them: a slow or hostile client costs
+//! one small task for a bounded time.
 
 use std::{fmt::Write as _, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::{IntoResponse as _, Response},
+    routing::get,
 };
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::dataplane::droplog::DropLogStats;
 
@@ -371,16 +379,23 @@ pub fn check_listen_addr(addr: SocketAddr, allow_non_loopback: bool) -> Result<(
     ))
 }
 
+/// What the endpoint answers `GET /metrics` with: called on the blocking
+/// pool for every scrape (it may wait for the task that owns the maps).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Limits that keep one client from holding the server up or bloating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
     /// Largest request head (request line and headers) read; a longer one
-    /// gets 431 and the connection closes.
+    /// gets 431 and the connection closes (hyper's `max_header_size`).
     pub max_head: usize,
-    /// Time a client has to send its whole request head; then it is dropped.
+    /// Time a client has to send its whole request head; then it is dropped
+    /// without an answer (hyper's `header_read_timeout`).
     pub read_timeout: Duration,
-    /// Time the response may take to be written (a client that does not read).
-    pub write_timeout: Duration,
+    /// Time the answer may take once the head is in: rendering (which may
+    /// wait for the owner task) and writing it to a client that may not
+    /// read. A connection lives at most `read_timeout + answer_timeout`.
+    pub answer_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -390,7 +405,7 @@ impl Default for ServeLimits {
         Self {
             max_head: 8 * 1024,
             read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(30),
             max_connections: 64,
         }
     }
@@ -398,22 +413,47 @@ impl Default for ServeLimits {
 
 /// Serves `GET /metrics` on `listener` with what `render` returns, with the
 /// default [`ServeLimits`]. Runs until accepting fails for good.
-pub async fn serve(
-    listener: TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, render: Render) -> io::Result<()> {
     serve_with(listener, render, ServeLimits::default()).await
 }
 
-/// [`serve`] with the given limits. Each connection is a task of its own
-/// (`tokio::spawn`; works on a current-thread runtime); `render` runs on the
-/// blocking pool, since it may read kernel maps.
+/// The endpoint's routes: `GET` (and so `HEAD`) `/metrics`; axum answers
+/// 405 with `Allow` for another method there and the fallback 404 elsewhere.
+fn router(render: Render) -> Router {
+    Router::new()
+        .route("/metrics", get(move || page(Arc::clone(&render))))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics\n") })
+}
+
+/// The rendered text as a 200 of exposition format 0.0.4.
+async fn page(render: Render) -> Response {
+    match tokio::task::spawn_blocking(move || render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            log::warn!("metrics endpoint: rendering failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+/// [`serve`] with the given limits. The accept loop takes a slot of
+/// `max_connections` before it accepts, so a flood of connections waits in
+/// the kernel's backlog instead of in tasks; each accepted one is a task of
+/// its own (`tokio::spawn`; works on a current-thread runtime) holding its
+/// slot until it closes. Each connection answers one request and closes
+/// (no keep-alive: a scraper asks once every few seconds).
 pub async fn serve_with(
     listener: TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
+    render: Render,
     limits: ServeLimits,
 ) -> io::Result<()> {
+    let app = router(render);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .max_header_size(limits.max_head)
+        .keep_alive(false);
     loop {
         let permit = Arc::clone(&slots)
             .acquire_owned()
@@ -429,10 +469,16 @@ pub async fn serve_with(
             }
             Err(e) => return Err(e),
         };
-        let render = Arc::clone(&render);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let lifetime = limits.read_timeout + limits.answer_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, render, limits).await {
-                log::debug!("metrics endpoint: {e}");
+            match tokio::time::timeout(lifetime, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("metrics endpoint: {e}"),
+                Err(_) => {
+                    log::debug!("metrics endpoint: a connection outlived {lifetime:?}; closed");
+                }
             }
             drop(permit);
         });
@@ -452,155 +498,4 @@ fn transient(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
     )
-}
-
-/// How reading a request head ended.
-enum Head {
-    /// The head, up to and without the blank line.
-    Complete(String),
-    /// Longer than the limit.
-    TooLarge,
-    /// The client closed first.
-    Closed,
-}
-
-/// Reads until the blank line ending the head, at most `max` bytes.
-async fn read_head(stream: &mut TcpStream, max: usize) -> io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024.min(max));
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Head::Closed);
-        }
-        let searched_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find_blank_line(&buf[searched_from..]) {
-            let head = &buf[..searched_from + end];
-            if head.len() > max {
-                return Ok(Head::TooLarge);
-            }
-            return Ok(Head::Complete(String::from_utf8_lossy(head).into_owned()));
-        }
-        if buf.len() > max {
-            return Ok(Head::TooLarge);
-        }
-    }
-}
-
-/// Where the first `\r\n\r\n` (or a bare `\n\n`) starts.
-fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    (0..buf.len()).find(|&i| buf[i..].starts_with(b"\r\n\r\n") || buf[i..].starts_with(b"\n\n"))
-}
-
-/// One connection: read the head, answer, close.
-async fn connection(
-    mut stream: TcpStream,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-    limits: ServeLimits,
-) -> io::Result<()> {
-    let head =
-        match tokio::time::timeout(limits.read_timeout, read_head(&mut stream, limits.max_head))
-            .await
-        {
-            // Too slow: drop it without a word.
-            Err(_) => return Ok(()),
-            Ok(head) => head?,
-        };
-    let response = match head {
-        Head::Closed => return Ok(()),
-        Head::TooLarge => respond(
-            431,
-            "Request Header Fields Too Large",
-            &[],
-            "request head too large\n",
-        ),
-        Head::Complete(head) => answer(&head, &render).await,
-    };
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    tokio::time::timeout(limits.write_timeout, write)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "writing the response"))??;
-    // Whatever the client sent beyond the head (a body we ignore) would make
-    // closing reset the connection, and the client could lose the response:
-    // read it away briefly first.
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        let mut sink = [0u8; 1024];
-        let mut left = 64 * 1024usize;
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
-    Ok(())
-}
-
-/// The response to a complete request head.
-async fn answer(head: &str, render: &Arc<dyn Fn() -> String + Send + Sync>) -> Vec<u8> {
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return respond(400, "Bad Request", &[], "bad request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return respond(400, "Bad Request", &[], "HTTP/1.x only\n");
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    if path != "/metrics" {
-        return respond(404, "Not Found", &[], "not found: try /metrics\n");
-    }
-    match method {
-        "GET" | "HEAD" => {
-            let render = Arc::clone(render);
-            match tokio::task::spawn_blocking(move || render()).await {
-                Ok(body) => {
-                    let mut r = respond(200, "OK", &[("Content-Type", CONTENT_TYPE)], &body);
-                    if method == "HEAD" {
-                        r.truncate(r.len() - body.len());
-                    }
-                    r
-                }
-                Err(e) => {
-                    log::warn!("metrics endpoint: rendering failed: {e}");
-                    respond(500, "Internal Server Error", &[], "rendering failed\n")
-                }
-            }
-        }
-        _ => respond(
-            405,
-            "Method Not Allowed",
-            &[("Allow", "GET, HEAD")],
-            "method not allowed\n",
-        ),
-    }
-}
-
-/// A whole response: status line, headers, `Connection: close`, body.
-fn respond(code: u16, reason: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {code} {reason}\r\n");
-    let has_type = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
-    for (name, value) in headers {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if !has_type {
-        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-    }
-    let _ = write!(
-        head,
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
 }

@@ -354,11 +354,19 @@ async fn get_metrics_answers_with_the_rendered_text() {
         header(&r, "content-length"),
         Some(body.len().to_string().as_str())
     );
-    // A query string is no different path.
+    // A query string is no different path; an HTTP/1.0 client is answered
+    // in its own version.
     let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
         .await
         .unwrap();
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    // HEAD: the same head, no body.
+    let r = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(header(&r, "content-type"), Some(CONTENT_TYPE));
+    assert_eq!(r.split_once("\r\n\r\n").unwrap().1, "");
 }
 
 #[tokio::test]
@@ -374,7 +382,12 @@ async fn other_paths_are_not_found_and_other_methods_not_allowed() {
         .await
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
-    assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+    let allowed: BTreeSet<&str> = header(&r, "allow")
+        .expect("an Allow header")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    assert_eq!(allowed, BTreeSet::from(["GET", "HEAD"]));
     let r = exchange(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n")
         .await
         .unwrap();
@@ -430,6 +443,28 @@ async fn a_silent_client_is_dropped_after_the_timeout() {
     assert!(
         start.elapsed() >= Duration::from_millis(350),
         "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let addr = server(ServeLimits {
+        max_connections: 1,
+        ..quick()
+    })
+    .await;
+    let start = Instant::now();
+    // Holds the only slot until its head times out (400 ms).
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "answered beside the one holding the only slot: {:?}",
         start.elapsed()
     );
 }
