@@ -52,10 +52,42 @@ pub struct ReasonRow {
     pub packets: u64,
 }
 
+/// What the agent was built from (`sg_build_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The crate version.
+    pub version: &'static str,
+    /// The git commit (12 hex digits), or "unknown" (a source tarball).
+    pub commit: &'static str,
+    /// The compiler's version, as `rustc --version` prints it after "rustc ".
+    pub rustc: &'static str,
+    /// The target triple.
+    pub target: &'static str,
+}
+
+impl BuildInfo {
+    /// This binary's, as the build script found it (`build.rs`).
+    pub const CURRENT: Self = Self {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: or_unknown(option_env!("SG_AGENT_GIT_COMMIT")),
+        rustc: or_unknown(option_env!("SG_AGENT_RUSTC")),
+        target: or_unknown(option_env!("SG_AGENT_TARGET")),
+    };
+}
+
+const fn or_unknown(value: Option<&'static str>) -> &'static str {
+    match value {
+        Some(v) => v,
+        None => "unknown",
+    }
+}
+
 /// Everything the endpoint shows: plain data, read from the data plane by
 /// the caller. Empty parts are left out of the output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsInput {
+    /// What the agent was built from; the daemon gives [`BuildInfo::CURRENT`].
+    pub build: Option<BuildInfo>,
     /// Parser counters: `(counter name, ingress hook, egress hook)`, as
     /// `Counters::rows` gives them.
     pub packets: Vec<(String, u64, u64)>,
@@ -161,13 +193,57 @@ impl Family<'_> {
 /// prefixed `sg_`, label values escaped.
 pub fn render(input: &MetricsInput) -> String {
     let mut out = String::new();
+    render_build(input, &mut out);
+    render_packets(input, &mut out);
+    render_rules(input, &mut out);
+    render_health(input, &mut out);
+    Family {
+        name: "sg_policy_version",
+        help: "Policy version in force on each NIC (changes on every policy switch).",
+        kind: "gauge",
+    }
+    .write(
+        &mut out,
+        input
+            .policy_version
+            .iter()
+            .map(|(nic, v)| ([("nic", nic.clone())], *v)),
+    );
+    out
+}
+
+/// What the agent was built from.
+fn render_build(input: &MetricsInput, out: &mut String) {
+    Family {
+        name: "sg_build_info",
+        help: "1, labelled with the agent's version, git commit, compiler and target.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input.build.map(|b| {
+            (
+                [
+                    ("version", b.version.to_owned()),
+                    ("commit", b.commit.to_owned()),
+                    ("rustc", b.rustc.to_owned()),
+                    ("target", b.target.to_owned()),
+                ],
+                1,
+            )
+        }),
+    );
+}
+
+/// The packet counters of the hooks, the session events and the drop log.
+fn render_packets(input: &MetricsInput, out: &mut String) {
     Family {
         name: "sg_packets_total",
         help: "Packets the data plane parsed, by hook direction and parser counter (every packet, its class, markers, malformations).",
         kind: "counter",
     }
     .write(
-        &mut out,
+        out,
         input.packets.iter().flat_map(|(counter, rx, tx)| {
             [("ingress", rx), ("egress", tx)].map(|(side, n)| {
                 (
@@ -180,6 +256,34 @@ pub fn render(input: &MetricsInput) -> String {
             })
         }),
     );
+    Family {
+        name: "sg_session_events_total",
+        help: "Session table events (created, expired, revoked, reopened, insert_failed, revalidated).",
+        kind: "counter",
+    }
+    .write(
+        out,
+        input
+            .session_events
+            .iter()
+            .map(|(event, n)| ([("event", event.clone())], *n)),
+    );
+    Family {
+        name: "sg_drop_log_events_total",
+        help: "Dropped packets the drop log logged, suppressed by its rate limit, or lost to a full ring buffer.",
+        kind: "counter",
+    }
+    .write(
+        out,
+        input.drop_log.iter().flat_map(|s| {
+            s.rows()
+                .map(|(outcome, n)| ([("outcome", outcome.to_owned())], n))
+        }),
+    );
+}
+
+/// Per NIC and direction: hits of each rule, and decisions by reason.
+fn render_rules(input: &MetricsInput, out: &mut String) {
     let hits = |what: fn(&RuleHitRow) -> u64| {
         input.rule_hits.iter().map(move |r| {
             (
@@ -197,20 +301,20 @@ pub fn render(input: &MetricsInput) -> String {
         help: "Packets decided by each rule or default, per NIC and policy direction.",
         kind: "counter",
     }
-    .write(&mut out, hits(|r| r.packets));
+    .write(out, hits(|r| r.packets));
     Family {
         name: "sg_rule_hits_bytes_total",
         help: "Bytes of the packets decided by each rule or default, per NIC and policy direction.",
         kind: "counter",
     }
-    .write(&mut out, hits(|r| r.bytes));
+    .write(out, hits(|r| r.bytes));
     Family {
         name: "sg_decisions_total",
         help: "Packets decided, per NIC, policy direction and reason.",
         kind: "counter",
     }
     .write(
-        &mut out,
+        out,
         input.reasons.iter().map(|r| {
             (
                 [
@@ -222,44 +326,6 @@ pub fn render(input: &MetricsInput) -> String {
             )
         }),
     );
-    Family {
-        name: "sg_session_events_total",
-        help: "Session table events (created, expired, revoked, reopened, insert_failed, revalidated).",
-        kind: "counter",
-    }
-    .write(
-        &mut out,
-        input
-            .session_events
-            .iter()
-            .map(|(event, n)| ([("event", event.clone())], *n)),
-    );
-    Family {
-        name: "sg_drop_log_events_total",
-        help: "Dropped packets the drop log logged, suppressed by its rate limit, or lost to a full ring buffer.",
-        kind: "counter",
-    }
-    .write(
-        &mut out,
-        input.drop_log.iter().flat_map(|s| {
-            s.rows()
-                .map(|(outcome, n)| ([("outcome", outcome.to_owned())], n))
-        }),
-    );
-    render_health(input, &mut out);
-    Family {
-        name: "sg_policy_version",
-        help: "Policy version in force on each NIC (changes on every policy switch).",
-        kind: "gauge",
-    }
-    .write(
-        &mut out,
-        input
-            .policy_version
-            .iter()
-            .map(|(nic, v)| ([("nic", nic.clone())], *v)),
-    );
-    out
 }
 
 /// The families of a host of a fleet: whether its store answers, and how

@@ -12,8 +12,8 @@ use std::{
 use sg_agent::{
     dataplane::droplog::DropLogStats,
     metrics::{
-        CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ServeLimits, check_listen_addr, render,
-        serve_with,
+        BuildInfo, CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ServeLimits,
+        check_listen_addr, render, serve_with,
     },
 };
 use tokio::{
@@ -26,6 +26,7 @@ const AWKWARD: &str = "we\"ird\\nic\nname";
 
 fn input() -> MetricsInput {
     MetricsInput {
+        build: None,
         packets: vec![("packets".into(), 10, 20), ("tcp".into(), 7, 3)],
         rule_hits: vec![
             RuleHitRow {
@@ -559,4 +560,43 @@ fn a_fleet_host_says_whether_its_store_answers_and_how_far_the_others_are() {
     parse(&text);
     // A single host has no fleet families.
     assert!(!render(&MetricsInput::default()).contains("sg_fleet"));
+}
+
+#[test]
+fn build_info_is_one_labelled_with_what_the_agent_was_built_from() {
+    let build = BuildInfo {
+        version: "9.8.7",
+        commit: "0123456789ab",
+        rustc: "1.99.1 (58cf8f9c3 2026-01-01)",
+        target: "x86_64-unknown-linux-gnu",
+    };
+    let text = render(&MetricsInput {
+        build: Some(build),
+        ..MetricsInput::default()
+    });
+    let s = parse(&text);
+    assert_eq!(s.len(), 1, "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "sg_build_info",
+            &[
+                ("version", "9.8.7"),
+                ("commit", "0123456789ab"),
+                ("rustc", "1.99.1 (58cf8f9c3 2026-01-01)"),
+                ("target", "x86_64-unknown-linux-gnu"),
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(text.contains("# TYPE sg_build_info gauge\n"), "{text}");
+    // This binary's: the crate version, and a commit that is either
+    // "unknown" (built from a tarball) or hexadecimal.
+    let current = BuildInfo::CURRENT;
+    assert_eq!(current.version, env!("CARGO_PKG_VERSION"));
+    assert!(
+        current.commit == "unknown" || current.commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{current:?}"
+    );
+    assert!(!current.target.is_empty() && !current.rustc.is_empty());
 }

@@ -162,6 +162,7 @@ impl Service {
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
         let dp = self.reconciler.dataplane();
         let mut input = MetricsInput {
+            build: Some(crate::metrics::BuildInfo::CURRENT),
             packets: Counters::read(dp.maps())
                 .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
                 .unwrap_or_default(),
