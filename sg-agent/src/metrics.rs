@@ -106,6 +106,79 @@ pub struct MetricsInput {
     pub self_check: Option<SelfCheckCounts>,
     /// A fleet store's health, on a host of a fleet.
     pub fleet: Option<FleetCounts>,
+    /// Whether the maps could be read for this scrape, and how often they
+    /// could not over every scrape.
+    pub scrape: Option<ScrapeHealth>,
+}
+
+/// A part of the data plane a scrape reads back from the kernel; a read
+/// that fails is counted under the part's name. The other families come
+/// from the agent's own memory (policy versions, degraded NICs, the
+/// self-check's counts, the fleet store's health) and cannot fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScrapePart {
+    /// The hooks' packet counters (`sg_packets_total`).
+    Counters,
+    /// A NIC's per-rule hits (`sg_rule_hits_*`).
+    RuleHits,
+    /// A NIC's decisions by reason (`sg_decisions_total`).
+    Reasons,
+    /// The session table's events (`sg_session_events_total`).
+    Sessions,
+    /// The drop log's counters (`sg_drop_log_events_total`).
+    DropLog,
+}
+
+impl ScrapePart {
+    /// Every part, in the order they are shown.
+    pub const ALL: [Self; 5] = [
+        Self::Counters,
+        Self::RuleHits,
+        Self::Reasons,
+        Self::Sessions,
+        Self::DropLog,
+    ];
+
+    /// The `part` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Counters => "counters",
+            Self::RuleHits => "rule_hits",
+            Self::Reasons => "reasons",
+            Self::Sessions => "sessions",
+            Self::DropLog => "drop_log",
+        }
+    }
+}
+
+/// Failed reads by part, over every scrape since the agent started: kept
+/// by the daemon, counted once per failed read (a per-NIC part once per
+/// NIC it failed for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeErrors {
+    totals: [u64; ScrapePart::ALL.len()],
+}
+
+impl ScrapeErrors {
+    /// Counts one failed read of `part`.
+    pub fn count(&mut self, part: ScrapePart) {
+        self.totals[part as usize] += 1;
+    }
+
+    /// Failed reads of `part` so far.
+    pub fn total(&self, part: ScrapePart) -> u64 {
+        self.totals[part as usize]
+    }
+}
+
+/// The scrape's own health (`sg_scrape_errors_total`, `sg_scrape_partial`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeHealth {
+    /// Failed reads over every scrape, this one's included.
+    pub errors: ScrapeErrors,
+    /// Some read of this scrape failed: a family (or a NIC's series of
+    /// one) is missing from it.
+    pub partial: bool,
 }
 
 /// What a host of a fleet says of its store and the other hosts.
@@ -366,10 +439,39 @@ fn render_fleet(input: &MetricsInput, out: &mut String) {
     }
 }
 
+/// Whether this scrape read everything, and how many reads failed so far.
+/// Every part is shown, 0 included, so a rate over the counter needs no
+/// first failure to exist.
+fn render_scrape(input: &MetricsInput, out: &mut String) {
+    let Some(scrape) = input.scrape else {
+        return;
+    };
+    Family {
+        name: "sg_scrape_errors_total",
+        help: "Reads of the kernel's maps that failed while gathering metrics, by part (rule_hits and reasons once per NIC), since the agent started.",
+        kind: "counter",
+    }
+    .write(
+        out,
+        ScrapePart::ALL
+            .map(|p| ([("part", p.name().to_owned())], scrape.errors.total(p))),
+    );
+    Family {
+        name: "sg_scrape_partial",
+        help: "1 if a read failed for this scrape, so some family or some NIC's series are missing from it; else 0.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        [([] as [(&'static str, String); 0], u8::from(scrape.partial))],
+    );
+}
+
 /// The families that say whether the agent is healthy: degraded NICs, the
-/// drift check's counts, and in a fleet its store's health.
+/// drift check's counts, in a fleet its store's health, and the scrape's.
 fn render_health(input: &MetricsInput, out: &mut String) {
     render_fleet(input, out);
+    render_scrape(input, out);
     Family {
         name: "sg_healthy",
         help: "1 if every NIC is brought to the policy and the last self-check found the kernel holding exactly it, else 0.",

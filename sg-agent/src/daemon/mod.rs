@@ -236,6 +236,30 @@ async fn accept(listener: UnixListener, ends: Ends) {
 /// anew: scrapes, however many, cost the owner task one render a second.
 const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What the owner task keeps for the metrics endpoint between scrapes.
+#[derive(Default)]
+struct Scrapes {
+    /// The text last rendered, and when.
+    last: Option<(std::time::Instant, String)>,
+    /// Failed map reads over every scrape (`sg_scrape_errors_total`):
+    /// counted when a text is rendered, not when a kept one is served.
+    errors: crate::metrics::ScrapeErrors,
+}
+
+impl Scrapes {
+    /// The text for a scrape: the kept one while fresh, else rendered anew.
+    fn text(&mut self, service: &mut Service) -> String {
+        match &self.last {
+            Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
+            _ => {
+                let text = service.metrics(&mut self.errors);
+                self.last = Some((std::time::Instant::now(), text.clone()));
+                text
+            }
+        }
+    }
+}
+
 /// A started daemon: its service, the interface watcher, the drop log's
 /// reader and the metrics endpoint's questions.
 struct Started {
@@ -323,7 +347,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     let mut check = self_check_timer(config.self_check).await;
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut metrics: Option<(std::time::Instant, String)> = None;
+    let mut scrapes = Scrapes::default();
     // A fleet store's feed of other hosts' changes; taken again a second
     // after it broke (the store away), from the revision in force.
     let fleet = service.is_fleet();
@@ -383,15 +407,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             Some(reply) = metrics_rx.recv() => {
-                let text = match &metrics {
-                    Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
-                    _ => {
-                        let text = service.metrics();
-                        metrics = Some((std::time::Instant::now(), text.clone()));
-                        text
-                    }
-                };
-                let _ = reply.send(text);
+                let _ = reply.send(scrapes.text(&mut service));
             }
             ready = async { drops.as_mut().expect("guarded").readable_mut().await }, if drops.is_some() => match ready {
                 Ok(mut guard) => {

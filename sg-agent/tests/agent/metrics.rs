@@ -12,8 +12,8 @@ use std::{
 use sg_agent::{
     dataplane::droplog::DropLogStats,
     metrics::{
-        BuildInfo, CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ServeLimits,
-        check_listen_addr, render, serve_with,
+        BuildInfo, CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ScrapeErrors, ScrapeHealth,
+        ScrapePart, ServeLimits, check_listen_addr, render, serve_with,
     },
 };
 use tokio::{
@@ -60,6 +60,7 @@ fn input() -> MetricsInput {
         degraded: Vec::new(),
         self_check: None,
         fleet: None,
+        scrape: None,
     }
 }
 
@@ -599,4 +600,54 @@ fn build_info_is_one_labelled_with_what_the_agent_was_built_from() {
         "{current:?}"
     );
     assert!(!current.target.is_empty() && !current.rustc.is_empty());
+}
+
+#[test]
+fn a_scrape_that_could_not_read_a_part_says_so_and_shows_the_rest() {
+    let mut errors = ScrapeErrors::default();
+    // Two NICs' hits failed in one scrape, the drop log in an earlier one.
+    errors.count(ScrapePart::DropLog);
+    errors.count(ScrapePart::RuleHits);
+    errors.count(ScrapePart::RuleHits);
+    assert_eq!(errors.total(ScrapePart::RuleHits), 2);
+    let partial = MetricsInput {
+        scrape: Some(ScrapeHealth {
+            errors,
+            partial: true,
+        }),
+        rule_hits: Vec::new(),
+        ..input()
+    };
+    let text = render(&partial);
+    let s = parse(&text);
+    let errors_of = |part| value(&s, "sg_scrape_errors_total", &[("part", part)]);
+    assert_eq!(errors_of("rule_hits"), Some(2.0));
+    assert_eq!(errors_of("drop_log"), Some(1.0));
+    // Every part is there from the start, at 0: a rate needs no first error.
+    for part in ["counters", "reasons", "sessions"] {
+        assert_eq!(errors_of(part), Some(0.0), "{part}: {text}");
+    }
+    assert_eq!(value(&s, "sg_scrape_partial", &[]), Some(1.0));
+    assert!(text.contains("# TYPE sg_scrape_errors_total counter\n"));
+    assert!(text.contains("# TYPE sg_scrape_partial gauge\n"));
+    // What was read is still shown.
+    assert!(text.contains("sg_decisions_total{"), "{text}");
+    assert!(text.contains("sg_packets_total{"), "{text}");
+    assert!(!text.contains("sg_rule_hits_"), "{text}");
+
+    let whole = MetricsInput {
+        scrape: Some(ScrapeHealth {
+            errors,
+            partial: false,
+        }),
+        ..MetricsInput::default()
+    };
+    let text = render(&whole);
+    assert!(text.contains("sg_scrape_partial 0\n"), "{text}");
+    // The counter does not fall back when a later scrape reads everything.
+    assert!(
+        text.contains("sg_scrape_errors_total{part=\"rule_hits\"} 2\n"),
+        "{text}"
+    );
+    parse(&text);
 }
