@@ -82,6 +82,37 @@ const fn or_unknown(value: Option<&'static str>) -> &'static str {
     }
 }
 
+/// Per-rule hit series shown by default (`--metrics-rule-series`): one per
+/// NIC, direction and rule with hits, so enough for a host whose busy
+/// rules number in the hundreds, and a bound on what a scrape costs
+/// Prometheus when they number in the hundred thousands.
+pub const DEFAULT_RULE_SERIES: usize = 1000;
+
+/// The per-rule series a scrape shows: the rows with hits (a rule that
+/// decided nothing is no series), at most `limit` of them, the most
+/// packets (then bytes) chosen when over it. Returns them in the order
+/// given, and how many rows with hits were left out. Ties are broken by
+/// the order given, so the same counts choose the same series each time.
+pub fn select_rule_series(rows: Vec<RuleHitRow>, limit: usize) -> (Vec<RuleHitRow>, u64) {
+    let mut hit: Vec<(usize, RuleHitRow)> = rows
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| r.packets > 0)
+        .collect();
+    let dropped = hit.len().saturating_sub(limit);
+    if dropped > 0 {
+        hit.sort_by(|(i, a), (j, b)| {
+            b.packets
+                .cmp(&a.packets)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(i.cmp(j))
+        });
+        hit.truncate(limit);
+        hit.sort_by_key(|(i, _)| *i);
+    }
+    (hit.into_iter().map(|(_, r)| r).collect(), dropped as u64)
+}
+
 /// Everything the endpoint shows: plain data, read from the data plane by
 /// the caller. Empty parts are left out of the output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +122,11 @@ pub struct MetricsInput {
     /// Parser counters: `(counter name, ingress hook, egress hook)`, as
     /// `Counters::rows` gives them.
     pub packets: Vec<(String, u64, u64)>,
+    /// Per-rule hits: every row given is shown (the daemon chooses them
+    /// with [`select_rule_series`]).
     pub rule_hits: Vec<RuleHitRow>,
+    /// Rules with hits left out of `rule_hits` by the series limit.
+    pub rule_series_dropped: Option<u64>,
     pub reasons: Vec<ReasonRow>,
     /// Session events: `(event name, count)`.
     pub session_events: Vec<(String, u64)>,
@@ -381,6 +416,17 @@ fn render_rules(input: &MetricsInput, out: &mut String) {
         kind: "counter",
     }
     .write(out, hits(|r| r.bytes));
+    Family {
+        name: "sg_rule_series_dropped",
+        help: "Rules with hits (per NIC and direction) left out of sg_rule_hits_* by the series limit (--metrics-rule-series).",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input
+            .rule_series_dropped
+            .map(|n| ([] as [(&'static str, String); 0], n)),
+    );
     Family {
         name: "sg_decisions_total",
         help: "Packets decided, per NIC, policy direction and reason.",

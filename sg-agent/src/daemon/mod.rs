@@ -74,6 +74,8 @@ pub struct Config {
     /// Serve Prometheus text on this listener (`--metrics`): bound, in the
     /// agent's own network namespace, before it entered the one it serves.
     pub metrics: Option<std::net::TcpListener>,
+    /// Per-rule hit series a scrape shows at most (`--metrics-rule-series`).
+    pub metrics_rule_series: usize,
     /// Log dropped packets at this rate (`--drop-log`).
     pub drop_log: Option<DropLogRate>,
     /// Put the store's policy in force even though the pinned data plane
@@ -244,6 +246,8 @@ struct Scrapes {
     /// Failed map reads over every scrape (`sg_scrape_errors_total`):
     /// counted when a text is rendered, not when a kept one is served.
     errors: crate::metrics::ScrapeErrors,
+    /// Per-rule hit series shown at most.
+    rule_series: usize,
 }
 
 impl Scrapes {
@@ -252,7 +256,7 @@ impl Scrapes {
         match &self.last {
             Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
             _ => {
-                let text = service.metrics(&mut self.errors);
+                let text = service.metrics(&mut self.errors, self.rule_series);
                 self.last = Some((std::time::Instant::now(), text.clone()));
                 text
             }
@@ -347,7 +351,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     let mut check = self_check_timer(config.self_check).await;
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut scrapes = Scrapes::default();
+    let mut scrapes = Scrapes {
+        rule_series: config.metrics_rule_series,
+        ..Scrapes::default()
+    };
     // A fleet store's feed of other hosts' changes; taken again a second
     // after it broke (the store away), from the revision in force.
     let fleet = service.is_fleet();

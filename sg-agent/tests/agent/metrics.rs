@@ -13,7 +13,7 @@ use sg_agent::{
     dataplane::droplog::DropLogStats,
     metrics::{
         BuildInfo, CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ScrapeErrors, ScrapeHealth,
-        ScrapePart, ServeLimits, check_listen_addr, render, serve_with,
+        ScrapePart, ServeLimits, check_listen_addr, render, select_rule_series, serve_with,
     },
 };
 use tokio::{
@@ -56,6 +56,7 @@ fn input() -> MetricsInput {
             suppressed: 95,
             ringbuf_full: 0,
         }),
+        rule_series_dropped: None,
         policy_version: vec![("web-1".into(), 42)],
         degraded: Vec::new(),
         self_check: None,
@@ -650,4 +651,95 @@ fn a_scrape_that_could_not_read_a_part_says_so_and_shows_the_rest() {
         "{text}"
     );
     parse(&text);
+}
+
+fn hit_row(nic: &str, rule: &str, packets: u64, bytes: u64) -> RuleHitRow {
+    RuleHitRow {
+        nic: nic.into(),
+        direction: "ingress".into(),
+        rule: rule.into(),
+        packets,
+        bytes,
+    }
+}
+
+fn rules_of(rows: &[RuleHitRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.rule.as_str()).collect()
+}
+
+#[test]
+fn rules_without_hits_are_no_series() {
+    let rows = vec![
+        hit_row("a", "r-idle", 0, 0),
+        hit_row("a", "r-busy", 3, 200),
+        hit_row("b", "r-idle", 0, 0),
+    ];
+    let (shown, dropped) = select_rule_series(rows, 1000);
+    assert_eq!(rules_of(&shown), ["r-busy"]);
+    assert_eq!(dropped, 0, "an idle rule is not left out, it has no series");
+}
+
+#[test]
+fn over_the_series_limit_the_most_packets_are_shown_in_their_order() {
+    let rows = vec![
+        hit_row("a", "r-1", 10, 1000),
+        hit_row("a", "r-2", 500, 100),
+        hit_row("a", "r-3", 1, 60),
+        hit_row("b", "r-4", 70, 9000),
+        hit_row("b", "r-5", 0, 0),
+        // As many packets as r-4: more bytes wins.
+        hit_row("b", "r-6", 70, 9500),
+    ];
+    let (shown, dropped) = select_rule_series(rows.clone(), 3);
+    // Chosen by packets (r-2, r-6, r-4), shown in the order given.
+    assert_eq!(rules_of(&shown), ["r-2", "r-4", "r-6"]);
+    assert_eq!(dropped, 2, "r-1 and r-3; r-5 had no hits");
+    // At the limit exactly: nothing left out, nothing reordered.
+    let (shown, dropped) = select_rule_series(rows.clone(), 5);
+    assert_eq!(rules_of(&shown), ["r-1", "r-2", "r-3", "r-4", "r-6"]);
+    assert_eq!(dropped, 0);
+    // Equal counts choose the same, the first given, every time.
+    let ties = vec![hit_row("a", "r-x", 5, 5), hit_row("a", "r-y", 5, 5)];
+    assert_eq!(rules_of(&select_rule_series(ties, 1).0), ["r-x"]);
+    // A limit of 0 shows none.
+    let (shown, dropped) = select_rule_series(rows, 0);
+    assert_eq!(rules_of(&shown), [] as [&str; 0]);
+    assert_eq!(dropped, 5);
+}
+
+#[test]
+fn the_series_left_out_are_counted_in_a_gauge() {
+    let (shown, dropped) = select_rule_series(
+        vec![hit_row("a", "r-1", 1, 1), hit_row("a", "r-2", 2, 2)],
+        1,
+    );
+    let text = render(&MetricsInput {
+        rule_hits: shown,
+        rule_series_dropped: Some(dropped),
+        ..MetricsInput::default()
+    });
+    let s = parse(&text);
+    assert_eq!(
+        value(&s, "sg_rule_series_dropped", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sg_rule_series_dropped gauge\n"),
+        "{text}"
+    );
+    let r2 = [("nic", "a"), ("direction", "ingress"), ("rule", "r-2")];
+    assert_eq!(value(&s, "sg_rule_hits_packets_total", &r2), Some(2.0));
+    assert_eq!(
+        s.iter()
+            .filter(|(n, _, _)| n == "sg_rule_hits_packets_total")
+            .count(),
+        1
+    );
+    // Nothing left out is said too.
+    let text = render(&MetricsInput {
+        rule_series_dropped: Some(0),
+        ..MetricsInput::default()
+    });
+    assert_eq!(text.lines().last(), Some("sg_rule_series_dropped 0"));
 }

@@ -73,6 +73,8 @@ fn metrics_endpoint_and_drop_log() {
         "Drop",
     ]);
     let deny = deny["ids"][0].as_str().unwrap().to_owned();
+    // A rule no packet meets: it has no series.
+    let idle = d.allow_tcp_from(&g, 9, "10.99.0.0/24");
     d.bind(&b.ifname, &["10.77.0.2"], &g);
     assert!(
         probe::tcp(
@@ -108,6 +110,11 @@ fn metrics_endpoint_and_drop_log() {
         .unwrap_or_else(|| panic!("no hit series for {deny}:\n{page}"));
     let n: f64 = hits.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{hits}");
+    assert!(
+        !page.contains(&idle),
+        "a rule without hits is shown:\n{page}"
+    );
+    assert!(page.contains("\nsg_rule_series_dropped 0\n"), "{page}");
     assert!(
         page.contains("sg_drop_log_events_total{outcome=\"logged\"}"),
         "{page}"

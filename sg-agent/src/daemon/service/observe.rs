@@ -160,8 +160,11 @@ impl Service {
     /// The counters as Prometheus text (the `--metrics` endpoint). A map
     /// read that fails is logged and counted in `errors`, which the caller
     /// keeps across scrapes; the scrape says it is partial, and the
-    /// families that could be read are still shown.
-    pub fn metrics(&mut self, errors: &mut ScrapeErrors) -> String {
+    /// families that could be read are still shown. At most `rule_series`
+    /// per-rule series are shown, those with hits (see
+    /// [`crate::metrics::select_rule_series`]); with 0 the per-rule
+    /// counters are not read at all.
+    pub fn metrics(&mut self, errors: &mut ScrapeErrors, rule_series: usize) -> String {
         let mut input = self.metrics_known();
         let mut failed = Failed::default();
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
@@ -180,10 +183,20 @@ impl Service {
                 continue;
             };
             input.policy_version.push((nic.clone(), version));
-            let hits = failed.take(ScrapePart::RuleHits, Some(&nic), rule_hit_rows(dp, &nic));
-            input.rule_hits.extend(hits.into_iter().flatten());
+            if rule_series > 0 {
+                let hits = failed.take(ScrapePart::RuleHits, Some(&nic), rule_hit_rows(dp, &nic));
+                input.rule_hits.extend(hits.into_iter().flatten());
+            }
             let reasons = failed.take(ScrapePart::Reasons, Some(&nic), reason_rows(dp, &nic));
             input.reasons.extend(reasons.into_iter().flatten());
+        }
+        if rule_series > 0 {
+            let (shown, dropped) = crate::metrics::select_rule_series(
+                std::mem::take(&mut input.rule_hits),
+                rule_series,
+            );
+            input.rule_hits = shown;
+            input.rule_series_dropped = Some(dropped);
         }
         for part in &failed.0 {
             errors.count(*part);
