@@ -1,21 +1,29 @@
 //! The Prometheus text endpoint: counters as text exposition format 0.0.4,
-//! served over a minimal HTTP/1.1 server on an opt-in (loopback by default)
-//! address.
+//! served over HTTP/1.1 (axum's router on hyper) on an opt-in (loopback by
+//! default) address.
 //!
 //! Two halves, kept apart so the first is testable without root:
 //! [`render`] turns plain data ([`MetricsInput`], gathered by the daemon from
 //! the data plane) into text; [`serve`] answers `GET /metrics` with whatever
-//! a callback renders. The server reads a request head with a size limit and
-//! a time limit, answers once and closes, one task per connection: a slow or
-//! hostile client costs one small task for at most the time limit.
+//! a callback renders. A connection's request head is read with a size limit
+//! and a time limit, it is answered once and closed, one task per
+//! connection and a bounded number of them: a slow or hostile client costs
+//! one small task for a bounded time.
 
 use std::{fmt::Write as _, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    response::{IntoResponse as _, Response},
+    routing::get,
 };
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::dataplane::droplog::DropLogStats;
 
@@ -44,14 +52,81 @@ pub struct ReasonRow {
     pub packets: u64,
 }
 
+/// What the agent was built from (`sg_build_info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The crate version.
+    pub version: &'static str,
+    /// The git commit (12 hex digits), or "unknown" (a source tarball).
+    pub commit: &'static str,
+    /// The compiler's version, as `rustc --version` prints it after "rustc ".
+    pub rustc: &'static str,
+    /// The target triple.
+    pub target: &'static str,
+}
+
+impl BuildInfo {
+    /// This binary's, as the build script found it (`build.rs`).
+    pub const CURRENT: Self = Self {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: or_unknown(option_env!("SG_AGENT_GIT_COMMIT")),
+        rustc: or_unknown(option_env!("SG_AGENT_RUSTC")),
+        target: or_unknown(option_env!("SG_AGENT_TARGET")),
+    };
+}
+
+const fn or_unknown(value: Option<&'static str>) -> &'static str {
+    match value {
+        Some(v) => v,
+        None => "unknown",
+    }
+}
+
+/// Per-rule hit series shown by default (`--metrics-rule-series`): one per
+/// NIC, direction and rule with hits, so enough for a host whose busy
+/// rules number in the hundreds, and a bound on what a scrape costs
+/// Prometheus when they number in the hundred thousands.
+pub const DEFAULT_RULE_SERIES: usize = 1000;
+
+/// The per-rule series a scrape shows: the rows with hits (a rule that
+/// decided nothing is no series), at most `limit` of them, the most
+/// packets (then bytes) chosen when over it. Returns them in the order
+/// given, and how many rows with hits were left out. Ties are broken by
+/// the order given, so the same counts choose the same series each time.
+pub fn select_rule_series(rows: Vec<RuleHitRow>, limit: usize) -> (Vec<RuleHitRow>, u64) {
+    let mut hit: Vec<(usize, RuleHitRow)> = rows
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| r.packets > 0)
+        .collect();
+    let dropped = hit.len().saturating_sub(limit);
+    if dropped > 0 {
+        hit.sort_by(|(i, a), (j, b)| {
+            b.packets
+                .cmp(&a.packets)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(i.cmp(j))
+        });
+        hit.truncate(limit);
+        hit.sort_by_key(|(i, _)| *i);
+    }
+    (hit.into_iter().map(|(_, r)| r).collect(), dropped as u64)
+}
+
 /// Everything the endpoint shows: plain data, read from the data plane by
 /// the caller. Empty parts are left out of the output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsInput {
+    /// What the agent was built from; the daemon gives [`BuildInfo::CURRENT`].
+    pub build: Option<BuildInfo>,
     /// Parser counters: `(counter name, ingress hook, egress hook)`, as
     /// `Counters::rows` gives them.
     pub packets: Vec<(String, u64, u64)>,
+    /// Per-rule hits: every row given is shown (the daemon chooses them
+    /// with [`select_rule_series`]).
     pub rule_hits: Vec<RuleHitRow>,
+    /// Rules with hits left out of `rule_hits` by the series limit.
+    pub rule_series_dropped: Option<u64>,
     pub reasons: Vec<ReasonRow>,
     /// Session events: `(event name, count)`.
     pub session_events: Vec<(String, u64)>,
@@ -66,6 +141,79 @@ pub struct MetricsInput {
     pub self_check: Option<SelfCheckCounts>,
     /// A fleet store's health, on a host of a fleet.
     pub fleet: Option<FleetCounts>,
+    /// Whether the maps could be read for this scrape, and how often they
+    /// could not over every scrape.
+    pub scrape: Option<ScrapeHealth>,
+}
+
+/// A part of the data plane a scrape reads back from the kernel; a read
+/// that fails is counted under the part's name. The other families come
+/// from the agent's own memory (policy versions, degraded NICs, the
+/// self-check's counts, the fleet store's health) and cannot fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScrapePart {
+    /// The hooks' packet counters (`sg_packets_total`).
+    Counters,
+    /// A NIC's per-rule hits (`sg_rule_hits_*`).
+    RuleHits,
+    /// A NIC's decisions by reason (`sg_decisions_total`).
+    Reasons,
+    /// The session table's events (`sg_session_events_total`).
+    Sessions,
+    /// The drop log's counters (`sg_drop_log_events_total`).
+    DropLog,
+}
+
+impl ScrapePart {
+    /// Every part, in the order they are shown.
+    pub const ALL: [Self; 5] = [
+        Self::Counters,
+        Self::RuleHits,
+        Self::Reasons,
+        Self::Sessions,
+        Self::DropLog,
+    ];
+
+    /// The `part` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Counters => "counters",
+            Self::RuleHits => "rule_hits",
+            Self::Reasons => "reasons",
+            Self::Sessions => "sessions",
+            Self::DropLog => "drop_log",
+        }
+    }
+}
+
+/// Failed reads by part, over every scrape since the agent started: kept
+/// by the daemon, counted once per failed read (a per-NIC part once per
+/// NIC it failed for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeErrors {
+    totals: [u64; ScrapePart::ALL.len()],
+}
+
+impl ScrapeErrors {
+    /// Counts one failed read of `part`.
+    pub fn count(&mut self, part: ScrapePart) {
+        self.totals[part as usize] += 1;
+    }
+
+    /// Failed reads of `part` so far.
+    pub fn total(&self, part: ScrapePart) -> u64 {
+        self.totals[part as usize]
+    }
+}
+
+/// The scrape's own health (`sg_scrape_errors_total`, `sg_scrape_partial`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeHealth {
+    /// Failed reads over every scrape, this one's included.
+    pub errors: ScrapeErrors,
+    /// Some read of this scrape failed: a family (or a NIC's series of
+    /// one) is missing from it.
+    pub partial: bool,
 }
 
 /// What a host of a fleet says of its store and the other hosts.
@@ -153,13 +301,57 @@ impl Family<'_> {
 /// prefixed `sg_`, label values escaped.
 pub fn render(input: &MetricsInput) -> String {
     let mut out = String::new();
+    render_build(input, &mut out);
+    render_packets(input, &mut out);
+    render_rules(input, &mut out);
+    render_health(input, &mut out);
+    Family {
+        name: "sg_policy_version",
+        help: "Policy version in force on each NIC (changes on every policy switch).",
+        kind: "gauge",
+    }
+    .write(
+        &mut out,
+        input
+            .policy_version
+            .iter()
+            .map(|(nic, v)| ([("nic", nic.clone())], *v)),
+    );
+    out
+}
+
+/// What the agent was built from.
+fn render_build(input: &MetricsInput, out: &mut String) {
+    Family {
+        name: "sg_build_info",
+        help: "1, labelled with the agent's version, git commit, compiler and target.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input.build.map(|b| {
+            (
+                [
+                    ("version", b.version.to_owned()),
+                    ("commit", b.commit.to_owned()),
+                    ("rustc", b.rustc.to_owned()),
+                    ("target", b.target.to_owned()),
+                ],
+                1,
+            )
+        }),
+    );
+}
+
+/// The packet counters of the hooks, the session events and the drop log.
+fn render_packets(input: &MetricsInput, out: &mut String) {
     Family {
         name: "sg_packets_total",
         help: "Packets the data plane parsed, by hook direction and parser counter (every packet, its class, markers, malformations).",
         kind: "counter",
     }
     .write(
-        &mut out,
+        out,
         input.packets.iter().flat_map(|(counter, rx, tx)| {
             [("ingress", rx), ("egress", tx)].map(|(side, n)| {
                 (
@@ -172,6 +364,34 @@ pub fn render(input: &MetricsInput) -> String {
             })
         }),
     );
+    Family {
+        name: "sg_session_events_total",
+        help: "Session table events (created, expired, revoked, reopened, insert_failed, revalidated).",
+        kind: "counter",
+    }
+    .write(
+        out,
+        input
+            .session_events
+            .iter()
+            .map(|(event, n)| ([("event", event.clone())], *n)),
+    );
+    Family {
+        name: "sg_drop_log_events_total",
+        help: "Dropped packets the drop log logged, suppressed by its rate limit, or lost to a full ring buffer.",
+        kind: "counter",
+    }
+    .write(
+        out,
+        input.drop_log.iter().flat_map(|s| {
+            s.rows()
+                .map(|(outcome, n)| ([("outcome", outcome.to_owned())], n))
+        }),
+    );
+}
+
+/// Per NIC and direction: hits of each rule, and decisions by reason.
+fn render_rules(input: &MetricsInput, out: &mut String) {
     let hits = |what: fn(&RuleHitRow) -> u64| {
         input.rule_hits.iter().map(move |r| {
             (
@@ -189,20 +409,31 @@ pub fn render(input: &MetricsInput) -> String {
         help: "Packets decided by each rule or default, per NIC and policy direction.",
         kind: "counter",
     }
-    .write(&mut out, hits(|r| r.packets));
+    .write(out, hits(|r| r.packets));
     Family {
         name: "sg_rule_hits_bytes_total",
         help: "Bytes of the packets decided by each rule or default, per NIC and policy direction.",
         kind: "counter",
     }
-    .write(&mut out, hits(|r| r.bytes));
+    .write(out, hits(|r| r.bytes));
+    Family {
+        name: "sg_rule_series_dropped",
+        help: "Rules with hits (per NIC and direction) left out of sg_rule_hits_* by the series limit (--metrics-rule-series).",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        input
+            .rule_series_dropped
+            .map(|n| ([] as [(&'static str, String); 0], n)),
+    );
     Family {
         name: "sg_decisions_total",
         help: "Packets decided, per NIC, policy direction and reason.",
         kind: "counter",
     }
     .write(
-        &mut out,
+        out,
         input.reasons.iter().map(|r| {
             (
                 [
@@ -214,44 +445,6 @@ pub fn render(input: &MetricsInput) -> String {
             )
         }),
     );
-    Family {
-        name: "sg_session_events_total",
-        help: "Session table events (created, expired, revoked, reopened, insert_failed, revalidated).",
-        kind: "counter",
-    }
-    .write(
-        &mut out,
-        input
-            .session_events
-            .iter()
-            .map(|(event, n)| ([("event", event.clone())], *n)),
-    );
-    Family {
-        name: "sg_drop_log_events_total",
-        help: "Dropped packets the drop log logged, suppressed by its rate limit, or lost to a full ring buffer.",
-        kind: "counter",
-    }
-    .write(
-        &mut out,
-        input.drop_log.iter().flat_map(|s| {
-            s.rows()
-                .map(|(outcome, n)| ([("outcome", outcome.to_owned())], n))
-        }),
-    );
-    render_health(input, &mut out);
-    Family {
-        name: "sg_policy_version",
-        help: "Policy version in force on each NIC (changes on every policy switch).",
-        kind: "gauge",
-    }
-    .write(
-        &mut out,
-        input
-            .policy_version
-            .iter()
-            .map(|(nic, v)| ([("nic", nic.clone())], *v)),
-    );
-    out
 }
 
 /// The families of a host of a fleet: whether its store answers, and how
@@ -292,10 +485,39 @@ fn render_fleet(input: &MetricsInput, out: &mut String) {
     }
 }
 
+/// Whether this scrape read everything, and how many reads failed so far.
+/// Every part is shown, 0 included, so a rate over the counter needs no
+/// first failure to exist.
+fn render_scrape(input: &MetricsInput, out: &mut String) {
+    let Some(scrape) = input.scrape else {
+        return;
+    };
+    Family {
+        name: "sg_scrape_errors_total",
+        help: "Reads of the kernel's maps that failed while gathering metrics, by part (rule_hits and reasons once per NIC), since the agent started.",
+        kind: "counter",
+    }
+    .write(
+        out,
+        ScrapePart::ALL
+            .map(|p| ([("part", p.name().to_owned())], scrape.errors.total(p))),
+    );
+    Family {
+        name: "sg_scrape_partial",
+        help: "1 if a read failed for this scrape, so some family or some NIC's series are missing from it; else 0.",
+        kind: "gauge",
+    }
+    .write(
+        out,
+        [([] as [(&'static str, String); 0], u8::from(scrape.partial))],
+    );
+}
+
 /// The families that say whether the agent is healthy: degraded NICs, the
-/// drift check's counts, and in a fleet its store's health.
+/// drift check's counts, in a fleet its store's health, and the scrape's.
 fn render_health(input: &MetricsInput, out: &mut String) {
     render_fleet(input, out);
+    render_scrape(input, out);
     Family {
         name: "sg_healthy",
         help: "1 if every NIC is brought to the policy and the last self-check found the kernel holding exactly it, else 0.",
@@ -371,16 +593,23 @@ pub fn check_listen_addr(addr: SocketAddr, allow_non_loopback: bool) -> Result<(
     ))
 }
 
+/// What the endpoint answers `GET /metrics` with: called on the blocking
+/// pool for every scrape (it may wait for the task that owns the maps).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Limits that keep one client from holding the server up or bloating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeLimits {
     /// Largest request head (request line and headers) read; a longer one
-    /// gets 431 and the connection closes.
+    /// gets 431 and the connection closes (hyper's `max_header_size`).
     pub max_head: usize,
-    /// Time a client has to send its whole request head; then it is dropped.
+    /// Time a client has to send its whole request head; then it is dropped
+    /// without an answer (hyper's `header_read_timeout`).
     pub read_timeout: Duration,
-    /// Time the response may take to be written (a client that does not read).
-    pub write_timeout: Duration,
+    /// Time the answer may take once the head is in: rendering (which may
+    /// wait for the owner task) and writing it to a client that may not
+    /// read. A connection lives at most `read_timeout + answer_timeout`.
+    pub answer_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
 }
@@ -390,7 +619,7 @@ impl Default for ServeLimits {
         Self {
             max_head: 8 * 1024,
             read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(30),
             max_connections: 64,
         }
     }
@@ -398,22 +627,47 @@ impl Default for ServeLimits {
 
 /// Serves `GET /metrics` on `listener` with what `render` returns, with the
 /// default [`ServeLimits`]. Runs until accepting fails for good.
-pub async fn serve(
-    listener: TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, render: Render) -> io::Result<()> {
     serve_with(listener, render, ServeLimits::default()).await
 }
 
-/// [`serve`] with the given limits. Each connection is a task of its own
-/// (`tokio::spawn`; works on a current-thread runtime); `render` runs on the
-/// blocking pool, since it may read kernel maps.
+/// The endpoint's routes: `GET` (and so `HEAD`) `/metrics`; axum answers
+/// 405 with `Allow` for another method there and the fallback 404 elsewhere.
+fn router(render: Render) -> Router {
+    Router::new()
+        .route("/metrics", get(move || page(Arc::clone(&render))))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /metrics\n") })
+}
+
+/// The rendered text as a 200 of exposition format 0.0.4.
+async fn page(render: Render) -> Response {
+    match tokio::task::spawn_blocking(move || render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            log::warn!("metrics endpoint: rendering failed: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+/// [`serve`] with the given limits. The accept loop takes a slot of
+/// `max_connections` before it accepts, so a flood of connections waits in
+/// the kernel's backlog instead of in tasks; each accepted one is a task of
+/// its own (`tokio::spawn`; works on a current-thread runtime) holding its
+/// slot until it closes. Each connection answers one request and closes
+/// (no keep-alive: a scraper asks once every few seconds).
 pub async fn serve_with(
     listener: TcpListener,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
+    render: Render,
     limits: ServeLimits,
 ) -> io::Result<()> {
+    let app = router(render);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .max_header_size(limits.max_head)
+        .keep_alive(false);
     loop {
         let permit = Arc::clone(&slots)
             .acquire_owned()
@@ -429,10 +683,16 @@ pub async fn serve_with(
             }
             Err(e) => return Err(e),
         };
-        let render = Arc::clone(&render);
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let lifetime = limits.read_timeout + limits.answer_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, render, limits).await {
-                log::debug!("metrics endpoint: {e}");
+            match tokio::time::timeout(lifetime, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::debug!("metrics endpoint: {e}"),
+                Err(_) => {
+                    log::debug!("metrics endpoint: a connection outlived {lifetime:?}; closed");
+                }
             }
             drop(permit);
         });
@@ -452,155 +712,4 @@ fn transient(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO)
     )
-}
-
-/// How reading a request head ended.
-enum Head {
-    /// The head, up to and without the blank line.
-    Complete(String),
-    /// Longer than the limit.
-    TooLarge,
-    /// The client closed first.
-    Closed,
-}
-
-/// Reads until the blank line ending the head, at most `max` bytes.
-async fn read_head(stream: &mut TcpStream, max: usize) -> io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024.min(max));
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Head::Closed);
-        }
-        let searched_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find_blank_line(&buf[searched_from..]) {
-            let head = &buf[..searched_from + end];
-            if head.len() > max {
-                return Ok(Head::TooLarge);
-            }
-            return Ok(Head::Complete(String::from_utf8_lossy(head).into_owned()));
-        }
-        if buf.len() > max {
-            return Ok(Head::TooLarge);
-        }
-    }
-}
-
-/// Where the first `\r\n\r\n` (or a bare `\n\n`) starts.
-fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    (0..buf.len()).find(|&i| buf[i..].starts_with(b"\r\n\r\n") || buf[i..].starts_with(b"\n\n"))
-}
-
-/// One connection: read the head, answer, close.
-async fn connection(
-    mut stream: TcpStream,
-    render: Arc<dyn Fn() -> String + Send + Sync>,
-    limits: ServeLimits,
-) -> io::Result<()> {
-    let head =
-        match tokio::time::timeout(limits.read_timeout, read_head(&mut stream, limits.max_head))
-            .await
-        {
-            // Too slow: drop it without a word.
-            Err(_) => return Ok(()),
-            Ok(head) => head?,
-        };
-    let response = match head {
-        Head::Closed => return Ok(()),
-        Head::TooLarge => respond(
-            431,
-            "Request Header Fields Too Large",
-            &[],
-            "request head too large\n",
-        ),
-        Head::Complete(head) => answer(&head, &render).await,
-    };
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    tokio::time::timeout(limits.write_timeout, write)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "writing the response"))??;
-    // Whatever the client sent beyond the head (a body we ignore) would make
-    // closing reset the connection, and the client could lose the response:
-    // read it away briefly first.
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        let mut sink = [0u8; 1024];
-        let mut left = 64 * 1024usize;
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
-    Ok(())
-}
-
-/// The response to a complete request head.
-async fn answer(head: &str, render: &Arc<dyn Fn() -> String + Send + Sync>) -> Vec<u8> {
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return respond(400, "Bad Request", &[], "bad request line\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return respond(400, "Bad Request", &[], "HTTP/1.x only\n");
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    if path != "/metrics" {
-        return respond(404, "Not Found", &[], "not found: try /metrics\n");
-    }
-    match method {
-        "GET" | "HEAD" => {
-            let render = Arc::clone(render);
-            match tokio::task::spawn_blocking(move || render()).await {
-                Ok(body) => {
-                    let mut r = respond(200, "OK", &[("Content-Type", CONTENT_TYPE)], &body);
-                    if method == "HEAD" {
-                        r.truncate(r.len() - body.len());
-                    }
-                    r
-                }
-                Err(e) => {
-                    log::warn!("metrics endpoint: rendering failed: {e}");
-                    respond(500, "Internal Server Error", &[], "rendering failed\n")
-                }
-            }
-        }
-        _ => respond(
-            405,
-            "Method Not Allowed",
-            &[("Allow", "GET, HEAD")],
-            "method not allowed\n",
-        ),
-    }
-}
-
-/// A whole response: status line, headers, `Connection: close`, body.
-fn respond(code: u16, reason: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {code} {reason}\r\n");
-    let has_type = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
-    for (name, value) in headers {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if !has_type {
-        head.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-    }
-    let _ = write!(
-        head,
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
 }

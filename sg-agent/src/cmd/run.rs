@@ -72,6 +72,12 @@ pub struct Args {
     /// Allow --metrics on an address other than loopback.
     #[arg(long, requires = "metrics")]
     metrics_any_address: bool,
+    /// Per-rule hit series shown at most (a series: one NIC, direction and
+    /// rule); rules without hits are never shown, and over the limit those
+    /// with the most packets are. 0: no per-rule series (and the per-rule
+    /// counters are not read for a scrape).
+    #[arg(long, value_name = "N", requires = "metrics", default_value_t = sg_agent::metrics::DEFAULT_RULE_SERIES)]
+    metrics_rule_series: usize,
     /// Log dropped packets into the agent's log, at most `PER_SEC` a second per
     /// CPU with bursts of `BURST` (default `PER_SEC`): `--drop-log 10` or
     /// `--drop-log 10/50`. Each 1 to 10,000.
@@ -210,6 +216,7 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         },
         mode: AttachMode::from(args.xdp_mode),
         metrics,
+        metrics_rule_series: args.metrics_rule_series,
         drop_log: args.drop_log,
         replace_enforced_policy: args.replace_enforced_policy,
         self_check: (args.self_check > 0).then(|| std::time::Duration::from_secs(args.self_check)),

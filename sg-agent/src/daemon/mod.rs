@@ -77,6 +77,8 @@ pub struct Config {
     /// Serve Prometheus text on this listener (`--metrics`): bound, in the
     /// agent's own network namespace, before it entered the one it serves.
     pub metrics: Option<std::net::TcpListener>,
+    /// Per-rule hit series a scrape shows at most (`--metrics-rule-series`).
+    pub metrics_rule_series: usize,
     /// Log dropped packets at this rate (`--drop-log`).
     pub drop_log: Option<DropLogRate>,
     /// Put the store's policy in force even though the pinned data plane
@@ -178,6 +180,32 @@ struct Ends {
 /// anew: scrapes, however many, cost the owner task one render a second.
 const METRICS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What the owner task keeps for the metrics endpoint between scrapes.
+#[derive(Default)]
+struct Scrapes {
+    /// The text last rendered, and when.
+    last: Option<(std::time::Instant, String)>,
+    /// Failed map reads over every scrape (`sg_scrape_errors_total`):
+    /// counted when a text is rendered, not when a kept one is served.
+    errors: crate::metrics::ScrapeErrors,
+    /// Per-rule hit series shown at most.
+    rule_series: usize,
+}
+
+impl Scrapes {
+    /// The text for a scrape: the kept one while fresh, else rendered anew.
+    fn text(&mut self, service: &mut Service) -> String {
+        match &self.last {
+            Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
+            _ => {
+                let text = service.metrics(&mut self.errors, self.rule_series);
+                self.last = Some((std::time::Instant::now(), text.clone()));
+                text
+            }
+        }
+    }
+}
+
 /// A started daemon: its service, the interface watcher, the drop log's
 /// reader and the metrics endpoint's questions.
 struct Started {
@@ -265,7 +293,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     let mut check = self_check_timer(config.self_check).await;
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut metrics: Option<(std::time::Instant, String)> = None;
+    let mut scrapes = Scrapes {
+        rule_series: config.metrics_rule_series,
+        ..Scrapes::default()
+    };
     // A fleet store's feed of other hosts' changes; taken again a second
     // after it broke (the store away), from the revision in force.
     let fleet = service.is_fleet();
@@ -325,15 +356,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             Some(reply) = metrics_rx.recv() => {
-                let text = match &metrics {
-                    Some((at, text)) if at.elapsed() < METRICS_FRESH => text.clone(),
-                    _ => {
-                        let text = service.metrics();
-                        metrics = Some((std::time::Instant::now(), text.clone()));
-                        text
-                    }
-                };
-                let _ = reply.send(text);
+                let _ = reply.send(scrapes.text(&mut service));
             }
             ready = async { drops.as_mut().expect("guarded").readable_mut().await }, if drops.is_some() => match ready {
                 Ok(mut guard) => {

@@ -5,7 +5,10 @@ use sg_common::{
     maps::COUNTERS,
 };
 
-use super::{Error, Maps, mapio::map_err};
+use super::{
+    Error, Maps,
+    mapio::{injected_read, map_err},
+};
 
 /// A snapshot of every counter, summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +19,7 @@ pub struct Counters {
 impl Counters {
     /// Reads all counters of `maps`.
     pub fn read(maps: &Maps) -> Result<Self, Error> {
+        injected_read(COUNTERS, None)?;
         let mut values = Vec::with_capacity((HOOK_DIRECTIONS * SLOTS) as usize);
         for index in 0..HOOK_DIRECTIONS * SLOTS {
             let per_cpu = maps.counters.get(&index, 0).map_err(map_err(COUNTERS))?;

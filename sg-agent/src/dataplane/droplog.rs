@@ -125,6 +125,7 @@ impl Maps {
 
     /// The drop log's counters, summed over CPUs.
     pub fn drop_log_stats(&self) -> Result<DropLogStats, DropLogError> {
+        super::mapio::injected_read(DROPLOG_STATS, None)?;
         let read = |i: u32| -> Result<u64, DropLogError> {
             let v = self
                 .droplog_stats

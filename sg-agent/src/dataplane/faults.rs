@@ -12,6 +12,10 @@
 //!   `ENOMEM`, `E2BIG`, `ENOSPC`, `EINVAL`; default `ENOMEM`), once.
 //! - `SG_AGENT_FAULT_KILL=POINT:N`: the N-th time the agent reaches the step
 //!   named `POINT` (or any step, for `*`), it kills itself with SIGKILL.
+//! - `SG_AGENT_FAULT_MAP_READ=MAP[@NIC]`: every read-back of map `MAP` (its
+//!   name, e.g. `SG_RULESTATS_V1`) that the counters, `stats` and metrics
+//!   make fails with `EIO`, for NIC `NIC` only when one is named; for as
+//!   long as the agent runs, so each scrape meets it again.
 //!
 //! What the environment arms is process-wide: the agent is a process of its
 //! own, and its writes run on whichever of its threads. What a test arms
@@ -34,6 +38,8 @@ mod on {
     static FAIL_AT: AtomicU64 = AtomicU64::new(0);
     static ERRNO: AtomicU64 = AtomicU64::new(libc::ENOMEM as u64);
     static KILL: Mutex<Option<(String, u64)>> = Mutex::new(None);
+    /// The map whose reads fail, and the NIC if only that one's.
+    static READ: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
     static POINTS: AtomicU64 = AtomicU64::new(0);
 
     /// The failure a test asked for on this thread (`fail_at` 0: none).
@@ -76,6 +82,23 @@ mod on {
         {
             *KILL.lock().expect("fault lock") = Some((point.to_owned(), n));
         }
+        if let Ok(spec) = std::env::var("SG_AGENT_FAULT_MAP_READ") {
+            let (map, nic) = match spec.split_once('@') {
+                Some((map, nic)) => (map.to_owned(), Some(nic.to_owned())),
+                None => (spec, None),
+            };
+            *READ.lock().expect("fault lock") = Some((map, nic));
+        }
+    }
+
+    pub fn map_read(map: &str, nic: Option<&str>) -> Option<std::io::Error> {
+        let read = READ.lock().expect("fault lock");
+        let (want, only) = read.as_ref()?;
+        if want != map || only.as_deref().is_some_and(|n| Some(n) != nic) {
+            return None;
+        }
+        log::debug!("fault injection: a read of {map} fails with EIO");
+        Some(std::io::Error::from_raw_os_error(libc::EIO))
     }
 
     pub fn fail_map_write(nth: u64, errno: i32) {
@@ -184,6 +207,20 @@ pub fn map_write() -> Option<std::io::Error> {
     return on::map_write();
     #[cfg(not(debug_assertions))]
     None
+}
+
+/// Called before a read-back of counters from `map` (of NIC `nic`, if the
+/// map is per NIC): the injected failure, if the environment asked for one
+/// there.
+#[inline]
+pub fn map_read(map: &str, nic: Option<&str>) -> Option<std::io::Error> {
+    #[cfg(debug_assertions)]
+    return on::map_read(map, nic);
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = (map, nic);
+        None
+    }
 }
 
 /// A named step where a test may have the agent killed.

@@ -24,6 +24,21 @@ pub(super) fn injected(map: &'static str) -> Result<(), Error> {
     }
 }
 
+/// The injected failure of a read-back of `map` (of NIC `nic`), if a test
+/// asked for one.
+pub(super) fn injected_read(map: &'static str, nic: Option<&str>) -> Result<(), Error> {
+    match faults::map_read(map, nic) {
+        None => Ok(()),
+        Some(io_error) => Err(Error::Map {
+            map,
+            source: MapError::SyscallError(SyscallError {
+                call: "bpf_map_lookup_elem (injected)",
+                io_error,
+            }),
+        }),
+    }
+}
+
 /// Whether a delete failed only because the key was not there.
 pub(super) fn not_found(e: &MapError) -> bool {
     match e {

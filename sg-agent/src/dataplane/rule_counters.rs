@@ -12,7 +12,11 @@ use sg_common::{
     reason,
 };
 
-use super::{Dataplane, Error, Maps, mapio::map_err, nics::Nic};
+use super::{
+    Dataplane, Error, Maps,
+    mapio::{injected_read, map_err},
+    nics::Nic,
+};
 use sg_policy::compile::Rank;
 
 /// Per-rule counters, as read back.
@@ -76,6 +80,7 @@ impl Dataplane {
         let Some(n) = self.nics.by_name.get(name) else {
             return Ok(Vec::new());
         };
+        injected_read(RULE_STATS, Some(name))?;
         let (id, active) = (n.id, n.config.slot);
         let mut sums: StdHashMap<(u32, String), RuleStats> = n.totals.clone();
         let mut reads = Vec::new();
@@ -132,6 +137,7 @@ impl Dataplane {
         let Some(id) = self.nic_id(name) else {
             return Ok(Vec::new());
         };
+        injected_read(REASONS, Some(name))?;
         let mut out = Vec::new();
         for dir in [DIR_INGRESS, DIR_EGRESS] {
             for r in 0..reason::SLOTS {

@@ -14,7 +14,10 @@ use sg_common::{
     policy::{DIR_INGRESS, Settings},
 };
 
-use super::{Error, Maps, mapio::map_err};
+use super::{
+    Error, Maps,
+    mapio::{injected_read, map_err},
+};
 use sg_policy::Cidr;
 
 /// Which sessions an operation applies to; every set field must match.
@@ -203,6 +206,7 @@ impl Maps {
 
     /// Session events (`sg_common::conntrack::event`) summed over CPUs.
     pub fn session_events(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        injected_read(SESSION_EVENTS, None)?;
         event::NAMES
             .iter()
             .zip(0u32..)

@@ -12,8 +12,8 @@ use std::{
 use sg_agent::{
     dataplane::droplog::DropLogStats,
     metrics::{
-        CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ServeLimits, check_listen_addr, render,
-        serve_with,
+        BuildInfo, CONTENT_TYPE, MetricsInput, ReasonRow, RuleHitRow, ScrapeErrors, ScrapeHealth,
+        ScrapePart, ServeLimits, check_listen_addr, render, select_rule_series, serve_with,
     },
 };
 use tokio::{
@@ -26,6 +26,7 @@ const AWKWARD: &str = "we\"ird\\nic\nname";
 
 fn input() -> MetricsInput {
     MetricsInput {
+        build: None,
         packets: vec![("packets".into(), 10, 20), ("tcp".into(), 7, 3)],
         rule_hits: vec![
             RuleHitRow {
@@ -55,10 +56,12 @@ fn input() -> MetricsInput {
             suppressed: 95,
             ringbuf_full: 0,
         }),
+        rule_series_dropped: None,
         policy_version: vec![("web-1".into(), 42)],
         degraded: Vec::new(),
         self_check: None,
         fleet: None,
+        scrape: None,
     }
 }
 
@@ -354,11 +357,19 @@ async fn get_metrics_answers_with_the_rendered_text() {
         header(&r, "content-length"),
         Some(body.len().to_string().as_str())
     );
-    // A query string is no different path.
+    // A query string is no different path; an HTTP/1.0 client is answered
+    // in its own version.
     let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
         .await
         .unwrap();
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    // HEAD: the same head, no body.
+    let r = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert_eq!(header(&r, "content-type"), Some(CONTENT_TYPE));
+    assert_eq!(r.split_once("\r\n\r\n").unwrap().1, "");
 }
 
 #[tokio::test]
@@ -374,7 +385,12 @@ async fn other_paths_are_not_found_and_other_methods_not_allowed() {
         .await
         .unwrap();
     assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
-    assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+    let allowed: BTreeSet<&str> = header(&r, "allow")
+        .expect("an Allow header")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    assert_eq!(allowed, BTreeSet::from(["GET", "HEAD"]));
     let r = exchange(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n")
         .await
         .unwrap();
@@ -430,6 +446,28 @@ async fn a_silent_client_is_dropped_after_the_timeout() {
     assert!(
         start.elapsed() >= Duration::from_millis(350),
         "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let addr = server(ServeLimits {
+        max_connections: 1,
+        ..quick()
+    })
+    .await;
+    let start = Instant::now();
+    // Holds the only slot until its head times out (400 ms).
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "answered beside the one holding the only slot: {:?}",
         start.elapsed()
     );
 }
@@ -524,4 +562,184 @@ fn a_fleet_host_says_whether_its_store_answers_and_how_far_the_others_are() {
     parse(&text);
     // A single host has no fleet families.
     assert!(!render(&MetricsInput::default()).contains("sg_fleet"));
+}
+
+#[test]
+fn build_info_is_one_labelled_with_what_the_agent_was_built_from() {
+    let build = BuildInfo {
+        version: "9.8.7",
+        commit: "0123456789ab",
+        rustc: "1.99.1 (58cf8f9c3 2026-01-01)",
+        target: "x86_64-unknown-linux-gnu",
+    };
+    let text = render(&MetricsInput {
+        build: Some(build),
+        ..MetricsInput::default()
+    });
+    let s = parse(&text);
+    assert_eq!(s.len(), 1, "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "sg_build_info",
+            &[
+                ("version", "9.8.7"),
+                ("commit", "0123456789ab"),
+                ("rustc", "1.99.1 (58cf8f9c3 2026-01-01)"),
+                ("target", "x86_64-unknown-linux-gnu"),
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(text.contains("# TYPE sg_build_info gauge\n"), "{text}");
+    // This binary's: the crate version, and a commit that is either
+    // "unknown" (built from a tarball) or hexadecimal.
+    let current = BuildInfo::CURRENT;
+    assert_eq!(current.version, env!("CARGO_PKG_VERSION"));
+    assert!(
+        current.commit == "unknown" || current.commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{current:?}"
+    );
+    assert!(!current.target.is_empty() && !current.rustc.is_empty());
+}
+
+#[test]
+fn a_scrape_that_could_not_read_a_part_says_so_and_shows_the_rest() {
+    let mut errors = ScrapeErrors::default();
+    // Two NICs' hits failed in one scrape, the drop log in an earlier one.
+    errors.count(ScrapePart::DropLog);
+    errors.count(ScrapePart::RuleHits);
+    errors.count(ScrapePart::RuleHits);
+    assert_eq!(errors.total(ScrapePart::RuleHits), 2);
+    let partial = MetricsInput {
+        scrape: Some(ScrapeHealth {
+            errors,
+            partial: true,
+        }),
+        rule_hits: Vec::new(),
+        ..input()
+    };
+    let text = render(&partial);
+    let s = parse(&text);
+    let errors_of = |part| value(&s, "sg_scrape_errors_total", &[("part", part)]);
+    assert_eq!(errors_of("rule_hits"), Some(2.0));
+    assert_eq!(errors_of("drop_log"), Some(1.0));
+    // Every part is there from the start, at 0: a rate needs no first error.
+    for part in ["counters", "reasons", "sessions"] {
+        assert_eq!(errors_of(part), Some(0.0), "{part}: {text}");
+    }
+    assert_eq!(value(&s, "sg_scrape_partial", &[]), Some(1.0));
+    assert!(text.contains("# TYPE sg_scrape_errors_total counter\n"));
+    assert!(text.contains("# TYPE sg_scrape_partial gauge\n"));
+    // What was read is still shown.
+    assert!(text.contains("sg_decisions_total{"), "{text}");
+    assert!(text.contains("sg_packets_total{"), "{text}");
+    assert!(!text.contains("sg_rule_hits_"), "{text}");
+
+    let whole = MetricsInput {
+        scrape: Some(ScrapeHealth {
+            errors,
+            partial: false,
+        }),
+        ..MetricsInput::default()
+    };
+    let text = render(&whole);
+    assert!(text.contains("sg_scrape_partial 0\n"), "{text}");
+    // The counter does not fall back when a later scrape reads everything.
+    assert!(
+        text.contains("sg_scrape_errors_total{part=\"rule_hits\"} 2\n"),
+        "{text}"
+    );
+    parse(&text);
+}
+
+fn hit_row(nic: &str, rule: &str, packets: u64, bytes: u64) -> RuleHitRow {
+    RuleHitRow {
+        nic: nic.into(),
+        direction: "ingress".into(),
+        rule: rule.into(),
+        packets,
+        bytes,
+    }
+}
+
+fn rules_of(rows: &[RuleHitRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.rule.as_str()).collect()
+}
+
+#[test]
+fn rules_without_hits_are_no_series() {
+    let rows = vec![
+        hit_row("a", "r-idle", 0, 0),
+        hit_row("a", "r-busy", 3, 200),
+        hit_row("b", "r-idle", 0, 0),
+    ];
+    let (shown, dropped) = select_rule_series(rows, 1000);
+    assert_eq!(rules_of(&shown), ["r-busy"]);
+    assert_eq!(dropped, 0, "an idle rule is not left out, it has no series");
+}
+
+#[test]
+fn over_the_series_limit_the_most_packets_are_shown_in_their_order() {
+    let rows = vec![
+        hit_row("a", "r-1", 10, 1000),
+        hit_row("a", "r-2", 500, 100),
+        hit_row("a", "r-3", 1, 60),
+        hit_row("b", "r-4", 70, 9000),
+        hit_row("b", "r-5", 0, 0),
+        // As many packets as r-4: more bytes wins.
+        hit_row("b", "r-6", 70, 9500),
+    ];
+    let (shown, dropped) = select_rule_series(rows.clone(), 3);
+    // Chosen by packets (r-2, r-6, r-4), shown in the order given.
+    assert_eq!(rules_of(&shown), ["r-2", "r-4", "r-6"]);
+    assert_eq!(dropped, 2, "r-1 and r-3; r-5 had no hits");
+    // At the limit exactly: nothing left out, nothing reordered.
+    let (shown, dropped) = select_rule_series(rows.clone(), 5);
+    assert_eq!(rules_of(&shown), ["r-1", "r-2", "r-3", "r-4", "r-6"]);
+    assert_eq!(dropped, 0);
+    // Equal counts choose the same, the first given, every time.
+    let ties = vec![hit_row("a", "r-x", 5, 5), hit_row("a", "r-y", 5, 5)];
+    assert_eq!(rules_of(&select_rule_series(ties, 1).0), ["r-x"]);
+    // A limit of 0 shows none.
+    let (shown, dropped) = select_rule_series(rows, 0);
+    assert_eq!(rules_of(&shown), [] as [&str; 0]);
+    assert_eq!(dropped, 5);
+}
+
+#[test]
+fn the_series_left_out_are_counted_in_a_gauge() {
+    let (shown, dropped) = select_rule_series(
+        vec![hit_row("a", "r-1", 1, 1), hit_row("a", "r-2", 2, 2)],
+        1,
+    );
+    let text = render(&MetricsInput {
+        rule_hits: shown,
+        rule_series_dropped: Some(dropped),
+        ..MetricsInput::default()
+    });
+    let s = parse(&text);
+    assert_eq!(
+        value(&s, "sg_rule_series_dropped", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sg_rule_series_dropped gauge\n"),
+        "{text}"
+    );
+    let r2 = [("nic", "a"), ("direction", "ingress"), ("rule", "r-2")];
+    assert_eq!(value(&s, "sg_rule_hits_packets_total", &r2), Some(2.0));
+    assert_eq!(
+        s.iter()
+            .filter(|(n, _, _)| n == "sg_rule_hits_packets_total")
+            .count(),
+        1
+    );
+    // Nothing left out is said too.
+    let text = render(&MetricsInput {
+        rule_series_dropped: Some(0),
+        ..MetricsInput::default()
+    });
+    assert_eq!(text.lines().last(), Some("sg_rule_series_dropped 0"));
 }

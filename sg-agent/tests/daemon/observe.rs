@@ -73,6 +73,8 @@ fn metrics_endpoint_and_drop_log() {
         "Drop",
     ]);
     let deny = deny["ids"][0].as_str().unwrap().to_owned();
+    // A rule no packet meets: it has no series.
+    let idle = d.allow_tcp_from(&g, 9, "10.99.0.0/24");
     d.bind(&b.ifname, &["10.77.0.2"], &g);
     assert!(
         probe::tcp(
@@ -108,6 +110,11 @@ fn metrics_endpoint_and_drop_log() {
         .unwrap_or_else(|| panic!("no hit series for {deny}:\n{page}"));
     let n: f64 = hits.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{hits}");
+    assert!(
+        !page.contains(&idle),
+        "a rule without hits is shown:\n{page}"
+    );
+    assert!(page.contains("\nsg_rule_series_dropped 0\n"), "{page}");
     assert!(
         page.contains("sg_drop_log_events_total{outcome=\"logged\"}"),
         "{page}"
@@ -147,4 +154,88 @@ fn metrics_refuse_a_public_address_unless_asked() {
         !out.status.success() && e.contains("--metrics") && e.contains("loopback"),
         "{e}"
     );
+}
+
+/// The value of the one sample of `page` that starts with `series` (the
+/// metric name with its labels, as rendered), if there is one.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_scrape_that_cannot_read_a_nics_hits_says_so_and_answers_with_the_rest() {
+    let pair = Pair::new().unwrap();
+    let (client, b) = (&pair.a, &pair.b);
+    let servers = probe::Servers::start(&b.ns).unwrap();
+    // A second NIC in the served namespace: one end of a veth pair whose
+    // both ends stay there.
+    let broken = "sgm-broken";
+    b.ns.ip(&[
+        "link",
+        "add",
+        broken,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sgm-brokenp",
+    ])
+    .unwrap();
+    for n in [broken, "sgm-brokenp"] {
+        b.ns.ip(&["link", "set", n, "up"]).unwrap();
+    }
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut d = Daemon::start(bin(), b.ns.name(), &["--metrics", &metrics]).unwrap();
+    let g = d.group("web");
+    let allow = d.allow_tcp(&g, servers.tcp_port);
+    d.bind(&b.ifname, &["10.77.0.2"], &g);
+    d.bind(broken, &["10.77.9.2"], &g);
+    // From now on every read of the broken NIC's rule counters fails.
+    d.stop(libc::SIGTERM).unwrap();
+    d.restart_env(
+        &[],
+        &[(
+            "SG_AGENT_FAULT_MAP_READ",
+            &format!("{}@{broken}", sg_common::maps::RULE_STATS),
+        )],
+    )
+    .unwrap();
+    let to = SocketAddr::new(IpAddr::V4(b.v4), servers.tcp_port);
+    assert!(probe::tcp(&client.ns, to).allowed());
+
+    let page = scrape(port);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let errors = |page: &str, part: &str| {
+        sample(page, &format!("sg_scrape_errors_total{{part=\"{part}\"}}"))
+    };
+    assert_eq!(errors(&page, "rule_hits"), Some(1.0), "{page}");
+    for part in ["counters", "reasons", "sessions", "drop_log"] {
+        assert_eq!(errors(&page, part), Some(0.0), "{part}: {page}");
+    }
+    assert_eq!(sample(&page, "sg_scrape_partial"), Some(1.0), "{page}");
+    // The other NIC's hits, and the broken one's other families, are there.
+    let hit = format!(
+        "sg_rule_hits_packets_total{{nic=\"{}\",direction=\"ingress\",rule=\"{allow}\"}}",
+        b.ifname
+    );
+    assert!(sample(&page, &hit).is_some_and(|n| n >= 1.0), "{page}");
+    assert!(
+        !page.contains(&format!("sg_rule_hits_packets_total{{nic=\"{broken}\"")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("sg_policy_version{{nic=\"{broken}\"}}")),
+        "{page}"
+    );
+    assert!(page.contains("sg_packets_total{"), "{page}");
+
+    // Cumulative: the next scrape (past the 1 s the text is kept) fails
+    // again and counts again, and still answers.
+    std::thread::sleep(Duration::from_millis(1200));
+    let page = scrape(port);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert_eq!(errors(&page, "rule_hits"), Some(2.0), "{page}");
+    assert_eq!(sample(&page, "sg_scrape_partial"), Some(1.0), "{page}");
 }

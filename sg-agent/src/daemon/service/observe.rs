@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::metrics::{MetricsInput, ReasonRow, RuleHitRow, ScrapeErrors, ScrapeHealth, ScrapePart};
 use crate::{
-    api::{ObserveRequest, Request},
+    api::{ObserveRequest, Request, reply},
     dataplane::Counters,
 };
 use sg_policy::compile::Rank;
@@ -14,7 +15,6 @@ use sg_policy::compile::Rank;
 use super::{Answer, Service, err, to_value, unavailable};
 
 const DIRS: [&str; 2] = ["ingress", "egress"];
-use crate::api::reply;
 
 impl Service {
     pub(super) fn observe_request(&mut self, request: ObserveRequest) -> Answer {
@@ -162,27 +162,63 @@ impl Service {
         }))
     }
 
-    /// The counters as Prometheus text (the `--metrics` endpoint).
-    pub fn metrics(&mut self) -> String {
-        use crate::metrics::MetricsInput;
+    /// The counters as Prometheus text (the `--metrics` endpoint). A map
+    /// read that fails is logged and counted in `errors`, which the caller
+    /// keeps across scrapes; the scrape says it is partial, and the
+    /// families that could be read are still shown. At most `rule_series`
+    /// per-rule series are shown, those with hits (see
+    /// [`crate::metrics::select_rule_series`]); with 0 the per-rule
+    /// counters are not read at all.
+    pub fn metrics(&mut self, errors: &mut ScrapeErrors, rule_series: usize) -> String {
+        let mut input = self.metrics_known();
+        let mut failed = Failed::default();
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
         let dp = self.reconciler.dataplane();
+        input.packets = failed
+            .take(ScrapePart::Counters, None, Counters::read(dp.maps()))
+            .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
+            .unwrap_or_default();
+        input.session_events = failed
+            .take(ScrapePart::Sessions, None, dp.maps().session_events())
+            .map(|v| v.into_iter().map(|(k, n)| (k.to_owned(), n)).collect())
+            .unwrap_or_default();
+        input.drop_log = failed.take(ScrapePart::DropLog, None, dp.maps().drop_log_stats());
+        for nic in names {
+            let Some(version) = dp.version(&nic) else {
+                continue;
+            };
+            input.policy_version.push((nic.clone(), version));
+            if rule_series > 0 {
+                let hits = failed.take(ScrapePart::RuleHits, Some(&nic), rule_hit_rows(dp, &nic));
+                input.rule_hits.extend(hits.into_iter().flatten());
+            }
+            let reasons = failed.take(ScrapePart::Reasons, Some(&nic), reason_rows(dp, &nic));
+            input.reasons.extend(reasons.into_iter().flatten());
+        }
+        if rule_series > 0 {
+            let (shown, dropped) = crate::metrics::select_rule_series(
+                std::mem::take(&mut input.rule_hits),
+                rule_series,
+            );
+            input.rule_hits = shown;
+            input.rule_series_dropped = Some(dropped);
+        }
+        for part in &failed.0 {
+            errors.count(*part);
+        }
+        input.scrape = Some(ScrapeHealth {
+            errors: *errors,
+            partial: !failed.0.is_empty(),
+        });
+        crate::metrics::render(&input)
+    }
+
+    /// What the metrics show from the agent's own memory, not read from
+    /// the kernel: build, fleet health, degraded NICs, the self-check.
+    fn metrics_known(&self) -> MetricsInput {
         let mut input = MetricsInput {
-            packets: Counters::read(dp.maps())
-                .map(|c| c.rows().map(|(n, i, e)| (n.to_owned(), i, e)).collect())
-                .unwrap_or_default(),
-            rule_hits: Vec::new(),
-            reasons: Vec::new(),
-            session_events: dp
-                .maps()
-                .session_events()
-                .map(|v| v.into_iter().map(|(k, n)| (k.to_owned(), n)).collect())
-                .unwrap_or_default(),
-            drop_log: dp.maps().drop_log_stats().ok(),
-            policy_version: Vec::new(),
-            degraded: Vec::new(),
-            self_check: None,
-            fleet: None,
+            build: Some(crate::metrics::BuildInfo::CURRENT),
+            ..MetricsInput::default()
         };
         if self.store.is_shared() {
             let health = self.store.health();
@@ -211,18 +247,7 @@ impl Service {
             last_drift: c.last_drift.len() as u64,
             errors: c.errors,
         });
-        let dp = self.reconciler.dataplane();
-        for nic in names {
-            let Some(version) = dp.version(&nic) else {
-                continue;
-            };
-            input.policy_version.push((nic.clone(), version));
-            if let Ok((hits, reasons)) = nic_counters(dp, &nic) {
-                input.rule_hits.extend(hits);
-                input.reasons.extend(reasons);
-            }
-        }
-        crate::metrics::render(&input)
+        input
     }
 
     /// Drop log lines, with each NIC's name and the deciding rule's id.
@@ -243,33 +268,69 @@ impl Service {
     }
 }
 
+/// The reads of one scrape that failed, by part.
+#[derive(Default)]
+struct Failed(Vec<ScrapePart>);
+
+impl Failed {
+    /// `read`'s value; if it failed, the failure logged and noted.
+    fn take<T, E: std::fmt::Display>(
+        &mut self,
+        part: ScrapePart,
+        nic: Option<&str>,
+        read: Result<T, E>,
+    ) -> Option<T> {
+        match read {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let of = nic.map(|n| format!(" of NIC {n}")).unwrap_or_default();
+                log::warn!(
+                    "metrics: reading the {}{of}: {e}; left out of this scrape",
+                    part.name()
+                );
+                self.0.push(part);
+                None
+            }
+        }
+    }
+}
+
 /// NIC `nic`'s per-rule hits and decisions by reason, as `stats` and the
 /// metrics endpoint both show them.
 pub(super) fn nic_counters(
     dp: &mut crate::dataplane::Dataplane,
     nic: &str,
-) -> Result<
-    (
-        Vec<crate::metrics::RuleHitRow>,
-        Vec<crate::metrics::ReasonRow>,
-    ),
-    crate::dataplane::Error,
-> {
-    let hits = dp
+) -> Result<(Vec<RuleHitRow>, Vec<ReasonRow>), crate::dataplane::Error> {
+    Ok((rule_hit_rows(dp, nic)?, reason_rows(dp, nic)?))
+}
+
+/// NIC `nic`'s per-rule hits.
+fn rule_hit_rows(
+    dp: &mut crate::dataplane::Dataplane,
+    nic: &str,
+) -> Result<Vec<RuleHitRow>, crate::dataplane::Error> {
+    Ok(dp
         .rule_hits(nic)?
         .iter()
-        .map(|h| crate::metrics::RuleHitRow {
+        .map(|h| RuleHitRow {
             nic: nic.to_owned(),
             direction: DIRS[h.dir as usize].to_owned(),
             rule: rank_text(&h.rank),
             packets: h.packets,
             bytes: h.bytes,
         })
-        .collect();
-    let reasons = dp
+        .collect())
+}
+
+/// NIC `nic`'s decisions by reason.
+fn reason_rows(
+    dp: &mut crate::dataplane::Dataplane,
+    nic: &str,
+) -> Result<Vec<ReasonRow>, crate::dataplane::Error> {
+    Ok(dp
         .reason_counts(nic)?
         .into_iter()
-        .map(|(dir, r, n)| crate::metrics::ReasonRow {
+        .map(|(dir, r, n)| ReasonRow {
             nic: nic.to_owned(),
             direction: DIRS[dir as usize].to_owned(),
             reason: sg_common::reason::NAMES
@@ -279,8 +340,7 @@ pub(super) fn nic_counters(
                 .to_owned(),
             packets: n,
         })
-        .collect();
-    Ok((hits, reasons))
+        .collect())
 }
 
 /// What a rank stands for, as stats and metrics print it.
