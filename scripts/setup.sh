@@ -10,9 +10,11 @@ BPF_LINKER_LLVM_FEATURE=llvm-23
 # start their own members on ports of their own, never 2379 (where the package
 # starts a system etcd on a machine with systemd); openssl makes their TLS
 # certificates; protobuf-compiler and libprotobuf-dev (protoc and the
-# well-known .proto files) build the etcd-client crate.
+# well-known .proto files) build the etcd-client crate. man-db and systemd
+# (systemd-analyze) for the packaging tests: the man pages read back after
+# `dpkg -i`, the unit file verified.
 APT_PACKAGES=(gcc libc6-dev iproute2 iputils-ping netcat-openbsd nftables iptables bpftool netsniff-ng jq procps
-  etcd-server etcd-client openssl protobuf-compiler libprotobuf-dev)
+  etcd-server etcd-client openssl protobuf-compiler libprotobuf-dev man-db systemd)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { printf '[setup] %s\n' "$*"; }

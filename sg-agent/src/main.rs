@@ -4,7 +4,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,9 @@ enum Command {
     Cleanup(cmd::cleanup::Args),
     /// Print the whole state as an `apply` document.
     Export(cmd::export::Args),
+    /// Write man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(cmd::generate::Args),
     /// Manage security groups.
     Group(cmd::group::Args),
     /// The hosts of a fleet: list them, remove one gone for good.
@@ -61,9 +64,17 @@ enum Command {
     Verify(cmd::verify::Args),
 }
 
+/// The command line (and the `SG_AGENT_…` variables its flags read); exits
+/// on an error, naming the variable when a refused value came from one.
+fn parse() -> Cli {
+    let words: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&words)
+        .unwrap_or_else(|e| cmd::environment::explain(e, &Cli::command(), &words).exit())
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    sg_agent::logging::init();
+    let cli = parse();
     if !matches!(cli.command, Command::Run(_) | Command::Attach(_)) {
         // A client printing into a closed pipe (`sg-agent rule list | head`)
         // ends there, as other command-line tools do, rather than panicking
@@ -80,6 +91,7 @@ fn main() -> ExitCode {
         Command::Attach(args) => cmd::attach::run(args),
         Command::Cleanup(args) => cmd::cleanup::run(args),
         Command::Export(args) => cmd::export::run(socket, args),
+        Command::Generate(args) => cmd::generate::run(args, Cli::command()),
         Command::Group(args) => cmd::group::run(socket, args),
         Command::Host(args) => cmd::host::run(socket, args),
         Command::Nic(args) => cmd::nic::run(socket, args),

@@ -34,13 +34,22 @@ impl Daemon {
     /// Starts `bin run` serving namespace `netns`, with `extra` arguments,
     /// and waits until it serves.
     pub fn start(bin: &Path, netns: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut d = Self::new(bin, netns, extra)?;
+        d.restart()?;
+        Ok(d)
+    }
+
+    /// [`Daemon::start`] without starting it: its directory, socket and
+    /// store are named (and the directory made), for a test that must know
+    /// them before the daemon runs; [`Daemon::restart_env`] starts it.
+    pub fn new(bin: &Path, netns: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "sg-daemon-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir)?;
-        let mut d = Self {
+        Ok(Self {
             bin: bin.to_owned(),
             netns: netns.to_owned(),
             socket: dir.join("api.sock"),
@@ -48,9 +57,7 @@ impl Daemon {
             dir,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             process: None,
-        };
-        d.restart()?;
-        Ok(d)
+        })
     }
 
     /// Starts the daemon again (after [`Daemon::stop`] or [`Daemon::kill`]).

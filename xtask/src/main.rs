@@ -9,6 +9,8 @@
 //!   1 to 1,000 rules, sessions, new flows), update latency, map memory, the
 //!   fleet (propagation, convergence and memory against a real etcd), then
 //!   throughput;
+//! - `dist`: a Debian package of the agent (binary, systemd unit, man pages,
+//!   completions) in `target/dist/`, built with dpkg-deb;
 //! - `throughput`: packets per second through a veth pair, sg against no
 //!   filter, nftables and iptables (both the `sg-bench` crate, run through
 //!   cargo).
@@ -18,6 +20,7 @@
 //! even when they do not build.
 
 mod cycles;
+mod dist;
 mod lint;
 
 use std::path::PathBuf;
@@ -38,6 +41,13 @@ enum Command {
         /// Two hosts of one fleet on etcd instead of one host on SQLite.
         #[arg(long)]
         fleet: bool,
+    },
+    /// Build a Debian package of the agent in target/dist/ (needs dpkg-deb).
+    Dist {
+        /// Package the dev-profile binary (fast; for tests) instead of a
+        /// release build.
+        #[arg(long)]
+        debug: bool,
     },
     /// Check formatting and run clippy (host crates and the eBPF crate).
     Lint,
@@ -69,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             }
             cargo(&args, &[])
         }
+        Command::Dist { debug } => dist::run(debug).map(drop),
         Command::Lint => lint::run(),
         Command::Bench {
             per_packet_only,

@@ -19,28 +19,20 @@ use serde_json::Value;
 use sg_agent::api::{self, Request};
 use sg_policy::validate::forbidden_char;
 
-/// Names the socket when `--socket` is not given.
-pub const SOCKET_ENV: &str = "SG_AGENT_SOCKET";
-
 /// `--socket PATH`, accepted by every command.
 #[derive(clap::Args)]
 pub struct Connection {
-    /// The daemon's API socket (default: `$SG_AGENT_SOCKET` if set).
+    /// The daemon's API socket: where `run` listens, and where every other
+    /// command finds it.
     #[arg(
         long,
         global = true,
         value_name = "PATH",
-        default_value_os_t = default_socket(),
+        env = "SG_AGENT_SOCKET",
+        default_value = api::DEFAULT_SOCKET,
         display_order = 1000
     )]
     pub socket: PathBuf,
-}
-
-/// `$SG_AGENT_SOCKET`, else [`api::DEFAULT_SOCKET`].
-fn default_socket() -> PathBuf {
-    std::env::var_os(SOCKET_ENV)
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from(api::DEFAULT_SOCKET), PathBuf::from)
 }
 
 /// Sends one request to the daemon at `socket` and returns its result.

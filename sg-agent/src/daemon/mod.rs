@@ -11,6 +11,7 @@
 mod http;
 pub mod reads;
 pub mod service;
+mod supervisor;
 
 use std::{
     io::ErrorKind,
@@ -137,6 +138,8 @@ fn bind_socket(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> 
             .with_context(|| format!("giving {} to group {group:?}", dir.display()))?;
         let mode = if group.is_some() { 0o750 } else { 0o700 };
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    } else if let (Some(gid), Some(dir)) = (group, path.parent()) {
+        warn_unless_traversable(dir, gid);
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -165,6 +168,29 @@ fn bind_socket(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> 
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Warns when the members of `gid` cannot reach a socket in `dir`, a
+/// directory the agent did not make (a unit's `RuntimeDirectory=`, 0700 by
+/// default): the socket group is then useless until the directory lets them
+/// through. Not a refusal: the socket stays root's, which is safe.
+fn warn_unless_traversable(dir: &Path, gid: u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.mode();
+    let through = mode & 0o001 != 0 || (meta.gid() == gid && mode & 0o010 != 0);
+    if !through {
+        log::warn!(
+            "--socket-group: the members of group {gid} cannot enter {} (mode {:o}, group {}), so \
+             they cannot reach the socket; let them through (under systemd: \
+             RuntimeDirectoryMode=0755 in a drop-in; the socket's own 0660 keeps others out)",
+            dir.display(),
+            mode & 0o7777,
+            meta.gid()
+        );
+    }
 }
 
 /// What a connection needs: the owner's queue for changes, the published
@@ -305,6 +331,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Writes what the store's rate limits held back (the status record,
     // the local copy) and republishes the fleet's health when it moved.
     let mut tend = tokio::time::interval(std::time::Duration::from_millis(200));
+    // The socket is bound and the stored policy in force (`start`).
+    let mut supervisor = supervisor::Supervisor::ready(&mut service);
     loop {
         // Biased: signals, then interface events (an interface that appears
         // must be enforced before anything else), then requests.
@@ -312,6 +340,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             biased;
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            // Early in the order: a flood of requests must not starve it.
+            () = supervisor.tick(), if supervisor.watched() => supervisor::Supervisor::ping(),
             events = async { watcher.as_mut().expect("guarded").next().await }, if watcher.is_some() => match events {
                 Ok(events) => interfaces_changed(&mut service, &events),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -374,7 +404,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             },
             _ = prune.tick() => service.prune_snapshots(),
         }
+        supervisor.update(&mut service);
     }
+    supervisor::Supervisor::stopping();
     let _ = std::fs::remove_file(&config.socket);
     service.depart();
     log::info!(

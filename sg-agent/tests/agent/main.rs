@@ -9,8 +9,10 @@
 
 mod api_requests;
 mod cli_client;
+mod environment;
 mod fleet_store;
 mod metrics;
+mod packaging;
 mod snapshot;
 mod store;
 mod support;

@@ -20,7 +20,7 @@ use sg_agent::{
     store::{SqliteStore, Store as _},
 };
 use sg_policy::{GroupSpec, State};
-use sg_tests::{daemon::Daemon, probe, topology::Pair};
+use sg_tests::{agent::AgentProcess, daemon::Daemon, probe, topology::Pair};
 
 use crate::support::bin;
 
@@ -787,4 +787,43 @@ fn without_a_socket_group_only_root_gets_in() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
+}
+
+#[test]
+fn a_socket_group_the_directory_keeps_out_is_warned_about() {
+    // As under the unit: the socket's directory exists, 0700 and root's
+    // (`RuntimeDirectory=`), which the agent does not change.
+    let pair = Pair::new().unwrap();
+    let gid = (61_000 + std::process::id() % 1_000).to_string();
+    let d = Daemon::new(bin(), pair.b.ns.name(), &[]).unwrap();
+    let dir = d.socket.parent().unwrap().to_owned();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (socket, store) = (
+        d.socket.display().to_string(),
+        d.store.display().to_string(),
+    );
+    // The warning comes before the agent serves: read as its ready line.
+    let (_agent, line) = AgentProcess::start(
+        bin(),
+        &[
+            "--socket",
+            &socket,
+            "run",
+            "--netns",
+            pair.b.ns.name(),
+            "--store",
+            &store,
+            "--socket-group",
+            &gid,
+        ],
+        "cannot enter",
+        false,
+    )
+    .unwrap();
+    assert!(line.contains("RuntimeDirectoryMode=0755"), "{line}");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "the agent changed a directory it did not make"
+    );
 }

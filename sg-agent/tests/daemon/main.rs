@@ -26,3 +26,4 @@ mod persistence;
 mod restart;
 mod sessions;
 mod support;
+mod systemd;
