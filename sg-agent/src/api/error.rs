@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Managed,
     /// Deletion protection refuses it (403).
     Protected,
+    /// A change asked on the read-only socket (403).
+    ReadOnly,
     /// The store (or the data plane) cannot take the change now (503).
     Unavailable,
     /// The agent failed on its side (500).
@@ -41,7 +43,7 @@ impl ErrorKind {
             Self::Conflict | Self::InUse => 409,
             Self::TooLarge => 413,
             Self::Managed => 423,
-            Self::Protected => 403,
+            Self::Protected | Self::ReadOnly => 403,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }

@@ -437,12 +437,34 @@ pub enum ObserveRequest {
     #[serde(rename = "trace")]
     Trace(TraceText),
     /// Packet counters, per-rule hits, decisions by reason, session events.
+    /// The rule hits are paged: at most `limit` rows, in the order of (NIC,
+    /// direction, rule); a reply with `next` has more, asked for with
+    /// `after` set to it.
     #[serde(rename = "stats")]
     Stats {
-        #[serde(default)]
+        /// Only this NIC (interface name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         nic: Option<String>,
+        /// Only this direction's rule hits: `ingress` or `egress`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
+        /// Only rules that decided at least this many packets (1: only
+        /// rules with hits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_packets: Option<u64>,
+        /// Rule-hit rows in this page, 1 to 10,000 (default 1,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The `next` of the page before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
 }
+
+/// Rule-hit rows a `stats` page holds unless its `limit` says otherwise.
+pub const STATS_PAGE: u32 = 1_000;
+/// The largest `limit` of a `stats` page.
+pub const STATS_PAGE_MAX: u32 = 10_000;
 
 /// The session requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -61,10 +61,7 @@ fn operation(route: &routes::Route, schema: &Value, id: &str) -> Value {
     let reply = super::reply::REPLIES
         .iter()
         .find(|(op, _)| *op == route.op)
-        .map_or_else(
-            || json!({}),
-            |(_, name)| json!({"$ref": format!("#{COMPONENTS}/{name}")}),
-        );
+        .map_or_else(|| json!({}), |(_, name)| reply_schema(name));
     let ok = if route.op == "session_list" {
         json!({"description": "One session per line", "content": {routes::NDJSON: {"schema": reply}}})
     } else {
@@ -73,13 +70,26 @@ fn operation(route: &routes::Route, schema: &Value, id: &str) -> Value {
             "content": {"application/json": {"schema": reply}}
         })
     };
-    let error = json!({"description": "Refused: the kind says why (400 invalid, 404 not found, 405 method, 409 conflict or in use, 413 too large, 423 managed, 403 protected)", "content": {"application/json": {"schema": {"$ref": format!("#{COMPONENTS}/ApiError")}}}});
+    let error = json!({"description": "Refused: the kind says why (400 invalid, 404 not found, 405 method, 409 conflict or in use, 413 too large, 423 managed, 403 protected or read-only socket)", "content": {"application/json": {"schema": {"$ref": format!("#{COMPONENTS}/ApiError")}}}});
     let unavailable = json!({"description": "The store or the data plane cannot take it now, or the agent failed", "content": {"application/json": {"schema": {"$ref": format!("#{COMPONENTS}/ApiError")}}}});
     op.insert(
         "responses".into(),
         json!({"200": ok, "4XX": error, "5XX": unavailable}),
     );
     Value::Object(op)
+}
+
+/// The schema a [`super::reply::REPLIES`] entry names: `Name`, `[Name]`
+/// (an array), or `A|B` (one of them).
+pub fn reply_schema(name: &str) -> Value {
+    if name.contains('|') {
+        let one_of: Vec<Value> = name.split('|').map(reply_schema).collect();
+        return json!({ "oneOf": one_of });
+    }
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(item) => json!({"type": "array", "items": reply_schema(item)}),
+        None => json!({"$ref": format!("#{COMPONENTS}/{name}")}),
+    }
 }
 
 /// The whole document.

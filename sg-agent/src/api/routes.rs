@@ -310,6 +310,12 @@ pub const ROUTES: &[Route] = &[
     r(Delete, "/v1/sessions", "session_flush", "Remove sessions"),
 ];
 
+/// Whether the read-only socket serves `route`: every `GET`, and the
+/// trace, which changes nothing (the verify repairs, so it is not one).
+pub fn is_read(route: &Route) -> bool {
+    matches!(route.method, Method::Get) || route.op == "trace"
+}
+
 /// The media type of a streamed listing: one JSON value per line.
 pub const NDJSON: &str = "application/x-ndjson";
 
@@ -637,6 +643,10 @@ mod tests {
             }),
             Request::Observe(ObserveRequest::Stats {
                 nic: Some("10".into()),
+                dir: Some("egress".into()),
+                min_packets: Some(1),
+                limit: Some(5),
+                after: Some("v0/ingress/sgr-1".into()),
             }),
             Request::Session(SessionRequest::Flush {
                 filter: SessionFilter {

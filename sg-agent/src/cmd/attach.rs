@@ -216,7 +216,7 @@ struct Report {
 fn report(reconciler: &mut Reconciler, state: Option<&State>) -> anyhow::Result<Report> {
     use std::fmt::Write as _;
     let counters = Counters::read(reconciler.dataplane().maps())?;
-    let mut json = counters.to_json();
+    let mut json = serde_json::to_value(counters.by_direction())?;
     let mut text = counters.table();
     let mut nics = serde_json::Map::new();
     for name in state

@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use sg_agent::api::{HostRequest, Request};
+use sg_agent::api::{
+    HostRequest, Request,
+    reply::{HostRemoved, HostRow},
+};
 
 use super::client::{self, Output};
 
@@ -41,26 +43,26 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     };
     let answer = client::request(socket, &request)?;
     match args.verb {
-        Verb::List => args.out.show(answer, |hosts: Vec<Value>| {
+        Verb::List => args.out.show(answer, |hosts: Vec<HostRow>| {
             let mut t = client::Table::new(&["HOST", "LIVE", "NICS", "REVISION", "BEHIND"]);
+            let maybe = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
             for h in hosts {
-                let name = h["host"].as_str().unwrap_or("?");
                 t.row(vec![
-                    if h["this"] == true {
-                        format!("{name} (this)")
+                    if h.this {
+                        format!("{} (this)", h.host)
                     } else {
-                        name.to_owned()
+                        h.host.clone()
                     },
-                    client::yes_no(h["live"] == true),
-                    client::cell(&h["nics"]),
-                    client::cell(&h["revision"]),
-                    client::cell(&h["behind"]),
+                    client::yes_no(h.live),
+                    h.nics.to_string(),
+                    maybe(h.revision),
+                    maybe(h.behind),
                 ]);
             }
             t.render()
         }),
-        Verb::Remove { .. } => args
-            .out
-            .show(answer, |v: Value| client::fields(&client::flatten(&v))),
+        Verb::Remove { .. } => args.out.show(answer, |r: HostRemoved| {
+            client::fields(&[("host", r.host), ("unbound", r.unbound.to_string())])
+        }),
     }
 }

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
 use sg_agent::api::{Request, RuleRequest, RuleText};
 use sg_policy::{PortSpec, Rule};
 
@@ -228,7 +227,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             });
             let answer = client::request(socket, &request)?;
             if nic.is_some() {
-                out.show(answer, |rows: Vec<Value>| merged_table(&rows))
+                out.show(answer, |rows: Vec<reply::MergedRule>| merged_table(&rows))
             } else {
                 out.show(answer, |rules: Vec<Rule>| render(&rules))
             }
@@ -367,11 +366,11 @@ pub fn render(rules: &[Rule]) -> String {
 }
 
 /// A NIC's merged rules, in the order the daemon sorted them.
-fn merged_table(rows: &[Value]) -> String {
+fn merged_table(rows: &[reply::MergedRule]) -> String {
     if rows.is_empty() {
         return "no rules\n".to_owned();
     }
-    let columns = [
+    let mut t = Table::new(&[
         "direction",
         "priority",
         "action",
@@ -380,18 +379,22 @@ fn merged_table(rows: &[Value]) -> String {
         "protocol",
         "ports",
         "peer",
-        "source_ports",
+        "source ports",
         "local",
-    ];
-    let mut t = Table::new(&columns.map(|c| {
-        if c == "source_ports" {
-            "source ports"
-        } else {
-            c
-        }
-    }));
-    for row in rows {
-        t.row(columns.iter().map(|c| client::cell(&row[*c])).collect());
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.direction.clone(),
+            r.priority.to_string(),
+            r.action.clone(),
+            r.group.clone(),
+            r.rule.clone(),
+            r.protocol.clone(),
+            r.ports.clone(),
+            r.peer.clone(),
+            r.source_ports.clone().unwrap_or_default(),
+            r.local.clone().unwrap_or_default(),
+        ]);
     }
     t.render()
 }

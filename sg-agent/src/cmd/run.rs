@@ -135,6 +135,20 @@ pub struct Args {
     /// creates for it, 0750). Default: root only (0600, in a 0700 directory).
     #[arg(long, env = "SG_AGENT_SOCKET_GROUP", value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Also serve the API's reads (every GET, and trace) on a second socket
+    /// at PATH, for monitoring: changes there are refused (403,
+    /// `read_only`). Root only unless --read-only-socket-group.
+    #[arg(long, env = "SG_AGENT_READ_ONLY_SOCKET", value_name = "PATH")]
+    read_only_socket: Option<PathBuf>,
+    /// Let the members of GROUP (a name or a number) use the read-only
+    /// socket (made 0660 and the group's).
+    #[arg(
+        long,
+        env = "SG_AGENT_READ_ONLY_SOCKET_GROUP",
+        value_name = "GROUP",
+        requires = "read_only_socket"
+    )]
+    read_only_socket_group: Option<String>,
 }
 
 /// What `run --help` says after the flags.
@@ -251,9 +265,22 @@ pub fn run(socket: &std::path::Path, args: &Args) -> anyhow::Result<()> {
         .map(daemon::group_id)
         .transpose()
         .context("--socket-group")?;
+    let read_only_group = args
+        .read_only_socket_group
+        .as_deref()
+        .map(daemon::group_id)
+        .transpose()
+        .context("--read-only-socket-group")?;
+    if args.read_only_socket.as_deref() == Some(socket) {
+        anyhow::bail!(
+            "--read-only-socket {}: that is the main socket's path; give it one of its own",
+            socket.display()
+        );
+    }
     let config = Config {
         socket: socket.to_owned(),
         socket_group,
+        read_only_socket: args.read_only_socket.clone().map(|p| (p, read_only_group)),
         store,
         store_name,
         limits: Limits {

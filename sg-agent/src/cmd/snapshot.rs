@@ -3,11 +3,8 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-use sg_agent::api::{Request, SnapshotRequest};
-use sg_policy::Rule;
-
-use sg_agent::api::reply;
+use sg_agent::api::{Request, SnapshotRequest, reply};
+use sg_policy::snapshot::{Snapshot, SnapshotInfo};
 
 use super::{
     client::{self, Output, Table},
@@ -43,18 +40,6 @@ enum Verb {
     },
 }
 
-/// A snapshot; times are Unix seconds.
-#[derive(Deserialize)]
-struct Snapshot<R> {
-    id: u64,
-    group: String,
-    group_name: String,
-    window_start: i64,
-    taken_at: i64,
-    /// A count in a list, the rules themselves in `show`.
-    rules: R,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let out = &args.out;
     let request = match &args.verb {
@@ -66,7 +51,7 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     };
     let answer = client::request(socket, &request)?;
     match &args.verb {
-        Verb::List { .. } => out.show(answer, |list: Vec<Snapshot<u64>>| {
+        Verb::List { .. } => out.show(answer, |list: Vec<SnapshotInfo>| {
             if list.is_empty() {
                 return "no snapshots\n".to_owned();
             }
@@ -81,28 +66,22 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             for s in list {
                 t.row(vec![
                     s.id.to_string(),
-                    s.group,
+                    s.group.to_string(),
                     s.group_name,
-                    sg_agent::clock::utc(s.window_start),
-                    sg_agent::clock::utc(s.taken_at),
+                    utc(s.window_start),
+                    utc(s.taken_at),
                     s.rules.to_string(),
                 ]);
             }
             t.render()
         }),
-        Verb::Show { .. } => out.show(answer, |s: Snapshot<Vec<Rule>>| {
+        Verb::Show { .. } => out.show(answer, |s: Snapshot| {
             let mut text = client::fields(&[
                 ("snapshot", s.id.to_string()),
-                ("group", s.group),
+                ("group", s.group.to_string()),
                 ("name", s.group_name),
-                (
-                    "window start",
-                    format!("{} UTC", sg_agent::clock::utc(s.window_start)),
-                ),
-                (
-                    "taken at",
-                    format!("{} UTC", sg_agent::clock::utc(s.taken_at)),
-                ),
+                ("window start", format!("{} UTC", utc(s.window_start))),
+                ("taken at", format!("{} UTC", utc(s.taken_at))),
             ]);
             text.push('\n');
             text.push_str(&rule::render(&s.rules));
@@ -120,4 +99,9 @@ pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
             )
         }),
     }
+}
+
+/// Unix seconds as a UTC time.
+fn utc(secs: u64) -> String {
+    sg_agent::clock::utc(i64::try_from(secs).unwrap_or(i64::MAX))
 }

@@ -3,9 +3,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use sg_agent::api::{ObserveRequest, Request};
+use sg_agent::api::{ObserveRequest, Request, STATS_PAGE, STATS_PAGE_MAX, reply::Stats};
 
 use super::client::{self, Output, Table};
 
@@ -14,89 +12,79 @@ pub struct Args {
     /// Only this NIC's rule hits and reasons (interface name).
     #[arg(long)]
     nic: Option<String>,
+    /// Only this direction's rule hits.
+    #[arg(long, value_parser = ["ingress", "egress"])]
+    dir: Option<String>,
+    /// Only rules that decided at least N packets (1: rules with hits).
+    #[arg(long, value_name = "N")]
+    min_packets: Option<u64>,
+    /// At most N rule-hit rows (default: all, asked for a page at a time);
+    /// the output then ends with where the next ones start.
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+    /// Start after this row: the `next` that a --limit output ended with.
+    #[arg(long, value_name = "NEXT")]
+    after: Option<String>,
     #[command(flatten)]
     out: Output,
 }
 
-#[derive(Deserialize)]
-struct Stats {
-    counters: Counters,
-    #[serde(default)]
-    nics: BTreeMap<String, NicStats>,
-    #[serde(default)]
-    sessions: Map<String, Value>,
-    #[serde(default)]
-    drop_log: Option<DropLog>,
-}
-
-/// Counter name to count, per direction.
-#[derive(Deserialize)]
-struct Counters {
-    #[serde(default)]
-    ingress: Map<String, Value>,
-    #[serde(default)]
-    egress: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct NicStats {
-    #[serde(default)]
-    rules: Vec<Hit>,
-    #[serde(default)]
-    reasons: Vec<ByReason>,
-}
-
-#[derive(Deserialize)]
-struct Hit {
-    dir: String,
-    rule: String,
-    packets: u64,
-    bytes: u64,
-}
-
-#[derive(Deserialize)]
-struct ByReason {
-    dir: String,
-    reason: String,
-    packets: u64,
-}
-
-#[derive(Deserialize)]
-struct DropLog {
-    logged: u64,
-    suppressed: u64,
-    ringbuf_full: u64,
-}
-
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
-    let request = Request::Observe(ObserveRequest::Stats {
-        nic: args.nic.clone(),
-    });
-    let answer = client::request(socket, &request)?;
-    args.out.show(answer, |s: Stats| render(&s))
+    let mut after = args.after.clone();
+    let mut left = args.limit;
+    let mut all: Option<Stats> = None;
+    loop {
+        // A --limit of 0 goes to the daemon as it is, which refuses it.
+        let limit = left.map_or(STATS_PAGE, |l| l.min(STATS_PAGE_MAX));
+        let request = Request::Observe(ObserveRequest::Stats {
+            nic: args.nic.clone(),
+            dir: args.dir.clone(),
+            min_packets: args.min_packets,
+            limit: Some(limit),
+            after: after.take(),
+        });
+        let page: Stats = client::decode(client::request(socket, &request)?)?;
+        let rows: usize = page.nics.values().map(|n| n.rules.len()).sum();
+        left = left.map(|l| l.saturating_sub(u32::try_from(rows).unwrap_or(u32::MAX)));
+        let next = page.next.clone();
+        all = Some(match all {
+            None => page,
+            Some(mut so_far) => {
+                // The counters and reasons of the first page; the rule hits
+                // of every page.
+                for (nic, n) in page.nics {
+                    so_far.nics.entry(nic).or_default().rules.extend(n.rules);
+                }
+                so_far.next = page.next;
+                so_far
+            }
+        });
+        match next {
+            Some(n) if left != Some(0) => after = Some(n),
+            _ => break,
+        }
+    }
+    let all = all.expect("one page at least");
+    args.out
+        .show(serde_json::to_value(&all)?, |s: Stats| render(&s))
 }
 
 fn render(s: &Stats) -> String {
+    let empty = BTreeMap::new();
+    let ingress = s.counters.get("ingress").unwrap_or(&empty);
+    let egress = s.counters.get("egress").unwrap_or(&empty);
+    let count = |side: &BTreeMap<String, u64>, name: &str| {
+        side.get(name).map(u64::to_string).unwrap_or_default()
+    };
     let mut t = Table::new(&["counter", "ingress", "egress"]);
-    let names = s.counters.ingress.keys().chain(
-        s.counters
-            .egress
-            .keys()
-            .filter(|k| !s.counters.ingress.contains_key(*k)),
-    );
+    let names = ingress
+        .keys()
+        .chain(egress.keys().filter(|k| !ingress.contains_key(*k)));
     for name in names {
         t.row(vec![
             name.clone(),
-            s.counters
-                .ingress
-                .get(name)
-                .map(client::cell)
-                .unwrap_or_default(),
-            s.counters
-                .egress
-                .get(name)
-                .map(client::cell)
-                .unwrap_or_default(),
+            count(ingress, name),
+            count(egress, name),
         ]);
     }
     let mut text = t.render();
@@ -122,7 +110,7 @@ fn render(s: &Stats) -> String {
     if !s.sessions.is_empty() {
         let mut events = Table::new(&["session event", "count"]);
         for (event, n) in &s.sessions {
-            events.row(vec![event.clone(), client::cell(n)]);
+            events.row(vec![event.clone(), n.to_string()]);
         }
         text.push('\n');
         text.push_str(&events.render());
@@ -133,6 +121,9 @@ fn render(s: &Stats) -> String {
             "\ndrop log: {} logged, {} suppressed, {} lost to a full ring buffer\n",
             d.logged, d.suppressed, d.ringbuf_full
         );
+    }
+    if let Some(next) = &s.next {
+        let _ = write!(text, "\nmore rule hits: --after {next}\n");
     }
     text
 }

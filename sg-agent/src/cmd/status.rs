@@ -6,7 +6,10 @@ use std::{path::Path, time::Duration};
 
 use anyhow::bail;
 use serde_json::Value;
-use sg_agent::api::{ObserveRequest, Request};
+use sg_agent::api::{
+    ObserveRequest, Request,
+    reply::{FleetStatus, Status},
+};
 
 use super::client::{self, Output};
 
@@ -35,39 +38,46 @@ pub struct Args {
 pub fn run(socket: &Path, args: &Args) -> anyhow::Result<()> {
     let mut answer = client::request(socket, &Request::Observe(ObserveRequest::Status))?;
     if args.wait == Some(Wait::Fleet) {
-        answer = wait_fleet(socket, &answer, Duration::from_secs(args.timeout))?;
+        answer = wait_fleet(
+            socket,
+            client::decode(answer)?,
+            Duration::from_secs(args.timeout),
+        )?;
     }
-    args.out.show(answer, |status: Value| {
-        client::fields(&client::flatten(&status))
+    args.out.show(answer, |status: Status| {
+        client::fields(&client::flatten(
+            &serde_json::to_value(status).unwrap_or_default(),
+        ))
     })
 }
 
-/// The hosts of `status` whose revision in force is below `revision`.
-fn behind(status: &Value, revision: i64) -> Vec<String> {
-    status["fleet"]["hosts"]
-        .as_array()
-        .map(|hosts| {
-            hosts
-                .iter()
-                .filter(|h| h["revision"].as_i64().unwrap_or(0) < revision)
-                .map(|h| format!("{} (at {})", h["host"], h["revision"]))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The hosts of `fleet` whose revision in force is below `revision`.
+fn behind(fleet: &FleetStatus, revision: i64) -> Vec<String> {
+    fleet
+        .hosts
+        .iter()
+        .filter(|h| h.revision < revision)
+        .map(|h| format!("{:?} (at {})", h.host, h.revision))
+        .collect()
 }
 
 /// Polls `status` until no live host is behind the revision `first` has in
 /// force; the last status.
-fn wait_fleet(socket: &Path, first: &Value, timeout: Duration) -> anyhow::Result<Value> {
-    let Some(revision) = first["fleet"]["revision"].as_i64() else {
+fn wait_fleet(socket: &Path, first: Status, timeout: Duration) -> anyhow::Result<Value> {
+    let Some(revision) = first.fleet.map(|f| f.revision) else {
         bail!("--wait fleet: this agent's store is not a fleet's (run it with --store etcd://...)");
     };
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let status = client::request(socket, &Request::Observe(ObserveRequest::Status))?;
-        let late = behind(&status, revision);
+        let answer = client::request(socket, &Request::Observe(ObserveRequest::Status))?;
+        let status: Status = client::decode(answer.clone())?;
+        let late = status
+            .fleet
+            .as_ref()
+            .map(|f| behind(f, revision))
+            .unwrap_or_default();
         if late.is_empty() {
-            return Ok(status);
+            return Ok(answer);
         }
         if std::time::Instant::now() >= deadline {
             bail!(

@@ -119,6 +119,17 @@ async fn handle(ends: Ends, request: hyper::Request<Incoming>) -> Response<Body>
     let (parts, body) = request.into_parts();
     let decoded = async {
         let (route, params) = routes::find(parts.method.as_str(), parts.uri.path())?;
+        if ends.read_only && !routes::is_read(route) {
+            return Err(ApiError::new(
+                ErrorKind::ReadOnly,
+                None,
+                format!(
+                    "{} {}: this socket is read-only (reads and traces); changes go to the agent's main socket",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ));
+        }
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)

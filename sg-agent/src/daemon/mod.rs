@@ -69,6 +69,9 @@ pub struct Config {
     /// The group whose members may use the socket (`--socket-group`);
     /// `None`: root only.
     pub socket_group: Option<u32>,
+    /// A second socket that serves only reads (`--read-only-socket`), and
+    /// the group that may use it (`None`: root only).
+    pub read_only_socket: Option<(PathBuf, Option<u32>)>,
     pub store: StoreChoice,
     /// How the store is named in messages and `status`: the SQLite path,
     /// or the etcd endpoints and this host's name.
@@ -200,6 +203,8 @@ struct Ends {
     jobs: mpsc::Sender<Job>,
     views: tokio::sync::watch::Receiver<std::sync::Arc<reads::View>>,
     sessions: std::sync::Arc<std::sync::Mutex<crate::dataplane::session_table::SessionTable>>,
+    /// The read-only socket's: changes are refused.
+    read_only: bool,
 }
 
 /// How long a rendered metrics text is served again before it is rendered
@@ -274,14 +279,22 @@ fn start(config: &mut Config) -> anyhow::Result<Started> {
     }
     let listener = bind_socket(&config.socket, config.socket_group)?;
     let (jobs_tx, jobs) = mpsc::channel::<Job>(64);
-    tokio::spawn(http::accept(
-        listener,
-        Ends {
-            jobs: jobs_tx,
-            views: service.views(),
-            sessions: service.session_table(),
-        },
-    ));
+    let ends = Ends {
+        jobs: jobs_tx,
+        views: service.views(),
+        sessions: service.session_table(),
+        read_only: false,
+    };
+    if let Some((path, group)) = &config.read_only_socket {
+        let reads = bind_socket(path, *group).context("--read-only-socket")?;
+        log::info!("serving reads only on {}", path.display());
+        let ends = Ends {
+            read_only: true,
+            ..ends.clone()
+        };
+        tokio::spawn(http::accept(reads, ends));
+    }
+    tokio::spawn(http::accept(listener, ends));
     log::info!(
         "serving the API on {} (program ids: {})",
         config.socket.display(),
@@ -301,6 +314,14 @@ fn start(config: &mut Config) -> anyhow::Result<Started> {
         metrics,
         jobs,
     })
+}
+
+/// Removes the API's socket files as the daemon stops.
+fn remove_sockets(config: &Config) {
+    let _ = std::fs::remove_file(&config.socket);
+    if let Some((path, _)) = &config.read_only_socket {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Must run on a runtime whose
@@ -407,7 +428,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         supervisor.update(&mut service);
     }
     supervisor::Supervisor::stopping();
-    let _ = std::fs::remove_file(&config.socket);
+    remove_sockets(&config);
     service.depart();
     log::info!(
         "stopping; the data plane stays attached and pinned at {} (sg-agent cleanup removes it)",

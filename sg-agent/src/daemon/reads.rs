@@ -10,7 +10,7 @@ use std::{
     time::Instant,
 };
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     api::{
@@ -37,8 +37,8 @@ pub struct View {
     pub nics: BTreeMap<String, Value>,
     /// The data plane's id of every bound NIC that has one.
     pub nic_ids: BTreeMap<String, u32>,
-    /// `status`, but for the uptime (added when read).
-    pub status: Value,
+    /// `status`, but for the uptime (set when read).
+    pub status: reply::Status,
     pub started: Instant,
     /// The JSON of the results of the reads without arguments, made once
     /// per view.
@@ -50,7 +50,7 @@ impl View {
         state: State,
         nics: BTreeMap<String, Value>,
         nic_ids: BTreeMap<String, u32>,
-        status: Value,
+        status: reply::Status,
         started: Instant,
     ) -> Self {
         Self {
@@ -66,13 +66,10 @@ impl View {
 
 /// Why the view may be out of date: the fleet store is unreachable.
 fn stale(view: &View) -> Option<String> {
-    let fleet = view.status.get("fleet")?;
-    if fleet.get("stale")? != &Value::Bool(true) {
-        return None;
-    }
+    let fleet = view.status.fleet.as_ref().filter(|f| f.stale)?;
     Some(format!(
         "the fleet store is unreachable (since {}): this is the policy as of store revision {}, which this host enforces",
-        fleet["since"], fleet["revision"]
+        fleet.since, fleet.revision
     ))
 }
 
@@ -158,8 +155,8 @@ pub fn answer(view: &View, r: &Request) -> Option<Answer> {
         Request::State(StateRequest::Export) => Ok(to_value(&sg_policy::apply::document_of(state))),
         Request::Observe(ObserveRequest::Status) => {
             let mut s = view.status.clone();
-            s["uptime_secs"] = json!(view.started.elapsed().as_secs());
-            Ok(s)
+            s.uptime_secs = view.started.elapsed().as_secs();
+            Ok(to_value(&s))
         }
         _ => return None,
     })
@@ -227,17 +224,17 @@ fn rule_list(state: &State, group: Option<&str>, nic: Option<&str>) -> Answer {
                         .find_rule(&r.id)
                         .ok_or_else(|| ApiError::internal(format!("rule {} vanished", r.id)))?;
                     let s = &rule.spec;
-                    out.push(json!({
-                        "direction": s.direction.to_string(),
-                        "priority": s.priority,
-                        "action": format!("{:?}", s.action),
-                        "group": r.group,
-                        "rule": r.id,
-                        "protocol": s.protocol.to_string(),
-                        "ports": port_text(&s.ports),
-                        "peer": s.peer.to_string(),
-                        "source_ports": s.source_ports.map(|p| p.to_string()),
-                        "local": s.local.map(|c| c.to_string()),
+                    out.push(to_value(&reply::MergedRule {
+                        direction: s.direction.to_string(),
+                        priority: s.priority,
+                        action: format!("{:?}", s.action),
+                        group: r.group.to_string(),
+                        rule: r.id.to_string(),
+                        protocol: s.protocol.to_string(),
+                        ports: port_text(&s.ports),
+                        peer: s.peer.to_string(),
+                        source_ports: s.source_ports.map(|p| p.to_string()),
+                        local: s.local.map(|c| c.to_string()),
                     }));
                 }
             }
@@ -275,7 +272,7 @@ fn rule_export(state: &State, group: &str, format: &str, region: Option<&str>) -
             )));
         }
     };
-    Ok(json!({ "file_name": file_name, "text": text }))
+    Ok(to_value(&reply::Exported { file_name, text }))
 }
 
 fn port_text(p: &sg_policy::PortSpec) -> String {

@@ -1,5 +1,7 @@
 //! Reading the per-CPU packet counters.
 
+use std::collections::BTreeMap;
+
 use sg_common::{
     counter::{self, HOOK_DIRECTIONS, NAMES, SLOTS},
     maps::COUNTERS,
@@ -67,17 +69,18 @@ impl Counters {
         out
     }
 
-    /// The counters as a JSON object `{ "ingress": {name: n}, "egress": {...} }`.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// Every named counter by direction: `ingress` and `egress`, each
+    /// name → packets.
+    pub fn by_direction(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let side = |dir| {
             NAMES
                 .iter()
-                .map(|&(c, name)| (name.to_owned(), self.get(dir, c).into()))
-                .collect::<serde_json::Map<_, _>>()
+                .map(|&(c, name)| (name.to_owned(), self.get(dir, c)))
+                .collect()
         };
-        serde_json::json!({
-            "ingress": side(counter::DIR_INGRESS),
-            "egress": side(counter::DIR_EGRESS),
-        })
+        BTreeMap::from([
+            ("ingress".to_owned(), side(counter::DIR_INGRESS)),
+            ("egress".to_owned(), side(counter::DIR_EGRESS)),
+        ])
     }
 }

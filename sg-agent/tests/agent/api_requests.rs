@@ -253,7 +253,13 @@ fn samples() -> Vec<Request> {
             icmp_type: None,
             icmp_code: None,
         })),
-        Request::Observe(ObserveRequest::Stats { nic: None }),
+        Request::Observe(ObserveRequest::Stats {
+            nic: None,
+            dir: None,
+            min_packets: Some(1),
+            limit: Some(100),
+            after: None,
+        }),
         Request::Observe(ObserveRequest::Verify { no_repair: true }),
         Request::Session(SessionRequest::List {
             filter: filter(),
@@ -445,4 +451,24 @@ fn the_openapi_document_is_the_one_the_routes_and_types_make() {
         doc["components"]["schemas"]["ApiError"]["required"],
         json!(["kind", "message"])
     );
+    // Every op names its reply, and every schema a reply refers to is in
+    // the document.
+    let replied: BTreeSet<&str> = sg_agent::api::reply::REPLIES
+        .iter()
+        .map(|(op, _)| *op)
+        .collect();
+    assert_eq!(replied, routed_ops());
+    for (op, name) in sg_agent::api::reply::REPLIES {
+        for part in name.split('|') {
+            let item = part.trim_start_matches('[').trim_end_matches(']');
+            assert!(
+                doc["components"]["schemas"][item].is_object(),
+                "{op}: no schema {item}"
+            );
+        }
+    }
+}
+
+fn routed_ops() -> BTreeSet<&'static str> {
+    routes::ROUTES.iter().map(|r| r.op).collect()
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sg_agent::api::{
     ApiError, ErrorKind, GroupCreate, GroupRequest, NicRequest, ObserveRequest, PortListRequest,
     PrefixListRequest, Request, RuleRequest, RuleText, SessionFilter, SessionRequest,
-    SnapshotRequest, StateRequest, TraceText, routes,
+    SnapshotRequest, StateRequest, TraceText, reply, routes,
 };
 
 /// A unique path under the temporary directory (pid plus a counter).
@@ -748,6 +748,22 @@ fn observing_commands_send_their_requests() {
             "stats --nic eth0",
             Request::Observe(ObserveRequest::Stats {
                 nic: Some("eth0".into()),
+                dir: None,
+                min_packets: None,
+                limit: Some(sg_agent::api::STATS_PAGE),
+                after: None,
+            }),
+            json!({"counters": {"ingress": {}, "egress": {}}, "nics": {}, "sessions": {},
+                   "drop_log": null}),
+        ),
+        (
+            "stats --dir egress --min-packets 1 --limit 20 --after eth0/ingress/sgr-1",
+            Request::Observe(ObserveRequest::Stats {
+                nic: None,
+                dir: Some("egress".into()),
+                min_packets: Some(1),
+                limit: Some(20),
+                after: Some("eth0/ingress/sgr-1".into()),
             }),
             json!({"counters": {"ingress": {}, "egress": {}}, "nics": {}, "sessions": {},
                    "drop_log": null}),
@@ -755,7 +771,7 @@ fn observing_commands_send_their_requests() {
         (
             "status",
             Request::Observe(ObserveRequest::Status),
-            json!({"version": "0.1.0", "pid": 1}),
+            serde_json::to_value(reply::Status::default()).unwrap(),
         ),
         (
             "sessions list --nic eth0 --proto tcp --addr 10.0.0.0/8 --port 22",
@@ -1089,14 +1105,14 @@ fn rule_export_goes_to_stdout_a_named_file_or_the_documents_name() {
 
 #[test]
 fn rule_list_for_a_nic_prints_the_merged_order() {
-    let row = |dir: &str, prio: &str, action: &str, rule: &str, peer: &str| {
+    let row = |dir: &str, prio: u8, action: &str, rule: &str, peer: &str| {
         json!({"direction": dir, "priority": prio, "action": action, "group": "sg-1",
                "rule": rule, "protocol": "TCP", "ports": "22/22", "peer": peer,
-               "source_ports": "", "local": ""})
+               "source_ports": null, "local": null})
     };
     let answer = json!([
-        row("ingress", "1", "Drop", "sgr-2", "10.1.0.0/16"),
-        row("ingress", "10", "Accept", "sgr-1", "10.0.0.0/8"),
+        row("ingress", 1, "Drop", "sgr-2", "10.1.0.0/16"),
+        row("ingress", 10, "Accept", "sgr-1", "10.0.0.0/8"),
     ]);
     let (_, out) = exchange(&ok(&answer), "rule list --nic eth0");
     assert_eq!(
@@ -1295,18 +1311,30 @@ fn stats_prints_counters_rule_hits_reasons_and_sessions() {
 
 #[test]
 fn status_and_settings_print_key_value_lines() {
-    let answer = json!({"version": "0.1.0", "pid": 42, "socket": "/run/sg-agent/api.sock",
-                        "nics": ["eth0", "eth1"], "programs": {"xdp": 12, "tc_egress": 13}});
+    let answer = serde_json::to_value(reply::Status {
+        version: "0.1.0".into(),
+        pid: 42,
+        socket: "/run/sg-agent/api.sock".into(),
+        programs: [("xdp".to_owned(), 12), ("tc_egress".to_owned(), 13)].into(),
+        degraded: [("eth1".to_owned(), "gone".to_owned())].into(),
+        ..reply::Status::default()
+    })
+    .unwrap();
     let (_, out) = exchange(&ok(&answer), "status");
     let text = stdout(&out);
     for line in [
-        "version:            0.1.0\n",
-        "pid:                42\n",
-        "nics:               eth0, eth1\n",
-        "programs.xdp:       12\n",
-        "programs.tc_egress: 13\n",
+        "version: 0.1.0",
+        "pid: 42",
+        "programs.xdp: 12",
+        "programs.tc_egress: 13",
+        "degraded.eth1: gone",
     ] {
-        assert!(text.contains(line), "{line:?} not in:\n{text}");
+        let words: Vec<&str> = line.split(' ').collect();
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == words),
+            "{line:?} not in:\n{text}"
+        );
     }
     let settings = json!({"platform_addresses": ["100.100.100.200"], "block_port_25": true,
                           "session_timeouts": {"other_secs": 910}});

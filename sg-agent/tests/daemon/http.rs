@@ -16,7 +16,10 @@ use std::{
 
 use serde_json::{Value, json};
 use sg_agent::{
-    api::routes::{self, ROUTES},
+    api::{
+        reply,
+        routes::{self, ROUTES},
+    },
     store::{SqliteStore, Store as _},
 };
 use sg_policy::{GroupSpec, State};
@@ -483,9 +486,75 @@ fn state_and_observing(api: &Api, w: &mut World) {
     let trace = api.ok("POST", "/v1/trace", &[], "", Some(json!({"nic": nic, "direction": "ingress", "protocol": "TCP", "source": "10.77.0.1", "destination": "10.77.0.2", "destination_port": port})));
     assert_eq!(trace["verdict"], "accept", "{trace}");
     api.ok("GET", "/v1/stats", &[], &format!("nic={nic}"), None);
+    // Three more rules, so that there are pages to walk.
+    let more: Vec<Value> = [("ingress", 7001), ("egress", 7002), ("egress", 7003)]
+        .iter()
+        .map(|(dir, p)| json!({"direction": dir, "protocol": "UDP", "port_range": format!("{p}/{p}"), "peer": "10.78.0.0/24"}))
+        .collect();
+    api.ok(
+        "POST",
+        "/v1/groups/{group}/rules",
+        &[&w.web],
+        "",
+        Some(json!({"rules": more})),
+    );
+    stats_pages(api);
+    let status: reply::Status =
+        serde_json::from_value(api.ok("GET", "/v1/status", &[], "", None)).unwrap();
+    assert!(
+        status.nics.iter().any(|n| n.binding.name == nic),
+        "{status:?}"
+    );
     api.ok("GET", "/v1/hosts", &[], "", None);
     let flushed = api.ok("DELETE", "/v1/sessions", &[], "all=true", None);
     assert!(flushed["flushed"].as_u64().is_some(), "{flushed}");
+}
+
+/// The rule hits one row a page, followed by `next`, are those of one page
+/// of them all, in the same order; the paging fields are refused by name.
+fn stats_pages(api: &Api) {
+    let rows = |s: &reply::Stats| -> Vec<(String, String, String)> {
+        s.nics
+            .iter()
+            .flat_map(|(nic, n)| {
+                n.rules
+                    .iter()
+                    .map(|h| (nic.clone(), h.dir.clone(), h.rule.clone()))
+            })
+            .collect()
+    };
+    let page = |query: &str| -> reply::Stats {
+        serde_json::from_value(api.ok("GET", "/v1/stats", &[], query, None)).unwrap()
+    };
+    let all = rows(&page("limit=10000"));
+    assert!(all.len() >= 4, "{all:?}");
+    let (mut walked, mut pages, mut after) = (Vec::new(), 0, None::<String>);
+    loop {
+        let query = match &after {
+            Some(a) => format!("limit=1&after={}", routes::encode_component(a)),
+            None => "limit=1".to_owned(),
+        };
+        let p = page(&query);
+        pages += 1;
+        walked.extend(rows(&p));
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(walked, all);
+    assert_eq!(pages, all.len());
+    let egress = rows(&page("dir=egress"));
+    assert!(egress.iter().all(|(_, d, _)| d == "egress"), "{egress:?}");
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=10001", "limit"),
+        ("dir=sideways", "dir"),
+        ("after=nothing", "after"),
+    ] {
+        let a = api.call("GET", "/v1/stats", &[], query, None);
+        api.refused(400, "invalid", Some(field), &a);
+    }
 }
 
 /// The refusals of malformed input and of what does not exist, with the
@@ -826,4 +895,93 @@ fn a_socket_group_the_directory_keeps_out_is_warned_about() {
         0o700,
         "the agent changed a directory it did not make"
     );
+}
+
+#[test]
+fn the_read_only_socket_serves_reads_to_its_group_and_refuses_changes() {
+    let pair = Pair::new().unwrap();
+    let gid = (61_000 + std::process::id() % 1_000).to_string();
+    let mut d = Daemon::new(bin(), pair.b.ns.name(), &[]).unwrap();
+    let ro = d.socket.with_file_name("read-only.sock");
+    let ro_text = ro.display().to_string();
+    d.restart_with(&[
+        "--read-only-socket",
+        &ro_text,
+        "--read-only-socket-group",
+        &gid,
+    ])
+    .unwrap();
+    let web = d.group("web");
+    // The main socket stays root's; the read-only one is the group's.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.socket), 0o600);
+    assert_eq!(mode(&ro), 0o660);
+    let member = [
+        "setpriv", "--reuid", "65534", "--regid", "65534", "--groups", &gid,
+    ];
+    for target in ["/v1/groups", "/v1/status", "/v1/stats", "/v1/sessions"] {
+        let a = curl_as(&member, &ro, "GET", target, None);
+        assert_eq!(a.status, 200, "{target}: {}", a.body);
+    }
+    let a = curl_as(&member, &ro, "GET", &format!("/v1/groups/{web}"), None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Every change is refused there, before it is decoded: nothing changes.
+    for (method, target, body) in [
+        ("POST", "/v1/groups".to_owned(), Some(r#"{"name": "x"}"#)),
+        ("DELETE", format!("/v1/groups/{web}"), None),
+        ("DELETE", "/v1/sessions".to_owned(), None),
+        ("POST", "/v1/verify".to_owned(), Some("{}")),
+    ] {
+        let a = curl_as(&member, &ro, method, &target, body);
+        assert_eq!(a.status, 403, "{method} {target}: {}", a.body);
+        assert_eq!(a.error().0, "read_only", "{}", a.body);
+    }
+    assert!(d.ok(&["group", "list"]).contains(&web));
+    // The CLI on it: reads work, a change says why not.
+    let cli = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(&member[1..])
+            .arg(bin())
+            .arg("--socket")
+            .arg(&ro)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["group", "list"]).status.success());
+    let out = cli(&["group", "create", "y"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the group the kernel refuses; and the member cannot reach
+    // the main socket.
+    let refused = |prefix: &[&str], socket: &Path| {
+        let out = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["curl", "-sS", "--unix-socket"])
+            .arg(socket)
+            .arg("http://sg/v1/groups")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    refused(
+        &[
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ],
+        &ro,
+    );
+    refused(&member, &d.socket);
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Answer, Service, to_value};
-use crate::api::{ApiError, ErrorKind, HostRequest};
+use crate::api::{ApiError, ErrorKind, HostRequest, reply};
 
 impl Service {
     pub(super) fn host_request(&mut self, request: HostRequest) -> Answer {
@@ -45,13 +45,13 @@ impl Service {
                 .into_iter()
                 .map(|h| {
                     let status = live.get(h);
-                    json!({
-                        "host": h,
-                        "this": health.host.as_ref() == Some(h),
-                        "live": status.is_some(),
-                        "nics": nics.get(h).copied().unwrap_or(0),
-                        "revision": status.map(|s| s.revision),
-                        "behind": status.map(|s| (health.revision - s.revision).max(0)),
+                    to_value(&reply::HostRow {
+                        host: h.clone(),
+                        this: health.host.as_ref() == Some(h),
+                        live: status.is_some(),
+                        nics: nics.get(h).copied().unwrap_or(0) as u64,
+                        revision: status.map(|s| s.revision),
+                        behind: status.map(|s| (health.revision - s.revision).max(0)),
                     })
                 })
                 .collect(),

@@ -141,7 +141,7 @@ impl Service {
                 State::new(),
                 BTreeMap::new(),
                 BTreeMap::new(),
-                Value::Null,
+                crate::api::reply::Status::default(),
                 Instant::now(),
             ))),
         };

@@ -77,19 +77,23 @@ impl Service {
     }
 
     pub(super) fn nic_view(&mut self, name: &str) -> Value {
-        let binding = self.state.nics.get(name).cloned();
+        self.nic_shown(name)
+            .map_or(Value::Null, |shown| to_value(&shown))
+    }
+
+    /// NIC `name` as the data plane holds it, if it is bound.
+    pub(super) fn nic_shown(&mut self, name: &str) -> Option<reply::NicShown> {
+        let binding = self.state.nics.get(name).cloned()?;
         let ifindex = crate::iface::index(name);
         let degraded = self.reconciler.degraded().get(name).cloned();
         let dp = self.reconciler.dataplane();
-        binding.map_or(Value::Null, |binding| {
-            to_value(&reply::NicShown {
-                binding,
-                ifindex,
-                attached: dp.is_attached(name),
-                version: dp.version(name).map(u64::from),
-                closed: dp.is_closed(name),
-                degraded,
-            })
+        Some(reply::NicShown {
+            binding,
+            ifindex,
+            attached: dp.is_attached(name),
+            version: dp.version(name).map(u64::from),
+            closed: dp.is_closed(name),
+            degraded,
         })
     }
 }

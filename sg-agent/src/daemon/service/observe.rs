@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use crate::metrics::{MetricsInput, ReasonRow, RuleHitRow, ScrapeErrors, ScrapeHealth, ScrapePart};
 use crate::{
     api::{ObserveRequest, Request, reply},
@@ -24,102 +22,97 @@ impl Service {
                 let drift = self.self_check(!no_repair)?;
                 Ok(to_value(&reply::Verified {
                     repaired: !no_repair && !drift.is_empty(),
-                    drift: drift
-                        .into_iter()
-                        .map(|d| reply::DriftRow {
-                            nic: d.nic,
-                            what: d.what,
-                            repair: to_value(&d.repair).as_str().unwrap_or("?").to_owned(),
-                        })
-                        .collect(),
+                    drift: drift_rows(drift),
                     degraded: self.reconciler.degraded().clone().into_iter().collect(),
                 }))
             }
             ObserveRequest::Trace(t) => self.trace(&t),
-            ObserveRequest::Stats { nic } => self.stats(nic.as_deref()),
+            ObserveRequest::Stats {
+                nic,
+                dir,
+                min_packets,
+                limit,
+                after,
+            } => {
+                let page = StatsPage::new(dir.as_deref(), min_packets, limit, after.as_deref())?;
+                self.stats(nic.as_deref(), &page)
+            }
         }
     }
 
-    pub(super) fn status(&mut self) -> Value {
-        let nics: Vec<Value> = self
-            .state
-            .nics
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|n| self.nic_view(n))
-            .collect();
-        let programs: BTreeMap<&str, u32> = self
+    pub(super) fn status(&mut self) -> reply::Status {
+        let names: Vec<String> = self.state.nics.keys().cloned().collect();
+        let nics = names.iter().filter_map(|n| self.nic_shown(n)).collect();
+        let programs = self
             .reconciler
             .dataplane()
             .program_ids()
             .into_iter()
+            .map(|(name, id)| (name.to_owned(), id))
             .collect();
         let position = self.store.position();
-        let fleet = self.fleet_status();
         let degraded = self.reconciler.degraded().clone();
         let c = &self.checks;
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "pid": std::process::id(),
-            "uptime_secs": self.started.elapsed().as_secs(),
-            "socket": self.info.socket,
-            "store": self.info.store,
-            "store_id": position.id.to_string(),
-            "store_generation": position.generation,
-            "pins": self.info.pins,
-            "groups": self.state.groups.len(),
-            "rules": self.state.all_rules().count(),
-            "nics": nics,
-            "programs": programs,
-            "healthy": degraded.is_empty() && c.last_drift.is_empty(),
-            "degraded": degraded,
-            "self_check": {
-                "runs": c.runs,
-                "drift_total": c.drift_total,
-                "last_drift": c.last_drift,
-                "errors": c.errors,
-                "last_at": c.last_at,
+        reply::Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            socket: self.info.socket.display().to_string(),
+            store: self.info.store.clone(),
+            store_id: position.id.to_string(),
+            store_generation: position.generation,
+            pins: self.info.pins.display().to_string(),
+            groups: self.state.groups.len() as u64,
+            rules: self.state.all_rules().count() as u64,
+            nics,
+            programs,
+            healthy: degraded.is_empty() && c.last_drift.is_empty(),
+            degraded: degraded.into_iter().collect(),
+            self_check: reply::SelfCheck {
+                runs: c.runs,
+                drift_total: c.drift_total,
+                last_drift: drift_rows(c.last_drift.clone()),
+                errors: c.errors,
+                last_at: c.last_at,
             },
-            "fleet": fleet,
-        })
+            fleet: self.fleet_status(),
+        }
     }
 
     /// The fleet part of `status`: this host's revision in force, whether
     /// the store answers, and every live host with how far it is behind
-    /// this one (in store revisions); null on a single host.
-    fn fleet_status(&self) -> Value {
+    /// this one (in store revisions); none on a single host.
+    fn fleet_status(&self) -> Option<reply::FleetStatus> {
         if !self.store.is_shared() {
-            return Value::Null;
+            return None;
         }
         let health = self.store.health();
-        let hosts: Vec<Value> = self
+        let hosts = self
             .store
             .hosts()
             .iter()
-            .map(|h| {
-                json!({
-                    "host": h.host,
-                    "revision": h.revision,
-                    "generation": h.generation,
-                    "behind": (health.revision - h.revision).max(0),
-                    "at": h.at,
-                    "agent": h.agent,
-                })
+            .map(|h| reply::FleetHost {
+                host: h.host.clone(),
+                revision: h.revision,
+                generation: h.generation,
+                behind: (health.revision - h.revision).max(0),
+                at: h.at,
+                agent: h.agent.clone(),
             })
             .collect();
-        json!({
-            "host": health.host,
-            "revision": health.revision,
-            "store_reachable": health.reachable,
-            "stale": !health.reachable,
-            "since": health.since,
-            "hosts": hosts,
+        Some(reply::FleetStatus {
+            host: health.host,
+            revision: health.revision,
+            store_reachable: health.reachable,
+            stale: !health.reachable,
+            since: health.since,
+            hosts,
         })
     }
 
-    pub(super) fn stats(&mut self, nic: Option<&str>) -> Answer {
+    /// Counters, decisions by reason and session events, with one page of
+    /// the rule hits of `nic` (or of every bound NIC).
+    pub(super) fn stats(&mut self, nic: Option<&str>, page: &StatsPage) -> Answer {
         if let Some(n) = nic {
             self.state.nic(n).map_err(err)?;
         }
@@ -129,36 +122,62 @@ impl Service {
         };
         let dp = self.reconciler.dataplane();
         let counters = Counters::read(dp.maps()).map_err(unavailable)?;
-        let mut nics = serde_json::Map::new();
+        let mut nics = BTreeMap::new();
+        let mut hits = Vec::new();
         for name in names {
             if dp.nic_id(&name).is_none() {
                 continue;
             }
-            let (hits, counts) = nic_counters(dp, &name).map_err(unavailable)?;
-            let rules: Vec<Value> = hits
-                .iter()
-                .map(|h| json!({ "dir": h.direction, "rule": h.rule, "packets": h.packets, "bytes": h.bytes }))
+            let (rows, counts) = nic_counters(dp, &name).map_err(unavailable)?;
+            hits.extend(rows);
+            let reasons = counts
+                .into_iter()
+                .map(|r| reply::ReasonCount {
+                    dir: r.direction,
+                    reason: r.reason,
+                    packets: r.packets,
+                })
                 .collect();
-            let reasons: Vec<Value> = counts
-                .iter()
-                .map(|r| json!({ "dir": r.direction, "reason": r.reason, "packets": r.packets }))
-                .collect();
-            nics.insert(name, json!({ "rules": rules, "reasons": reasons }));
+            nics.insert(
+                name,
+                reply::NicStats {
+                    rules: Vec::new(),
+                    reasons,
+                },
+            );
         }
-        let sessions: serde_json::Map<String, Value> = dp
+        let (shown, next) = page.select(hits);
+        for h in shown {
+            if let Some(n) = nics.get_mut(&h.nic) {
+                n.rules.push(reply::RuleHit {
+                    dir: h.direction,
+                    rule: h.rule,
+                    packets: h.packets,
+                    bytes: h.bytes,
+                });
+            }
+        }
+        let sessions = dp
             .maps()
             .session_events()
             .map_err(unavailable)?
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into()))
+            .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        Ok(json!({
-            "counters": counters.to_json(),
-            "nics": nics,
-            "sessions": sessions,
-            "drop_log": dp.maps().drop_log_stats().ok().map(|d| json!({
-                "logged": d.logged, "suppressed": d.suppressed, "ringbuf_full": d.ringbuf_full,
-            })),
+        Ok(to_value(&reply::Stats {
+            counters: counters.by_direction(),
+            nics,
+            sessions,
+            drop_log: dp
+                .maps()
+                .drop_log_stats()
+                .ok()
+                .map(|d| reply::DropLogCounts {
+                    logged: d.logged,
+                    suppressed: d.suppressed,
+                    ringbuf_full: d.ringbuf_full,
+                }),
+            next,
         }))
     }
 
@@ -343,6 +362,104 @@ fn reason_rows(
         .collect())
 }
 
+/// Differences as the replies show them.
+fn drift_rows(drift: Vec<crate::dataplane::Drift>) -> Vec<reply::DriftRow> {
+    drift
+        .into_iter()
+        .map(|d| reply::DriftRow {
+            nic: d.nic,
+            what: d.what,
+            repair: to_value(&d.repair).as_str().unwrap_or("?").to_owned(),
+        })
+        .collect()
+}
+
+/// Which rule hits a `stats` page shows: a direction, a least packet
+/// count, and where the page starts and how long it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StatsPage {
+    dir: Option<String>,
+    min_packets: u64,
+    limit: usize,
+    /// (NIC, direction, rule) of the last row of the page before.
+    after: Option<(String, String, String)>,
+}
+
+impl StatsPage {
+    /// Checks the request's paging fields, naming the one refused.
+    pub(super) fn new(
+        dir: Option<&str>,
+        min_packets: Option<u64>,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<Self, crate::api::ApiError> {
+        use crate::api::{ApiError, STATS_PAGE, STATS_PAGE_MAX};
+        if let Some(d) = dir
+            && !DIRS.contains(&d)
+        {
+            return Err(ApiError::invalid(
+                "dir",
+                format!("dir: {d:?} is neither ingress nor egress"),
+            ));
+        }
+        let limit = limit.unwrap_or(STATS_PAGE);
+        if limit == 0 || limit > STATS_PAGE_MAX {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("limit: {limit} rule-hit rows; a page holds 1 to {STATS_PAGE_MAX}"),
+            ));
+        }
+        let after = after
+            .map(|a| {
+                let mut parts = a.splitn(3, '/');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(nic), Some(dir), Some(rule)) if DIRS.contains(&dir) => {
+                        Ok((nic.to_owned(), dir.to_owned(), rule.to_owned()))
+                    }
+                    _ => Err(ApiError::invalid(
+                        "after",
+                        format!("after: {a:?} is not a page's next (NIC/direction/rule)"),
+                    )),
+                }
+            })
+            .transpose()?;
+        Ok(Self {
+            dir: dir.map(str::to_owned),
+            min_packets: min_packets.unwrap_or(0),
+            limit: limit as usize,
+            after,
+        })
+    }
+
+    /// The rows of this page, in (NIC, direction, rule) order, ingress
+    /// before egress; and the `next` of the page, if rows are left over.
+    /// A key, not a position: a rule added or removed between two pages
+    /// neither repeats nor hides another row.
+    pub(super) fn select(&self, mut rows: Vec<RuleHitRow>) -> (Vec<RuleHitRow>, Option<String>) {
+        fn key<'a>(nic: &'a str, dir: &str, rule: &'a str) -> (&'a str, bool, &'a str) {
+            // Ingress (false) before egress.
+            (nic, dir != DIRS[0], rule)
+        }
+        fn row(r: &RuleHitRow) -> (&str, bool, &str) {
+            key(&r.nic, &r.direction, &r.rule)
+        }
+        rows.retain(|r| {
+            r.packets >= self.min_packets && self.dir.as_deref().is_none_or(|d| d == r.direction)
+        });
+        if let Some((nic, dir, rule)) = &self.after {
+            let after = key(nic, dir, rule);
+            rows.retain(|r| row(r) > after);
+        }
+        rows.sort_by(|a, b| row(a).cmp(&row(b)));
+        let next = (rows.len() > self.limit).then(|| {
+            let last = &rows[self.limit - 1];
+            format!("{}/{}/{}", last.nic, last.direction, last.rule)
+        });
+        rows.truncate(self.limit);
+        (rows, next)
+    }
+}
+
 /// What a rank stands for, as stats and metrics print it.
 pub(super) fn rank_text(r: &Rank) -> String {
     match r {
@@ -358,4 +475,80 @@ pub(super) fn is_default(r: u32) -> bool {
         r,
         k::DEFAULT_INGRESS_DROP | k::DEFAULT_EGRESS_BASIC | k::DEFAULT_EGRESS_ENTERPRISE | k::NONE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RuleHitRow, StatsPage};
+
+    fn hit(nic: &str, dir: &str, rule: &str, packets: u64) -> RuleHitRow {
+        RuleHitRow {
+            nic: nic.into(),
+            direction: dir.into(),
+            rule: rule.into(),
+            packets,
+            bytes: packets * 100,
+        }
+    }
+
+    fn keys(rows: &[RuleHitRow]) -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{}/{}/{}", r.nic, r.direction, r.rule))
+            .collect()
+    }
+
+    fn rows() -> Vec<RuleHitRow> {
+        vec![
+            hit("v1", "egress", "sgr-a", 0),
+            hit("v0", "egress", "sgr-b", 5),
+            hit("v0", "ingress", "sgr-c", 1),
+            hit("v0", "ingress", "sgr-a", 0),
+        ]
+    }
+
+    #[test]
+    fn stats_pages_go_by_nic_then_ingress_then_rule_and_resume_after_a_key() {
+        let page = StatsPage::new(None, None, Some(2), None).unwrap();
+        let (shown, next) = page.select(rows());
+        assert_eq!(keys(&shown), ["v0/ingress/sgr-a", "v0/ingress/sgr-c"]);
+        assert_eq!(next.as_deref(), Some("v0/ingress/sgr-c"));
+        let page = StatsPage::new(None, None, Some(2), next.as_deref()).unwrap();
+        let (shown, next) = page.select(rows());
+        assert_eq!(keys(&shown), ["v0/egress/sgr-b", "v1/egress/sgr-a"]);
+        assert_eq!(next, None, "nothing is left");
+        // The row a cursor names may be gone: the page starts after its key.
+        let page = StatsPage::new(None, None, Some(10), Some("v0/ingress/sgr-b")).unwrap();
+        assert_eq!(keys(&page.select(rows()).0)[0], "v0/ingress/sgr-c");
+    }
+
+    #[test]
+    fn stats_pages_filter_by_direction_and_packets() {
+        let page = StatsPage::new(Some("egress"), Some(1), None, None).unwrap();
+        assert_eq!(keys(&page.select(rows()).0), ["v0/egress/sgr-b"]);
+        let page = StatsPage::new(None, Some(1), None, None).unwrap();
+        assert_eq!(
+            keys(&page.select(rows()).0),
+            ["v0/ingress/sgr-c", "v0/egress/sgr-b"]
+        );
+    }
+
+    #[test]
+    fn stats_page_fields_are_refused_by_name() {
+        for (dir, limit, after, field) in [
+            (Some("up"), None, None, "dir"),
+            (None, Some(0), None, "limit"),
+            (None, Some(10_001), None, "limit"),
+            (None, None, Some("v0/sideways/sgr-1"), "after"),
+            (None, None, Some("v0"), "after"),
+        ] {
+            let e = StatsPage::new(dir, None, limit, after).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
+        }
+        // A rule text may hold a slash: only the first two split.
+        let page = StatsPage::new(None, None, None, Some("v0/egress/a/b")).unwrap();
+        assert_eq!(
+            page.after,
+            Some(("v0".into(), "egress".into(), "a/b".into()))
+        );
+    }
 }
