@@ -170,9 +170,17 @@ pub struct Traced {
     pub reference_agrees: bool,
     /// The reference evaluator's verdict and reason.
     #[serde(default)]
-    pub reference: Value,
+    pub reference: Reference,
     #[serde(default)]
     pub note: String,
+}
+
+/// What the reference evaluator decides for a traced packet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Reference {
+    /// `accept` or `drop`.
+    pub verdict: String,
+    pub reason: String,
 }
 
 /// One difference between the kernel's maps and the compiled policy.

@@ -1,8 +1,6 @@
 //! `trace`: one packet decided by the kernel's tables and by the reference
 //! evaluator, each step named.
 
-use serde_json::json;
-
 use crate::api::{ApiError, ErrorKind, TraceText};
 use sg_policy::compile::Rank;
 use sg_policy::{Direction, Packet, PolicyError, Protocol};
@@ -100,10 +98,10 @@ impl Service {
             priority: priority.map(u64::from),
             detail,
             reference_agrees: agrees,
-            reference: json!({
-                "verdict": format!("{:?}", reference.verdict).to_lowercase(),
-                "reason": reason_name(&reference.reason),
-            }),
+            reference: reply::Reference {
+                verdict: format!("{:?}", reference.verdict).to_lowercase(),
+                reason: reason_name(&reference.reason),
+            },
             note: "for a packet that starts a flow; a live session (sessions list) accepts its packets first"
                 .to_owned(),
         }))
