@@ -58,6 +58,10 @@ const SETTINGS: [(&str, &str); 4] = [
 /// What the daemon answers when another host kept committing first, after
 /// its last attempt (`StoreError::Conflict`).
 const CONFLICT: &str = "the fleet's policy changed while this change was made";
+/// What it answers when its last attempt found the change naming groups
+/// whose members on other hosts it had only counted, and read them: the
+/// same kind (`conflict`), nothing changed, to be tried again.
+const REREAD: &str = "whose members on other hosts were read only now; nothing changed";
 /// What a count limit's refusal says (`PolicyError::LimitExceeded`).
 const LIMIT: &str = "exceeds the limit of";
 /// The rules a NIC may have, across its groups (`MAX_RULES_PER_NIC`).
@@ -78,7 +82,8 @@ fn store_url(etcd: &Etcd) -> String {
 /// Why a change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Refusal {
-    /// Other hosts committed first on every attempt.
+    /// Other hosts committed first on every attempt (or made it read
+    /// members anew on the last).
     Conflict,
     /// A validation limit.
     Limit,
@@ -88,7 +93,7 @@ enum Refusal {
 
 impl Refusal {
     fn of(stderr: &str) -> Self {
-        if stderr.contains(CONFLICT) {
+        if stderr.contains(CONFLICT) || stderr.contains(REREAD) {
             Self::Conflict
         } else if stderr.contains(LIMIT) {
             Self::Limit

@@ -58,7 +58,7 @@ fn the_manager_hears_ready_once_serving_then_status_watchdog_and_stopping() {
     });
     let env = [
         ("NOTIFY_SOCKET", path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "200000"),
+        ("WATCHDOG_USEC", "400000"),
     ];
     d.restart_env(&[], &env).unwrap();
     let (before, ready, status) = on_ready.join().unwrap();
@@ -71,12 +71,15 @@ fn the_manager_hears_ready_once_serving_then_status_watchdog_and_stopping() {
     assert!(before.is_empty(), "before READY=1: {before:?}");
     assert!(has_line(&ready, "STATUS=enforcing 0 NICs"), "{ready:?}");
 
-    // The watchdog, at half of 200 ms: about ten pings a second.
-    let second = gather(&manager, Duration::from_secs(1));
+    // The watchdog, at half of 400 ms: about ten pings in two seconds. A
+    // loaded machine (CI with the suite's other tests) starves the loop now
+    // and then: three is enough to tell the pings are periodic, and more
+    // than fifteen would be pings sent more often than asked.
+    let second = gather(&manager, Duration::from_secs(2));
     let pings = second.iter().filter(|m| *m == "WATCHDOG=1").count();
     assert!(
-        (5..=15).contains(&pings),
-        "{pings} pings in 1 s: {second:?}"
+        (3..=15).contains(&pings),
+        "{pings} pings in 2 s: {second:?}"
     );
 
     // A change of what is enforced is a new status (a NIC may be bound
