@@ -1,9 +1,12 @@
 //! Packet counters: stable numbers, never renumbered. A retired number stays
 //! reserved; new counters take the next free number below [`SLOTS`].
 //!
-//! Each packet increments [`PACKETS`] and exactly one *class* counter
-//! ([`CLASSES`]); markers ([`VLAN`], [`IPV4`], …) add detail, and a malformed
-//! packet also increments the one `BAD_*` counter that names what was wrong.
+//! Each packet of a bound interface increments [`PACKETS`] and exactly one
+//! *class* counter ([`CLASSES`]); markers ([`VLAN`], [`IPV4`], …) add
+//! detail, and a malformed packet also increments the one `BAD_*` counter
+//! that names what was wrong. A packet on an interface the programs are
+//! attached to but no binding names is passed unparsed and counted only in
+//! [`NOT_BOUND`].
 
 /// The side of the interface a packet was counted on: its receive side
 /// (XDP or TC ingress) or its transmit side (TC egress). Not a policy
@@ -13,7 +16,7 @@ pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
 pub const HOOK_DIRECTIONS: u32 = 2;
 
-/// Every packet the program saw.
+/// Every packet of a bound interface the program saw.
 pub const PACKETS: u32 = 0;
 // ---- classes: each packet lands in exactly one ------------------------------------
 /// A well-formed frame whose ethertype is neither IPv4, IPv6 nor ARP.
@@ -62,6 +65,9 @@ pub const BAD_L4: u32 = 20;
 pub const BAD_ARP: u32 = 21;
 /// IPv6 extension chain with a second fragment header (SPEC §3 item 8).
 pub const BAD_IPV6_FRAG: u32 = 22;
+/// A packet on an interface no binding names: passed before it is parsed,
+/// counted here alone (not in [`PACKETS`] nor a class).
+pub const NOT_BOUND: u32 = 23;
 
 /// Slots reserved per hook direction; counters are numbered below this.
 pub const SLOTS: u32 = 32;
@@ -83,7 +89,7 @@ pub const fn index(dir: u32, counter: u32) -> u32 {
 }
 
 /// Human-readable names, for the agent's tables (index = counter number).
-pub const NAMES: [(u32, &str); 23] = [
+pub const NAMES: [(u32, &str); 24] = [
     (PACKETS, "packets"),
     (NON_IP, "non_ip"),
     (ARP, "arp"),
@@ -107,6 +113,7 @@ pub const NAMES: [(u32, &str); 23] = [
     (BAD_L4, "bad_l4"),
     (BAD_ARP, "bad_arp"),
     (BAD_IPV6_FRAG, "bad_ipv6_frag"),
+    (NOT_BOUND, "not_bound"),
 ];
 
 /// The counter numbers of [`NAMES`], in its order.
@@ -132,12 +139,12 @@ const LABELS: [&str; NAMES.len()] = {
 };
 
 // Every counter is named at the index of its number (0, 1, 2, …: no gap,
-// none twice, the last being `BAD_IPV6_FRAG`); each has a slot in its hook
+// none twice, the last being `NOT_BOUND`); each has a slot in its hook
 // direction and, as a marker, a bit in `markers` (a `u32`); the classes are
 // every counter from `NON_IP` to `MALFORMED`, once each; no name is empty
 // or given twice.
 const _: () = assert!(crate::checks::dense(&NUMBERS, PACKETS));
-const _: () = assert!(NUMBERS[NUMBERS.len() - 1] == BAD_IPV6_FRAG);
+const _: () = assert!(NUMBERS[NUMBERS.len() - 1] == NOT_BOUND);
 const _: () = assert!(crate::checks::below(&NUMBERS, SLOTS));
 const _: () = assert!(SLOTS <= u32::BITS);
 const _: () = assert!(crate::checks::dense(&CLASSES, NON_IP));

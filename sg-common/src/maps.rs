@@ -40,6 +40,21 @@ pub const RULE_STATS_LEN: u32 = MAX_TABLES * MAX_RANKS;
 pub const REASONS: &str = "SG_REASONS_V1";
 pub const REASONS_LEN: u32 = MAX_NICS * 2 * reason::SLOTS;
 pub const LAST: &str = "SG_LAST_V1";
+/// The global (a byte of read-only data, set at load time) holding the
+/// [`test_flags`] the programs run with: 0 in the agent.
+pub const TEST_FLAGS: &str = "SG_TEST_FLAGS";
+
+/// What tests ask of the programs at load time, beyond what the agent
+/// does: each costs every packet something and serves only a test.
+pub mod test_flags {
+    /// Record every decision whole (NIC, direction, version too) in
+    /// [`super::LAST`], for tests that read each packet's decision back.
+    pub const RECORD_LAST: u8 = 1;
+    /// Parse and count the frames of interfaces no binding names, as the
+    /// frames of bound ones are (and not as `counter::NOT_BOUND`), for the
+    /// parser's tests, which run frames with no interface at all.
+    pub const PARSE_UNBOUND: u8 = 2;
+}
 pub const SESSIONS: &str = "SG_SESSIONS_V2";
 /// Sessions the table holds unless the agent is told otherwise (at load time).
 pub const SESSION_ENTRIES: u32 = 262_144;

@@ -1,6 +1,6 @@
 //! Counting what the parser found.
 
-use sg_common::counter::{self, PACKETS};
+use sg_common::counter::{self, NOT_BOUND, PACKETS};
 
 use crate::{maps::SG_COUNTERS, parse::Summary};
 
@@ -32,4 +32,10 @@ pub fn record(dir: u32, s: &Summary) {
         }
         markers >>= 1;
     }
+}
+
+/// One packet passed unparsed: its interface is not bound.
+#[inline(always)]
+pub fn not_bound(dir: u32) {
+    bump(dir, NOT_BOUND);
 }

@@ -7,6 +7,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use sg_common::{
     droplog::hook,
+    maps::test_flags,
     policy::{
         DIR_EGRESS, IfaceConfig, LastDecision, MAX_RANKS, NO_RANK, iface_flags, table_id, verdict,
     },
@@ -17,7 +18,7 @@ use crate::{
     conntrack,
     decision::{Decision, drop},
     droplog, early, fragment,
-    maps::{SG_IFACES, SG_LAST, SG_REASONS, SG_RULE_STATS},
+    maps::{self, SG_IFACES, SG_LAST, SG_REASONS, SG_RULE_STATS},
     parse::{FRAG_FIRST, FRAG_LATER, Summary, fresh},
     rules,
 };
@@ -30,16 +31,21 @@ pub const HOOK_XDP: u32 = hook::XDP;
 pub const HOOK_TC_EGRESS: u32 = hook::TC_EGRESS;
 pub const HOOK_TC_INGRESS: u32 = hook::TC_INGRESS;
 
-/// Decides a parsed frame seen by `hook` on interface `ifindex`, and counts
-/// the decision. Returns [`verdict::ACCEPT`] or [`verdict::DROP`].
+/// The binding of interface `ifindex`, looked up before anything else: a
+/// packet of an interface no binding names (not ours, or not yet bound) is
+/// passed without being parsed (counted as `counter::NOT_BOUND`).
 #[inline(always)]
-pub fn decide(hook: u32, ifindex: u32, s: &Summary, frame_len: u64) -> u32 {
+pub fn binding(ifindex: u32) -> Option<&'static IfaceConfig> {
     // SAFETY: hash map values are read-only here; the agent replaces, never
     // edits, an entry, so the value cannot change under us.
-    let Some(cfg) = (unsafe { SG_IFACES.get(&ifindex) }) else {
-        // Not an interface of ours (or not yet bound): not our business.
-        return verdict::ACCEPT;
-    };
+    unsafe { SG_IFACES.get(&ifindex) }
+}
+
+/// Decides a parsed frame seen by `hook` on interface `ifindex`, bound as
+/// `cfg` ([`binding`]), and counts the decision. Returns
+/// [`verdict::ACCEPT`] or [`verdict::DROP`].
+#[inline(always)]
+pub fn decide(hook: u32, ifindex: u32, cfg: &IfaceConfig, s: &Summary, frame_len: u64) -> u32 {
     let cfg = *cfg;
     let dir = if hook == HOOK_TC_EGRESS {
         cfg.tx_dir
@@ -186,7 +192,10 @@ fn record(cfg: &IfaceConfig, dir: u32, table: u32, d: &Decision, frame_len: u64)
             (*st).bytes += frame_len;
         }
     }
-    if let Some(last) = SG_LAST.get_ptr_mut(0) {
+    // Only tests read the whole decision back.
+    if maps::test_flag(test_flags::RECORD_LAST)
+        && let Some(last) = SG_LAST.get_ptr_mut(0)
+    {
         // SAFETY: this CPU's slot.
         unsafe {
             *last = LastDecision {

@@ -1,8 +1,10 @@
 //! sg data plane. Entry points are thin: each builds a [`Packet`] view for its
 //! hook and hands it to the same parser and counters.
 //!
-//! The parser classifies each frame (counted per hook and protocol), then
-//! `decide` applies the NIC's compiled policy (SPEC §3).
+//! A frame of an interface no binding names is passed first, unparsed and
+//! counted as not bound. The parser classifies every other frame (counted
+//! per hook and protocol), then `decide` applies the NIC's compiled policy
+//! (SPEC §3).
 #![no_std]
 #![no_main]
 // Helpers that touch packet pointers must be inlined into the program: the
@@ -34,6 +36,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use sg_common::{
     counter::{DIR_EGRESS, DIR_INGRESS},
+    maps::test_flags,
     policy::verdict,
 };
 
@@ -51,6 +54,13 @@ const TC_PULL_LEN: u32 = 256;
     reason = "aya's entry macros pass the context by value"
 )]
 fn sg_xdp(ctx: XdpContext) -> u32 {
+    #[expect(clippy::cast_possible_truncation, reason = "ifindex is 32 bits")]
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let cfg = decide::binding(ifindex);
+    if cfg.is_none() && !maps::test_flag(test_flags::PARSE_UNBOUND) {
+        counters::not_bound(DIR_INGRESS);
+        return xdp_action::XDP_PASS;
+    }
     let len = ctx.data_end() - ctx.data();
     let pkt = Packet::new(ctx.data(), ctx.data_end(), len);
     // XDP sees only the frame's bytes: a tag a driver keeps out of band is
@@ -59,9 +69,10 @@ fn sg_xdp(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     };
     counters::record(DIR_INGRESS, summary);
-    #[expect(clippy::cast_possible_truncation, reason = "ifindex is 32 bits")]
-    let ifindex = ctx.ingress_ifindex() as u32;
-    match decide::decide(decide::HOOK_XDP, ifindex, summary, len as u64) {
+    let Some(cfg) = cfg else {
+        return xdp_action::XDP_PASS;
+    };
+    match decide::decide(decide::HOOK_XDP, ifindex, cfg, summary, len as u64) {
         verdict::ACCEPT => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
@@ -142,6 +153,14 @@ fn sg_test_vlan_push(ctx: TcContext) -> i32 {
 /// A TC program's body: counted under `dir`, decided (and drops logged) as `hook`.
 #[inline(always)]
 fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: the context of a classifier is its __sk_buff.
+    let ifindex = unsafe { (*skb).ifindex };
+    let cfg = decide::binding(ifindex);
+    if cfg.is_none() && !maps::test_flag(test_flags::PARSE_UNBOUND) {
+        counters::not_bound(dir);
+        return TC_ACT_UNSPEC;
+    }
     let frame_len = ctx.len();
     // On TC the linear area can hold as little as the Ethernet header (seen with
     // packets from trafgen): pull the headers in before parsing, or every such
@@ -158,7 +177,6 @@ fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
         warn!(ctx, "sg: bpf_skb_pull_data({}) failed: {}", want, err);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end(), frame_len as usize);
-    let skb = ctx.as_ptr().cast::<__sk_buff>();
     // The receive path moves the outer tag out of the frame before TC
     // ingress runs (`skb_vlan_untag`), and a VLAN device over a NIC with
     // transmit offload hands TC egress an untagged frame with the tag beside
@@ -169,9 +187,10 @@ fn tc(ctx: &TcContext, dir: u32, hook: u32) -> i32 {
         return TC_ACT_SHOT;
     };
     counters::record(dir, summary);
-    // SAFETY: as above.
-    let ifindex = unsafe { (*skb).ifindex };
-    match decide::decide(hook, ifindex, summary, u64::from(frame_len)) {
+    let Some(cfg) = cfg else {
+        return TC_ACT_UNSPEC;
+    };
+    match decide::decide(hook, ifindex, cfg, summary, u64::from(frame_len)) {
         verdict::ACCEPT => TC_ACT_UNSPEC,
         _ => TC_ACT_SHOT,
     }

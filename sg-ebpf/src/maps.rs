@@ -84,7 +84,10 @@ pub static SG_RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries
 #[map(name = "SG_REASONS_V1")]
 pub static SG_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS_LEN, 0);
 
-/// This CPU's last decision: read by tests and tracing.
+/// This CPU's decision of the packet being decided: where each step
+/// settles its decision (`decide::settle`, which the verifier needs), and,
+/// only when loaded with the test flag `RECORD_LAST`, the whole last decision
+/// (its NIC, direction and version too) that tests read back.
 #[map(name = "SG_LAST_V1")]
 pub static SG_LAST: PerCpuArray<LastDecision> = PerCpuArray::with_max_entries(1, 0);
 
@@ -140,3 +143,17 @@ pub static SG_DROPLOG_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(st
 /// the others.
 #[map(name = "SG_AGENT_V1")]
 pub static SG_AGENT: Array<sg_common::agent::AgentRecord> = Array::with_max_entries(1, 0);
+
+/// The `sg_common::maps::test_flags` the loader set: 0 in the agent. A
+/// constant of the frozen read-only data: the verifier knows its value and
+/// removes the branches it does not take, so a flag off costs nothing.
+#[unsafe(no_mangle)]
+pub static SG_TEST_FLAGS: u8 = 0;
+
+/// Whether test flag `flag` is set.
+#[inline(always)]
+pub fn test_flag(flag: u8) -> bool {
+    // SAFETY: a plain load of a static; volatile so the compiler does not
+    // fold the 0 it was compiled with (the loader patches it).
+    unsafe { core::ptr::read_volatile(&raw const SG_TEST_FLAGS) & flag != 0 }
+}

@@ -10,6 +10,10 @@ use sg_common::policy::MAX_NICS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "the programs do not record their last decision: load them with Dataplane::load_for_tests"
+    )]
+    NotRecording,
     #[error("the eBPF object is empty: this build skipped it (AYA_BUILD_SKIP); rebuild without it")]
     NoObject,
     #[error("loading the eBPF object: {0}")]

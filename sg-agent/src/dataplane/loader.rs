@@ -22,7 +22,10 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use sg_common::{
-    maps::{BITS, BITS_PER_TABLE, PROG_TC_EGRESS, PROG_XDP, RULE_STATS, SESSION_ENTRIES, SESSIONS},
+    maps::{
+        BITS, BITS_PER_TABLE, PROG_TC_EGRESS, PROG_XDP, RULE_STATS, SESSION_ENTRIES, SESSIONS,
+        TEST_FLAGS, test_flags,
+    },
     policy::{DEFAULT_NICS, MAX_NICS, MAX_RANKS},
 };
 use sg_policy::Settings;
@@ -75,7 +78,17 @@ impl Dataplane {
 
     /// [`Dataplane::load`] with the given limits.
     pub fn load_with(limits: Limits) -> Result<Self, Error> {
-        Self::load_inner(limits, None)
+        Self::load_inner(limits, None, false)
+    }
+
+    /// [`Dataplane::load_with`] for tests (`sg_common::maps::test_flags`):
+    /// the programs record every decision whole (its NIC, direction and
+    /// version) for [`Maps::last_decision`], and parse and count the frames
+    /// of interfaces no binding names as they do a bound one's (the parser
+    /// tests run frames on no interface). The agent never loads them so:
+    /// each costs every packet and nothing in the agent reads it.
+    pub fn load_for_tests(limits: Limits) -> Result<Self, Error> {
+        Self::load_inner(limits, None, true)
     }
 
     /// Loads persistently: every map is pinned under `dir/maps` (the maps
@@ -86,12 +99,12 @@ impl Dataplane {
     /// pin directory is the one `lock` holds: no second agent can load it.
     pub fn load_pinned(limits: Limits, lock: NamespaceLock) -> Result<Self, Error> {
         let dir = lock.root().to_path_buf();
-        let mut dp = Self::load_inner(limits, Some(&dir))?;
+        let mut dp = Self::load_inner(limits, Some(&dir), false)?;
         dp.lock = Some(lock);
         Ok(dp)
     }
 
-    fn load_inner(limits: Limits, pins: Option<&Path>) -> Result<Self, Error> {
+    fn load_inner(limits: Limits, pins: Option<&Path>, for_tests: bool) -> Result<Self, Error> {
         if OBJECT.is_empty() {
             return Err(Error::NoObject);
         }
@@ -101,11 +114,17 @@ impl Dataplane {
         if limits.nics == 0 || limits.nics > MAX_NICS {
             return Err(Error::NicLimit(limits.nics));
         }
+        let flags = if for_tests {
+            test_flags::RECORD_LAST | test_flags::PARSE_UNBOUND
+        } else {
+            0
+        };
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(SESSIONS, limits.sessions)
             .map_max_entries(RULE_STATS, limits.nics * 4 * MAX_RANKS)
-            .map_max_entries(BITS, limits.nics * 4 * BITS_PER_TABLE);
+            .map_max_entries(BITS, limits.nics * 4 * BITS_PER_TABLE)
+            .override_global(TEST_FLAGS, &flags, true);
         let adopting = match pins {
             Some(dir) => pins::prepare(&mut loader, dir)?,
             None => false,
@@ -136,7 +155,8 @@ impl Dataplane {
         // a cold attach's receive side open meanwhile.
         programs::tc_ingress(&mut ebpf)?;
         programs::tc_tag_guard(&mut ebpf)?;
-        let maps = Maps::take(&mut ebpf)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        maps.records_last = for_tests;
         let mut dp = Self {
             ebpf,
             maps,

@@ -53,6 +53,9 @@ pub struct Maps {
     /// The kernel id of each map in [`PINNED_MAPS`], in that order: what
     /// the pins must name (`verify.rs`), and how to pin a map again.
     ids: Vec<(&'static str, u32)>,
+    /// The programs record every decision whole in the last-decision map
+    /// (loaded by `Dataplane::load_for_tests`).
+    pub(super) records_last: bool,
 }
 
 /// Takes the map `name` out of `ebpf` as the typed handle `M`, noting its
@@ -101,6 +104,7 @@ impl Maps {
             droplog_bucket: take(ebpf, ids, DROPLOG_BUCKET)?,
             droplog_stats: take(ebpf, ids, DROPLOG_STATS)?,
             ids: Vec::new(),
+            records_last: false,
         };
         maps.ids = std::mem::take(ids);
         Ok(maps)

@@ -187,8 +187,13 @@ impl Maps {
         Ok(())
     }
 
-    /// The last decision made on CPU `cpu` (tests pin themselves to a CPU).
+    /// The last decision made on CPU `cpu` (tests pin themselves to a CPU),
+    /// if the programs record it: only when loaded by
+    /// `Dataplane::load_for_tests`.
     pub fn last_decision(&self, cpu: usize) -> Result<LastDecision, Error> {
+        if !self.records_last {
+            return Err(Error::NotRecording);
+        }
         let values = self.last.get(&0, 0).map_err(map_err(LAST))?;
         values.get(cpu).copied().ok_or(Error::MissingMap(LAST))
     }

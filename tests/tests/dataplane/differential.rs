@@ -20,7 +20,11 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use sg_agent::{dataplane::Dataplane, iface::index as ifindex, reconcile::Reconciler};
+use sg_agent::{
+    dataplane::{Dataplane, Limits},
+    iface::index as ifindex,
+    reconcile::Reconciler,
+};
 use sg_common::{policy::NO_RANK, reason};
 use sg_policy::compile::Rank;
 use sg_policy::{
@@ -574,7 +578,7 @@ fn kernel_agrees_with_the_evaluator_on_random_policies_and_packets() {
     }
     ns.exec(|| {
         testrun::pin_to_cpu0().expect("pin to CPU 0");
-        let mut reconciler = Reconciler::new(Dataplane::load().expect("load"), None);
+        let mut reconciler = Reconciler::new(Dataplane::load_for_tests(Limits::default()).expect("load"), None);
         let ifindexes: HashMap<&str, u32> = NICS.iter().map(|n| (*n, ifindex(n).expect("interface exists"))).collect();
         let mut rng = Rng::new(seed);
         let mut model = Model::default();

@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sg_agent::{
-    dataplane::{Dataplane, session_table::Filter},
+    dataplane::{Dataplane, Limits, session_table::Filter},
     reconcile::Reconciler,
 };
 use sg_common::{counter, reason};
@@ -68,7 +68,8 @@ impl Host {
             .unwrap();
         ns.ip(&["link", "set", NIC, "up"]).unwrap();
         testrun::pin_to_cpu0().unwrap();
-        let mut reconciler = Reconciler::new(Dataplane::load().unwrap(), None);
+        let mut reconciler =
+            Reconciler::new(Dataplane::load_for_tests(Limits::default()).unwrap(), None);
         reconciler.reconcile(s).unwrap();
         Self {
             reconciler,

@@ -3,7 +3,7 @@
 //! plane enforces nothing yet) and land in exactly the counters the oracle in
 //! `sg_tests::classify` names.
 
-use sg_agent::dataplane::Dataplane;
+use sg_agent::dataplane::{Dataplane, Limits};
 use sg_common::counter::{
     ARP, BAD_ARP, BAD_IPV4, BAD_IPV6, BAD_IPV6_EXT, BAD_IPV6_FRAG, BAD_L2, BAD_L4, FRAGMENT, GRE,
     ICMP, ICMPV6, IPV4, IPV4_OPTIONS, IPV6, IPV6_EXT, MALFORMED, NON_IP, OTHER_L4, TCP, UDP, VLAN,
@@ -95,7 +95,7 @@ fn check(dp: &mut Dataplane, name: &str, frame: &[u8], want: &Expected) {
 #[test]
 #[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn crafted_frames_land_in_their_counters() {
-    let mut dp = Dataplane::load().expect("load");
+    let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
     let icmp = L4::Icmp {
         ty: 8,
         code: 0,
@@ -394,7 +394,7 @@ fn crafted_frames_land_in_their_counters() {
 
 #[test]
 fn bad_headers_are_malformed_with_a_reason() {
-    let mut dp = Dataplane::load().expect("load");
+    let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
     let base = packet::build(&Spec::new(v4(), tcp()));
     let l3 = base.l3_off;
     let mut cases: Vec<(String, Vec<u8>, Expected)> = Vec::new();
@@ -534,7 +534,7 @@ fn by_construction(
 
 #[test]
 fn every_truncation_lands_in_the_right_counter() {
-    let mut dp = Dataplane::load().expect("load");
+    let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
     let specs = [
         Spec::new(v4(), tcp()),
         Spec::new(v4_with(12, 0, false), L4::Udp { sport: 1, dport: 2 }),
@@ -620,7 +620,7 @@ fn random_mutations_never_crash_and_agree_with_the_oracle() {
         .unwrap_or(0x5eed_0001_u64);
     println!("seed {seed} (set SG_SEED to replay)");
     let mut rng = Rng::new(seed);
-    let mut dp = Dataplane::load().expect("load");
+    let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
     let bases: Vec<Vec<u8>> = [
         Spec::new(v4(), tcp()),
         Spec::new(v4_with(8, 0, true), L4::Udp { sport: 1, dport: 2 }),
@@ -686,4 +686,30 @@ fn random_mutations_never_crash_and_agree_with_the_oracle() {
             &classify(&f),
         );
     }
+}
+
+/// Issue 16: an interface the programs are attached to but no binding
+/// names cost the whole parser before its lookup. As the agent loads them,
+/// such a frame is passed first, unparsed, and counted as `not_bound`
+/// alone, on every hook, however malformed.
+#[test]
+fn a_frame_of_an_interface_not_bound_passes_unparsed_counted_as_not_bound() {
+    use sg_common::counter::{NOT_BOUND, SLOTS};
+    let mut dp = Dataplane::load().expect("load");
+    let tcp = packet::build(&Spec::new(v4(), tcp())).bytes;
+    let mut garbage = tcp.clone();
+    garbage[14] = 0x41; // IPv4 with a header length of 4 bytes: malformed
+    for hook in HOOKS {
+        for frame in [&tcp, &garbage] {
+            let (verdict, delta) = testrun::counted(&mut dp, hook, frame).expect("test run");
+            assert_eq!(verdict, testrun::pass_verdict(hook), "{hook:?}");
+            let mut want = vec![0; SLOTS as usize];
+            want[NOT_BOUND as usize] = 1;
+            assert_eq!(delta, want, "{hook:?}: counted as more than not bound");
+        }
+    }
+    assert!(
+        dp.maps().last_decision(0).is_err(),
+        "the agent's load records no last decision"
+    );
 }

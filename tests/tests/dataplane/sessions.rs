@@ -41,7 +41,7 @@ fn setup(ns: &Netns, capacity: u32) -> (Reconciler, u32) {
         sessions: capacity,
         ..Limits::default()
     };
-    let mut reconciler = Reconciler::new(Dataplane::load_with(limits).expect("load"), None);
+    let mut reconciler = Reconciler::new(Dataplane::load_for_tests(limits).expect("load"), None);
     reconciler.reconcile(&s).expect("apply");
     (reconciler, ifindex(NIC).expect("interface"))
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sg_agent::dataplane::{AttachMode, Counters, Dataplane};
+use sg_agent::dataplane::{AttachMode, Counters, Dataplane, Limits};
 use sg_common::counter::{DIR_EGRESS, DIR_INGRESS, ICMP, ICMPV6, SLOTS, TCP, UDP};
 use sg_tests::{
     capture::Capture,
@@ -54,7 +54,7 @@ fn probe_all(from: &Host, to: &Host, servers: &Servers) {
 
 fn check_traffic(mode: AttachMode) {
     let pair = Pair::new().expect("topology");
-    let mut dp = Dataplane::load().expect("load");
+    let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
     let servers_a = Servers::start(&pair.a.ns).expect("servers in a");
     let servers_b = Servers::start(&pair.b.ns).expect("servers in b");
     let mut capture = Capture::start(&pair.a).expect("capture on a");
@@ -270,7 +270,7 @@ fn traffic_passes_both_ways_and_counters_match_capture_tc_ingress() {
 fn dropping_the_dataplane_detaches_everything() {
     for mode in [AttachMode::Native, AttachMode::Auto] {
         let pair = Pair::new().expect("topology");
-        let mut dp = Dataplane::load().expect("load");
+        let mut dp = Dataplane::load_for_tests(Limits::default()).expect("load");
         attach(&mut dp, &pair.b, mode);
         let ids = our_program_ids(&mut dp);
         let maps = our_map_ids(&mut dp);
