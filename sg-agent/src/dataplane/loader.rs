@@ -35,6 +35,19 @@ use super::{AttachMode, Error, Maps, NamespaceLock, links::Links, nics::Nics, pi
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));
 
+/// What one map costs the kernel ([`Dataplane::map_memory`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapMemory {
+    pub name: String,
+    pub bytes: u64,
+    /// A copy per CPU: `bytes` grows with the CPUs.
+    pub per_cpu: bool,
+}
+
+/// The kernel's per-CPU map types (`enum bpf_map_type`): percpu hash,
+/// percpu array, LRU percpu hash, percpu cgroup storage.
+const PER_CPU_MAP_TYPES: [u64; 4] = [5, 6, 10, 21];
+
 /// Sizes fixed when the data plane loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -289,8 +302,9 @@ impl Dataplane {
     /// Kernel memory of every map the programs use, by map name, in bytes:
     /// the kernel's own accounting (`memlock` in the map's fdinfo, which on
     /// 6.4 and later counts what the map really holds, including per-CPU
-    /// copies and entries allocated as used).
-    pub fn map_memory(&mut self) -> Result<Vec<(String, u64)>, Error> {
+    /// copies and entries allocated as used), and whether the map keeps a
+    /// copy per CPU (its type, from the same fdinfo).
+    pub fn map_memory(&mut self) -> Result<Vec<MapMemory>, Error> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut ids = std::collections::BTreeSet::new();
         for prog in [PROG_XDP, PROG_TC_EGRESS] {
@@ -313,12 +327,17 @@ impl Dataplane {
             let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
             let text =
                 std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
-            let bytes = text
-                .lines()
-                .find_map(|l| l.strip_prefix("memlock:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            out.push((info.name_as_str().unwrap_or("?").to_owned(), bytes));
+            let field = |name: &str| -> u64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            out.push(MapMemory {
+                name: info.name_as_str().unwrap_or("?").to_owned(),
+                bytes: field("memlock:"),
+                per_cpu: PER_CPU_MAP_TYPES.contains(&field("map_type:")),
+            });
         }
         Ok(out)
     }

@@ -28,7 +28,7 @@ pub use error::Error;
 pub use explain::KernelDecision;
 pub use image::{ImageCounts, table_image_counts};
 pub use links::AttachMode;
-pub use loader::{Dataplane, Limits};
+pub use loader::{Dataplane, Limits, MapMemory};
 pub use lock::{Holder, LockError, NamespaceLock};
 pub use maps::Maps;
 pub use nics::Binding;
