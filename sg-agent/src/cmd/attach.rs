@@ -18,7 +18,8 @@ use tokio::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Interface to attach to, passing every packet (without --policy).
+    /// Interface to attach to, passing every packet (without --policy; its
+    /// frames are then counted as `not_bound`, unparsed).
     #[arg(long, required_unless_present = "policy")]
     iface: Option<String>,
     /// Policy to enforce: a JSON document of the whole state (groups, rules,
