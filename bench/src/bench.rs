@@ -32,6 +32,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use anyhow::Context as _;
+
+use crate::report::stats;
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use sg_agent::{
     dataplane::{Dataplane, Limits, session_table::Filter},
@@ -153,12 +155,7 @@ fn floor_ns(dp: &mut Dataplane, frame: &[u8], repeat: u32) -> anyhow::Result<f64
     Ok(run.duration.as_nanos() as f64)
 }
 
-/// (median, min, max).
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
+/// `f` run `ROUNDS` times: (median, min, max).
 fn rounds(mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<(f64, f64, f64)> {
     Ok(stats(
         (0..ROUNDS).map(|_| f()).collect::<anyhow::Result<_>>()?,
@@ -209,6 +206,8 @@ pub fn run(parts: Parts) -> anyhow::Result<()> {
         out.push_str(&ns.exec(per_packet)??);
         out.push_str(&through_api(&ns)?);
         out.push_str(&memory(&ns)?);
+        // On the veths `memory` made.
+        out.push_str(&crate::host_scale::run(&ns)?);
         drop(ns);
         print!("{out}");
     }
@@ -482,11 +481,11 @@ fn through_api(ns: &Netns) -> anyhow::Result<String> {
 }
 
 /// Kernel memory of every map with 1, 10 and 100 NICs of 1,000 rules each.
-fn memory(ns: &Netns) -> anyhow::Result<String> {
-    /// The most NICs a data plane binds (`MAX_NICS`).
-    const MOST: usize = 128;
-    /// The large host the per-CPU maps are computed for.
-    const LARGE: u64 = 64;
+/// The most NICs a data plane binds (`MAX_NICS`).
+const MOST: usize = 128;
+
+/// Veth pairs `m0`…`m{MOST - 1}` (and their peers) in `ns`, up.
+pub(crate) fn links(ns: &Netns) -> anyhow::Result<()> {
     let mut batch = String::new();
     for i in 0..MOST {
         let _ = writeln!(batch, "link add m{i} type veth peer name m{i}p");
@@ -495,6 +494,13 @@ fn memory(ns: &Netns) -> anyhow::Result<String> {
     let file = target_dir().join("bench-links.batch");
     std::fs::write(&file, batch)?;
     ns.ip(&["-batch", file.to_str().context("path")?])?;
+    Ok(())
+}
+
+fn memory(ns: &Netns) -> anyhow::Result<String> {
+    /// The large host the per-CPU maps are computed for.
+    const LARGE: u64 = 64;
+    links(ns)?;
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let cpus = u64::try_from(cpus)?;
     let mut out = format!(

@@ -15,6 +15,7 @@
 
 mod bench;
 mod fleet;
+mod host_scale;
 mod report;
 mod throughput;
 
@@ -42,6 +43,8 @@ enum Command {
     /// Only the throughput part: packets per second through a veth pair with
     /// no filter, sg, nftables and iptables (target/throughput.md).
     Throughput,
+    /// Only the updates at host scale (100 NICs × 1,000 rules), printed.
+    HostScale,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +56,11 @@ fn main() -> anyhow::Result<()> {
             throughput: !cli.per_packet_only && !cli.fleet_only,
         }),
         Some(Command::Throughput) => throughput::run(),
+        Some(Command::HostScale) => {
+            let ns = sg_tests::topology::Netns::new("bench-scale")?;
+            bench::links(&ns)?;
+            print!("{}", host_scale::run(&ns)?);
+            Ok(())
+        }
     }
 }

@@ -655,9 +655,7 @@ impl Receiver<'_> {
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+    crate::report::stats(v.to_vec())
 }
 
 fn tool_version(program: &str) -> String {
