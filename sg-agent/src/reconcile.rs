@@ -56,8 +56,14 @@ pub const PINS: &str = "(pins)";
 
 struct Installed {
     binding: Binding,
-    ingress: Table,
-    egress: Table,
+    /// Shared with the next apply's wants while the NIC is untouched: a
+    /// kept NIC's tables are neither copied nor compared (`Arc`'s equality
+    /// looks at the pointer first).
+    ingress: std::sync::Arc<Table>,
+    egress: std::sync::Arc<Table>,
+    /// The map entries each table takes (ingress, egress), counted once
+    /// when compiled: the capacity check of every apply reads them.
+    counts: [crate::dataplane::ImageCounts; 2],
 }
 
 pub struct Reconciler {
@@ -102,7 +108,7 @@ impl Reconciler {
     /// The compiled tables of NIC `name` (ingress, egress): the images
     /// written to the kernel's maps, unless the NIC is degraded.
     pub fn tables(&self, name: &str) -> Option<(&Table, &Table)> {
-        self.installed.get(name).map(|i| (&i.ingress, &i.egress))
+        self.installed.get(name).map(|i| (&*i.ingress, &*i.egress))
     }
 
     /// NICs (and [`SETTINGS`]) whose policy is not in force, with the reason.
@@ -151,19 +157,26 @@ impl Reconciler {
                 anti_spoof: b.anti_spoof_enabled(),
                 own: b.own_cidrs(),
             };
-            let (ingress, egress) = match self.installed.get(name).filter(|_| keep(name)) {
-                Some(i) => (i.ingress.clone(), i.egress.clone()),
-                None => (
-                    compile(state, name, Direction::Ingress)?,
-                    compile(state, name, Direction::Egress)?,
-                ),
-            };
+            let (ingress, egress, counts) =
+                if let Some(i) = self.installed.get(name).filter(|_| keep(name)) {
+                    (i.ingress.clone(), i.egress.clone(), i.counts)
+                } else {
+                    let ingress = compile(state, name, Direction::Ingress)?;
+                    let egress = compile(state, name, Direction::Egress)?;
+                    let counts = [&ingress, &egress].map(crate::dataplane::table_image_counts);
+                    (
+                        std::sync::Arc::new(ingress),
+                        std::sync::Arc::new(egress),
+                        counts,
+                    )
+                };
             wanted.push((
                 name.clone(),
                 Installed {
                     binding,
                     ingress,
                     egress,
+                    counts,
                 },
             ));
         }
@@ -331,8 +344,7 @@ impl Reconciler {
                 )));
             }
             let mut prefixes = (0, 0);
-            for (dir, t) in [("ingress", &w.ingress), ("egress", &w.egress)] {
-                let image = crate::dataplane::table_image_counts(t);
+            for (dir, image) in ["ingress", "egress"].into_iter().zip(w.counts) {
                 if image.bits > BITS_PER_TABLE as usize {
                     return Err(ReconcileError::Capacity(format!(
                         "nics[{name}] {dir}: {} rule-bit entries, more than the data plane's {BITS_PER_TABLE} per table",

@@ -788,8 +788,12 @@ impl Default for SessionTimeouts {
 pub struct State {
     #[serde(default)]
     pub settings: Settings,
+    /// Shared with the states cloned from this one until written
+    /// (`Arc::make_mut`): a clone of a large state costs a pointer per
+    /// group, and comparing two states skips every group they share
+    /// (`Arc`'s equality looks at the pointer first).
     #[serde(default)]
-    pub groups: BTreeMap<GroupId, SecurityGroup>,
+    pub groups: BTreeMap<GroupId, std::sync::Arc<SecurityGroup>>,
     #[serde(default)]
     pub prefix_lists: BTreeMap<PrefixListId, PrefixList>,
     #[serde(default)]
@@ -846,6 +850,7 @@ impl State {
     pub fn group(&self, field: &str, id: &GroupId) -> Result<&SecurityGroup, PolicyError> {
         self.groups
             .get(id)
+            .map(|g| &**g)
             .ok_or_else(|| PolicyError::not_found(field, GroupId::KIND, id))
     }
 
@@ -858,9 +863,10 @@ impl State {
 
     /// Every rule of the state with the group that holds it.
     pub fn all_rules(&self) -> impl Iterator<Item = (&SecurityGroup, &Rule)> {
-        self.groups
-            .values()
-            .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
+        self.groups.values().flat_map(|g| {
+            let g: &SecurityGroup = g;
+            g.rules.iter().map(move |r| (g, r))
+        })
     }
 
     /// A rule by id with its group.

@@ -6,7 +6,7 @@
 //! replaces the state. A refused operation leaves the state exactly as it
 //! was. Its errors name what the request gave, not ids it made ([`Labels`]).
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use super::{
     addr::{Cidr, Family},
@@ -138,7 +138,8 @@ impl State {
                 operation,
             });
         }
-        Ok(group)
+        // Copied here if another state still shares it.
+        Ok(Arc::make_mut(group))
     }
 
     /// Replaces the agent settings (platform addresses, port-25 block).
@@ -182,7 +183,7 @@ impl State {
         labels.id(&id, format!("the new group {:?}", spec.name));
         self.groups.insert(
             id.clone(),
-            SecurityGroup {
+            Arc::new(SecurityGroup {
                 id: id.clone(),
                 name: spec.name,
                 description: spec.description,
@@ -192,7 +193,7 @@ impl State {
                 managed: spec.managed,
                 tags: spec.tags,
                 rules: Vec::new(),
-            },
+            }),
         );
         Ok(id)
     }
@@ -261,6 +262,7 @@ impl State {
         self.transact(|s| {
             s.groups
                 .remove(id)
+                .map(Arc::unwrap_or_clone)
                 .ok_or_else(|| PolicyError::not_found("group", GroupId::KIND, id))
         })
     }
@@ -315,7 +317,7 @@ impl State {
             }
             s.groups.insert(
                 new_id.clone(),
-                SecurityGroup {
+                Arc::new(SecurityGroup {
                     id: new_id.clone(),
                     name: options.name.clone().unwrap_or(source.name.clone()),
                     description: source.description.clone(),
@@ -329,7 +331,7 @@ impl State {
                         BTreeMap::new()
                     },
                     rules,
-                },
+                }),
             );
             Ok(new_id)
         })

@@ -128,7 +128,9 @@ pub fn restore(state: &mut State, snapshot: &Snapshot) -> Result<(), PolicyError
             operation: "restore snapshot",
         });
     }
-    group.rules.clone_from(&snapshot.rules);
+    std::sync::Arc::make_mut(group)
+        .rules
+        .clone_from(&snapshot.rules);
     // A snapshot holds rules this agent (or an older one) stored: their
     // descriptions are not new input, so not checked again as text
     // (`validate_change`); everything else of a change is.

@@ -207,7 +207,7 @@ impl Layout {
                 ["groups", id] => {
                     let g: sg_policy::SecurityGroup = json(key, value)?;
                     same_id(key, id, g.id.as_str())?;
-                    state.groups.insert(g.id.clone(), g);
+                    state.groups.insert(g.id.clone(), std::sync::Arc::new(g));
                 }
                 ["prefix-lists", id] => {
                     let l: sg_policy::PrefixList = json(key, value)?;

@@ -976,7 +976,10 @@ impl Reader<'_> {
         self.attach_rules(&mut groups)?;
         Ok(Some(State {
             settings,
-            groups,
+            groups: groups
+                .into_iter()
+                .map(|(id, g)| (id, std::sync::Arc::new(g)))
+                .collect(),
             prefix_lists: self.keyed("prefix_lists", "id", |l: &PrefixList| &l.id)?,
             port_lists: self.keyed("port_lists", "id", |l: &PortList| &l.id)?,
             nics: self.keyed("nics", "name", |n: &NicBinding| &n.name)?,
@@ -1203,7 +1206,9 @@ mod tests {
         assert_eq!(rows_written(&mut store, &s), 1, "one rule");
 
         // Swapping two rules moves two positions.
-        s.groups.get_mut(&g).unwrap().rules.swap(0, 4);
+        std::sync::Arc::make_mut(s.groups.get_mut(&g).unwrap())
+            .rules
+            .swap(0, 4);
         assert_eq!(rows_written(&mut store, &s), 2, "two positions");
 
         // Revoking the first rule shifts the four after it, and deletes one.

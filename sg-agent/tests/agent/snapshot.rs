@@ -125,7 +125,9 @@ fn only_groups_whose_rules_changed_are_snapshotted() {
     // Same rules, other order: a change (order decides nothing in the rules'
     // semantics, but a snapshot restores exactly what was there).
     let mut s2 = s0.clone();
-    s2.groups.get_mut(&a).unwrap().rules.reverse();
+    std::sync::Arc::make_mut(s2.groups.get_mut(&a).unwrap())
+        .rules
+        .reverse();
     let snaps = Taken::default().due(&s0, &s2, T0);
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].rules, s0.groups[&a].rules);
@@ -172,7 +174,9 @@ fn due_is_ordered_by_group_id_and_asks_only_for_changed_groups() {
         .collect();
     let mut s1 = s0.clone();
     for g in [&ids[4], &ids[1], &ids[3]] {
-        s1.groups.get_mut(g).unwrap().rules.clear();
+        std::sync::Arc::make_mut(s1.groups.get_mut(g).unwrap())
+            .rules
+            .clear();
     }
     let mut asked = Vec::new();
     let snaps = due(&s0, &s1, T0 + 1, |g, w| {
@@ -194,7 +198,9 @@ fn due_is_ordered_by_group_id_and_asks_only_for_changed_groups() {
 fn an_error_of_the_store_is_passed_on() {
     let (s0, a, _) = two_groups();
     let mut s1 = s0.clone();
-    s1.groups.get_mut(&a).unwrap().rules.clear();
+    std::sync::Arc::make_mut(s1.groups.get_mut(&a).unwrap())
+        .rules
+        .clear();
     let err = due(&s0, &s1, T0, |_, _| {
         Err(StoreError::NotAStore {
             path: "x.db".into(),
@@ -332,7 +338,9 @@ fn restore_naming_a_list_or_group_that_is_gone_is_refused_naming_it() {
         let snap = snapshot_of(&with, &g);
         // What the snapshot names is deleted afterwards (the rule first).
         let mut now = with.clone();
-        now.groups.get_mut(&g).unwrap().rules.clear();
+        std::sync::Arc::make_mut(now.groups.get_mut(&g).unwrap())
+            .rules
+            .clear();
         if let Ok(id) = sg_policy::PrefixListId::parse("t", &gone) {
             now.delete_prefix_list(&id).unwrap();
         } else if let Ok(id) = sg_policy::PortListId::parse("t", &gone) {
@@ -345,7 +353,9 @@ fn restore_naming_a_list_or_group_that_is_gone_is_refused_naming_it() {
         assert!(matches!(err, PolicyError::NotFound { .. }), "{err:?}");
         // While it exists, the same snapshot restores.
         let mut cleared = with.clone();
-        cleared.groups.get_mut(&g).unwrap().rules.clear();
+        std::sync::Arc::make_mut(cleared.groups.get_mut(&g).unwrap())
+            .rules
+            .clear();
         restore(&mut cleared, &snap).unwrap();
         assert_eq!(cleared, with);
     }
@@ -376,7 +386,9 @@ fn restore_beyond_a_limit_is_refused_with_the_limit() {
         .unwrap();
     let snap = snapshot_of(&s, &g);
     // Now the list may hold 200: the same six rules would count 1,200.
-    s.groups.get_mut(&g).unwrap().rules.clear();
+    std::sync::Arc::make_mut(s.groups.get_mut(&g).unwrap())
+        .rules
+        .clear();
     s.modify_prefix_list(
         &pl,
         PrefixListSpec {

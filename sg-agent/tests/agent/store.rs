@@ -250,7 +250,7 @@ fn a_store_an_older_agent_wrote_with_control_characters_still_loads() {
         rule("ingress", "Accept", "1", "TCP", "22/22", "10.0.0.0/8"),
     )
     .unwrap();
-    let group = s.groups.get_mut(&g).unwrap();
+    let group = std::sync::Arc::make_mut(s.groups.get_mut(&g).unwrap());
     "red\u{1b}[31m".clone_into(&mut group.description);
     "line\nbreak \u{202e}".clone_into(&mut group.rules[0].spec.description);
     s.settings.platform_addresses = vec![cidr("0.0.0.0/0")];
@@ -301,11 +301,15 @@ fn every_commit_reads_back_from_a_fresh_connection() {
     .unwrap();
     check(&mut store, &s, "modify a rule");
 
-    s.groups.get_mut(&web).unwrap().rules.reverse();
+    std::sync::Arc::make_mut(s.groups.get_mut(&web).unwrap())
+        .rules
+        .reverse();
     validate_state(&s).unwrap();
     check(&mut store, &s, "reverse a group's rules");
 
-    s.groups.get_mut(&web).unwrap().rules.rotate_left(2);
+    std::sync::Arc::make_mut(s.groups.get_mut(&web).unwrap())
+        .rules
+        .rotate_left(2);
     check(&mut store, &s, "rotate a group's rules");
 
     let first = s.groups[&web].rules[0].id.clone();
@@ -324,8 +328,13 @@ fn every_commit_reads_back_from_a_fresh_connection() {
     check(&mut store, &s, "change a group's attributes only");
 
     // A rule moves to another group under the same id (as an import may do).
-    let moved = s.groups.get_mut(&web).unwrap().rules.pop().unwrap();
-    s.groups.get_mut(&db).unwrap().rules.insert(0, moved);
+    let moved = std::sync::Arc::make_mut(s.groups.get_mut(&web).unwrap())
+        .rules
+        .pop()
+        .unwrap();
+    std::sync::Arc::make_mut(s.groups.get_mut(&db).unwrap())
+        .rules
+        .insert(0, moved);
     validate_state(&s).unwrap();
     check(&mut store, &s, "move a rule between groups");
 
@@ -439,7 +448,9 @@ fn a_state_that_fails_validation_is_refused_and_nothing_changes() {
     store.commit(&rich.state, &[]).unwrap();
     let mut bad = rich.state.clone();
     bad.settings.snapshot_retention_days = 0;
-    bad.groups.get_mut(&rich.web).unwrap().rules.clear();
+    std::sync::Arc::make_mut(bad.groups.get_mut(&rich.web).unwrap())
+        .rules
+        .clear();
     let snapshot = snap(&rich.web, 300, 300, &rich.state);
     let err = store.commit(&bad, &[snapshot]).unwrap_err();
     assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
@@ -451,7 +462,9 @@ fn a_state_that_fails_validation_is_refused_and_nothing_changes() {
     assert_eq!(store.snapshots(None).unwrap(), vec![]);
     // The store still works, and still diffs correctly.
     let mut next = rich.state;
-    next.groups.get_mut(&rich.db).unwrap().rules.pop();
+    std::sync::Arc::make_mut(next.groups.get_mut(&rich.db).unwrap())
+        .rules
+        .pop();
     store.commit(&next, &[]).unwrap();
     assert_eq!(load_fresh(&dir.db()), Some(next));
 }
@@ -465,7 +478,9 @@ fn a_failed_commit_keeps_nothing_and_the_next_one_is_complete() {
     let mut store = SqliteStore::open(&dir.db()).unwrap();
     store.commit(&rich.state, &[]).unwrap();
     let mut next = rich.state.clone();
-    next.groups.get_mut(&rich.web).unwrap().rules.truncate(1);
+    std::sync::Arc::make_mut(next.groups.get_mut(&rich.web).unwrap())
+        .rules
+        .truncate(1);
     next.unbind_nic("veth-ent").unwrap();
     let bad = snap(&rich.web, u64::MAX, u64::MAX, &rich.state);
     let err = store.commit(&next, &[bad]).unwrap_err();
@@ -562,7 +577,9 @@ fn one_snapshot_per_group_and_window_and_the_first_one_wins() {
     let rich = rich_state();
     let before = rich.state.clone();
     let mut after = before.clone();
-    after.groups.get_mut(&rich.web).unwrap().rules.truncate(2);
+    std::sync::Arc::make_mut(after.groups.get_mut(&rich.web).unwrap())
+        .rules
+        .truncate(2);
     let mut store = SqliteStore::open(&dir.db()).unwrap();
     store
         .commit(&before, &[snap(&rich.web, 600, 601, &before)])
@@ -600,11 +617,15 @@ fn due_snapshots_commit_with_the_change() {
     store.commit(&rich.state, &[]).unwrap();
     let now = 1_700_000_123;
     let mut next = rich.state.clone();
-    next.groups.get_mut(&rich.db).unwrap().rules.pop();
+    std::sync::Arc::make_mut(next.groups.get_mut(&rich.db).unwrap())
+        .rules
+        .pop();
     let snaps = snapshot::due(&rich.state, &next, now, |g, w| store.has_snapshot(g, w)).unwrap();
     store.commit(&next, &snaps).unwrap();
     let mut again = next.clone();
-    again.groups.get_mut(&rich.db).unwrap().rules.clear();
+    std::sync::Arc::make_mut(again.groups.get_mut(&rich.db).unwrap())
+        .rules
+        .clear();
     let snaps = snapshot::due(&next, &again, now + 60, |g, w| store.has_snapshot(g, w)).unwrap();
     assert_eq!(snaps, vec![], "same window: already has one");
     store.commit(&again, &snaps).unwrap();

@@ -195,7 +195,11 @@ pub fn diff(old: &State, new: &State) -> Vec<Change> {
     });
     let ids: BTreeSet<&GroupId> = old.groups.keys().chain(new.groups.keys()).collect();
     for id in ids {
-        diff_group(old.groups.get(id), new.groups.get(id), &mut out);
+        diff_group(
+            old.groups.get(id).map(|g| &**g),
+            new.groups.get(id).map(|g| &**g),
+            &mut out,
+        );
     }
     diff_maps(&old.nics, &new.nics, &mut out, |op, a, b| {
         let (n, detail) = match (a, b) {

@@ -389,7 +389,7 @@ pub fn document_of(state: &State) -> Document {
                     .collect(),
             })
             .collect(),
-        groups: state.groups.values().map(group_doc).collect(),
+        groups: state.groups.values().map(|g| group_doc(g)).collect(),
         nics: state
             .nics
             .values()

@@ -288,6 +288,14 @@ pub fn desired(current: &State, doc: &Document) -> Result<State, PolicyError> {
     check_refusals(current, &groups).map_err(|e| labels.apply(e))?;
     let nics = nics(doc, &refs)?;
 
+    // A group the document leaves as it is stays shared with `current`.
+    let groups = groups
+        .into_iter()
+        .map(|(id, g)| {
+            let shared = current.groups.get(&id).filter(|c| ***c == g).cloned();
+            (id, shared.unwrap_or_else(|| std::sync::Arc::new(g)))
+        })
+        .collect();
     let next = State {
         settings: doc
             .settings
@@ -596,7 +604,7 @@ fn check_refusals(
                 blockers,
             });
         };
-        if now.managed && new != now {
+        if now.managed && new != &**now {
             let operation = if new.name != now.name {
                 "rename"
             } else if new.description != now.description {

@@ -1,6 +1,8 @@
 //! Declarative apply: documents (YAML and JSON), the desired state they
 //! describe, the refusals, `document_of` as the way back, and the diff.
 
+use std::sync::Arc;
+
 use crate::support::{basic, bind, rule, state};
 use proptest::prelude::*;
 use sg_policy::{
@@ -999,10 +1001,7 @@ fn diff_shows_rule_order_and_whole_groups() {
     let web = group_named(&s, "web").clone();
     let ids: Vec<_> = web.rules.iter().map(|r| r.id.to_string()).collect();
     let mut reordered = s.clone();
-    reordered
-        .groups
-        .get_mut(&web.id)
-        .expect("web")
+    Arc::make_mut(reordered.groups.get_mut(&web.id).expect("web"))
         .rules
         .reverse();
     assert_eq!(
@@ -1266,7 +1265,7 @@ fn apply_step(s: &mut State, step: &Step) -> Result<(), PolicyError> {
         }
         Step::Manage { group } => {
             if let Some(g) = nth(s.groups.keys().cloned(), *group) {
-                s.groups.get_mut(&g).expect("group").managed = true;
+                Arc::make_mut(s.groups.get_mut(&g).expect("group")).managed = true;
             }
             Ok(())
         }
@@ -1330,6 +1329,7 @@ fn add_rule(s: &mut State, step: &Step) -> Result<(), PolicyError> {
 
 fn without_guards(mut s: State) -> State {
     for g in s.groups.values_mut() {
+        let g = Arc::make_mut(g);
         g.managed = false;
         g.deletion_protection = false;
     }
@@ -1374,7 +1374,8 @@ proptest! {
         let mut expect = to.clone();
         for g in expect.groups.values_mut() {
             // Only the current state makes a group managed.
-            g.managed = from.groups.get(&g.id).is_some_and(|f| f.managed);
+            let managed = from.groups.get(&g.id).is_some_and(|f| f.managed);
+            Arc::make_mut(g).managed = managed;
         }
         prop_assert_eq!(&got, &expect);
         let mut from_ids = from.clone();

@@ -235,7 +235,7 @@ fn stored_by_an_older_agent() -> (State, sg_policy::GroupId) {
     let mut s = state();
     let g = basic(&mut s, "g");
     s.authorize(&g, tcp_from("10.0.0.0/8", 22)).unwrap();
-    let group = s.groups.get_mut(&g).unwrap();
+    let group = std::sync::Arc::make_mut(s.groups.get_mut(&g).unwrap());
     "old\u{1b}[31m".clone_into(&mut group.description);
     "old\u{202e}".clone_into(&mut group.rules[0].spec.description);
     (s, g)
