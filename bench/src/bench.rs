@@ -208,6 +208,7 @@ pub fn run(parts: Parts) -> anyhow::Result<()> {
         out.push_str(&memory(&ns)?);
         // On the veths `memory` made.
         out.push_str(&crate::host_scale::run(&ns)?);
+        out.push_str(&crate::host_scale::large(&ns)?);
         drop(ns);
         print!("{out}");
     }

@@ -138,3 +138,129 @@ pub fn run(ns: &Netns) -> anyhow::Result<String> {
         Ok(out)
     })?
 }
+
+/// Members of the large group (issue 16 item 7).
+const MEMBERS: usize = 10_000;
+/// Local NICs whose rules name it.
+const NAMING: usize = 64;
+
+/// The large group: `MEMBERS` NICs of 100 other hosts in group `peers`,
+/// named as the peer of a rule of group `users`, which `NAMING` local NICs
+/// are in. Returns the state, the group and one more remote NIC to join.
+fn large_group() -> anyhow::Result<(State, GroupId, NicBinding)> {
+    let mut s = State::with_seed(17);
+    let peers = s.create_group(GroupSpec::basic("peers"))?;
+    let users = s.create_group(GroupSpec::basic("users"))?;
+    s.authorize_all(
+        &users,
+        vec![RuleSpec::from_text(
+            "ingress",
+            "Allow",
+            "1",
+            "TCP",
+            "22/22",
+            peers.as_str(),
+        )?],
+    )?;
+    for i in 0..NAMING {
+        let octet = u8::try_from(i)?;
+        s.bind_nic(NicBinding::new(
+            &format!("m{i}"),
+            BindingMode::Local,
+            vec![format!("10.3.{octet}.1").parse()?],
+            vec![users.clone()],
+        ))?;
+    }
+    let member = |k: usize| -> anyhow::Result<NicBinding> {
+        let (hi, lo) = (u8::try_from(k / 250)?, u8::try_from(k % 250 + 1)?);
+        Ok(NicBinding::new(
+            &format!("eth{}", k % 100),
+            BindingMode::Local,
+            vec![format!("10.100.{hi}.{lo}").parse()?],
+            vec![peers.clone()],
+        ))
+    };
+    for k in 0..MEMBERS {
+        s.remote
+            .entry(format!("host{}", k / 100))
+            .or_default()
+            .insert(format!("eth{}", k % 100), member(k)?);
+    }
+    let joining = member(MEMBERS)?;
+    Ok((s, peers, joining))
+}
+
+/// Item 7: entries, memory, compile and a member joining and leaving.
+pub fn large(ns: &Netns) -> anyhow::Result<String> {
+    ns.exec(|| -> anyhow::Result<String> {
+        let (base, _peers, joining) = large_group()?;
+        let limits = Limits {
+            nics: u32::try_from(NAMING)?,
+            ..Limits::default()
+        };
+        let mut reconciler = Reconciler::new(Dataplane::load_with(limits)?, None);
+        let start = std::time::Instant::now();
+        let first = reconciler.reconcile(&base);
+        let compile = start.elapsed().as_secs_f64() * 1000.0;
+        let verdict = crate::report::verdict;
+        let mut out = format!(
+            "\n| large group: {MEMBERS} members named by rules on {NAMING} NICs | measured |\n| --- | --- |\n"
+        );
+        if let Err(e) = first {
+            let _ = writeln!(
+                out,
+                "| the policy put in force | refused after {compile:.0} ms: {e} |\n\n\
+                 | target | measured | result |\n| --- | --- | --- |\n\
+                 | entries grow as members + NICs; compile ≤ 100 ms; a member joining or leaving ≤ 10 ms | refused by the data plane's capacity | {} |",
+                verdict(false)
+            );
+            return Ok(out);
+        }
+        let mut prefixes = 0;
+        for i in 0..NAMING {
+            if let Some((ingress, egress)) = reconciler.tables(&format!("m{i}")) {
+                for t in [ingress, egress] {
+                    let c = sg_agent::dataplane::table_image_counts(t);
+                    prefixes += c.addr4 + c.addr6;
+                }
+            }
+        }
+        let memory: u64 = reconciler
+            .dataplane()
+            .map_memory()?
+            .iter()
+            .map(|m| m.bytes)
+            .sum();
+        #[expect(clippy::cast_precision_loss, reason = "for display")]
+        let mib = memory as f64 / 1_048_576.0;
+        let mut joined = base.clone();
+        joined
+            .remote
+            .entry("host-new".to_owned())
+            .or_default()
+            .insert(joining.name.clone(), joining);
+        let product = MEMBERS * NAMING;
+        // Refused when the tables of both slots do not fit while one is
+        // rewritten.
+        let join_ms = alternate(&mut reconciler, &base, &joined).map(|t| crate::report::stats(t).0);
+        let joins = match &join_ms {
+            Ok(m) => format!("{m:.1} ms (median of {CALLS})"),
+            Err(e) => format!("refused: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "| compile and put in force, first time | {compile:.0} ms |\n\
+             | prefix entries of the {NAMING} NICs' tables in force (one slot each) | {prefixes} (members × NICs = {product}) |\n\
+             | kernel memory of all maps | {mib:.1} MiB |\n\
+             | a member joining (leaving), until in force | {joins} |\n\n\
+             | target | measured | result |\n| --- | --- | --- |\n\
+             | entries grow as members + NICs, not their product | {prefixes} for {MEMBERS} members and {NAMING} NICs | {} |\n\
+             | compile ≤ 100 ms | {compile:.0} ms | {} |\n\
+             | a member joining or leaving in force ≤ 10 ms | {joins} | {} |",
+            verdict(prefixes <= 2 * (MEMBERS + NAMING)),
+            verdict(compile <= 100.0),
+            verdict(join_ms.as_ref().is_ok_and(|m| *m <= 10.0)),
+        );
+        Ok(out)
+    })?
+}

@@ -43,7 +43,8 @@ enum Command {
     /// Only the throughput part: packets per second through a veth pair with
     /// no filter, sg, nftables and iptables (target/throughput.md).
     Throughput,
-    /// Only the updates at host scale (100 NICs × 1,000 rules), printed.
+    /// Only the updates at host scale (100 NICs × 1,000 rules) and the
+    /// large group (10,000 members named on 64 NICs), printed.
     HostScale,
 }
 
@@ -60,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             let ns = sg_tests::topology::Netns::new("bench-scale")?;
             bench::links(&ns)?;
             print!("{}", host_scale::run(&ns)?);
+            print!("{}", host_scale::large(&ns)?);
             Ok(())
         }
     }
