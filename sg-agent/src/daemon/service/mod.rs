@@ -531,11 +531,13 @@ impl Service {
     /// Publishes the state and status as they are now for the reads.
     pub fn publish(&mut self) {
         let names: Vec<String> = self.state.nics.keys().cloned().collect();
-        let nics = names
-            .iter()
-            .map(|n| (n.clone(), self.nic_view(n)))
-            .collect();
         let status = self.status();
+        // `nic show` of each NIC is its part of the status, looked up once.
+        let nics = status
+            .nics
+            .iter()
+            .map(|n| (n.binding.name.clone(), to_value(n)))
+            .collect();
         let dp = self.reconciler.dataplane();
         let ids = names
             .iter()

@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::api::{NicRequest, Request};
 use sg_policy::{BindingMode, NicBinding};
 
@@ -74,11 +72,6 @@ impl Service {
             .into_iter()
             .filter_map(|n| dp.nic_id(&n).map(|id| (id, n)))
             .collect()
-    }
-
-    pub(super) fn nic_view(&mut self, name: &str) -> Value {
-        self.nic_shown(name)
-            .map_or(Value::Null, |shown| to_value(&shown))
     }
 
     /// NIC `name` as the data plane holds it, if it is bound.
