@@ -123,13 +123,20 @@ impl Service {
         let dp = self.reconciler.dataplane();
         let counters = Counters::read(dp.maps()).map_err(unavailable)?;
         let mut nics = BTreeMap::new();
-        let mut hits = Vec::new();
+        let (mut hits, mut shown) = (Vec::new(), 0);
         for name in names {
             if dp.nic_id(&name).is_none() {
                 continue;
             }
-            let (rows, counts) = nic_counters(dp, &name).map_err(unavailable)?;
-            hits.extend(rows);
+            // The rule counters (four lookups per rank) are read only for
+            // the NICs this page can show: none before the cursor's, none
+            // once more rows than the page holds are in (names go in order).
+            if page.reads(&name) && shown <= page.limit {
+                let rows = rule_hit_rows(dp, &name).map_err(unavailable)?;
+                shown += rows.iter().filter(|r| page.shows(r)).count();
+                hits.extend(rows);
+            }
+            let counts = reason_rows(dp, &name).map_err(unavailable)?;
             let reasons = counts
                 .into_iter()
                 .map(|r| reply::ReasonCount {
@@ -314,15 +321,6 @@ impl Failed {
     }
 }
 
-/// NIC `nic`'s per-rule hits and decisions by reason, as `stats` and the
-/// metrics endpoint both show them.
-pub(super) fn nic_counters(
-    dp: &mut crate::dataplane::Dataplane,
-    nic: &str,
-) -> Result<(Vec<RuleHitRow>, Vec<ReasonRow>), crate::dataplane::Error> {
-    Ok((rule_hit_rows(dp, nic)?, reason_rows(dp, nic)?))
-}
-
 /// NIC `nic`'s per-rule hits.
 fn rule_hit_rows(
     dp: &mut crate::dataplane::Dataplane,
@@ -431,26 +429,31 @@ impl StatsPage {
         })
     }
 
+    /// Whether NIC `nic`'s rows can be on this page: it is not before the
+    /// cursor's NIC.
+    pub(super) fn reads(&self, nic: &str) -> bool {
+        self.after
+            .as_ref()
+            .is_none_or(|(after, _, _)| nic >= after.as_str())
+    }
+
+    /// Whether row `r` passes the filters and comes after the cursor.
+    fn shows(&self, r: &RuleHitRow) -> bool {
+        r.packets >= self.min_packets
+            && self.dir.as_deref().is_none_or(|d| d == r.direction)
+            && self
+                .after
+                .as_ref()
+                .is_none_or(|(nic, dir, rule)| row_key(r) > page_key(nic, dir, rule))
+    }
+
     /// The rows of this page, in (NIC, direction, rule) order, ingress
     /// before egress; and the `next` of the page, if rows are left over.
     /// A key, not a position: a rule added or removed between two pages
     /// neither repeats nor hides another row.
     pub(super) fn select(&self, mut rows: Vec<RuleHitRow>) -> (Vec<RuleHitRow>, Option<String>) {
-        fn key<'a>(nic: &'a str, dir: &str, rule: &'a str) -> (&'a str, bool, &'a str) {
-            // Ingress (false) before egress.
-            (nic, dir != DIRS[0], rule)
-        }
-        fn row(r: &RuleHitRow) -> (&str, bool, &str) {
-            key(&r.nic, &r.direction, &r.rule)
-        }
-        rows.retain(|r| {
-            r.packets >= self.min_packets && self.dir.as_deref().is_none_or(|d| d == r.direction)
-        });
-        if let Some((nic, dir, rule)) = &self.after {
-            let after = key(nic, dir, rule);
-            rows.retain(|r| row(r) > after);
-        }
-        rows.sort_by(|a, b| row(a).cmp(&row(b)));
+        rows.retain(|r| self.shows(r));
+        rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
         let next = (rows.len() > self.limit).then(|| {
             let last = &rows[self.limit - 1];
             format!("{}/{}/{}", last.nic, last.direction, last.rule)
@@ -458,6 +461,15 @@ impl StatsPage {
         rows.truncate(self.limit);
         (rows, next)
     }
+}
+
+/// The order of rule-hit rows: NIC, then ingress before egress, then rule.
+fn page_key<'a>(nic: &'a str, dir: &str, rule: &'a str) -> (&'a str, bool, &'a str) {
+    (nic, dir != DIRS[0], rule)
+}
+
+fn row_key(r: &RuleHitRow) -> (&str, bool, &str) {
+    page_key(&r.nic, &r.direction, &r.rule)
 }
 
 /// What a rank stands for, as stats and metrics print it.
@@ -516,6 +528,9 @@ mod tests {
         let (shown, next) = page.select(rows());
         assert_eq!(keys(&shown), ["v0/egress/sgr-b", "v1/egress/sgr-a"]);
         assert_eq!(next, None, "nothing is left");
+        // A page after a cursor reads no NIC before the cursor's.
+        let page = StatsPage::new(None, None, Some(2), Some("v0/egress/sgr-b")).unwrap();
+        assert!(!page.reads("u9") && page.reads("v0") && page.reads("v1"));
         // The row a cursor names may be gone: the page starts after its key.
         let page = StatsPage::new(None, None, Some(10), Some("v0/ingress/sgr-b")).unwrap();
         assert_eq!(keys(&page.select(rows()).0)[0], "v0/ingress/sgr-c");
