@@ -11,7 +11,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use sg_agent::{
     dataplane::{Dataplane, Limits},
-    reconcile::Reconciler,
+    reconcile::{ReconcileError, Reconciler},
 };
 use sg_policy::{BindingMode, GroupId, GroupSpec, NicBinding, RuleSpec, State};
 use sg_tests::topology::Netns;
@@ -80,18 +80,28 @@ fn alternate(reconciler: &mut Reconciler, base: &State, other: &State) -> anyhow
     Ok(took)
 }
 
+/// A data plane loaded for `nics` NICs with `state` put in force the first
+/// time: the reconciler, how long that took (ms), and whether it succeeded.
+fn first_time(
+    nics: usize,
+    state: &State,
+) -> anyhow::Result<(Reconciler, f64, Result<(), ReconcileError>)> {
+    let limits = Limits {
+        nics: u32::try_from(nics)?,
+        ..Limits::default()
+    };
+    let mut reconciler = Reconciler::new(Dataplane::load_with(limits)?, None);
+    let start = std::time::Instant::now();
+    let done = reconciler.reconcile(state).map(drop);
+    Ok((reconciler, start.elapsed().as_secs_f64() * 1000.0, done))
+}
+
 /// The table and the targets, run in `ns` (where the veths are).
 pub fn run(ns: &Netns) -> anyhow::Result<String> {
     ns.exec(|| -> anyhow::Result<String> {
         let (base, g0, small) = host()?;
-        let limits = Limits {
-            nics: u32::try_from(NICS)?,
-            ..Limits::default()
-        };
-        let mut reconciler = Reconciler::new(Dataplane::load_with(limits)?, None);
-        let start = std::time::Instant::now();
-        reconciler.reconcile(&base)?;
-        let first = start.elapsed().as_secs_f64() * 1000.0;
+        let (mut reconciler, first, done) = first_time(NICS, &base)?;
+        done?;
 
         let mut one_rule = base.clone();
         one_rule.authorize(&g0, rules(1, 8000)?.remove(0))?;
@@ -146,8 +156,8 @@ const NAMING: usize = 64;
 
 /// The large group: `MEMBERS` NICs of 100 other hosts in group `peers`,
 /// named as the peer of a rule of group `users`, which `NAMING` local NICs
-/// are in. Returns the state, the group and one more remote NIC to join.
-fn large_group() -> anyhow::Result<(State, GroupId, NicBinding)> {
+/// are in. Returns the state and one more remote NIC to join the group.
+fn large_group() -> anyhow::Result<(State, NicBinding)> {
     let mut s = State::with_seed(17);
     let peers = s.create_group(GroupSpec::basic("peers"))?;
     let users = s.create_group(GroupSpec::basic("users"))?;
@@ -187,21 +197,14 @@ fn large_group() -> anyhow::Result<(State, GroupId, NicBinding)> {
             .insert(format!("eth{}", k % 100), member(k)?);
     }
     let joining = member(MEMBERS)?;
-    Ok((s, peers, joining))
+    Ok((s, joining))
 }
 
 /// Item 7: entries, memory, compile and a member joining and leaving.
 pub fn large(ns: &Netns) -> anyhow::Result<String> {
     ns.exec(|| -> anyhow::Result<String> {
-        let (base, _peers, joining) = large_group()?;
-        let limits = Limits {
-            nics: u32::try_from(NAMING)?,
-            ..Limits::default()
-        };
-        let mut reconciler = Reconciler::new(Dataplane::load_with(limits)?, None);
-        let start = std::time::Instant::now();
-        let first = reconciler.reconcile(&base);
-        let compile = start.elapsed().as_secs_f64() * 1000.0;
+        let (base, joining) = large_group()?;
+        let (mut reconciler, compile, first) = first_time(NAMING, &base)?;
         let verdict = crate::report::verdict;
         let mut out = format!(
             "\n| large group: {MEMBERS} members named by rules on {NAMING} NICs | measured |\n| --- | --- |\n"
